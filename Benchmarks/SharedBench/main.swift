@@ -1,0 +1,1 @@
+print("shared-bench: not yet implemented")

@@ -1,0 +1,100 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Layering (see STYLE.md and docs/adr/0001):
+//   C system libraries (CNats, CProtobufC, CLibPQ, COpenSSL)
+//     -> SwitchyardProtoC (committed protoc-c output)
+//     -> Schemas / Messaging / Storage / Telemetry / Security
+//     -> ServiceKit
+//     -> Services/* (thin executables over <Service>Core libraries)
+// No service imports a C* module, and no service imports another service.
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "switchyard",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Schemas", targets: ["Schemas"]),
+        .library(name: "Messaging", targets: ["Messaging"]),
+        .library(name: "Storage", targets: ["Storage"]),
+        .library(name: "Telemetry", targets: ["Telemetry"]),
+        .library(name: "Security", targets: ["Security"]),
+        .library(name: "ServiceKit", targets: ["ServiceKit"]),
+        .library(name: "TestKit", targets: ["TestKit"]),
+        .executable(name: "shared-bench", targets: ["SharedBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.1.0"),
+        .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.5.0"),
+    ],
+    targets: [
+        // MARK: C libraries (system, via pkg-config)
+        .systemLibrary(name: "CNats", path: "Shared/CNats", pkgConfig: "libnats",
+                       providers: [.apt(["libnats-dev"])]),
+        .systemLibrary(name: "CProtobufC", path: "Shared/CProtobufC", pkgConfig: "libprotobuf-c",
+                       providers: [.apt(["libprotobuf-c-dev"])]),
+        .systemLibrary(name: "CLibPQ", path: "Shared/CLibPQ", pkgConfig: "libpq",
+                       providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "COpenSSL", path: "Shared/COpenSSL", pkgConfig: "openssl",
+                       providers: [.apt(["libssl-dev"])]),
+
+        // MARK: generated protobuf-c code (make proto)
+        .target(name: "SwitchyardProtoC", dependencies: ["CProtobufC"], path: "Shared/SwitchyardProtoC"),
+
+        // MARK: Swift layers
+        .target(name: "Schemas", dependencies: ["SwitchyardProtoC", "CProtobufC"],
+                path: "Shared/Schemas", swiftSettings: swiftSettings),
+        .target(name: "Messaging", dependencies: [
+            "CNats",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], path: "Shared/Messaging", swiftSettings: swiftSettings),
+        .target(name: "Storage", dependencies: [
+            "CLibPQ",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Shared/Storage", swiftSettings: swiftSettings),
+        .target(name: "Telemetry", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
+            .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
+        ], path: "Shared/Telemetry", swiftSettings: swiftSettings),
+        .target(name: "Security", dependencies: ["COpenSSL"],
+                path: "Shared/Security", swiftSettings: swiftSettings),
+        .target(name: "ServiceKit", dependencies: [
+            "Telemetry", "Messaging", "Storage",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ], path: "Shared/ServiceKit", swiftSettings: swiftSettings),
+        .target(name: "TestKit", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Shared/TestKit", swiftSettings: swiftSettings),
+
+        // MARK: benchmarks
+        .executableTarget(name: "SharedBench", dependencies: [
+            "Schemas", "Messaging", "Storage", "TestKit",
+        ], path: "Benchmarks/SharedBench", swiftSettings: swiftSettings),
+
+        // MARK: tests
+        .testTarget(name: "SchemasTests", dependencies: ["Schemas"], swiftSettings: swiftSettings),
+        .testTarget(name: "MessagingTests", dependencies: ["Messaging", "Telemetry", "TestKit"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "TestKit"], swiftSettings: swiftSettings),
+        .testTarget(name: "TelemetryTests", dependencies: ["Telemetry", "Security"], swiftSettings: swiftSettings),
+        .testTarget(name: "ServiceKitTests", dependencies: [
+            "ServiceKit", "TestKit",
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ], swiftSettings: swiftSettings),
+    ]
+)

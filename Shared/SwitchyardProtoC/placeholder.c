@@ -1,0 +1,1 @@
+/* generated sources land here via make proto */
