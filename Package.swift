@@ -95,6 +95,7 @@ let package = Package(
         .testTarget(name: "ServiceKitTests", dependencies: [
             "ServiceKit", "TestKit",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
         ], swiftSettings: swiftSettings),
     ]
 )
