@@ -1,1 +1,0 @@
-/* generated sources land here via make proto */
