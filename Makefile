@@ -1,0 +1,55 @@
+# Switchyard — the front door. `make help` lists the targets.
+SHELL := /bin/bash
+SWIFT ?= swift
+SWIFT_BUILD_FLAGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## Install the Debian packages needed to build, test and run (idempotent)
+	@./scripts/deps.sh
+
+.PHONY: build
+build: ## Build every target (debug)
+	$(SWIFT) build $(SWIFT_BUILD_FLAGS)
+
+.PHONY: test
+test: deps ## Run unit and integration tests (starts its own nats-server and PostgreSQL on free ports)
+	$(SWIFT) build --build-tests $(SWIFT_BUILD_FLAGS)
+	$(SWIFT) test --skip-build $(SWIFT_BUILD_FLAGS)
+
+.PHONY: proto
+proto: ## Regenerate the protoc-c output and the Swift schema mapping from Proto/
+	./scripts/gen-proto.sh
+
+.PHONY: proto-check
+proto-check: ## Fail if the committed generated code differs from what Proto/ generates
+	./scripts/gen-proto.sh --check
+
+.PHONY: bench-shared
+bench-shared: deps ## Measure the Shared layer (JetStream publish/consume, protobuf, Postgres batch insert)
+	$(SWIFT) run -c release shared-bench
+
+.PHONY: infra-up
+infra-up: deps ## Start nats-server and PostgreSQL under .run/ on local ports 4222 / 5432
+	./scripts/infra.sh up
+
+.PHONY: infra-down
+infra-down: ## Stop the local nats-server and PostgreSQL
+	./scripts/infra.sh down
+
+.PHONY: infra-status
+infra-status: ## Show whether the local infrastructure is running
+	./scripts/infra.sh status
+
+.PHONY: clean-run
+clean-run: infra-down ## Stop local infrastructure and delete its data under .run/
+	rm -rf .run
+
+.PHONY: clean
+clean: ## Remove build products
+	rm -rf .build
