@@ -1,0 +1,138 @@
+import Logging
+import ServiceLifecycle
+
+/// Errors a message handler can throw to say whether a redelivery may help.
+public protocol ClassifiedError: Error {
+    /// `true`: nak with backoff and try again; `false`: the message is poison — dead-letter it now.
+    var isRetriable: Bool { get }
+}
+
+extension NATSError: ClassifiedError {}
+
+/// A handler's verdict that a message can never be processed (malformed payload, unknown tenant, …).
+public struct PoisonMessage: ClassifiedError, CustomStringConvertible {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var isRetriable: Bool { false }
+    public var description: String { "poison message: \(reason)" }
+}
+
+/// Where poison and exhausted messages go: `dlq.<stream>.<consumer>` on the `DEADLETTER` stream, with the
+/// original subject, sequence, delivery count and the failure reason in headers. Never loses the payload.
+public enum DeadLetter {
+    public static let subjectHeader = "Switchyard-Dlq-Subject"
+    public static let sequenceHeader = "Switchyard-Dlq-Stream-Seq"
+    public static let deliveriesHeader = "Switchyard-Dlq-Deliveries"
+    public static let reasonHeader = "Switchyard-Dlq-Reason"
+
+    static func message(for delivery: JetStreamDelivery, reason: String) -> OutboundMessage {
+        var headers = delivery.headers
+        headers.removeValue(forKey: "Nats-Msg-Id")
+        headers[subjectHeader] = delivery.subject
+        headers[sequenceHeader] = String(delivery.streamSequence)
+        headers[deliveriesHeader] = String(delivery.deliveryCount)
+        headers[reasonHeader] = String(reason.prefix(512))
+        return OutboundMessage(
+            subject: Subjects.deadLetter(stream: delivery.stream, consumer: delivery.consumer),
+            payload: delivery.payload, headers: headers,
+            messageID: "dlq:\(delivery.stream):\(delivery.streamSequence)")
+    }
+}
+
+/// A pull-fetch consume loop as a swift-service-lifecycle `Service`: fetches a batch (backpressure: it never
+/// holds more than `batchSize` unacked messages), runs the handler for each concurrently, then settles:
+/// success → ack; retriable error → nak with the consumer's backoff; poison, or a failure on the last
+/// allowed delivery → dead-letter, then term. On graceful shutdown it stops fetching, finishes in-flight
+/// messages and returns.
+public struct JetStreamConsumerService: Service {
+    public typealias Handler = @Sendable (JetStreamDelivery) async throws -> Void
+
+    private let jetStream: JetStream
+    private let stream: String
+    private let spec: ConsumerSpec
+    private let batchSize: Int
+    private let fetchTimeout: Duration
+    private let handler: Handler
+    private let logger: Logger
+
+    public init(jetStream: JetStream, stream: String, consumer spec: ConsumerSpec, batchSize: Int = 64,
+                fetchTimeout: Duration = .milliseconds(500), logger: Logger, handler: @escaping Handler) {
+        self.jetStream = jetStream
+        self.stream = stream
+        self.spec = spec
+        self.batchSize = batchSize
+        self.fetchTimeout = fetchTimeout
+        self.logger = logger
+        self.handler = handler
+    }
+
+    public func run() async throws {
+        let consumer = try PullConsumer(jetStream: jetStream, stream: stream, durable: spec.durable)
+        defer { consumer.stop() }
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let batch: [(JetStreamDelivery, CMessageBox)]
+            do {
+                batch = try await consumer.fetchBatch(batchSize, timeout: fetchTimeout)
+            } catch {
+                logger.warning("fetch failed", metadata: ["stream": "\(stream)", "error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(200))
+                continue
+            }
+            if batch.isEmpty { continue }
+            let items = batch.map { SendableFetched(delivery: $0.0, box: $0.1) }
+            await withTaskGroup(of: Void.self) { group in
+                for item in items {
+                    group.addTask { await self.process(JetStreamMessage(delivery: item.delivery, box: item.box)) }
+                }
+            }
+        }
+    }
+
+    /// Runs the handler and settles the message exactly once.
+    func process(_ message: consuming JetStreamMessage) async {
+        let delivery = message.delivery
+        do {
+            try await handler(delivery)
+        } catch {
+            let retriable = (error as? any ClassifiedError)?.isRetriable ?? true
+            let exhausted = delivery.deliveryCount >= spec.maxDeliver
+            if retriable && !exhausted {
+                do {
+                    try message.nak(delay: spec.retryDelay(afterDelivery: delivery.deliveryCount))
+                } catch let nakError {
+                    logger.warning("nak failed", metadata: ["error": "\(nakError)"])
+                }
+                return
+            }
+            await deadLetter(message, reason: "\(error)")
+            return
+        }
+        do {
+            try message.ack()
+        } catch {
+            // The effect is committed; a redelivery will be deduplicated by the idempotent handler.
+            logger.warning("ack failed", metadata: ["stream": "\(stream)", "error": "\(error)"])
+        }
+    }
+
+    private func deadLetter(_ message: consuming JetStreamMessage, reason: String) async {
+        let delivery = message.delivery
+        do {
+            try await jetStream.publish(DeadLetter.message(for: delivery, reason: reason))
+        } catch {
+            // Could not park it: keep it in the stream rather than lose it.
+            logger.error("dead-letter publish failed", metadata: ["stream": "\(stream)", "error": "\(error)"])
+            try? message.nak(delay: spec.retryDelay(afterDelivery: delivery.deliveryCount))
+            return
+        }
+        logger.warning("message dead-lettered", metadata: [
+            "stream": "\(stream)", "consumer": "\(spec.durable)",
+            "stream.seq": "\(delivery.streamSequence)", "deliveries": "\(delivery.deliveryCount)",
+        ])
+        do {
+            try message.term()
+        } catch {
+            logger.warning("term failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,296 @@
+@preconcurrency import CNats
+import Foundation
+import Logging
+
+/// A stream to provision. Created idempotently by the service that owns it (see docs/adr/0002).
+public struct StreamSpec: Sendable, Equatable {
+    public enum Retention: Sendable { case limits, workQueue }
+    public enum Storage: Sendable { case file, memory }
+
+    public var name: String
+    public var subjects: [String]
+    public var retention: Retention
+    public var storage: Storage
+    public var replicas: Int
+    /// 0 = unlimited.
+    public var maxAge: Duration
+    public var maxBytes: Int64
+    public var maxMessageSize: Int32
+    /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
+    public var duplicateWindow: Duration
+    public var denyDelete: Bool
+    public var denyPurge: Bool
+
+    public init(name: String, subjects: [String], retention: Retention = .limits, storage: Storage = .file,
+                replicas: Int = 1, maxAge: Duration = .zero, maxBytes: Int64 = -1,
+                maxMessageSize: Int32 = 1 << 20, duplicateWindow: Duration = .seconds(120),
+                denyDelete: Bool = false, denyPurge: Bool = false) {
+        self.name = name
+        self.subjects = subjects
+        self.retention = retention
+        self.storage = storage
+        self.replicas = replicas
+        self.maxAge = maxAge
+        self.maxBytes = maxBytes
+        self.maxMessageSize = maxMessageSize
+        self.duplicateWindow = duplicateWindow
+        self.denyDelete = denyDelete
+        self.denyPurge = denyPurge
+    }
+}
+
+/// A durable pull consumer to provision, always with explicit acks, MaxDeliver, AckWait and backoff.
+public struct ConsumerSpec: Sendable, Equatable {
+    public var durable: String
+    public var filterSubject: String?
+    /// How long the server waits for an ack before redelivering (a fetched message whose holder died).
+    public var ackWait: Duration
+    /// Deliveries before the server gives up; the consume loop dead-letters the last failing delivery.
+    public var maxDeliver: Int
+    /// Delays the consume loop uses when it naks a failed delivery (entry n-1 after the n-th delivery, the
+    /// last entry after that): exponential by default.
+    public var backoff: [Duration]
+    /// Server-side redelivery delays after a *missing* ack. Empty by default, because nats-server then
+    /// replaces AckWait by the first entry (see docs/adr/0004).
+    public var ackTimeoutBackoff: [Duration]
+    public var maxAckPending: Int
+
+    public init(durable: String, filterSubject: String? = nil, ackWait: Duration = .seconds(30),
+                maxDeliver: Int = 5,
+                backoff: [Duration] = [.milliseconds(250), .seconds(1), .seconds(4), .seconds(15)],
+                ackTimeoutBackoff: [Duration] = [], maxAckPending: Int = 10_000) {
+        self.durable = durable
+        self.filterSubject = filterSubject
+        self.ackWait = ackWait
+        self.maxDeliver = maxDeliver
+        self.backoff = backoff
+        self.ackTimeoutBackoff = ackTimeoutBackoff
+        self.maxAckPending = maxAckPending
+    }
+
+    /// Nak delay after the given delivery attempt (1-based): the backoff entry, or the last one.
+    public func retryDelay(afterDelivery delivery: Int) -> Duration {
+        guard !backoff.isEmpty else { return .seconds(1) }
+        return backoff[min(max(delivery - 1, 0), backoff.count - 1)]
+    }
+}
+
+/// What the server answered to a JetStream publish.
+public struct PublishAck: Sendable, Equatable, Decodable {
+    public var stream: String
+    public var sequence: UInt64
+    public var duplicate: Bool
+
+    enum CodingKeys: String, CodingKey { case stream, seq, duplicate }
+
+    public init(stream: String, sequence: UInt64, duplicate: Bool) {
+        self.stream = stream
+        self.sequence = sequence
+        self.duplicate = duplicate
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        stream = try container.decode(String.self, forKey: .stream)
+        sequence = try container.decode(UInt64.self, forKey: .seq)
+        duplicate = try container.decodeIfPresent(Bool.self, forKey: .duplicate) ?? false
+    }
+}
+
+private struct PublishAckError: Decodable {
+    struct Body: Decodable { var code: Int?; var err_code: Int? }
+    var error: Body?
+}
+
+/// A message to publish to a stream.
+public struct OutboundMessage: Sendable {
+    public var subject: String
+    public var payload: [UInt8]
+    public var headers: NATSHeaders
+    /// Deduplication id (`Nats-Msg-Id`), derived from tenant + event id — never from client input.
+    public var messageID: String?
+
+    public init(subject: String, payload: [UInt8], headers: NATSHeaders = [:], messageID: String? = nil) {
+        self.subject = subject
+        self.payload = payload
+        self.headers = headers
+        self.messageID = messageID
+    }
+}
+
+/// JetStream on one connection: provisioning, publishing, consumers and KV.
+///
+/// `@unchecked Sendable`: `jsCtx` is safe to use from several threads in nats.c; Swift state is immutable.
+public final class JetStream: @unchecked Sendable {
+    public let connection: NATSConnection
+    let context: OpaquePointer
+    let logger: Logger
+
+    public init(connection: NATSConnection) throws(NATSError) {
+        var options = jsOptions()
+        jsOptions_Init(&options)
+        options.Wait = connection.configuration.requestTimeout.milliseconds
+        var ctx: OpaquePointer?
+        let status = natsConnection_JetStream(&ctx, connection.handle, &options)
+        guard status == NATS_OK, let ctx else {
+            throw NATSError.fromStatus(status, code: .jetStream, context: "creating JetStream context")
+        }
+        self.connection = connection
+        self.context = ctx
+        self.logger = connection.logger
+    }
+
+    deinit { jsCtx_Destroy(context) }
+
+    // MARK: provisioning
+
+    /// Creates the stream, or updates it to `spec` if it exists. Safe to call from every replica at start.
+    public func ensureStream(_ spec: StreamSpec) async throws(NATSError) {
+        let ctx = SendablePointer(context)
+        try await connection.lane.run { () throws(NATSError) in
+            let arena = CStringArena()
+            var config = jsStreamConfig()
+            jsStreamConfig_Init(&config)
+            config.Name = arena.string(spec.name)
+            config.Subjects = arena.stringArray(spec.subjects)
+            config.SubjectsLen = Int32(spec.subjects.count)
+            config.Retention = spec.retention == .workQueue ? js_WorkQueuePolicy : js_LimitsPolicy
+            config.Storage = spec.storage == .memory ? js_MemoryStorage : js_FileStorage
+            config.Replicas = Int64(spec.replicas)
+            config.MaxAge = spec.maxAge.nanoseconds
+            config.MaxBytes = spec.maxBytes
+            config.MaxMsgSize = spec.maxMessageSize
+            config.Duplicates = spec.duplicateWindow.nanoseconds
+            config.DenyDelete = spec.denyDelete
+            config.DenyPurge = spec.denyPurge
+            var info: UnsafeMutablePointer<jsStreamInfo>?
+            var jsErr = jsErrCode(0)
+            var status = js_AddStream(&info, ctx.pointer, &config, nil, &jsErr)
+            if status != NATS_OK && jsErr.rawValue == 10058 {  // JSStreamNameExistErr: update in place
+                jsErr = jsErrCode(0)
+                status = js_UpdateStream(&info, ctx.pointer, &config, nil, &jsErr)
+            }
+            if let info { jsStreamInfo_Destroy(info) }
+            if status != NATS_OK {
+                throw NATSError.fromStatus(status, code: .jetStream, context: "provisioning stream", jsErr: jsErr)
+            }
+        }
+        logger.debug("stream provisioned", metadata: ["stream": "\(spec.name)"])
+    }
+
+    /// Creates the durable pull consumer, or updates it to `spec`. Idempotent.
+    public func ensureConsumer(stream: String, _ spec: ConsumerSpec) async throws(NATSError) {
+        let ctx = SendablePointer(context)
+        try await connection.lane.run { () throws(NATSError) in
+            let arena = CStringArena()
+            var config = jsConsumerConfig()
+            jsConsumerConfig_Init(&config)
+            config.Durable = arena.string(spec.durable)
+            config.Name = arena.string(spec.durable)
+            config.FilterSubject = arena.string(spec.filterSubject)
+            config.AckPolicy = js_AckExplicit
+            config.DeliverPolicy = js_DeliverAll
+            config.AckWait = spec.ackWait.nanoseconds
+            config.MaxDeliver = Int64(spec.maxDeliver)
+            config.MaxAckPending = Int64(spec.maxAckPending)
+            if !spec.ackTimeoutBackoff.isEmpty {
+                config.BackOff = arena.int64Array(spec.ackTimeoutBackoff.map(\.nanoseconds))
+                config.BackOffLen = Int32(spec.ackTimeoutBackoff.count)
+            }
+            var info: UnsafeMutablePointer<jsConsumerInfo>?
+            var jsErr = jsErrCode(0)
+            var status = js_AddConsumer(&info, ctx.pointer, stream, &config, nil, &jsErr)
+            if status != NATS_OK && (jsErr.rawValue == 10013 || jsErr.rawValue == 10148) {
+                jsErr = jsErrCode(0)
+                status = js_UpdateConsumer(&info, ctx.pointer, stream, &config, nil, &jsErr)
+            }
+            if let info { jsConsumerInfo_Destroy(info) }
+            if status != NATS_OK {
+                throw NATSError.fromStatus(status, code: .jetStream, context: "provisioning consumer", jsErr: jsErr)
+            }
+        }
+        logger.debug("consumer provisioned", metadata: ["stream": "\(stream)", "consumer": "\(spec.durable)"])
+    }
+
+    // MARK: publishing
+
+    /// Publishes to a stream and awaits the server's ack. Many publishes may be awaited concurrently: they are
+    /// pipelined on the connection (see `publishPipelined`).
+    @discardableResult
+    public func publish(_ message: OutboundMessage, timeout: Duration? = nil) async throws(NATSError) -> PublishAck {
+        var headers = message.headers
+        if let id = message.messageID { headers["Nats-Msg-Id"] = id }
+        let reply: NATSMessage
+        do {
+            reply = try await connection.request(message.subject, payload: message.payload, headers: headers,
+                                                 timeout: timeout)
+        } catch where error.code == .noResponders {
+            throw NATSError(.jetStream, context: "no stream captures this subject", status: "no responders")
+        }
+        return try Self.decodeAck(reply.payload)
+    }
+
+    static func decodeAck(_ payload: [UInt8]) throws(NATSError) -> PublishAck {
+        let data = Data(payload)
+        if let ack = try? JSONDecoder().decode(PublishAck.self, from: data) { return ack }
+        let failure = try? JSONDecoder().decode(PublishAckError.self, from: data)
+        throw NATSError(.jetStream, context: "publish rejected by the stream",
+                        jetStreamCode: failure?.error?.err_code ?? failure?.error?.code)
+    }
+
+    /// Publishes many messages with at most `maxInFlight` unacknowledged at once, returning acks in order.
+    /// Fails fast on the first error (messages already acked stay stored; republish is safe thanks to
+    /// `Nats-Msg-Id`).
+    public func publishPipelined(_ messages: [OutboundMessage], maxInFlight: Int = 256)
+        async throws(NATSError) -> [PublishAck]
+    {
+        do {
+            return try await withThrowingTaskGroup(of: (Int, PublishAck).self) { group in
+                var acks = [PublishAck?](repeating: nil, count: messages.count)
+                var next = 0
+                func add() {
+                    let index = next
+                    let message = messages[index]
+                    next += 1
+                    group.addTask { (index, try await self.publish(message)) }
+                }
+                while next < min(maxInFlight, messages.count) { add() }
+                while let (index, ack) = try await group.next() {
+                    acks[index] = ack
+                    if next < messages.count { add() }
+                }
+                return acks.map { $0! }
+            }
+        } catch let error as NATSError {
+            throw error
+        } catch {
+            throw NATSError(.publishFailed, context: "pipelined publish cancelled")
+        }
+    }
+}
+
+extension JetStream {
+    /// A stream's current state (message count and sequence range), e.g. for health and tests.
+    public struct StreamState: Sendable, Equatable {
+        public var messages: UInt64
+        public var firstSequence: UInt64
+        public var lastSequence: UInt64
+        public var consumers: Int
+    }
+
+    public func streamState(_ name: String) async throws(NATSError) -> StreamState {
+        let ctx = SendablePointer(context)
+        return try await connection.lane.run { () throws(NATSError) -> StreamState in
+            var info: UnsafeMutablePointer<jsStreamInfo>?
+            var jsErr = jsErrCode(0)
+            let status = js_GetStreamInfo(&info, ctx.pointer, name, nil, &jsErr)
+            guard status == NATS_OK, let info else {
+                throw NATSError.fromStatus(status, code: .jetStream, context: "reading stream info", jsErr: jsErr)
+            }
+            defer { jsStreamInfo_Destroy(info) }
+            let state = info.pointee.State
+            return StreamState(messages: state.Msgs, firstSequence: state.FirstSeq, lastSequence: state.LastSeq,
+                               consumers: Int(state.Consumers))
+        }
+    }
+}

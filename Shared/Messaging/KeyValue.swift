@@ -1,0 +1,217 @@
+@preconcurrency import CNats
+import Foundation
+import Synchronization
+
+/// A KV bucket to provision (created idempotently by its owning service).
+public struct KVBucketSpec: Sendable, Equatable {
+    public var name: String
+    public var history: UInt8
+    public var ttl: Duration
+    public var replicas: Int
+    public var maxValueSize: Int32
+    public init(name: String, history: UInt8 = 1, ttl: Duration = .zero, replicas: Int = 1,
+                maxValueSize: Int32 = 1 << 20) {
+        self.name = name
+        self.history = history
+        self.ttl = ttl
+        self.replicas = replicas
+        self.maxValueSize = maxValueSize
+    }
+}
+
+public struct KVEntry: Sendable, Equatable {
+    public enum Operation: Sendable, Equatable { case put, delete, purge }
+    public var key: String
+    public var value: [UInt8]
+    public var revision: UInt64
+    public var operation: Operation
+}
+
+/// What a watch yields: entries, and once, a marker that the initial values have all been delivered.
+public enum KVWatchEvent: Sendable, Equatable {
+    case entry(KVEntry)
+    case initialValuesDone
+}
+
+/// One KV bucket (`kvStore`). `@unchecked Sendable`: nats.c KV handles are thread-safe; every blocking call
+/// runs on this bucket's lane.
+public final class KeyValueBucket: @unchecked Sendable {
+    private let store: OpaquePointer
+    private let lane: BlockingLane
+    public let name: String
+
+    init(store: OpaquePointer, name: String) {
+        self.store = store
+        self.name = name
+        self.lane = BlockingLane(label: "kv.\(name)")
+    }
+
+    deinit { kvStore_Destroy(store) }
+
+    public func get(_ key: String) async throws(NATSError) -> KVEntry? {
+        let store = SendablePointer(self.store)
+        return try await lane.run { () throws(NATSError) -> KVEntry? in
+            var entry: OpaquePointer?
+            let status = kvStore_Get(&entry, store.pointer, key)
+            if status == NATS_NOT_FOUND { return nil }
+            guard status == NATS_OK, let entry else {
+                throw NATSError.fromStatus(status, code: .jetStream, context: "kv get")
+            }
+            defer { kvEntry_Destroy(entry) }
+            return Self.copy(entry)
+        }
+    }
+
+    @discardableResult
+    public func put(_ key: String, _ value: [UInt8]) async throws(NATSError) -> UInt64 {
+        try await write(key, value, context: "kv put") { rev, store, key, data, len in
+            kvStore_Put(rev, store, key, data, len)
+        }
+    }
+
+    /// Creates the key; fails with `.keyExists` if it already has a value.
+    @discardableResult
+    public func create(_ key: String, _ value: [UInt8]) async throws(NATSError) -> UInt64 {
+        do {
+            return try await write(key, value, context: "kv create") { rev, store, key, data, len in
+                kvStore_Create(rev, store, key, data, len)
+            }
+        } catch where error.code == .wrongLastRevision {
+            throw NATSError(.keyExists, context: "kv create of an existing key", jetStreamCode: error.jetStreamCode)
+        }
+    }
+
+    /// Compare-and-set: succeeds only if the key's current revision is `revision`; else `.wrongLastRevision`.
+    @discardableResult
+    public func update(_ key: String, _ value: [UInt8], expectedRevision revision: UInt64)
+        async throws(NATSError) -> UInt64
+    {
+        try await write(key, value, context: "kv update") { rev, store, key, data, len in
+            kvStore_Update(rev, store, key, data, len, revision)
+        }
+    }
+
+    public func delete(_ key: String) async throws(NATSError) {
+        let store = SendablePointer(self.store)
+        try await lane.run { () throws(NATSError) in
+            let status = kvStore_Delete(store.pointer, key)
+            if status != NATS_OK { throw Self.kvError(status, context: "kv delete") }
+        }
+    }
+
+    private func write(
+        _ key: String, _ value: [UInt8], context: String,
+        _ call: @escaping @Sendable (UnsafeMutablePointer<UInt64>, OpaquePointer, String, UnsafeRawPointer?, Int32)
+            -> natsStatus
+    ) async throws(NATSError) -> UInt64 {
+        let store = SendablePointer(self.store)
+        return try await lane.run { () throws(NATSError) -> UInt64 in
+            var revision: UInt64 = 0
+            let status = value.withUnsafeBytes { bytes in
+                call(&revision, store.pointer, key, bytes.baseAddress, Int32(bytes.count))
+            }
+            if status != NATS_OK { throw Self.kvError(status, context: context) }
+            return revision
+        }
+    }
+
+    /// nats.c reports a failed compare-and-set as a generic error whose last-error text names the JetStream
+    /// error; read it right here, on the failing thread.
+    private static func kvError(_ status: natsStatus, context: String) -> NATSError {
+        var lastStatus = NATS_OK
+        let text = nats_GetLastError(&lastStatus).map { String(cString: $0) } ?? ""
+        if text.contains("10071") || text.lowercased().contains("wrong last sequence") {
+            return NATSError(.wrongLastRevision, context: context, status: "wrong last sequence", jetStreamCode: 10071)
+        }
+        return NATSError.fromStatus(status, code: .jetStream, context: context)
+    }
+
+    static func copy(_ entry: OpaquePointer) -> KVEntry {
+        let length = Int(kvEntry_ValueLen(entry))
+        var value: [UInt8] = []
+        if length > 0, let pointer = kvEntry_Value(entry) {
+            value = Array(UnsafeRawBufferPointer(start: pointer, count: length))
+        }
+        let op: KVEntry.Operation
+        switch kvEntry_Operation(entry) {
+        case kvOp_Delete: op = .delete
+        case kvOp_Purge: op = .purge
+        default: op = .put
+        }
+        return KVEntry(key: String(cString: kvEntry_Key(entry)), value: value,
+                       revision: kvEntry_Revision(entry), operation: op)
+    }
+
+    /// Watches every key: first the current values, then `.initialValuesDone`, then live changes, until the
+    /// consuming task stops iterating. Runs on its own thread.
+    public func watchAll() throws(NATSError) -> AsyncThrowingStream<KVWatchEvent, any Error> {
+        var watcher: OpaquePointer?
+        let status = kvStore_WatchAll(&watcher, store, nil)
+        guard status == NATS_OK, let watcher else {
+            throw NATSError.fromStatus(status, code: .jetStream, context: "kv watch")
+        }
+        let handle = SendablePointer(watcher)
+        let stopped = Arc(Atomic<Bool>(false))
+        let (stream, continuation) = AsyncThrowingStream<KVWatchEvent, any Error>.makeStream()
+        continuation.onTermination = { _ in
+            stopped.value.store(true, ordering: .releasing)
+            kvWatcher_Stop(handle.pointer)
+        }
+        let thread = Thread {
+            defer { kvWatcher_Destroy(handle.pointer) }
+            while !stopped.value.load(ordering: .acquiring) {
+                var entry: OpaquePointer?
+                let status = kvWatcher_Next(&entry, handle.pointer, 250)
+                if status == NATS_TIMEOUT { continue }
+                if status != NATS_OK {
+                    if stopped.value.load(ordering: .acquiring) { break }
+                    continuation.finish(throwing: NATSError.fromStatus(status, code: .jetStream, context: "kv watch"))
+                    return
+                }
+                guard let entry else {
+                    continuation.yield(.initialValuesDone)
+                    continue
+                }
+                continuation.yield(.entry(Self.copy(entry)))
+                kvEntry_Destroy(entry)
+            }
+            continuation.finish()
+        }
+        thread.name = "kv-watch-\(name)"
+        thread.start()
+        return stream
+    }
+}
+
+/// A reference box to share an `Atomic` between closures.
+final class Arc<Value: ~Copyable & Sendable>: Sendable {
+    let value: Value
+    init(_ value: consuming Value) { self.value = value }
+}
+
+extension JetStream {
+    /// Creates the bucket if missing and returns it; binds to it if it exists.
+    public func keyValue(_ spec: KVBucketSpec) async throws(NATSError) -> KeyValueBucket {
+        let ctx = SendablePointer(context)
+        let store = try await connection.lane.run { () throws(NATSError) -> SendablePointer in
+            let arena = CStringArena()
+            var config = kvConfig()
+            kvConfig_Init(&config)
+            config.Bucket = arena.string(spec.name)
+            config.History = spec.history
+            config.TTL = spec.ttl.nanoseconds
+            config.Replicas = Int32(spec.replicas)
+            config.MaxValueSize = spec.maxValueSize
+            var kv: OpaquePointer?
+            var status = js_CreateKeyValue(&kv, ctx.pointer, &config)
+            if status != NATS_OK {
+                status = js_KeyValue(&kv, ctx.pointer, spec.name)
+            }
+            guard status == NATS_OK, let kv else {
+                throw NATSError.fromStatus(status, code: .jetStream, context: "provisioning kv bucket")
+            }
+            return SendablePointer(kv)
+        }
+        return KeyValueBucket(store: store.pointer, name: spec.name)
+    }
+}

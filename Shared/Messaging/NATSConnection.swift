@@ -1,0 +1,219 @@
+@preconcurrency import CNats
+import Dispatch
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One connection to NATS (nats.c `natsConnection`), shared by everything in a process.
+///
+/// `@unchecked Sendable`: nats.c connections are thread-safe; the only Swift state is behind `Mutex`es.
+public final class NATSConnection: @unchecked Sendable {
+    let handle: OpaquePointer
+    private let options: OpaquePointer
+    private let events: Unmanaged<ConnectionEvents>
+    let logger: Logger
+    public let configuration: NATSConfiguration
+    let lane: BlockingLane
+    private let requests: RequestMultiplexer
+    private let closed = Atomic<Bool>(false)
+
+    private init(handle: OpaquePointer, options: OpaquePointer, events: Unmanaged<ConnectionEvents>,
+                 configuration: NATSConfiguration, logger: Logger, lane: BlockingLane) throws(NATSError) {
+        self.handle = handle
+        self.options = options
+        self.events = events
+        self.configuration = configuration
+        self.logger = logger
+        self.lane = lane
+        self.requests = try RequestMultiplexer(connection: handle)
+    }
+
+    /// Connects, retrying the initial connect with backoff; after that nats.c reconnects forever.
+    public static func connect(_ configuration: NATSConfiguration, logger: Logger) async throws -> NATSConnection {
+        let lane = BlockingLane(label: "connection")
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await lane.run { () throws(NATSError) -> NATSConnection in
+                    try connectOnce(configuration, logger: logger, lane: lane)
+                }
+            } catch {
+                if let limit = configuration.connectAttempts, attempt >= limit { throw error }
+                logger.warning("nats connect failed, retrying", metadata: [
+                    "attempt": "\(attempt)", "error": "\(error)",
+                ])
+                let backoff = min(Double(configuration.reconnectWait.milliseconds) * Double(attempt), 5000)
+                try await Task.sleep(for: .milliseconds(Int64(backoff)))
+            }
+        }
+    }
+
+    private static func connectOnce(_ configuration: NATSConfiguration, logger: Logger, lane: BlockingLane)
+        throws(NATSError) -> NATSConnection
+    {
+        var options: OpaquePointer?
+        var status = natsOptions_Create(&options)
+        guard status == NATS_OK, let options else {
+            throw NATSError.fromStatus(status, code: .connectionFailed, context: "creating options")
+        }
+        let arena = CStringArena()
+        let events = Unmanaged.passRetained(ConnectionEvents(logger: logger))
+        func check(_ s: natsStatus, _ what: String) throws(NATSError) {
+            if s != NATS_OK {
+                natsOptions_Destroy(options)
+                events.release()
+                throw NATSError.fromStatus(s, code: .invalidArgument, context: what)
+            }
+        }
+        try check(natsOptions_SetServers(options, arena.stringArray(configuration.servers),
+                                         Int32(configuration.servers.count)), "setting servers")
+        if let user = configuration.user {
+            try check(natsOptions_SetUserInfo(options, user, configuration.password ?? ""), "setting user")
+        }
+        try check(natsOptions_SetName(options, configuration.name), "setting name")
+        try check(natsOptions_SetMaxReconnect(options, -1), "setting max reconnect")
+        try check(natsOptions_SetReconnectWait(options, configuration.reconnectWait.milliseconds),
+                  "setting reconnect wait")
+        try check(natsOptions_SetReconnectJitter(options, 100, 1000), "setting reconnect jitter")
+        try check(natsOptions_SetSendAsap(options, configuration.sendAsap), "setting send asap")
+        try check(natsOptions_SetTimeout(options, 2000), "setting timeout")
+        try check(natsOptions_SetReconnectBufSize(options, 64 * 1024 * 1024), "setting reconnect buffer")
+        let closure = UnsafeMutableRawPointer(events.toOpaque())
+        try check(natsOptions_SetDisconnectedCB(options, ConnectionEvents.disconnected, closure), "disconnected cb")
+        try check(natsOptions_SetReconnectedCB(options, ConnectionEvents.reconnected, closure), "reconnected cb")
+        try check(natsOptions_SetClosedCB(options, ConnectionEvents.closed, closure), "closed cb")
+        try check(natsOptions_SetErrorHandler(options, ConnectionEvents.asyncError, closure), "error handler")
+
+        var connection: OpaquePointer?
+        status = natsConnection_Connect(&connection, options)
+        guard status == NATS_OK, let connection else {
+            let error = NATSError.fromStatus(status, code: .connectionFailed, context: "connecting")
+            natsOptions_Destroy(options)
+            events.release()
+            throw error
+        }
+        logger.info("nats connected", metadata: ["nats.servers": "\(configuration.servers.count)"])
+        do {
+            return try NATSConnection(handle: connection, options: options, events: events,
+                                      configuration: configuration, logger: logger, lane: lane)
+        } catch {
+            natsConnection_Destroy(connection)
+            natsOptions_Destroy(options)
+            events.release()
+            throw error
+        }
+    }
+
+    deinit {
+        requests.shutdown()
+        if !closed.load(ordering: .acquiring) { natsConnection_Close(handle) }
+        natsConnection_Destroy(handle)
+        natsOptions_Destroy(options)
+        events.release()
+    }
+
+    /// Whether the connection is currently connected (not reconnecting or closed).
+    public var isConnected: Bool {
+        natsConnection_Status(handle) == NATS_CONN_STATUS_CONNECTED
+    }
+
+    // MARK: core publish / request
+
+    /// Publishes a core NATS message (fire and forget; buffered by nats.c while reconnecting).
+    public func publish(_ subject: String, payload: [UInt8], headers: NATSHeaders = [:], reply: String? = nil)
+        throws(NATSError)
+    {
+        guard SubjectValidation.isValidPublishSubject(subject) else {
+            throw NATSError(.invalidArgument, context: "publishing to an invalid subject")
+        }
+        let msg = try makeCMessage(subject: subject, reply: reply, headers: headers, payload: payload)
+        defer { natsMsg_Destroy(msg) }
+        let status = natsConnection_PublishMsg(handle, msg)
+        if status != NATS_OK {
+            throw NATSError.fromStatus(status, code: .publishFailed, context: "publishing")
+        }
+    }
+
+    /// Sends a request and awaits the first reply. Many requests can be in flight at once; replies are
+    /// multiplexed over one wildcard inbox subscription.
+    public func request(_ subject: String, payload: [UInt8], headers: NATSHeaders = [:],
+                        timeout: Duration? = nil) async throws(NATSError) -> NATSMessage
+    {
+        guard SubjectValidation.isValidPublishSubject(subject) else {
+            throw NATSError(.invalidArgument, context: "requesting on an invalid subject")
+        }
+        return try await requests.request(subject: subject, headers: headers, payload: payload,
+                                          timeout: timeout ?? configuration.requestTimeout)
+    }
+
+    /// Flushes pending writes to the server and waits for its acknowledgement.
+    public func flush(timeout: Duration = .seconds(5)) async throws(NATSError) {
+        let handle = SendablePointer(self.handle)
+        let millis = timeout.milliseconds
+        try await lane.run { () throws(NATSError) in
+            let status = natsConnection_FlushTimeout(handle.pointer, millis)
+            if status != NATS_OK { throw NATSError.fromStatus(status, code: .timeout, context: "flushing") }
+        }
+    }
+
+    // MARK: subscriptions
+
+    /// Subscribes (optionally in a queue group) and returns a subscription whose `messages` stream yields
+    /// copies of every message. Cancel by calling `unsubscribe()` or dropping the subscription.
+    public func subscribe(_ subject: String, queue: String? = nil) throws(NATSError) -> NATSSubscription {
+        try NATSSubscription(connection: self, subject: subject, queue: queue)
+    }
+
+    /// Drains subscriptions and pending publishes, then closes the connection.
+    public func drainAndClose(timeout: Duration = .seconds(10)) async {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        requests.shutdown()
+        let handle = SendablePointer(self.handle)
+        let millis = timeout.milliseconds
+        await lane.run {
+            if natsConnection_DrainTimeout(handle.pointer, millis) == NATS_OK {
+                // Drain closes the connection asynchronously; wait until it's closed.
+                var waited: Int64 = 0
+                while natsConnection_Status(handle.pointer) != NATS_CONN_STATUS_CLOSED && waited < millis {
+                    usleep(10_000)
+                    waited += 10
+                }
+            }
+            natsConnection_Close(handle.pointer)
+        }
+    }
+
+    /// Closes at once (pending writes are flushed best effort).
+    public func close() {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        requests.shutdown()
+        natsConnection_Close(handle)
+    }
+}
+
+/// Connection event callbacks: logged, never touching payloads.
+final class ConnectionEvents: Sendable {
+    let logger: Logger
+    init(logger: Logger) { self.logger = logger }
+
+    static let disconnected: natsConnectionHandler = { _, closure in
+        guard let closure else { return }
+        Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue().logger.warning("nats disconnected")
+    }
+    static let reconnected: natsConnectionHandler = { _, closure in
+        guard let closure else { return }
+        Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue().logger.info("nats reconnected")
+    }
+    static let closed: natsConnectionHandler = { _, closure in
+        guard let closure else { return }
+        Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue().logger.info("nats connection closed")
+    }
+    static let asyncError: natsErrHandler = { _, _, status, closure in
+        guard let closure else { return }
+        Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue().logger.error(
+            "nats async error", metadata: ["nats.status": "\(String(cString: natsStatus_GetText(status)))"])
+    }
+}

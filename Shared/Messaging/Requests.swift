@@ -1,0 +1,161 @@
+@preconcurrency import CNats
+import Dispatch
+import Synchronization
+
+/// Multiplexes many concurrent requests over one wildcard inbox subscription (`<inbox>.*`), the way
+/// JetStream async publish works, so `await`ing a reply never parks a thread.
+final class RequestMultiplexer: Sendable {
+    /// Strong reference for Swift; nats.c holds its own retained reference, released by `onComplete`.
+    private let state: State
+    private let prefix: String
+    /// Raw `natsSubscription *`; accessed only under `state.lock`-free C calls that nats.c makes thread-safe.
+    private let subscription: SendablePointer
+    private let connection: SendablePointer
+
+    final class State: Sendable {
+        struct Pending {
+            var next: UInt64 = 0
+            var waiters: [UInt64: CheckedContinuation<NATSMessage, any Error>] = [:]
+            var shutdown = false
+        }
+        let pending = Mutex(Pending())
+        let prefixLength: Int
+        init(prefixLength: Int) { self.prefixLength = prefixLength }
+
+        func complete(token: UInt64, with result: Result<NATSMessage, NATSError>) {
+            let waiter = pending.withLock { $0.waiters.removeValue(forKey: token) }
+            waiter?.resume(with: result.mapError { $0 as any Error })
+        }
+
+        func failAll(_ error: NATSError) {
+            let waiters = pending.withLock { state -> [CheckedContinuation<NATSMessage, any Error>] in
+                state.shutdown = true
+                defer { state.waiters.removeAll() }
+                return Array(state.waiters.values)
+            }
+            for waiter in waiters { waiter.resume(throwing: error) }
+        }
+    }
+
+    init(connection: OpaquePointer) throws(NATSError) {
+        var inbox: UnsafeMutablePointer<natsInbox>?
+        let inboxStatus = natsInbox_Create(&inbox)
+        guard inboxStatus == NATS_OK, let inbox else {
+            throw NATSError.fromStatus(inboxStatus, code: .subscribeFailed, context: "creating inbox")
+        }
+        prefix = String(cString: inbox) + "."
+        natsInbox_Destroy(inbox)
+        let state = State(prefixLength: prefix.utf8.count)
+        let retained = Unmanaged.passRetained(state)
+        var sub: OpaquePointer?
+        let status = natsConnection_Subscribe(&sub, connection, prefix + "*", Self.onReply,
+                                              UnsafeMutableRawPointer(retained.toOpaque()))
+        guard status == NATS_OK, let sub else {
+            retained.release()
+            throw NATSError.fromStatus(status, code: .subscribeFailed, context: "subscribing to reply inbox")
+        }
+        // Replies must never be dropped as a slow consumer under load.
+        natsSubscription_SetPendingLimits(sub, -1, -1)
+        natsSubscription_SetOnCompleteCB(sub, Self.onComplete, UnsafeMutableRawPointer(retained.toOpaque()))
+        self.state = state
+        self.subscription = SendablePointer(sub)
+        self.connection = SendablePointer(connection)
+    }
+
+    func request(subject: String, headers: NATSHeaders, payload: [UInt8], timeout: Duration)
+        async throws(NATSError) -> NATSMessage
+    {
+        let state = self.state
+        let token: UInt64? = state.pending.withLock { pending in
+            if pending.shutdown { return nil }
+            pending.next &+= 1
+            return pending.next
+        }
+        guard let token else { throw NATSError(.connectionClosed, context: "request after close") }
+        let msg = try makeCMessage(subject: subject, reply: prefix + String(token), headers: headers,
+                                   payload: payload)
+        defer { natsMsg_Destroy(msg) }
+        let connection = self.connection
+        let messagePointer = SendablePointer(msg)
+        do {
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<NATSMessage, any Error>) in
+                    let registered = state.pending.withLock { pending -> Bool in
+                        if pending.shutdown { return false }
+                        pending.waiters[token] = continuation
+                        return true
+                    }
+                    guard registered else {
+                        continuation.resume(throwing: NATSError(.connectionClosed, context: "request after close"))
+                        return
+                    }
+                    let status = natsConnection_PublishMsg(connection.pointer, messagePointer.pointer)
+                    if status != NATS_OK {
+                        state.complete(token: token, with: .failure(
+                            NATSError.fromStatus(status, code: .publishFailed, context: "publishing request")))
+                        return
+                    }
+                    DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(timeout.nanoseconds))) {
+                        state.complete(token: token, with: .failure(
+                            NATSError(.timeout, context: "waiting for a reply")))
+                    }
+                }
+            } onCancel: {
+                state.complete(token: token, with: .failure(NATSError(.timeout, context: "request cancelled")))
+            }
+        } catch let error as NATSError {
+            throw error
+        } catch {
+            throw NATSError(.timeout, context: "request cancelled")
+        }
+    }
+
+    func shutdown() {
+        let state = self.state
+        let already = state.pending.withLock { $0.shutdown }
+        if already { return }
+        state.failAll(NATSError(.connectionClosed, context: "connection closed"))
+        natsSubscription_Unsubscribe(subscription.pointer)
+    }
+
+    deinit {
+        natsSubscription_Destroy(subscription.pointer)
+    }
+
+    private static let onReply: natsMsgHandler = { _, _, msg, closure in
+        guard let msg, let closure else { return }
+        defer { natsMsg_Destroy(msg) }
+        let state = Unmanaged<State>.fromOpaque(closure).takeUnretainedValue()
+        guard let subject = natsMsg_GetSubject(msg) else { return }
+        // Parse the decimal token after the inbox prefix without allocating a String.
+        var token: UInt64 = 0
+        var index = state.prefixLength
+        var digits = 0
+        while true {
+            let byte = UInt8(bitPattern: subject[index])
+            if byte == 0 { break }
+            guard byte >= 48, byte <= 57 else { return }
+            token = token &* 10 &+ UInt64(byte - 48)
+            index += 1
+            digits += 1
+        }
+        guard digits > 0 else { return }
+        if natsMsg_IsNoResponders(msg) {
+            state.complete(token: token, with: .failure(NATSError(.noResponders, context: "no responders")))
+        } else {
+            state.complete(token: token, with: .success(NATSMessage(copying: msg)))
+        }
+    }
+
+    private static let onComplete: natsOnCompleteCB = { closure in
+        guard let closure else { return }
+        Unmanaged<State>.fromOpaque(closure).release()
+    }
+}
+
+/// A C pointer handed between threads. `@unchecked Sendable`: the pointee is a nats.c object whose API is
+/// thread-safe (connections, subscriptions) or is used by one task at a time (messages during a publish).
+struct SendablePointer: @unchecked Sendable {
+    let pointer: OpaquePointer
+    init(_ pointer: OpaquePointer) { self.pointer = pointer }
+}

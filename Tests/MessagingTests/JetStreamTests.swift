@@ -1,0 +1,194 @@
+import Foundation
+import Logging
+import Messaging
+import ServiceLifecycle
+import Synchronization
+import TestKit
+import Testing
+
+@Suite("JetStream against a real nats-server")
+struct JetStreamTests {
+    static let stream = StreamSpec(name: "ORDERS", subjects: ["orders.*"], retention: .workQueue)
+
+    @Test("the same Nats-Msg-Id published twice is stored once")
+    func deduplication() async throws {
+        try await withHarness { h in
+            try await h.jetStream.ensureStream(Self.stream)
+            let message = OutboundMessage(subject: "orders.acme", payload: bytes("one"), messageID: "acme:evt-1")
+            let first = try await h.jetStream.publish(message)
+            let second = try await h.jetStream.publish(message)
+            #expect(first.duplicate == false)
+            #expect(second.duplicate == true)
+            #expect(second.sequence == first.sequence)
+            let other = try await h.jetStream.publish(
+                OutboundMessage(subject: "orders.acme", payload: bytes("two"), messageID: "acme:evt-2"))
+            #expect(other.duplicate == false)
+            #expect(try await h.jetStream.streamState("ORDERS").messages == 2)
+        }
+    }
+
+    @Test("provisioning is idempotent and publishing to an unknown subject fails clearly")
+    func provisioning() async throws {
+        try await withHarness { h in
+            try await h.jetStream.ensureStream(Self.stream)
+            try await h.jetStream.ensureStream(Self.stream)
+            var changed = Self.stream
+            changed.maxAge = .seconds(3600)
+            try await h.jetStream.ensureStream(changed)
+            // An invalid change (duplicate window longer than max age) is refused with the server's code.
+            var invalid = Self.stream
+            invalid.maxAge = .seconds(10)
+            do {
+                try await h.jetStream.ensureStream(invalid)
+                Issue.record("an invalid stream config must be refused")
+            } catch let error as NATSError {
+                #expect(error.jetStreamCode != nil)
+                #expect(!error.isRetriable)
+            }
+            let consumer = ConsumerSpec(durable: "workers", ackWait: .seconds(5), maxDeliver: 3,
+                                        backoff: [.milliseconds(100)])
+            try await h.jetStream.ensureConsumer(stream: "ORDERS", consumer)
+            try await h.jetStream.ensureConsumer(stream: "ORDERS", consumer)
+            await #expect(throws: NATSError.self) {
+                try await h.jetStream.publish(OutboundMessage(subject: "nobody.listens", payload: []))
+            }
+            #expect(throws: NATSError.self) {
+                try h.connection.publish("bad subject", payload: [])
+            }
+            #expect(throws: NATSError.self) {
+                try h.connection.publish("orders.*", payload: [])
+            }
+        }
+    }
+
+    @Test("pipelined publish stores every message once, in order")
+    func pipelined() async throws {
+        try await withHarness { h in
+            try await h.jetStream.ensureStream(Self.stream)
+            let messages = (0..<500).map {
+                OutboundMessage(subject: "orders.acme", payload: bytes("m\($0)"), messageID: "acme:\($0)")
+            }
+            let acks = try await h.jetStream.publishPipelined(messages, maxInFlight: 64)
+            #expect(acks.count == 500)
+            #expect(Set(acks.map(\.sequence)).count == 500)
+            #expect(try await h.jetStream.streamState("ORDERS").messages == 500)
+            // Republishing the whole batch is a no-op thanks to Nats-Msg-Id.
+            let again = try await h.jetStream.publishPipelined(messages, maxInFlight: 64)
+            let allDuplicates = again.allSatisfy { $0.duplicate }
+            #expect(allDuplicates)
+            #expect(try await h.jetStream.streamState("ORDERS").messages == 500)
+        }
+    }
+
+    @Test("a nak'd message comes back after its delay, with a higher delivery count")
+    func nakWithDelay() async throws {
+        try await withHarness { h in
+            try await h.jetStream.ensureStream(Self.stream)
+            try await h.jetStream.ensureConsumer(
+                stream: "ORDERS", ConsumerSpec(durable: "nakker", ackWait: .seconds(30), maxDeliver: 5, backoff: []))
+            try await h.jetStream.publish(OutboundMessage(subject: "orders.acme", payload: bytes("retry me")))
+            let consumer = try PullConsumer(jetStream: h.jetStream, stream: "ORDERS", durable: "nakker")
+            let first = try required(try await consumer.next(timeout: .seconds(5)))
+            #expect(first.delivery.deliveryCount == 1)
+            #expect(text(first.delivery.payload) == "retry me")
+            let firstSequence = first.delivery.streamSequence
+            try first.nak(delay: .milliseconds(1500))
+            // Not redelivered before its delay has passed…
+            #expect(isNone(try await consumer.next(timeout: .milliseconds(300))))
+            // …but redelivered after it.
+            let second = try required(try await consumer.next(timeout: .seconds(10)))
+            #expect(second.delivery.deliveryCount == 2)
+            #expect(second.delivery.streamSequence == firstSequence)
+            try second.ack()
+            #expect(isNone(try await consumer.next(timeout: .milliseconds(300))))
+        }
+    }
+
+    @Test("a message fetched but never acked is redelivered to another member of the same durable")
+    func redeliveryToAnotherConsumer() async throws {
+        try await NATSServer.withServer { server in
+            let (setup, setupJS) = try await Harness.connect(server, name: "setup")
+            defer { setup.close() }
+            try await setupJS.ensureStream(Self.stream)
+            try await setupJS.ensureConsumer(
+                stream: "ORDERS", ConsumerSpec(durable: "shared", ackWait: .seconds(1), maxDeliver: 5, backoff: []))
+            try await setupJS.publish(OutboundMessage(subject: "orders.acme", payload: bytes("crashy")))
+
+            // Replica A fetches the message and "crashes": its connection goes away without an ack.
+            do {
+                let (connA, jsA) = try await Harness.connect(server, name: "replica-a")
+                let consumerA = try PullConsumer(jetStream: jsA, stream: "ORDERS", durable: "shared")
+                let taken = try required(try await consumerA.next(timeout: .seconds(5)))
+                #expect(taken.delivery.deliveryCount == 1)
+                _ = consume taken
+                connA.close()
+            }
+
+            // Replica B, on another connection, gets it after AckWait.
+            let (connB, jsB) = try await Harness.connect(server, name: "replica-b")
+            defer { connB.close() }
+            let consumerB = try PullConsumer(jetStream: jsB, stream: "ORDERS", durable: "shared")
+            let redelivered = try required(try await consumerB.next(timeout: .seconds(10)))
+            #expect(text(redelivered.delivery.payload) == "crashy")
+            #expect(redelivered.delivery.deliveryCount == 2)
+            try redelivered.ack()
+        }
+    }
+
+    @Test("a message that exhausts MaxDeliver is dead-lettered and does not block the ones behind it")
+    func deadLetter() async throws {
+        try await withHarness { h in
+            try await h.jetStream.ensureStream(Self.stream)
+            try await h.jetStream.ensureStream(StandardStreams.deadLetter)
+            let spec = ConsumerSpec(durable: "processor", ackWait: .seconds(5), maxDeliver: 3,
+                                    backoff: [.milliseconds(50), .milliseconds(50)])
+            try await h.jetStream.ensureConsumer(stream: "ORDERS", spec)
+            try await h.jetStream.publish(OutboundMessage(subject: "orders.acme", payload: bytes("poison"),
+                                                          headers: ["traceparent": "keep-me"]))
+            for index in 0..<20 {
+                try await h.jetStream.publish(OutboundMessage(subject: "orders.acme", payload: bytes("ok-\(index)")))
+            }
+            try await h.jetStream.publish(OutboundMessage(subject: "orders.acme", payload: bytes("garbage")))
+
+            let processed = Mutex<[String]>([])
+            let attempts = Mutex<[String: Int]>([:])
+            let service = JetStreamConsumerService(
+                jetStream: h.jetStream, stream: "ORDERS", consumer: spec, batchSize: 8,
+                fetchTimeout: .milliseconds(100), logger: Harness.logger
+            ) { delivery in
+                let body = text(delivery.payload)
+                attempts.withLock { $0[body, default: 0] += 1 }
+                if body == "poison" { throw NATSError(.timeout, context: "simulated transient failure") }
+                if body == "garbage" { throw PoisonMessage("cannot decode") }
+                processed.withLock { $0.append(body) }
+            }
+            let dlq = try h.connection.subscribe("dlq.>")
+            let group = ServiceGroup(services: [service], logger: Harness.logger)
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                var parked: [NATSMessage] = []
+                for await message in dlq.messages {
+                    parked.append(message)
+                    if parked.count == 2 { break }
+                }
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+
+                let reasons = Dictionary(uniqueKeysWithValues: parked.map { (text($0.payload), $0) })
+                let poison = try #require(reasons["poison"])
+                #expect(poison.subject == "dlq.ORDERS.processor")
+                #expect(poison.headers[DeadLetter.deliveriesHeader] == "3")
+                #expect(poison.headers[DeadLetter.subjectHeader] == "orders.acme")
+                #expect(poison.headers["traceparent"] == "keep-me")
+                let garbage = try #require(reasons["garbage"])
+                #expect(garbage.headers[DeadLetter.deliveriesHeader] == "1")
+            }
+            #expect(Set(processed.withLock { $0 }) == Set((0..<20).map { "ok-\($0)" }))
+            #expect(attempts.withLock { $0["poison"] } == 3)
+            #expect(attempts.withLock { $0["garbage"] } == 1)
+            // Nothing is left in the work queue; both parked messages are kept in DEADLETTER.
+            #expect(try await h.jetStream.streamState("ORDERS").messages == 0)
+            #expect(try await h.jetStream.streamState(StreamNames.deadLetter).messages == 2)
+        }
+    }
+}
