@@ -1,3 +1,4 @@
+@preconcurrency import CNats
 import Logging
 import ServiceLifecycle
 
@@ -88,11 +89,25 @@ public struct JetStreamConsumerService: Service {
         }
     }
 
-    /// Runs the handler and settles the message exactly once.
+    /// Runs the handler and settles the message exactly once. While a slow handler runs, the loop tells the
+    /// server every AckWait/2 that work is in progress, so it isn't redelivered to another replica meanwhile.
     func process(_ message: consuming JetStreamMessage) async {
         let delivery = message.delivery
+        let box = message.box
+        let heartbeat = spec.ackWait / 2
+        let handler = self.handler
         do {
-            try await handler(delivery)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await handler(delivery) }
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: heartbeat)
+                        _ = natsMsg_InProgress(box.msg, nil)
+                    }
+                }
+                defer { group.cancelAll() }
+                try await group.next()
+            }
         } catch {
             let retriable = (error as? any ClassifiedError)?.isRetriable ?? true
             let exhausted = delivery.deliveryCount >= spec.maxDeliver
