@@ -1,0 +1,247 @@
+import Foundation
+import Logging
+import Telemetry
+
+/// Everything a Switchyard service reads from its environment, validated before anything starts.
+///
+/// Read it once in `@main` with ``init(environment:service:defaultHTTPPort:defaultOpsPort:)``; tests pass an
+/// in-memory dictionary instead of the process environment.
+public struct ServiceConfiguration: Sendable, CustomStringConvertible {
+    /// Service name (e.g. `api-gateway`), used in logs and metrics.
+    public var service: String
+
+    /// `SWITCHYARD_NATS_URL` — NATS server URLs (`nats://` or `tls://`), comma-separated for a cluster.
+    /// Default `nats://127.0.0.1:4222`.
+    public var natsServers: [String]
+    /// `SWITCHYARD_NATS_USER` — NATS user name. Default: none.
+    public var natsUser: String?
+    /// `SWITCHYARD_NATS_PASSWORD` — NATS password. Default: none. Never logged.
+    public var natsPassword: String?
+    /// `SWITCHYARD_DATABASE_URL` — libpq connection URI (`postgres://` or `postgresql://`).
+    /// Default `postgresql://switchyard@127.0.0.1:5432/switchyard`. May contain a password; never logged.
+    public var databaseURL: String
+    /// `SWITCHYARD_DB_POOL_SIZE` — PostgreSQL connections per process, at least 1. Default `4`.
+    public var databasePoolSize: Int
+    /// `SWITCHYARD_HTTP_HOST` — bind address of the HTTP servers (API and ops). Default `0.0.0.0`.
+    public var httpHost: String
+    /// `SWITCHYARD_HTTP_PORT` — API port, 0...65535 (0 picks a free port). Default: per service.
+    public var httpPort: Int
+    /// `SWITCHYARD_OPS_PORT` — port of /health, /ready, /live and /metrics, 0...65535. Default: per service.
+    public var opsPort: Int
+    /// `SWITCHYARD_LOG_LEVEL` — `trace`, `debug`, `info`, `notice`, `warning`, `error` or `critical`.
+    /// Default `info`.
+    public var logLevel: Logger.Level
+    /// `SWITCHYARD_LOG_FORMAT` — `json` or `text`. Default `json`.
+    public var logFormat: LogFormat
+    /// `SWITCHYARD_INSTANCE_ID` — this replica's id (reply subjects, logs). Default `<hostname>-<pid>`.
+    public var instanceID: String
+    /// `SWITCHYARD_DRAIN_SECONDS` — graceful-shutdown budget in whole seconds, 0...3600. Default `20`.
+    public var drainSeconds: Int
+
+    /// The graceful-shutdown budget as a `Duration`.
+    public var drainTimeout: Duration { .seconds(drainSeconds) }
+
+    /// Environment variable names.
+    public enum Variable {
+        public static let natsURL = "SWITCHYARD_NATS_URL"
+        public static let natsUser = "SWITCHYARD_NATS_USER"
+        public static let natsPassword = "SWITCHYARD_NATS_PASSWORD"
+        public static let databaseURL = "SWITCHYARD_DATABASE_URL"
+        public static let databasePoolSize = "SWITCHYARD_DB_POOL_SIZE"
+        public static let httpHost = "SWITCHYARD_HTTP_HOST"
+        public static let httpPort = "SWITCHYARD_HTTP_PORT"
+        public static let opsPort = "SWITCHYARD_OPS_PORT"
+        public static let logLevel = "SWITCHYARD_LOG_LEVEL"
+        public static let logFormat = "SWITCHYARD_LOG_FORMAT"
+        public static let instanceID = "SWITCHYARD_INSTANCE_ID"
+        public static let drainSeconds = "SWITCHYARD_DRAIN_SECONDS"
+    }
+
+    /// Defaults (the per-service ports are arguments of the initializer).
+    public enum Default {
+        public static let natsURL = "nats://127.0.0.1:4222"
+        public static let databaseURL = "postgresql://switchyard@127.0.0.1:5432/switchyard"
+        public static let databasePoolSize = 4
+        public static let httpHost = "0.0.0.0"
+        public static let logLevel = Logger.Level.info
+        public static let logFormat = LogFormat.json
+        public static let drainSeconds = 20
+    }
+
+    /// Reads and validates the configuration.
+    ///
+    /// - Parameters:
+    ///   - environment: variables to read; the process environment in `@main`, a literal in tests.
+    ///   - service: the service name.
+    ///   - defaultHTTPPort: this service's API port when `SWITCHYARD_HTTP_PORT` is unset.
+    ///   - defaultOpsPort: this service's ops port when `SWITCHYARD_OPS_PORT` is unset.
+    /// - Throws: ``ConfigurationError`` naming the first invalid variable.
+    public init(
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        service: String,
+        defaultHTTPPort: Int = 8080,
+        defaultOpsPort: Int = 9090
+    ) throws(ConfigurationError) {
+        let reader = EnvironmentReader(environment: environment)
+        self.service = service
+        self.natsServers = try reader.natsServers(Variable.natsURL, default: Default.natsURL)
+        self.natsUser = reader.optional(Variable.natsUser)
+        self.natsPassword = reader.optional(Variable.natsPassword)
+        self.databaseURL = try reader.databaseURL(Variable.databaseURL, default: Default.databaseURL)
+        self.databasePoolSize = try reader.integer(
+            Variable.databasePoolSize, default: Default.databasePoolSize, range: 1...1024)
+        self.httpHost = try reader.nonEmpty(Variable.httpHost, default: Default.httpHost)
+        self.httpPort = try reader.port(Variable.httpPort, default: defaultHTTPPort)
+        self.opsPort = try reader.port(Variable.opsPort, default: defaultOpsPort)
+        self.logLevel = try reader.choice(Variable.logLevel, default: Default.logLevel)
+        self.logFormat = try reader.choice(Variable.logFormat, default: Default.logFormat)
+        self.instanceID = try reader.nonEmpty(Variable.instanceID, default: Self.defaultInstanceID())
+        self.drainSeconds = try reader.integer(
+            Variable.drainSeconds, default: Default.drainSeconds, range: 0...3600)
+    }
+
+    /// Every variable with its default and meaning, for README tables and their check.
+    public static func documentation() -> [(name: String, defaultValue: String, description: String)] {
+        [
+            (Variable.natsURL, Default.natsURL, "NATS server URLs (nats:// or tls://), comma-separated"),
+            (Variable.natsUser, "(none)", "NATS user name"),
+            (Variable.natsPassword, "(none)", "NATS password (never logged)"),
+            (Variable.databaseURL, Default.databaseURL, "PostgreSQL URI (postgres:// or postgresql://)"),
+            (Variable.databasePoolSize, "\(Default.databasePoolSize)", "PostgreSQL connections per process (>= 1)"),
+            (Variable.httpHost, Default.httpHost, "bind address of the HTTP and ops servers"),
+            (Variable.httpPort, "(per service)", "API port (0 picks a free port)"),
+            (Variable.opsPort, "(per service)", "port of /health, /ready, /live, /metrics"),
+            (Variable.logLevel, Default.logLevel.rawValue, "trace|debug|info|notice|warning|error|critical"),
+            (Variable.logFormat, Default.logFormat.rawValue, "json|text"),
+            (Variable.instanceID, "<hostname>-<pid>", "replica id used in reply subjects and logs"),
+            (Variable.drainSeconds, "\(Default.drainSeconds)", "graceful shutdown budget in seconds"),
+        ]
+    }
+
+    /// A summary safe to log: no passwords, database URL without credentials.
+    public var description: String {
+        "ServiceConfiguration(service: \(service), natsServers: \(natsServers.map(Self.redactingCredentials)), "
+            + "natsUser: \(natsUser ?? "-"), natsPassword: \(natsPassword == nil ? "-" : "[redacted]"), "
+            + "databaseURL: \(Self.redactingCredentials(databaseURL)), databasePoolSize: \(databasePoolSize), "
+            + "http: \(httpHost):\(httpPort), opsPort: \(opsPort), logLevel: \(logLevel), "
+            + "logFormat: \(logFormat.rawValue), instanceID: \(instanceID), drainSeconds: \(drainSeconds))"
+    }
+
+    /// `url` with any `user:password@` part replaced by `[redacted]@`.
+    public static func redactingCredentials(_ url: String) -> String {
+        guard let schemeEnd = url.range(of: "://") else { return url }
+        let rest = url[schemeEnd.upperBound...]
+        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return url }
+        return url[..<schemeEnd.upperBound] + "[redacted]" + rest[at...]
+    }
+
+    static func defaultInstanceID() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        let host: String
+        if gethostname(&buffer, buffer.count - 1) == 0 {
+            host = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        } else {
+            host = "localhost"
+        }
+        return "\(host.isEmpty ? "localhost" : host)-\(getpid())"
+    }
+}
+
+/// Reads typed values from an environment dictionary; errors never contain the value.
+struct EnvironmentReader {
+    let environment: [String: String]
+
+    /// The trimmed value, or `nil` if unset or blank.
+    func optional(_ name: String) -> String? {
+        guard let raw = environment[name] else { return nil }
+        let trimmed = raw.trimmingCharacters(in: .whitespaces)
+        return trimmed.isEmpty ? nil : trimmed
+    }
+
+    func nonEmpty(_ name: String, default value: String) throws(ConfigurationError) -> String {
+        if let raw = environment[name], raw.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw ConfigurationError(code: .empty, variable: name, expectation: "a non-empty value")
+        }
+        return optional(name) ?? value
+    }
+
+    func integer(_ name: String, default value: Int, range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+        guard let raw = optional(name) else { return value }
+        guard let number = Int(raw) else {
+            throw ConfigurationError(
+                code: .invalidInteger, variable: name,
+                expectation: "an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        guard range.contains(number) else {
+            throw ConfigurationError(
+                code: .outOfRange, variable: name,
+                expectation: "an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return number
+    }
+
+    func port(_ name: String, default value: Int) throws(ConfigurationError) -> Int {
+        let error = ConfigurationError(code: .invalidPort, variable: name, expectation: "a port in 0...65535")
+        guard let raw = optional(name) else {
+            guard (0...65535).contains(value) else { throw error }
+            return value
+        }
+        guard let number = Int(raw), (0...65535).contains(number) else { throw error }
+        return number
+    }
+
+    func choice<Value: RawRepresentable & CaseIterable>(
+        _ name: String, default value: Value
+    ) throws(ConfigurationError) -> Value where Value.RawValue == String {
+        guard let raw = optional(name) else { return value }
+        guard let chosen = Value(rawValue: raw.lowercased()) else {
+            throw ConfigurationError(
+                code: .invalidChoice, variable: name,
+                expectation: Value.allCases.map(\.rawValue).joined(separator: "|"))
+        }
+        return chosen
+    }
+
+    func natsServers(_ name: String, default value: String) throws(ConfigurationError) -> [String] {
+        let raw = optional(name) ?? value
+        let servers = raw.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !servers.isEmpty, servers.allSatisfy({ !$0.isEmpty }) else {
+            throw ConfigurationError(
+                code: .invalidURL, variable: name, expectation: "comma-separated nats:// or tls:// URLs")
+        }
+        for server in servers {
+            try Self.validateURL(server, variable: name, schemes: ["nats", "tls"], requireHost: true)
+        }
+        return servers
+    }
+
+    func databaseURL(_ name: String, default value: String) throws(ConfigurationError) -> String {
+        let url = optional(name) ?? value
+        // libpq accepts an empty host (Unix socket, or `?host=/path`), so a host is not required.
+        try Self.validateURL(url, variable: name, schemes: ["postgres", "postgresql"], requireHost: false)
+        return url
+    }
+
+    static func validateURL(
+        _ url: String, variable: String, schemes: [String], requireHost: Bool
+    ) throws(ConfigurationError) {
+        let expectation = schemes.map { "\($0)://" }.joined(separator: " or ") + " URL"
+        guard let separator = url.range(of: "://") else {
+            throw ConfigurationError(code: .invalidURL, variable: variable, expectation: expectation)
+        }
+        let scheme = url[..<separator.lowerBound].lowercased()
+        guard schemes.contains(scheme) else {
+            throw ConfigurationError(code: .unsupportedScheme, variable: variable, expectation: expectation)
+        }
+        guard !url.contains(where: { $0.isWhitespace }), let components = URLComponents(string: url) else {
+            throw ConfigurationError(code: .invalidURL, variable: variable, expectation: expectation)
+        }
+        if requireHost, (components.host ?? "").isEmpty {
+            throw ConfigurationError(code: .invalidURL, variable: variable, expectation: expectation + " with a host")
+        }
+        if let port = components.port, !(1...65535).contains(port) {
+            throw ConfigurationError(code: .invalidURL, variable: variable, expectation: expectation + " with a valid port")
+        }
+    }
+}

@@ -1,0 +1,87 @@
+/// A Prometheus metric name declared once in ``MetricName``.
+public struct MetricName: Sendable, Hashable, CustomStringConvertible {
+    /// The exposition name, e.g. `agent_requests_total`.
+    public let rawValue: String
+    /// What the metric measures (kept for dashboards and documentation).
+    public let help: String
+
+    public init(_ rawValue: String, help: String) {
+        self.rawValue = rawValue
+        self.help = help
+    }
+
+    public var description: String { rawValue }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.rawValue == rhs.rawValue }
+    public func hash(into hasher: inout Hasher) { hasher.combine(rawValue) }
+}
+
+/// A label name from the bounded set in ``MetricLabel``. Request ids, trace ids and other unbounded values
+/// never become labels.
+public struct MetricLabel: Sendable, Hashable, CustomStringConvertible {
+    public let rawValue: String
+
+    public init(_ rawValue: String) {
+        self.rawValue = rawValue
+    }
+
+    public var description: String { rawValue }
+}
+
+// MARK: - Every metric name of Switchyard
+
+extension MetricName {
+    // Seed names (DESIGN.md, observability rules and dashboards depend on them).
+    public static let agentRequestsTotal = MetricName(
+        "agent_requests_total", help: "Agent tasks started, by tenant, agent and package.")
+    public static let agentErrorsTotal = MetricName(
+        "agent_errors_total", help: "Agent tasks that failed, by tenant, agent and outcome.")
+    public static let agentHandoffsTotal = MetricName(
+        "agent_handoffs_total", help: "Conversations handed off to a human.")
+    public static let agentConsentChecksTotal = MetricName(
+        "agent_consent_checks_total", help: "Consent checks performed, by outcome.")
+    public static let httpRequestDurationSeconds = MetricName(
+        "http_request_duration_seconds", help: "HTTP request duration in seconds.")
+    public static let chatRequestsTotal = MetricName(
+        "chat_requests_total", help: "Chat completion requests accepted by the gateway.")
+    public static let chatCompletionsTotal = MetricName(
+        "chat_completions_total", help: "Chat completions answered, by outcome.")
+    public static let agentDecisionDurationSeconds = MetricName(
+        "agent_decision_duration_seconds", help: "Time an agent took to decide, in seconds.")
+
+    // Messaging and storage.
+    public static let natsMessagesPublishedTotal = MetricName(
+        "nats_messages_published_total", help: "Messages published to NATS.")
+    public static let natsMessagesConsumedTotal = MetricName(
+        "nats_messages_consumed_total", help: "Messages consumed from NATS JetStream.")
+    public static let natsMessagesDeadLetteredTotal = MetricName(
+        "nats_messages_dead_lettered_total", help: "Messages sent to a dead-letter subject.")
+    public static let dbQueryDurationSeconds = MetricName(
+        "db_query_duration_seconds", help: "PostgreSQL query duration in seconds.")
+
+    /// All declared names, for documentation and checks.
+    public static let all: [MetricName] = [
+        .agentRequestsTotal, .agentErrorsTotal, .agentHandoffsTotal, .agentConsentChecksTotal,
+        .httpRequestDurationSeconds, .chatRequestsTotal, .chatCompletionsTotal, .agentDecisionDurationSeconds,
+        .natsMessagesPublishedTotal, .natsMessagesConsumedTotal, .natsMessagesDeadLetteredTotal,
+        .dbQueryDurationSeconds,
+    ]
+}
+
+// MARK: - The bounded label names
+
+extension MetricLabel {
+    /// Tenant id (bounded by the number of tenants).
+    public static let tenant = MetricLabel("tenant")
+    /// Agent name.
+    public static let agent = MetricLabel("agent")
+    /// Vertical package (e.g. `gastronomy`).
+    public static let package = MetricLabel("package")
+    /// Emitting service.
+    public static let service = MetricLabel("service")
+    /// Result class, e.g. `ok`, `error`, `timeout`, `granted`, `denied`.
+    public static let outcome = MetricLabel("outcome")
+
+    /// All declared label names.
+    public static let all: [MetricLabel] = [.tenant, .agent, .package, .service, .outcome]
+}
