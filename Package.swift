@@ -72,7 +72,7 @@ let package = Package(
         .target(name: "Security", dependencies: ["COpenSSL"],
                 path: "Shared/Security", swiftSettings: swiftSettings),
         .target(name: "ServiceKit", dependencies: [
-            "Telemetry", "Messaging", "Storage",
+            "Telemetry", "Messaging", "Storage", "Schemas",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Hummingbird", package: "hummingbird"),
@@ -93,7 +93,7 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestKit"], swiftSettings: swiftSettings),
         .testTarget(name: "TelemetryTests", dependencies: ["Telemetry", "Security"], swiftSettings: swiftSettings),
         .testTarget(name: "ServiceKitTests", dependencies: [
-            "ServiceKit", "TestKit",
+            "ServiceKit", "TestKit", "Messaging", "Storage", "Schemas",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ], swiftSettings: swiftSettings),
