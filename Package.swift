@@ -25,6 +25,9 @@ let package = Package(
         .library(name: "ServiceKit", targets: ["ServiceKit"]),
         .library(name: "TestKit", targets: ["TestKit"]),
         .executable(name: "shared-bench", targets: ["SharedBench"]),
+        .executable(name: "api-gateway", targets: ["api-gateway"]),
+        .executable(name: "router", targets: ["router"]),
+        .executable(name: "orchestrator", targets: ["orchestrator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -34,6 +37,7 @@ let package = Package(
         .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.20.0"),
     ],
     targets: [
         // MARK: C libraries (system, via pkg-config)
@@ -81,12 +85,41 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], path: "Shared/TestKit", swiftSettings: swiftSettings),
 
+        // MARK: services (thin executables over <Service>Core libraries)
+        .target(name: "GatewayCore", dependencies: [
+            "ServiceKit", "Messaging", "Schemas", "Security", "Telemetry",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], path: "Services/api-gateway/GatewayCore", swiftSettings: swiftSettings),
+        .executableTarget(name: "api-gateway", dependencies: ["GatewayCore", "ServiceKit"],
+                          path: "Services/api-gateway/App", swiftSettings: swiftSettings),
+        .target(name: "RouterCore", dependencies: [
+            "ServiceKit", "Messaging", "Schemas", "Security", "Telemetry",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], path: "Services/router/RouterCore", swiftSettings: swiftSettings),
+        .executableTarget(name: "router", dependencies: ["RouterCore", "ServiceKit"],
+                          path: "Services/router/App", swiftSettings: swiftSettings),
+        .target(name: "OrchestratorCore", dependencies: [
+            "ServiceKit", "Messaging", "Schemas", "Storage", "Security", "Telemetry",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], path: "Services/orchestrator/OrchestratorCore", swiftSettings: swiftSettings),
+        .executableTarget(name: "orchestrator", dependencies: ["OrchestratorCore", "ServiceKit"],
+                          path: "Services/orchestrator/App", swiftSettings: swiftSettings),
+
         // MARK: benchmarks
         .executableTarget(name: "SharedBench", dependencies: [
             "Schemas", "Messaging", "Storage", "TestKit",
         ], path: "Benchmarks/SharedBench", swiftSettings: swiftSettings),
 
         // MARK: tests
+        .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "TestKit"], swiftSettings: swiftSettings),
+        .testTarget(name: "RouterCoreTests", dependencies: ["RouterCore", "TestKit"], swiftSettings: swiftSettings),
+        .testTarget(name: "OrchestratorCoreTests", dependencies: ["OrchestratorCore", "TestKit"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "SchemasTests", dependencies: ["Schemas"], swiftSettings: swiftSettings),
         .testTarget(name: "MessagingTests", dependencies: ["Messaging", "Telemetry", "TestKit"],
                     swiftSettings: swiftSettings),
