@@ -81,13 +81,18 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Hummingbird", package: "hummingbird"),
         ], path: "Shared/ServiceKit", swiftSettings: swiftSettings),
+        .target(name: "Tenancy", dependencies: [
+            "Messaging", "Schemas",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], path: "Shared/Tenancy", swiftSettings: swiftSettings),
         .target(name: "TestKit", dependencies: [
             .product(name: "Logging", package: "swift-log"),
         ], path: "Shared/TestKit", swiftSettings: swiftSettings),
 
         // MARK: services (thin executables over <Service>Core libraries)
         .target(name: "GatewayCore", dependencies: [
-            "ServiceKit", "Messaging", "Schemas", "Security", "Telemetry",
+            "ServiceKit", "Tenancy", "Messaging", "Schemas", "Security", "Telemetry",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -95,14 +100,14 @@ let package = Package(
         .executableTarget(name: "api-gateway", dependencies: ["GatewayCore", "ServiceKit"],
                           path: "Services/api-gateway/App", swiftSettings: swiftSettings),
         .target(name: "RouterCore", dependencies: [
-            "ServiceKit", "Messaging", "Schemas", "Security", "Telemetry",
+            "ServiceKit", "Tenancy", "Messaging", "Schemas", "Security", "Telemetry",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Services/router/RouterCore", swiftSettings: swiftSettings),
         .executableTarget(name: "router", dependencies: ["RouterCore", "ServiceKit"],
                           path: "Services/router/App", swiftSettings: swiftSettings),
         .target(name: "OrchestratorCore", dependencies: [
-            "ServiceKit", "Messaging", "Schemas", "Storage", "Security", "Telemetry",
+            "ServiceKit", "Tenancy", "Messaging", "Schemas", "Storage", "Security", "Telemetry",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,0 +1,185 @@
+import Logging
+import Messaging
+import Schemas
+import ServiceLifecycle
+import Synchronization
+
+/// Key layout of the `tenants` and `apikeys` KV buckets (declared once; see docs/adr/0002).
+///
+/// tenants bucket:  `<tenant>` → Tenant, `<tenant>.plan` → Plan, `<tenant>.manifest` → PackageManifest,
+///                  `<tenant>.rollout.<agent>` → RolloutSettings
+/// apikeys bucket:  `<lookup id>` → ApiKeyRecord (only the hash of the key)
+public enum TenancyKeys {
+    public static func tenant(_ id: String) -> String { id }
+    public static func plan(_ id: String) -> String { "\(id).plan" }
+    public static func manifest(_ id: String) -> String { "\(id).manifest" }
+    public static func rollout(_ id: String, agent: String) -> String { "\(id).rollout.\(agent)" }
+
+    public static let tenantsBucket = KVBucketSpec(name: BucketNames.tenants, history: 5)
+    public static let apiKeysBucket = KVBucketSpec(name: BucketNames.apiKeys, history: 5)
+}
+
+/// Everything the gateway and router need to know about one tenant, as mirrored in KV.
+public struct TenantSnapshot: Sendable, Equatable {
+    public var tenant: Tenant
+    public var plan: Plan?
+    public var manifest: PackageManifest?
+    public var rollouts: [String: RolloutSettings]
+}
+
+/// An in-memory mirror of the `tenants` and `apikeys` buckets, kept current by KV watches so a change
+/// (revoked key, suspended tenant, new rollout) reaches every replica within milliseconds. Lookups never
+/// touch the network. Malformed KV values are logged and skipped, never crash the watcher.
+public final class TenantDirectory: Sendable {
+    private struct State {
+        var tenants: [String: Tenant] = [:]
+        var plans: [String: Plan] = [:]
+        var manifests: [String: PackageManifest] = [:]
+        var rollouts: [String: [String: RolloutSettings]] = [:]
+        var keys: [String: ApiKeyRecord] = [:]
+        var tenantsSynced = false
+        var keysSynced = false
+        var lastChangeUnixNanos: Int64 = 0
+    }
+
+    private let state = Mutex(State())
+    private let logger: Logger
+
+    public init(logger: Logger) { self.logger = logger }
+
+    public func snapshot(tenant id: String) -> TenantSnapshot? {
+        state.withLock { state in
+            guard let tenant = state.tenants[id] else { return nil }
+            return TenantSnapshot(tenant: tenant, plan: state.plans[id], manifest: state.manifests[id],
+                                  rollouts: state.rollouts[id] ?? [:])
+        }
+    }
+
+    public func apiKey(lookup: String) -> ApiKeyRecord? { state.withLock { $0.keys[lookup] } }
+
+    /// True once both buckets' initial values have been loaded.
+    public var isSynced: Bool { state.withLock { $0.tenantsSynced && $0.keysSynced } }
+
+    // MARK: applying KV entries
+
+    func applyTenantEntry(_ entry: KVEntry) {
+        let key = entry.key
+        let deleted = entry.operation != .put
+        let parts = key.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+        do {
+            switch parts.count {
+            case 1:
+                let value = deleted ? nil : try Tenant(protobuf: entry.value)
+                state.withLock { $0.tenants[parts[0]] = value }
+            case 2 where parts[1] == "plan":
+                let value = deleted ? nil : try Plan(protobuf: entry.value)
+                state.withLock { $0.plans[parts[0]] = value }
+            case 2 where parts[1] == "manifest":
+                let value = deleted ? nil : try PackageManifest(protobuf: entry.value)
+                state.withLock { $0.manifests[parts[0]] = value }
+            case 3 where parts[1] == "rollout":
+                let value = deleted ? nil : try RolloutSettings(protobuf: entry.value)
+                state.withLock { $0.rollouts[parts[0], default: [:]][parts[2]] = value }
+            default:
+                logger.warning("unknown tenants key skipped", metadata: ["kv.key": "\(key)"])
+            }
+        } catch {
+            logger.error("malformed tenants value skipped", metadata: ["kv.key": "\(key)", "error": "\(error)"])
+        }
+        state.withLock { $0.lastChangeUnixNanos = EventClock.nowUnixNanos() }
+    }
+
+    func applyKeyEntry(_ entry: KVEntry) {
+        do {
+            let value = entry.operation != .put ? nil : try ApiKeyRecord(protobuf: entry.value)
+            state.withLock { $0.keys[entry.key] = value }
+        } catch {
+            logger.error("malformed apikeys value skipped", metadata: ["error": "\(error)"])
+        }
+    }
+
+    func markSynced(tenants: Bool) {
+        state.withLock { tenants ? ($0.tenantsSynced = true) : ($0.keysSynced = true) }
+    }
+
+    /// Waits until both buckets are loaded (for start-up ordering and tests).
+    public func waitUntilSynced(timeout: Duration = .seconds(10)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !isSynced {
+            if ContinuousClock.now >= deadline { throw NATSError(.timeout, context: "waiting for the KV mirror") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+}
+
+/// Keeps a `TenantDirectory` current: watches both buckets until shutdown; re-watches after errors.
+public struct TenantDirectoryService: Service {
+    private let directory: TenantDirectory
+    private let jetStream: JetStream
+    private let logger: Logger
+
+    public init(directory: TenantDirectory, jetStream: JetStream, logger: Logger) {
+        self.directory = directory
+        self.jetStream = jetStream
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.watch(TenancyKeys.tenantsBucket, tenants: true) }
+            group.addTask { try await self.watch(TenancyKeys.apiKeysBucket, tenants: false) }
+            try await group.waitForAll()
+        }
+    }
+
+    private func watch(_ spec: KVBucketSpec, tenants: Bool) async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                let bucket = try await jetStream.keyValue(spec)
+                let events = try bucket.watchAll()
+                try await cancelWhenGracefulShutdown {
+                    for try await event in events {
+                        switch event {
+                        case .initialValuesDone: directory.markSynced(tenants: tenants)
+                        case .entry(let entry):
+                            if tenants { directory.applyTenantEntry(entry) } else { directory.applyKeyEntry(entry) }
+                        }
+                    }
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                if Task.isShuttingDownGracefully || Task.isCancelled { return }
+                logger.warning("kv watch failed, retrying", metadata: ["bucket": "\(spec.name)", "error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+    }
+}
+
+/// Writes tenancy records into KV (used by the tenant service and by `make run`'s demo seed).
+public struct TenancyWriter: Sendable {
+    let tenants: KeyValueBucket
+    let apiKeys: KeyValueBucket
+
+    public init(jetStream: JetStream) async throws {
+        tenants = try await jetStream.keyValue(TenancyKeys.tenantsBucket)
+        apiKeys = try await jetStream.keyValue(TenancyKeys.apiKeysBucket)
+    }
+
+    public func put(_ tenant: Tenant) async throws {
+        try await tenants.put(TenancyKeys.tenant(tenant.id), tenant.protobufBytes())
+    }
+    public func put(_ plan: Plan, tenant: String) async throws {
+        try await tenants.put(TenancyKeys.plan(tenant), plan.protobufBytes())
+    }
+    public func put(_ manifest: PackageManifest, tenant: String) async throws {
+        try await tenants.put(TenancyKeys.manifest(tenant), manifest.protobufBytes())
+    }
+    public func put(_ rollout: RolloutSettings, tenant: String) async throws {
+        try await tenants.put(TenancyKeys.rollout(tenant, agent: rollout.agent), rollout.protobufBytes())
+    }
+    public func put(_ key: ApiKeyRecord) async throws {
+        try await apiKeys.put(key.prefix, key.protobufBytes())
+    }
+}
