@@ -82,7 +82,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
         ], path: "Shared/ServiceKit", swiftSettings: swiftSettings),
         .target(name: "Tenancy", dependencies: [
-            "Messaging", "Schemas",
+            "Messaging", "Schemas", "Storage",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Shared/Tenancy", swiftSettings: swiftSettings),

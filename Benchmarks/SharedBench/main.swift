@@ -89,3 +89,29 @@ do {
     connection.close()
 }
 await server.stop()
+
+// MARK: PostgreSQL
+let postgres = try await PostgresServer.start()
+do {
+    let pool = try PostgresPool(configuration: PostgresConfiguration(connectionString: postgres.connectionString,
+                                                                     poolSize: 2), logger: logger)
+    try await pool.execute("""
+        CREATE TABLE bench_usage (tenant_id text NOT NULL, event_id text NOT NULL, tokens bigint NOT NULL,
+                                  PRIMARY KEY (tenant_id, event_id))
+        """)
+    let rowCount = 100_000
+    let rows: [[PostgresValue]] = (0..<rowCount).map { [.text("demo-restaurant"), .text("evt-\($0)"), .int64(Int64($0))] }
+    try await measure("Postgres batch insert (pipeline mode)", count: rowCount, unit: "row") {
+        let inserted = try await pool.batchExecute(
+            "INSERT INTO bench_usage VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", rows: rows)
+        precondition(inserted == rowCount)
+    }
+    try await measure("Postgres single INSERT, autocommit", count: 2_000, unit: "row") {
+        for index in 0..<2_000 {
+            try await pool.execute("INSERT INTO bench_usage VALUES ($1, $2, $3)",
+                                   [.text("demo-restaurant"), .text("single-\(index)"), .int64(1)])
+        }
+    }
+    await pool.close()
+}
+await postgres.stop()

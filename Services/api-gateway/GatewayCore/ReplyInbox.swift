@@ -1,0 +1,60 @@
+import Logging
+import Messaging
+import ServiceLifecycle
+import Synchronization
+
+/// This gateway instance's reply subject: `_sy.gw.<instance>.<request id>`. The orchestrator publishes a
+/// request's answer (or its stream chunks) there; the inbox routes each message to the waiting HTTP handler.
+/// One wildcard subscription per instance, so replies never cross replicas.
+public final class ReplyInbox: Sendable {
+    public let prefix: String
+    private let waiters = Mutex<[String: AsyncStream<NATSMessage>.Continuation]>([:])
+    private let subscription: NATSSubscription
+
+    public init(connection: NATSConnection, instanceID: String) throws {
+        let token = String(instanceID.unicodeScalars.map {
+            ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-") && $0.isASCII ? Character($0) : "-"
+        })
+        prefix = "_sy.gw.\(token)."
+        subscription = try connection.subscribe(prefix + "*")
+    }
+
+    public func subject(for requestID: String) -> String { prefix + requestID }
+
+    /// Registers interest in a request's replies; call before publishing the request.
+    public func register(_ requestID: String) -> AsyncStream<NATSMessage> {
+        let (stream, continuation) = AsyncStream<NATSMessage>.makeStream(bufferingPolicy: .unbounded)
+        waiters.withLock { $0[requestID] = continuation }
+        return stream
+    }
+
+    public func unregister(_ requestID: String) {
+        let continuation = waiters.withLock { $0.removeValue(forKey: requestID) }
+        continuation?.finish()
+    }
+
+    var pending: Int { waiters.withLock { $0.count } }
+
+    /// Dispatches replies until graceful shutdown. Replies for requests nobody waits for any more (client
+    /// gone, deadline passed) are dropped: their effects (usage, events) are recorded by the orchestrator.
+    func dispatch() async {
+        let prefixLength = prefix.utf8.count
+        for await message in subscription.messages.cancelOnGracefulShutdown() {
+            let requestID = String(message.subject.utf8.dropFirst(prefixLength))!
+            let continuation = waiters.withLock { $0[requestID] }
+            continuation?.yield(message)
+        }
+    }
+
+    func stop() { subscription.unsubscribe() }
+}
+
+/// Runs the inbox's dispatch loop as part of the gateway's service group.
+public struct ReplyInboxService: Service {
+    let inbox: ReplyInbox
+    public init(inbox: ReplyInbox) { self.inbox = inbox }
+    public func run() async throws {
+        await inbox.dispatch()
+        inbox.stop()
+    }
+}
