@@ -76,7 +76,7 @@ let package = Package(
         .target(name: "Security", dependencies: ["COpenSSL"],
                 path: "Shared/Security", swiftSettings: swiftSettings),
         .target(name: "ServiceKit", dependencies: [
-            "Telemetry", "Messaging", "Storage", "Schemas",
+            "Telemetry", "Messaging", "Storage", "Schemas", "Security",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Hummingbird", package: "hummingbird"),

@@ -97,6 +97,45 @@ public struct PublishAck: Sendable, Equatable, Decodable {
     }
 }
 
+extension PublishAck {
+    /// Fast path for the server's fixed-shape ack `{"stream":"S","seq":N[,"duplicate":true]}` (JSONDecoder costs
+    /// more than the publish itself); anything else falls back to the full decoder.
+    static func scan(_ bytes: [UInt8]) -> PublishAck? {
+        guard bytes.first == UInt8(ascii: "{"), !bytes.contains(UInt8(ascii: "\\")) else { return nil }
+        func find(_ key: String) -> Int? {
+            let pattern = Array("\"\(key)\":".utf8)
+            guard bytes.count >= pattern.count else { return nil }
+            var index = 0
+            while index <= bytes.count - pattern.count {
+                if bytes[index] == pattern[0] && Array(bytes[index..<index + pattern.count]) == pattern {
+                    return index + pattern.count
+                }
+                index += 1
+            }
+            return nil
+        }
+        if find("error") != nil { return nil }
+        guard var s = find("stream"), s < bytes.count, bytes[s] == UInt8(ascii: "\"") else { return nil }
+        s += 1
+        guard let end = bytes[s...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
+        let stream = String(decoding: bytes[s..<end], as: UTF8.self)
+        guard var q = find("seq") else { return nil }
+        var sequence: UInt64 = 0
+        var digits = 0
+        while q < bytes.count, bytes[q] >= 48, bytes[q] <= 57 {
+            sequence = sequence &* 10 &+ UInt64(bytes[q] - 48)
+            q += 1
+            digits += 1
+        }
+        guard digits > 0 else { return nil }
+        var duplicate = false
+        if let d = find("duplicate"), d + 4 <= bytes.count, Array(bytes[d..<d + 4]) == Array("true".utf8) {
+            duplicate = true
+        }
+        return PublishAck(stream: stream, sequence: sequence, duplicate: duplicate)
+    }
+}
+
 private struct PublishAckError: Decodable {
     struct Body: Decodable { var code: Int?; var err_code: Int? }
     var error: Body?
@@ -231,6 +270,7 @@ public final class JetStream: @unchecked Sendable {
     }
 
     static func decodeAck(_ payload: [UInt8]) throws(NATSError) -> PublishAck {
+        if let ack = PublishAck.scan(payload) { return ack }
         let data = Data(payload)
         if let ack = try? JSONDecoder().decode(PublishAck.self, from: data) { return ack }
         let failure = try? JSONDecoder().decode(PublishAckError.self, from: data)
