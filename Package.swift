@@ -28,6 +28,7 @@ let package = Package(
         .executable(name: "api-gateway", targets: ["api-gateway"]),
         .executable(name: "router", targets: ["router"]),
         .executable(name: "orchestrator", targets: ["orchestrator"]),
+        .executable(name: "switchyard", targets: ["switchyard"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
@@ -38,6 +39,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.20.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     ],
     targets: [
         // MARK: C libraries (system, via pkg-config)
@@ -114,6 +116,12 @@ let package = Package(
         ], path: "Services/orchestrator/OrchestratorCore", swiftSettings: swiftSettings),
         .executableTarget(name: "orchestrator", dependencies: ["OrchestratorCore", "ServiceKit"],
                           path: "Services/orchestrator/App", swiftSettings: swiftSettings),
+
+        .executableTarget(name: "switchyard", dependencies: [
+            "Messaging", "Schemas", "Storage", "Tenancy",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Services/switchyard-cli", swiftSettings: swiftSettings),
 
         // MARK: benchmarks
         .executableTarget(name: "SharedBench", dependencies: [

@@ -49,6 +49,12 @@ extension MetricName {
     public static let agentDecisionDurationSeconds = MetricName(
         "agent_decision_duration_seconds", help: "Time an agent took to decide, in seconds.")
 
+    // Providers (label `provider` is operator-configured, so bounded).
+    public static let providerAttemptsTotal = MetricName(
+        "provider_attempts_total", help: "Upstream provider attempts, by provider and outcome.")
+    public static let providerLatencySeconds = MetricName(
+        "provider_latency_seconds", help: "Upstream provider attempt latency in seconds.")
+
     // Messaging and storage.
     public static let natsMessagesPublishedTotal = MetricName(
         "nats_messages_published_total", help: "Messages published to NATS.")
@@ -64,7 +70,7 @@ extension MetricName {
         .agentRequestsTotal, .agentErrorsTotal, .agentHandoffsTotal, .agentConsentChecksTotal,
         .httpRequestDurationSeconds, .chatRequestsTotal, .chatCompletionsTotal, .agentDecisionDurationSeconds,
         .natsMessagesPublishedTotal, .natsMessagesConsumedTotal, .natsMessagesDeadLetteredTotal,
-        .dbQueryDurationSeconds,
+        .dbQueryDurationSeconds, .providerAttemptsTotal, .providerLatencySeconds,
     ]
 }
 
@@ -81,7 +87,9 @@ extension MetricLabel {
     public static let service = MetricLabel("service")
     /// Result class, e.g. `ok`, `error`, `timeout`, `granted`, `denied`.
     public static let outcome = MetricLabel("outcome")
+    /// Upstream provider name (operator-configured: `local`, `openai`, `anthropic`, …).
+    public static let provider = MetricLabel("provider")
 
     /// All declared label names.
-    public static let all: [MetricLabel] = [.tenant, .agent, .package, .service, .outcome]
+    public static let all: [MetricLabel] = [.tenant, .agent, .package, .service, .outcome, .provider]
 }

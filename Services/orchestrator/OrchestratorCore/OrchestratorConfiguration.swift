@@ -1,0 +1,67 @@
+import Foundation
+import ServiceKit
+
+/// Orchestrator settings beyond `ServiceConfiguration`, read from the environment in one place.
+public struct OrchestratorConfiguration: Sendable {
+    /// Operator-configured upstreams. `SWITCHYARD_OPENAI_BASE_URL` (+ `_API_KEY`) and
+    /// `SWITCHYARD_ANTHROPIC_BASE_URL` (+ `_API_KEY`); unset = provider not available.
+    public var endpoints: [ProviderEndpoint]
+    /// `SWITCHYARD_FALLBACK_CHAIN`: comma-separated `provider[:model]` tried after the agent's own provider.
+    /// Default `local` (the built-in knowledge-base agent always answers).
+    public var fallbackChain: [ProviderTarget]
+    /// `SWITCHYARD_PROVIDER_TIMEOUT_MS` per attempt (default 20000).
+    public var providerTimeout: Duration
+    /// `SWITCHYARD_PROVIDER_MAX_ATTEMPTS` per provider (default 3) with exponential backoff + jitter.
+    public var retryPolicy: RetryPolicy
+    /// `SWITCHYARD_BREAKER_FAILURES` consecutive failures open a provider's circuit (default 5) for
+    /// `SWITCHYARD_BREAKER_OPEN_MS` (default 30000).
+    public var breaker: CircuitBreaker.Configuration
+    /// `SWITCHYARD_HISTORY_TURNS`: earlier messages loaded per conversation (default 20).
+    public var historyTurns: Int
+
+    public init(endpoints: [ProviderEndpoint] = [], fallbackChain: [ProviderTarget] = [ProviderTarget(provider: "local")],
+                providerTimeout: Duration = .seconds(20), retryPolicy: RetryPolicy = RetryPolicy(),
+                breaker: CircuitBreaker.Configuration = .init(), historyTurns: Int = 20) {
+        self.endpoints = endpoints
+        self.fallbackChain = fallbackChain
+        self.providerTimeout = providerTimeout
+        self.retryPolicy = retryPolicy
+        self.breaker = breaker
+        self.historyTurns = historyTurns
+    }
+
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) {
+        func int(_ name: String, _ fallback: Int, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+            guard let raw = environment[name], !raw.isEmpty else { return fallback }
+            guard let value = Int(raw), range.contains(value) else {
+                throw ConfigurationError(code: .outOfRange, variable: name, expectation: "an integer in \(range)")
+            }
+            return value
+        }
+        let timeout = Duration.milliseconds(try int("SWITCHYARD_PROVIDER_TIMEOUT_MS", 20_000, 1...600_000))
+        var endpoints: [ProviderEndpoint] = []
+        for (name, kind) in [("OPENAI", ProviderEndpoint.Kind.openAI), ("ANTHROPIC", .anthropic)] {
+            guard let url = environment["SWITCHYARD_\(name)_BASE_URL"], !url.isEmpty else { continue }
+            guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                throw ConfigurationError(code: .unsupportedScheme, variable: "SWITCHYARD_\(name)_BASE_URL",
+                                         expectation: "an http:// or https:// URL")
+            }
+            endpoints.append(ProviderEndpoint(name: kind.rawValue, kind: kind, baseURL: url,
+                                              apiKey: environment["SWITCHYARD_\(name)_API_KEY"], timeout: timeout))
+        }
+        var chain: [ProviderTarget] = []
+        for spec in (environment["SWITCHYARD_FALLBACK_CHAIN"] ?? "local").split(separator: ",") {
+            guard let target = ProviderTarget(parsing: spec.trimmingCharacters(in: .whitespaces)) else {
+                throw ConfigurationError(code: .invalidChoice, variable: "SWITCHYARD_FALLBACK_CHAIN",
+                                         expectation: "comma-separated provider[:model] entries")
+            }
+            chain.append(target)
+        }
+        self.init(
+            endpoints: endpoints, fallbackChain: chain, providerTimeout: timeout,
+            retryPolicy: RetryPolicy(maxAttempts: try int("SWITCHYARD_PROVIDER_MAX_ATTEMPTS", 3, 1...10)),
+            breaker: .init(failureThreshold: try int("SWITCHYARD_BREAKER_FAILURES", 5, 1...1000),
+                           openDuration: .milliseconds(try int("SWITCHYARD_BREAKER_OPEN_MS", 30_000, 1...3_600_000))),
+            historyTurns: try int("SWITCHYARD_HISTORY_TURNS", 20, 0...200))
+    }
+}
