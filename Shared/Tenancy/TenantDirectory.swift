@@ -183,3 +183,15 @@ public struct TenancyWriter: Sendable {
         try await apiKeys.put(key.prefix, key.protobufBytes())
     }
 }
+
+extension TenancyWriter {
+    /// Whether `plaintext` is a key whose record exists and is active (used to keep the demo key stable).
+    public func keyIsActive(_ plaintext: String) async -> Bool {
+        let parts = plaintext.split(separator: "_")
+        guard parts.count == 3, parts[2].count >= 8 else { return false }
+        let lookup = String(parts[2].prefix(8))
+        guard let entry = try? await apiKeys.get(lookup), entry.operation == .put,
+              let record = try? ApiKeyRecord(protobuf: entry.value) else { return false }
+        return record.status == "active"
+    }
+}

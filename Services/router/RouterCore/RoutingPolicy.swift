@@ -126,7 +126,9 @@ public struct RoutingPolicy: Sendable {
         // Rules 3–5: pick an agent.
         let picked: (agent: AgentManifest, basis: RoutingBasis, intent: String)
         let model = input.request.model.trimmingCharacters(in: .whitespacesAndNewlines)
-        if !model.isEmpty, let named = byName[model] ?? candidates.first(where: { $0.agent.lowercased() == model.lowercased() }) {
+        let lowercasedModel = model.lowercased()
+        if !model.isEmpty,
+           let named = byName[model] ?? candidates.first(where: { $0.agent.lowercased() == lowercasedModel }) {
             picked = (named, .modelNamedAgent, "")
         } else if !Self.isGenericModelName(model) {
             return .rejected(.unknownModel)
@@ -229,7 +231,9 @@ public struct RoutingPolicy: Sendable {
         var best: (agent: AgentManifest, rule: IntentRule)?
         for agent in candidates {
             for rule in agent.intents where rule.matches(text) {
-                if best == nil || rule.priority > best!.rule.priority { best = (agent, rule) }
+                // Strictly greater: on a tie the earlier agent (then the earlier rule) keeps the win.
+                if let current = best, rule.priority <= current.rule.priority { continue }
+                best = (agent, rule)
             }
         }
         return best
