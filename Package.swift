@@ -133,6 +133,13 @@ let package = Package(
         .testTarget(name: "RouterCoreTests", dependencies: ["RouterCore", "TestKit"], swiftSettings: swiftSettings),
         .testTarget(name: "OrchestratorCoreTests", dependencies: ["OrchestratorCore", "TestKit"],
                     swiftSettings: swiftSettings),
+        .testTarget(name: "ChatPathTests", dependencies: [
+            "GatewayCore", "RouterCore", "OrchestratorCore", "Tenancy", "TestKit", "ServiceKit", "Messaging", "Schemas",
+            "Storage", "Telemetry",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: swiftSettings),
         .testTarget(name: "SchemasTests", dependencies: ["Schemas"], swiftSettings: swiftSettings),
         .testTarget(name: "MessagingTests", dependencies: ["Messaging", "Telemetry", "TestKit"],
                     swiftSettings: swiftSettings),

@@ -1,0 +1,182 @@
+import Foundation
+import Messaging
+import Schemas
+import Tenancy
+import Testing
+
+@Suite("Chat path end to end: gateway → router → orchestrator on real nats-server and PostgreSQL",
+       .serialized)
+struct ChatPathTests {
+    @Test("non-stream: a knowledge-base answer in OpenAI's shape, and every hop's event sharing one trace id")
+    func nonStreamAndEvents() async throws {
+        try await Stack.with { stack in
+            let events = try stack.admin.subscribe("evt.>")
+            let usage = try stack.admin.subscribe("usage.>")
+            try await stack.admin.flush()
+            let response = try await stack.chat([
+                "model": "host", "messages": [["role": "user", "content": "When are you open on Sunday?"]],
+            ], headers: stack.withKey(stack.apiKey).merging(["traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]) { $1 })
+            #expect(response.status == 200)
+            #expect(response.json["object"] as? String == "chat.completion")
+            let content = try #require(response.content)
+            #expect(content.contains("Tuesday to Sunday"))
+            let usageJSON = try #require(response.json["usage"] as? [String: Any])
+            #expect((usageJSON["total_tokens"] as? Int ?? 0) > 0)
+            let requestID = try #require(response.headers["x-switchyard-request-id"])
+            #expect(response.json["id"] as? String == "chatcmpl-\(requestID)")
+            #expect(Double(response.headers["x-switchyard-overhead-ms"] ?? "") != nil)
+
+            // Every hop left its event, decodable with Proto/, all in the caller's trace.
+            var seen: [String: String] = [:]
+            var iterator = events.messages.makeAsyncIterator()
+            while seen.count < 3, let message = await iterator.next() {
+                guard message.subject.hasSuffix(".\(Stack.tenant)") else { continue }
+                let kind = message.subject.split(separator: ".").dropFirst().prefix(2).joined(separator: ".")
+                switch kind {
+                case "chat.requested":
+                    let event = try ChatRequested(protobuf: message.payload)
+                    if event.meta?.requestID == requestID { seen[kind] = event.meta?.traceID }
+                case "chat.routed":
+                    let event = try ChatRouted(protobuf: message.payload)
+                    if event.meta?.requestID == requestID { seen[kind] = event.meta?.traceID }
+                case "chat.completed":
+                    let event = try ChatCompleted(protobuf: message.payload)
+                    if event.meta?.requestID == requestID {
+                        seen[kind] = event.meta?.traceID
+                        #expect(event.agent == "host")
+                        #expect(event.hops.map(\.hop).contains("router"))
+                    }
+                default: continue
+                }
+            }
+            var usageIterator = usage.messages.makeAsyncIterator()
+            var usageTrace: String?
+            while usageTrace == nil, let message = await usageIterator.next() {
+                let event = try UsageRecorded(protobuf: message.payload)
+                if event.meta?.requestID == requestID {
+                    usageTrace = event.meta?.traceID
+                    #expect(event.estimated)
+                    #expect(event.completionTokens > 0)
+                }
+            }
+            #expect(Set(seen.keys) == ["chat.requested", "chat.routed", "chat.completed"])
+            #expect(Set(seen.values) == ["4bf92f3577b34da6a3ce929d0e0e4736"])
+            #expect(usageTrace == "4bf92f3577b34da6a3ce929d0e0e4736")
+        }
+    }
+
+    @Test("stream: chat.completion.chunk events, a usage chunk when asked, then [DONE]")
+    func stream() async throws {
+        try await Stack.with { stack in
+            let response = try await stack.chat([
+                "model": "host", "stream": true, "stream_options": ["include_usage": true],
+                "messages": [["role": "user", "content": "When are you open on Sunday?"]],
+            ])
+            #expect(response.status == 200)
+            #expect(response.headers["content-type"]?.hasPrefix("text/event-stream") == true)
+            let events = sseEvents(response.text)
+            #expect(events.last == "[DONE]")
+            let chunks = events.dropLast().compactMap {
+                (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+            }
+            #expect(chunks.allSatisfy { $0["object"] as? String == "chat.completion.chunk" })
+            let text = chunks.compactMap {
+                (($0["choices"] as? [[String: Any]])?.first?["delta"] as? [String: Any])?["content"] as? String
+            }.joined()
+            #expect(text.contains("Tuesday to Sunday"))
+            #expect(chunks.contains { ($0["choices"] as? [[String: Any]])?.first?["finish_reason"] as? String == "stop" })
+            #expect(chunks.contains { $0["usage"] is [String: Any] })
+        }
+    }
+
+    @Test("bad keys get 401, bad requests 400/404/413, all in OpenAI's error shape")
+    func rejections() async throws {
+        try await Stack.with { stack in
+            let ask: [String: Any] = ["model": "host", "messages": [["role": "user", "content": "hi"]]]
+            let missing = try await stack.chat(ask, headers: ["content-type": "application/json"])
+            #expect(missing.status == 401)
+            #expect((missing.json["error"] as? [String: Any])?["type"] != nil)
+            let wrong = try await stack.chat(ask, headers: stack.withKey("sy_test_" + String(repeating: "a", count: 40)))
+            #expect(wrong.status == 401)
+            let tampered = try await stack.chat(ask, headers: stack.withKey(String(stack.apiKey.dropLast()) + "x"))
+            #expect(tampered.status == 401)
+
+            let malformed = try await stack.send(body: Array("{\"model\": \"host\", \"messages\": [".utf8))
+            #expect(malformed.status == 400)
+            #expect(malformed.errorCode != nil)
+            let huge = try await stack.send(body: Array(repeating: UInt8(ascii: "a"), count: 2 << 20))
+            #expect(huge.status == 413)
+            let unknown = try await stack.chat(["model": "no-such-agent", "messages": [["role": "user", "content": "hi"]]])
+            #expect(unknown.status == 404)
+            #expect(unknown.errorCode == "model_not_found")
+
+            // Revocation reaches the gateway through the KV mirror.
+            var revoked = stack.keyRecord
+            revoked.status = "revoked"
+            revoked.revokedAtUnixNanos = EventClock.nowUnixNanos()
+            try await stack.writer.put(revoked)
+            var status = 200
+            for _ in 0..<100 {
+                status = try await stack.chat(ask).status
+                if status == 401 { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(status == 401)
+        }
+    }
+
+    @Test("asking for a human, and low confidence, both hand off")
+    func handoff() async throws {
+        try await Stack.with { stack in
+            let handoffs = try stack.admin.subscribe("evt.handoff.requested.>")
+            try await stack.admin.flush()
+            let human = try await stack.chat(["model": "host", "messages": [
+                ["role": "user", "content": "I want to speak to a human"]]])
+            #expect(human.status == 200)
+            #expect((human.json["switchyard"] as? [String: Any])?["handed_off"] as? Bool == true)
+            let unsure = try await stack.chat(["model": "host", "messages": [
+                ["role": "user", "content": "Do you sell quantum flux capacitors?"]]])
+            #expect((unsure.json["switchyard"] as? [String: Any])?["handed_off"] as? Bool == true)
+            var reasons: [String] = []
+            var iterator = handoffs.messages.makeAsyncIterator()
+            while reasons.count < 2, let message = await iterator.next() {
+                reasons.append(try HandoffRequested(protobuf: message.payload).reason)
+            }
+            #expect(Set(reasons) == ["user_asked_for_human", "low_confidence"])
+        }
+    }
+
+    @Test("the kill switch routes to the fallback agent")
+    func killSwitch() async throws {
+        try await Stack.with { stack in
+            try await stack.writer.put(RolloutSettings(agent: "host", stableVersion: "v1", killSwitch: true,
+                                                       tenantID: Stack.tenant), tenant: Stack.tenant)
+            var agent: String?
+            for _ in 0..<100 {
+                let response = try await stack.chat(["model": "host", "messages": [
+                    ["role": "user", "content": "When are you open?"]]])
+                agent = (response.json["switchyard"] as? [String: Any])?["agent"] as? String
+                if agent == "supervisor" { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(agent == "supervisor")
+        }
+    }
+
+    @Test("a consent-requiring tenant is asked first; the answer is recorded")
+    func consent() async throws {
+        try await Stack.with(consentPolicy: "required") { stack in
+            let conversation = ["x-switchyard-conversation-id": "conv-consent-1"]
+            let headers = stack.withKey(stack.apiKey).merging(conversation) { $1 }
+            let first = try await stack.chat(["model": "host", "messages": [
+                ["role": "user", "content": "When are you open?"]]], headers: headers)
+            #expect(first.content?.contains("may we store this conversation") == true)
+            let yes = try await stack.chat(["model": "host", "messages": [["role": "user", "content": "yes"]]],
+                                           headers: headers)
+            #expect(yes.status == 200)
+            let answer = try await stack.chat(["model": "host", "messages": [
+                ["role": "user", "content": "When are you open on Sunday?"]]], headers: headers)
+            #expect(answer.content?.contains("Tuesday to Sunday") == true)
+        }
+    }
+}

@@ -1,0 +1,225 @@
+import AsyncHTTPClient
+import Foundation
+import GatewayCore
+import Hummingbird
+import Logging
+import Messaging
+import NIOCore
+import NIOHTTP1
+import OrchestratorCore
+import RouterCore
+import Schemas
+import ServiceKit
+import ServiceLifecycle
+import Storage
+import Synchronization
+import Telemetry
+import Tenancy
+import TestKit
+
+/// The whole chat path on real infrastructure: nats-server, PostgreSQL, router, orchestrator and gateway
+/// (each with its own NATS connection, as separate processes would have), plus an HTTP client.
+final class Stack: Sendable {
+    static let logger = Logger(label: "chat-path") { _ in SwiftLogNoOpLogHandler() }
+    static let tenant = "acme-bistro"
+
+    let nats: NATSServer
+    let postgres: PostgresServer
+    let gatewayPort: Int
+    let apiKey: String
+    let keyRecord: ApiKeyRecord
+    let writer: TenancyWriter
+    let admin: NATSConnection
+    let adminJS: JetStream
+    let http = HTTPClient(eventLoopGroupProvider: .singleton)
+    private let groups: [ServiceGroup]
+    private let runner: Task<Void, any Error>
+
+    private init(nats: NATSServer, postgres: PostgresServer, gatewayPort: Int, apiKey: String, keyRecord: ApiKeyRecord,
+                 writer: TenancyWriter, admin: NATSConnection, adminJS: JetStream, groups: [ServiceGroup],
+                 runner: Task<Void, any Error>) {
+        self.nats = nats
+        self.postgres = postgres
+        self.gatewayPort = gatewayPort
+        self.apiKey = apiKey
+        self.keyRecord = keyRecord
+        self.writer = writer
+        self.admin = admin
+        self.adminJS = adminJS
+        self.groups = groups
+        self.runner = runner
+    }
+
+    var baseURL: String { "http://127.0.0.1:\(gatewayPort)/v1" }
+
+    static func environment(_ nats: NATSServer, _ postgres: PostgresServer, instance: String) -> [String: String] {
+        ["SWITCHYARD_NATS_URL": nats.url, "SWITCHYARD_DATABASE_URL": postgres.connectionString,
+         "SWITCHYARD_HTTP_HOST": "127.0.0.1", "SWITCHYARD_HTTP_PORT": "0", "SWITCHYARD_OPS_PORT": "0",
+         "SWITCHYARD_INSTANCE_ID": instance, "SWITCHYARD_DB_POOL_SIZE": "2", "SWITCHYARD_DRAIN_SECONDS": "5"]
+    }
+
+    static func start(orchestrator: OrchestratorConfiguration = OrchestratorConfiguration(endpoints: []),
+                      gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
+                      consentPolicy: String = "none") async throws -> Stack {
+        let nats = try await NATSServer.start()
+        let postgres = try await PostgresServer.start()
+        let (admin, adminJS) = try await connect(nats)
+        // Tenancy: tenant, plan, manifest, knowledge base and a key.
+        let writer = try await TenancyWriter(jetStream: adminJS)
+        try await seed(writer: writer, postgres: postgres, consentPolicy: consentPolicy)
+        let (apiKey, record) = APIKeyGenerator.generate(env: .test, pepper: nil, tenantID: tenant, scopes: ["chat"],
+                                                        nowUnixNanos: EventClock.nowUnixNanos())
+        try await writer.put(record)
+
+        let router = try await buildRouter(
+            configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "router-1"),
+                                                    service: "router"),
+            logger: logger, signals: false)
+        let orchestratorGroup = try await buildOrchestrator(
+            configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "orch-1"),
+                                                    service: "orchestrator"),
+            orchestrator: orchestrator, logger: logger, signals: false)
+        let port = Mutex<Int>(0)
+        let gatewayGroup = try await buildGateway(
+            configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "gw-1"),
+                                                    service: "api-gateway"),
+            gateway: gateway, logger: logger, signals: false, onServerRunning: { bound in port.withLock { $0 = bound } })
+        let groups = [router, orchestratorGroup, gatewayGroup]
+        let runner = Task {
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                for group in groups { tasks.addTask { try await group.run() } }
+                try await tasks.waitForAll()
+            }
+        }
+        for _ in 0..<400 where port.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        let stack = Stack(nats: nats, postgres: postgres, gatewayPort: port.withLock { $0 }, apiKey: apiKey,
+                          keyRecord: record, writer: writer, admin: admin, adminJS: adminJS, groups: groups,
+                          runner: runner)
+        try await stack.waitUntilReady()
+        return stack
+    }
+
+    static func connect(_ nats: NATSServer) async throws -> (NATSConnection, JetStream) {
+        let connection = try await NATSConnection.connect(
+            NATSConfiguration(servers: [nats.url], name: "test-admin", connectAttempts: 3), logger: logger)
+        return (connection, try JetStream(connection: connection))
+    }
+
+    static let manifest = PackageManifest(
+        packageName: "gastronomy",
+        agents: [
+            AgentManifest(agent: "host", provider: "local", model: "kb", systemPrompt: "You are the host.",
+                          intents: [IntentRule(name: "reservation", keywords: ["reserve", "table"], pattern: "", priority: 5)],
+                          fallbackAgent: "supervisor", enabled: true, version: "v1", handoffThreshold: 0.2),
+            AgentManifest(agent: "supervisor", provider: "local", model: "kb", systemPrompt: "You supervise.",
+                          intents: [], fallbackAgent: "", enabled: true, version: "v1", handoffThreshold: 0.2),
+            AgentManifest(agent: "gpt-agent", provider: "openai", model: "gpt-test", systemPrompt: "Be brief.",
+                          intents: [], fallbackAgent: "host", enabled: true, version: "v1", handoffThreshold: 0.2),
+        ],
+        defaultAgent: "host", tenantID: tenant)
+
+    static func seed(writer: TenancyWriter, postgres: PostgresServer, consentPolicy: String) async throws {
+        let now = EventClock.nowUnixNanos()
+        try await writer.put(Tenant(id: tenant, name: "Acme Bistro", planID: "pro", status: "active",
+                                    packageName: "gastronomy", consentPolicy: consentPolicy, createdAtUnixNanos: now,
+                                    updatedAtUnixNanos: now))
+        try await writer.put(Plan(id: "pro", rpm: 100_000, tpm: 100_000_000, maxTokensPerRequest: 4096), tenant: tenant)
+        try await writer.put(manifest, tenant: tenant)
+        let pool = try PostgresPool(configuration: PostgresConfiguration(connectionString: postgres.connectionString,
+                                                                         poolSize: 1), logger: logger)
+        let knowledge = KnowledgeStore(pool: pool)
+        try await knowledge.migrate(logger: logger)
+        try await knowledge.upsert([
+            KnowledgeEntry(id: "hours", tenantID: tenant, title: "Opening hours",
+                           content: "We are open Tuesday to Sunday from 12:00 to 22:00. Closed on Mondays.",
+                           language: "en", tags: ["hours", "open"]),
+            KnowledgeEntry(id: "hours-de", tenantID: tenant, title: "Öffnungszeiten",
+                           content: "Wir haben Dienstag bis Sonntag von 12 bis 22 Uhr geöffnet.", language: "de",
+                           tags: ["öffnungszeiten", "geöffnet"]),
+            KnowledgeEntry(id: "address", tenantID: tenant, title: "Address",
+                           content: "Acme Bistro is at Hauptstraße 12, Berlin.", language: "en", tags: ["address", "where"]),
+            KnowledgeEntry(id: "reservation", tenantID: tenant, title: "Reservations",
+                           content: "Reserve a table for up to 8 guests by phone at +49 30 1234567.", language: "en",
+                           tags: ["reservation", "table", "book"]),
+        ], tenant: tenant)
+        await pool.close()
+    }
+
+    func waitUntilReady() async throws {
+        // Ready once a request makes it through every hop.
+        for _ in 0..<200 {
+            if let response = try? await chat(["model": "host", "messages": [["role": "user", "content": "open hours?"]]]),
+               response.status == 200 {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestProcessError("the chat path did not become ready")
+    }
+
+    func stop() async {
+        for group in groups { await group.triggerGracefulShutdown() }
+        _ = try? await runner.value
+        try? await http.shutdown()
+        admin.close()
+        await nats.stop()
+        await postgres.stop()
+    }
+
+    static func with<T>(orchestrator: OrchestratorConfiguration = OrchestratorConfiguration(endpoints: []),
+                        consentPolicy: String = "none", _ body: (Stack) async throws -> T) async throws -> T {
+        let stack = try await start(orchestrator: orchestrator, consentPolicy: consentPolicy)
+        do {
+            let result = try await body(stack)
+            await stack.stop()
+            return result
+        } catch {
+            await stack.stop()
+            throw error
+        }
+    }
+
+    // MARK: HTTP
+
+    struct HTTPResult {
+        var status: Int
+        var headers: [String: String]
+        var body: [UInt8]
+        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] ?? [:] }
+        var text: String { String(decoding: body, as: UTF8.self) }
+        var errorCode: String? { (json["error"] as? [String: Any])?["code"] as? String }
+        var content: String? {
+            ((json["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String
+        }
+    }
+
+    func send(_ method: HTTPMethod = .POST, path: String = "/chat/completions", body: [UInt8]? = nil,
+              headers: [String: String]? = nil) async throws -> HTTPResult {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        for (name, value) in headers ?? ["authorization": "Bearer \(apiKey)", "content-type": "application/json"] {
+            request.headers.add(name: name, value: value)
+        }
+        if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
+        let response = try await http.execute(request, timeout: .seconds(30))
+        let collected = try await response.body.collect(upTo: 16 << 20)
+        var flat: [String: String] = [:]
+        for header in response.headers { flat[header.name.lowercased()] = header.value }
+        return HTTPResult(status: Int(response.status.code), headers: flat, body: Array(collected.readableBytesView))
+    }
+
+    func chat(_ json: [String: Any], headers: [String: String]? = nil) async throws -> HTTPResult {
+        try await send(body: Array(try JSONSerialization.data(withJSONObject: json)), headers: headers)
+    }
+
+    func withKey(_ key: String) -> [String: String] {
+        ["authorization": "Bearer \(key)", "content-type": "application/json"]
+    }
+}
+
+/// Parses `data: …` lines of a server-sent event stream.
+func sseEvents(_ text: String) -> [String] {
+    text.components(separatedBy: "\n\n").compactMap { block in
+        block.split(separator: "\n").first { $0.hasPrefix("data: ") }.map { String($0.dropFirst(6)) }
+    }
+}
