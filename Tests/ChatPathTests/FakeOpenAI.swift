@@ -16,6 +16,11 @@ final class FakeOpenAI: Sendable {
     private let portBox = Mutex<Int>(0)
     private let runner = Mutex<Task<Void, any Error>?>(nil)
     private let group = Mutex<ServiceGroup?>(nil)
+    private let captured = Mutex<[String]>([])
+
+    /// Request bodies received since the last reset.
+    var capturedBodies: [String] { captured.withLock { $0 } }
+    func resetCaptured() { captured.withLock { $0.removeAll() } }
 
     var port: Int { portBox.withLock { $0 } }
     var baseURL: String { "http://127.0.0.1:\(port)/v1" }
@@ -28,6 +33,7 @@ final class FakeOpenAI: Sendable {
             self.counter.add(1, ordering: .relaxed)
             var request = request
             let body = try await request.collectBody(upTo: 1 << 20)
+            self.captured.withLock { $0.append(String(buffer: body)) }
             let json = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] ?? [:]
             let stream = json["stream"] as? Bool ?? false
             switch self.mode.withLock({ $0 }) {

@@ -60,7 +60,7 @@ final class Stack: Sendable {
 
     static func start(orchestrator: OrchestratorConfiguration = OrchestratorConfiguration(endpoints: []),
                       gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
-                      consentPolicy: String = "none") async throws -> Stack {
+                      consentPolicy: String = "none", inProcessOrchestrator: Bool = true) async throws -> Stack {
         let nats = try await NATSServer.start()
         let postgres = try await PostgresServer.start()
         let (admin, adminJS) = try await connect(nats)
@@ -75,27 +75,31 @@ final class Stack: Sendable {
             configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "router-1"),
                                                     service: "router"),
             logger: logger, signals: false)
-        let orchestratorGroup = try await buildOrchestrator(
-            configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "orch-1"),
-                                                    service: "orchestrator"),
-            orchestrator: orchestrator, logger: logger, signals: false)
+        var groups = [router]
+        if inProcessOrchestrator {
+            groups.append(try await buildOrchestrator(
+                configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "orch-1"),
+                                                        service: "orchestrator"),
+                orchestrator: orchestrator, logger: logger, signals: false))
+        }
         let port = Mutex<Int>(0)
         let gatewayGroup = try await buildGateway(
             configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "gw-1"),
                                                     service: "api-gateway"),
             gateway: gateway, logger: logger, signals: false, onServerRunning: { bound in port.withLock { $0 = bound } })
-        let groups = [router, orchestratorGroup, gatewayGroup]
+        groups.append(gatewayGroup)
+        let allGroups = groups
         let runner = Task {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
-                for group in groups { tasks.addTask { try await group.run() } }
+                for group in allGroups { tasks.addTask { try await group.run() } }
                 try await tasks.waitForAll()
             }
         }
         for _ in 0..<400 where port.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(10)) }
         let stack = Stack(nats: nats, postgres: postgres, gatewayPort: port.withLock { $0 }, apiKey: apiKey,
-                          keyRecord: record, writer: writer, admin: admin, adminJS: adminJS, groups: groups,
+                          keyRecord: record, writer: writer, admin: admin, adminJS: adminJS, groups: allGroups,
                           runner: runner)
-        try await stack.waitUntilReady()
+        if inProcessOrchestrator { try await stack.waitUntilReady() }
         return stack
     }
 
@@ -145,6 +149,21 @@ final class Stack: Sendable {
         await pool.close()
     }
 
+    /// Adds another tenant with the same manifest and returns its API key.
+    func addTenant(_ id: String) async throws -> String {
+        let now = EventClock.nowUnixNanos()
+        try await writer.put(Tenant(id: id, name: id, planID: "pro", status: "active", packageName: "gastronomy",
+                                    consentPolicy: "none", createdAtUnixNanos: now, updatedAtUnixNanos: now))
+        try await writer.put(Plan(id: "pro", rpm: 100_000, tpm: 100_000_000, maxTokensPerRequest: 4096), tenant: id)
+        var manifest = Self.manifest
+        manifest.tenantID = id
+        try await writer.put(manifest, tenant: id)
+        let (key, record) = APIKeyGenerator.generate(env: .test, pepper: nil, tenantID: id, scopes: ["chat"],
+                                                     nowUnixNanos: now)
+        try await writer.put(record)
+        return key
+    }
+
     func waitUntilReady() async throws {
         // Ready once a request makes it through every hop.
         for _ in 0..<200 {
@@ -167,8 +186,10 @@ final class Stack: Sendable {
     }
 
     static func with<T>(orchestrator: OrchestratorConfiguration = OrchestratorConfiguration(endpoints: []),
-                        consentPolicy: String = "none", _ body: (Stack) async throws -> T) async throws -> T {
-        let stack = try await start(orchestrator: orchestrator, consentPolicy: consentPolicy)
+                        consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
+                        _ body: (Stack) async throws -> T) async throws -> T {
+        let stack = try await start(orchestrator: orchestrator, consentPolicy: consentPolicy,
+                                    inProcessOrchestrator: inProcessOrchestrator)
         do {
             let result = try await body(stack)
             await stack.stop()

@@ -184,6 +184,23 @@ struct RequestValidatorTests {
         #expect(error.status == 400)
         #expect(error.param == "metadata")
         expectNoEcho(error, ["SECRETKEY"])
+        // Numeric-looking keys carry an intValue in the coding path; still never rendered.
+        let numeric = try #require(failure(validate(
+            #"{"model":"m","messages":[{"role":"user","content":"x"}],"metadata":{"918273":true}}"#)))
+        #expect(numeric.param == "metadata")
+        expectNoEcho(numeric, ["918273"])
+    }
+
+    @Test func integerFieldMessages() throws {
+        let error = try #require(failure(validate(
+            #"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":"12"}"#)))
+        #expect(error.message == "'max_tokens' must be an integer.")
+        let fraction = try #require(failure(validate(
+            #"{"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":2.5}"#)))
+        #expect(fraction.param == "max_completion_tokens")
+        let exponent = try #require(success(validate(
+            #"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1e3}"#)))
+        #expect(exponent.maxTokens == 1000)
     }
 
     @Test func nullModel() {

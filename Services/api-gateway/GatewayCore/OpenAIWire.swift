@@ -38,6 +38,31 @@ public struct ChatCompletionRequest: Codable, Sendable, Hashable {
         case maxCompletionTokens = "max_completion_tokens"
     }
 
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        model = try c.decode(String.self, forKey: .model)
+        messages = try c.decode([Message].self, forKey: .messages)
+        stream = try c.decodeIfPresent(Bool.self, forKey: .stream)
+        streamOptions = try c.decodeIfPresent(StreamOptions.self, forKey: .streamOptions)
+        maxTokens = try Self.decodeInteger(c, .maxTokens)
+        maxCompletionTokens = try Self.decodeInteger(c, .maxCompletionTokens)
+        temperature = try c.decodeIfPresent(Double.self, forKey: .temperature)
+        user = try c.decodeIfPresent(String.self, forKey: .user)
+        metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata)
+    }
+
+    /// Integers are read as JSON numbers and checked here, so `1.5` or `1e30` become an error that names the
+    /// field (the JSON decoder reports a non-representable `Int` without any coding path).
+    private static func decodeInteger(_ c: KeyedDecodingContainer<CodingKeys>, _ key: CodingKeys) throws -> Int? {
+        guard let number = try c.decodeIfPresent(Double.self, forKey: key) else { return nil }
+        guard number.rounded(.towardZero) == number, let value = Int(exactly: number),
+              value > -(1 << 53), value < (1 << 53)
+        else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "not an integer in range")
+        }
+        return value
+    }
+
     /// One chat message. `content` is a string, an array of `{type:"text", text}` parts, or null.
     public struct Message: Codable, Sendable, Hashable {
         public var role: String

@@ -123,15 +123,16 @@ public struct RequestValidator: Sendable {
             return .failure(.invalidRequest("Request body is empty; expected a JSON object."))
         }
         let data = Data(body)
-        // Reject invalid UTF-8 explicitly rather than relying on the JSON parser's handling of it.
-        guard Self.isValidUTF8(data) else {
-            return .failure(.invalidRequest("Request body is not valid UTF-8."))
-        }
         do {
             return .success(try JSONDecoder().decode(ChatCompletionRequest.self, from: data))
-        } catch let error as DecodingError {
-            return .failure(Self.map(error))
         } catch {
+            // The parser rejects invalid UTF-8 too; say so precisely (checked only on this error path).
+            if !Self.isValidUTF8(data) {
+                return .failure(.invalidRequest("Request body is not valid UTF-8."))
+            }
+            if let error = error as? DecodingError {
+                return .failure(Self.map(error))
+            }
             return .failure(.invalidRequest("Request body is not valid JSON."))
         }
     }
@@ -209,7 +210,7 @@ public struct RequestValidator: Sendable {
             totalChars += Self.characterCount(content, cap: limits.maxTotalChars - totalChars)
             if totalChars > limits.maxTotalChars {
                 throw .invalidRequest(
-                    "Total message content must be at most \(limits.maxTotalChars) characters.", param: "messages")
+                    "Total content of 'messages' must be at most \(limits.maxTotalChars) characters.", param: "messages")
             }
             let name = message.name ?? ""
             if Self.exceeds(name, limits.maxNameLength) {
@@ -398,7 +399,9 @@ public struct RequestValidator: Sendable {
     static func renderPath(_ path: [any CodingKey]) -> (path: String, truncated: Bool) {
         var out = ""
         for key in path {
-            if let index = key.intValue, key.stringValue == "Index \(index)" || !knownFields.contains(key.stringValue) {
+            // Array positions are "Index N"; dictionary keys that look like numbers also carry an intValue,
+            // but they are client data and must not be rendered.
+            if let index = key.intValue, key.stringValue == "Index \(index)" {
                 out += "[\(index)]"
             } else if knownFields.contains(key.stringValue) {
                 if !out.isEmpty { out += "." }
@@ -416,7 +419,8 @@ public struct RequestValidator: Sendable {
         case is Bool.Type: "a boolean"
         case is Int.Type, is Int64.Type, is UInt32.Type: "an integer"
         case is Double.Type, is Float.Type: "a number"
-        case is [ChatCompletionRequest.Message].Type, is [ChatCompletionRequest.ContentPart].Type: "an array"
+        case is [Any].Type, is [ChatCompletionRequest.Message].Type, is [ChatCompletionRequest.ContentPart].Type:
+            "an array"
         case is ChatCompletionRequest.Content.Type: "a string or an array of content parts"
         default: "an object"
         }
@@ -440,7 +444,8 @@ public struct RequestValidator: Sendable {
                 return .invalidRequest("'\(path)' contains a value of the wrong type; expected \(typeName(type)).",
                                        param: path)
             }
-            return .invalidRequest("'\(path)' must be \(typeName(type)).", param: path)
+            let expected = (path == "max_tokens" || path == "max_completion_tokens") ? "an integer" : typeName(type)
+            return .invalidRequest("'\(path)' must be \(expected).", param: path)
         case .dataCorrupted(let context):
             if context.codingPath.isEmpty { return .invalidRequest("Request body is not valid JSON.") }
             let (path, _) = renderPath(context.codingPath)

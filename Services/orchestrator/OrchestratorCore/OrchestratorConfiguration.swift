@@ -18,16 +18,21 @@ public struct OrchestratorConfiguration: Sendable {
     public var breaker: CircuitBreaker.Configuration
     /// `SWITCHYARD_HISTORY_TURNS`: earlier messages loaded per conversation (default 20).
     public var historyTurns: Int
+    /// `SWITCHYARD_TASK_ACK_WAIT_MS`: how long a task fetched by an orchestrator that died stays invisible
+    /// before another replica gets it (default 30000; live replicas keep their tasks with in-progress acks).
+    public var taskAckWait: Duration
 
     public init(endpoints: [ProviderEndpoint] = [], fallbackChain: [ProviderTarget] = [ProviderTarget(provider: "local")],
                 providerTimeout: Duration = .seconds(20), retryPolicy: RetryPolicy = RetryPolicy(),
-                breaker: CircuitBreaker.Configuration = .init(), historyTurns: Int = 20) {
+                breaker: CircuitBreaker.Configuration = .init(), historyTurns: Int = 20,
+                taskAckWait: Duration = .seconds(30)) {
         self.endpoints = endpoints
         self.fallbackChain = fallbackChain
         self.providerTimeout = providerTimeout
         self.retryPolicy = retryPolicy
         self.breaker = breaker
         self.historyTurns = historyTurns
+        self.taskAckWait = taskAckWait
     }
 
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) {
@@ -62,6 +67,7 @@ public struct OrchestratorConfiguration: Sendable {
             retryPolicy: RetryPolicy(maxAttempts: try int("SWITCHYARD_PROVIDER_MAX_ATTEMPTS", 3, 1...10)),
             breaker: .init(failureThreshold: try int("SWITCHYARD_BREAKER_FAILURES", 5, 1...1000),
                            openDuration: .milliseconds(try int("SWITCHYARD_BREAKER_OPEN_MS", 30_000, 1...3_600_000))),
-            historyTurns: try int("SWITCHYARD_HISTORY_TURNS", 20, 0...200))
+            historyTurns: try int("SWITCHYARD_HISTORY_TURNS", 20, 0...200),
+            taskAckWait: .milliseconds(try int("SWITCHYARD_TASK_ACK_WAIT_MS", 30_000, 500...3_600_000)))
     }
 }

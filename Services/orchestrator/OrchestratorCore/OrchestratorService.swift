@@ -482,7 +482,9 @@ public func buildOrchestrator(configuration: ServiceConfiguration, orchestrator:
     for stream in [StandardStreams.tasks, StandardStreams.events, StandardStreams.usage, StandardStreams.deadLetter] {
         try await platform.jetStream.ensureStream(stream)
     }
-    try await platform.jetStream.ensureConsumer(stream: StreamNames.tasks, OrchestratorNames.consumer)
+    var consumerSpec = OrchestratorNames.consumer
+    consumerSpec.ackWait = orchestrator.taskAckWait
+    try await platform.jetStream.ensureConsumer(stream: StreamNames.tasks, consumerSpec)
     let pool = try PostgresPool(configuration: configuration.postgresConfiguration, logger: logger)
     platform.health.register(PostgresHealthCheck(pool: pool))
     let store = OrchestratorStore(pool: pool)
@@ -497,7 +499,7 @@ public func buildOrchestrator(configuration: ServiceConfiguration, orchestrator:
         providers: providers, breakers: CircuitBreakers(configuration: orchestrator.breaker),
         configuration: orchestrator, metrics: metrics, logger: logger)
     let consumer = JetStreamConsumerService(
-        jetStream: platform.jetStream, stream: StreamNames.tasks, consumer: OrchestratorNames.consumer,
+        jetStream: platform.jetStream, stream: StreamNames.tasks, consumer: consumerSpec,
         batchSize: 64, logger: logger, handler: handler.handle)
     return platform.serviceGroup([
         ClosingService { await providers.shutdown(); await pool.close() },

@@ -1,0 +1,101 @@
+import Foundation
+import Messaging
+import OrchestratorCore
+import Schemas
+import Testing
+import TestKit
+
+@Suite("Tenancy isolation and crash recovery", .serialized)
+struct ResilienceTests {
+    @Test("tenant B's key never sees tenant A's conversation, even with the same conversation id")
+    func tenantIsolation() async throws {
+        let fake = FakeOpenAI()
+        try await fake.start()
+        let orchestrator = OrchestratorConfiguration(
+            endpoints: [ProviderEndpoint(name: "openai", kind: .openAI, baseURL: fake.baseURL, timeout: .seconds(2))],
+            fallbackChain: [ProviderTarget(provider: "local")])
+        try await Stack.with(orchestrator: orchestrator) { stack in
+            let otherKey = try await stack.addTenant("rival-diner")
+            let conversation = ["x-switchyard-conversation-id": "shared-conv-1"]
+            let secret = "my secret table code is 4711"
+            let a = try await stack.chat(["model": "gpt-agent", "messages": [["role": "user", "content": secret]]],
+                                         headers: stack.withKey(stack.apiKey).merging(conversation) { $1 })
+            #expect(a.status == 200)
+            fake.resetCaptured()
+            var b = 0
+            for _ in 0..<50 {  // the new tenant reaches the mirrors within moments
+                b = try await stack.chat(["model": "gpt-agent", "messages": [["role": "user", "content": "what did I say?"]]],
+                                         headers: stack.withKey(otherKey).merging(conversation) { $1 }).status
+                if b == 200 { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(b == 200)
+            let sent = fake.capturedBodies.joined(separator: "\n")
+            #expect(sent.contains("what did I say?"))
+            #expect(!sent.contains("4711"))  // A's history was not loaded for B
+            // …while A's own next request does carry its history.
+            fake.resetCaptured()
+            _ = try await stack.chat(["model": "gpt-agent", "messages": [["role": "user", "content": "and again?"]]],
+                                     headers: stack.withKey(stack.apiKey).merging(conversation) { $1 })
+            #expect(fake.capturedBodies.joined().contains("4711"))
+        }
+        await fake.stop()
+    }
+
+    @Test("an orchestrator killed mid-request: the task is redelivered and answered, usage recorded exactly once")
+    func orchestratorKilledMidRequest() async throws {
+        let fake = FakeOpenAI()
+        try await fake.start()
+        try await Stack.with(inProcessOrchestrator: false) { stack in
+            let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+                .appendingPathComponent("orchestrator").path
+            let binaryDirectory = URL(fileURLWithPath: Bundle.main.bundlePath).deletingLastPathComponent().path
+            let executable = FileManager.default.isExecutableFile(atPath: binary) ? binary : binaryDirectory + "/orchestrator"
+            try #require(FileManager.default.isExecutableFile(atPath: executable), "build the orchestrator first")
+            var environment = Stack.environment(stack.nats, stack.postgres, instance: "orch-a")
+            environment["SWITCHYARD_OPENAI_BASE_URL"] = fake.baseURL
+            environment["SWITCHYARD_PROVIDER_TIMEOUT_MS"] = "20000"
+            environment["SWITCHYARD_TASK_ACK_WAIT_MS"] = "1500"
+            environment["SWITCHYARD_LOG_LEVEL"] = "error"
+            fake.set(.hang)
+            let first = try TestProcess(executable: executable, environment: environment)
+
+            async let answer = stack.chat(["model": "gpt-agent", "messages": [
+                ["role": "user", "content": "Tell me something"]]])
+            // Wait until orchestrator A is inside the provider call, then kill it hard.
+            for _ in 0..<500 where fake.requests == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(fake.requests >= 1)
+            first.terminate(signal: SIGKILL)
+            _ = await first.waitUntilExit()
+            fake.set(.answer("Answered after the crash."))
+            environment["SWITCHYARD_INSTANCE_ID"] = "orch-b"
+            let second = try TestProcess(executable: executable, environment: environment)
+            defer { second.terminate(signal: SIGKILL) }
+
+            let response = try await answer
+            #expect(response.status == 200)
+            #expect(response.content == "Answered after the crash.")
+            let requestID = try #require(response.headers["x-switchyard-request-id"])
+
+            // Exactly one usage record for the request in the USAGE stream, even across the crash.
+            let stored = try await usageRecords(stack, requestID: requestID)
+            #expect(stored == 1)
+            _ = await second.terminateAndWait(grace: .seconds(3))
+        }
+        await fake.stop()
+    }
+
+    /// Counts UsageRecorded messages for `requestID` stored in the USAGE stream.
+    func usageRecords(_ stack: Stack, requestID: String) async throws -> Int {
+        try await stack.adminJS.ensureConsumer(stream: StreamNames.usage,
+                                               ConsumerSpec(durable: "test-usage-audit", ackWait: .seconds(5)))
+        let consumer = try PullConsumer(jetStream: stack.adminJS, stream: StreamNames.usage, durable: "test-usage-audit")
+        var count = 0
+        while true {
+            guard let message = try await consumer.next(timeout: .milliseconds(500)) else { break }
+            if (try? UsageRecorded(protobuf: message.delivery.payload))?.meta?.requestID == requestID { count += 1 }
+            try message.ack()
+        }
+        return count
+    }
+}
