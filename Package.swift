@@ -84,7 +84,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
         ], path: "Shared/ServiceKit", swiftSettings: swiftSettings),
         .target(name: "Tenancy", dependencies: [
-            "Messaging", "Schemas", "Storage",
+            "Messaging", "Schemas", "Storage", "Security",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Shared/Tenancy", swiftSettings: swiftSettings),
@@ -129,7 +129,7 @@ let package = Package(
         ], path: "Benchmarks/SharedBench", swiftSettings: swiftSettings),
 
         // MARK: tests
-        .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "TestKit"], swiftSettings: swiftSettings),
+        .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "Tenancy", "TestKit"], swiftSettings: swiftSettings),
         .testTarget(name: "RouterCoreTests", dependencies: ["RouterCore", "TestKit"], swiftSettings: swiftSettings),
         .testTarget(name: "OrchestratorCoreTests", dependencies: ["OrchestratorCore", "TestKit"],
                     swiftSettings: swiftSettings),

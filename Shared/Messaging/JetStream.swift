@@ -108,7 +108,9 @@ extension PublishAck {
             var index = 0
             while index <= bytes.count - pattern.count {
                 if bytes[index] == pattern[0] && Array(bytes[index..<index + pattern.count]) == pattern {
-                    return index + pattern.count
+                    var value = index + pattern.count
+                    while value < bytes.count, bytes[value] == UInt8(ascii: " ") { value += 1 }
+                    return value
                 }
                 index += 1
             }

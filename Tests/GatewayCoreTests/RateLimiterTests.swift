@@ -1,4 +1,5 @@
 @testable import GatewayCore
+import Tenancy
 import Schemas
 import Testing
 

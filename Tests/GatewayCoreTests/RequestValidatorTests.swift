@@ -1,3 +1,4 @@
+import Tenancy
 import Foundation
 @testable import GatewayCore
 import Schemas
