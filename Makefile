@@ -13,6 +13,18 @@ help: ## Show this help
 deps: ## Install the Debian packages needed to build, test and run (idempotent)
 	@./scripts/deps.sh
 
+.PHONY: run
+run: ## Install, build, start infra + every service, seed the demo tenant; Ctrl-C stops everything
+	./scripts/run.sh run
+
+.PHONY: up
+up: ## Same as run, detached (for scripts); stop with make down
+	./scripts/run.sh up
+
+.PHONY: down
+down: ## Stop what make up started (services, nats-server, PostgreSQL)
+	./scripts/run.sh down
+
 .PHONY: build
 build: ## Build every target (debug)
 	$(SWIFT) build $(SWIFT_BUILD_FLAGS)
@@ -33,6 +45,10 @@ proto-check: ## Fail if the committed generated code differs from what Proto/ ge
 .PHONY: bench-shared
 bench-shared: deps ## Measure the Shared layer (JetStream publish/consume, protobuf, Postgres batch insert)
 	$(SWIFT) run -c release shared-bench
+
+.PHONY: bench
+bench: ## Full chat path under load (wrk, concurrency 16/64, stream + non-stream, fake upstream + local)
+	./scripts/bench.sh
 
 .PHONY: infra-up
 infra-up: deps ## Start nats-server and PostgreSQL under .run/ on local ports 4222 / 5432

@@ -25,6 +25,7 @@ let package = Package(
         .library(name: "ServiceKit", targets: ["ServiceKit"]),
         .library(name: "TestKit", targets: ["TestKit"]),
         .executable(name: "shared-bench", targets: ["SharedBench"]),
+        .executable(name: "fake-upstream", targets: ["FakeUpstream"]),
         .executable(name: "api-gateway", targets: ["api-gateway"]),
         .executable(name: "router", targets: ["router"]),
         .executable(name: "orchestrator", targets: ["orchestrator"]),
@@ -127,6 +128,11 @@ let package = Package(
         .executableTarget(name: "SharedBench", dependencies: [
             "Schemas", "Messaging", "Storage", "TestKit",
         ], path: "Benchmarks/SharedBench", swiftSettings: swiftSettings),
+
+        .executableTarget(name: "FakeUpstream", dependencies: [
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Benchmarks/FakeUpstream", swiftSettings: swiftSettings),
 
         // MARK: tests
         .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "Tenancy", "TestKit"], swiftSettings: swiftSettings),

@@ -36,6 +36,12 @@ enum DemoSeed {
                                pattern: "", priority: 20),
                 ],
                 fallbackAgent: "", enabled: true, version: "v1", handoffThreshold: 0.35),
+            // Answers through the operator's OpenAI-compatible upstream (SWITCHYARD_OPENAI_BASE_URL); without
+            // one, the orchestrator's fallback chain (default: the local knowledge-base agent) answers.
+            AgentManifest(
+                agent: "concierge", provider: "openai", model: "gpt-4o-mini",
+                systemPrompt: "You are the concierge of Trattoria Demo. Be brief and friendly.",
+                intents: [], fallbackAgent: "restaurant-host", enabled: true, version: "v1", handoffThreshold: 0.25),
         ],
         defaultAgent: "restaurant-host", tenantID: tenantID)
 

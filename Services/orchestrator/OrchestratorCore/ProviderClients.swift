@@ -66,7 +66,8 @@ public final class ProviderClients: Sendable {
     public func complete(provider: String, call: ProviderCall,
                          onDelta: @Sendable (String) async -> Void) async throws(ProviderError) -> ProviderResponse {
         guard let endpoint = endpoints[provider] else {
-            throw ProviderError(.transport, reason: "provider not configured")
+            // Not retriable: the operator hasn't configured this provider; go straight to the fallback.
+            throw ProviderError(.circuitOpen, reason: "provider not configured")
         }
         var request = HTTPClientRequest(url: endpoint.kind == .openAI
                                         ? endpoint.baseURL + "/chat/completions" : endpoint.baseURL + "/v1/messages")

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# make bench: the whole chat path under load on this machine.
+# Starts nats-server + PostgreSQL (scripts/infra.sh), a zero-latency fake OpenAI-compatible upstream, and the
+# router, orchestrator and api-gateway (release builds); seeds the demo tenant; drives POST
+# /v1/chat/completions with wrk at concurrency 16 and 64, non-stream and stream, through the upstream path
+# (agent `concierge`) and the built-in local knowledge-base path (agent `restaurant-host`). Prints RPS,
+# p50/p90/p99, errors, and each service's peak RSS. Everything it started is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${BENCH_DURATION:-10s}"
+RUN="$PWD/.run"
+export SWITCHYARD_NATS_PORT="${SWITCHYARD_NATS_PORT:-4222}" SWITCHYARD_PG_PORT="${SWITCHYARD_PG_PORT:-5432}"
+export SWITCHYARD_NATS_URL="nats://127.0.0.1:$SWITCHYARD_NATS_PORT"
+export SWITCHYARD_DATABASE_URL="postgresql://switchyard@127.0.0.1:$SWITCHYARD_PG_PORT/switchyard"
+HTTP_PORT=8080
+UPSTREAM_PORT=9999
+
+./scripts/deps.sh
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+echo "building release…"
+swift build -c release --product router --product orchestrator --product api-gateway --product switchyard \
+  --product fake-upstream 2>&1 | grep -E "error|Build" | tail -2
+BIN="$(swift build -c release --show-bin-path)"
+./scripts/run.sh down >/dev/null 2>&1 || true
+./scripts/infra.sh up >/dev/null
+mkdir -p "$RUN/bench" "$RUN/pids"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true
+            ./scripts/infra.sh down >/dev/null; }
+trap cleanup EXIT
+
+FAKE_UPSTREAM_PORT=$UPSTREAM_PORT "$BIN/fake-upstream" >"$RUN/bench/fake-upstream.log" 2>&1 & pids+=($!)
+"$BIN/switchyard" demo seed --env-file "$RUN/bench/demo.env" --base-url "http://127.0.0.1:$HTTP_PORT/v1" >/dev/null
+declare -A service_pid
+ops=9181
+for name in router orchestrator api-gateway; do
+  SWITCHYARD_LOG_LEVEL=warning SWITCHYARD_OPS_PORT=$ops SWITCHYARD_HTTP_PORT=$HTTP_PORT \
+  SWITCHYARD_INSTANCE_ID="$name-bench" SWITCHYARD_OPENAI_BASE_URL="http://127.0.0.1:$UPSTREAM_PORT/v1" \
+  SWITCHYARD_DB_POOL_SIZE=8 "$BIN/$name" >"$RUN/bench/$name.log" 2>&1 &
+  pids+=($!); service_pid[$name]=$!
+  ops=$((ops + 1))
+done
+# shellcheck disable=SC1091
+source "$RUN/bench/demo.env"
+for _ in $(seq 1 150); do
+  code="$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $SWITCHYARD_API_KEY" \
+    -H 'content-type: application/json' -d '{"model":"restaurant-host","messages":[{"role":"user","content":"hi"}]}' \
+    "http://127.0.0.1:$HTTP_PORT/v1/chat/completions" || true)"
+  [ "$code" = "200" ] && break
+  sleep 0.2
+done
+
+lua="$RUN/bench/post.lua"
+run_case() {  # name agent stream concurrency
+  local name="$1" agent="$2" stream="$3" conns="$4"
+  cat >"$lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $SWITCHYARD_API_KEY"
+wrk.body = '{"model":"$agent","stream":$stream,"messages":[{"role":"user","content":"When are you open on Sunday?"}]}'
+LUA
+  local out
+  out="$(wrk -t2 -c"$conns" -d"$DURATION" --latency -s "$lua" "http://127.0.0.1:$HTTP_PORT/v1/chat/completions")"
+  local rps p50 p90 p99 non2xx errors
+  rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+  p50="$(awk '$1=="50%" {print $2}' <<<"$out")"; p90="$(awk '$1=="90%" {print $2}' <<<"$out")"
+  p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
+  non2xx="$(awk '/Non-2xx/ {print $5}' <<<"$out")"; non2xx="${non2xx:-0}"
+  errors="$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' <<<"$out")"; errors="${errors:-0}"
+  printf "%-34s c=%-3s %9s req/s   p50 %-9s p90 %-9s p99 %-9s errors %s\n" "$name" "$conns" "$rps" "$p50" "$p90" "$p99" \
+    "$((non2xx + errors))"
+}
+
+echo
+echo "Switchyard full-path benchmark — $(nproc) cores, $DURATION per case, wrk -t2"
+for conns in 16 64; do
+  run_case "upstream (fake OpenAI) non-stream" concierge false "$conns"
+  run_case "upstream (fake OpenAI) stream" concierge true "$conns"
+  run_case "local knowledge base non-stream" restaurant-host false "$conns"
+done
+echo
+echo "peak RSS per process (VmHWM):"
+for name in router orchestrator api-gateway; do
+  printf "  %-14s %s\n" "$name" "$(awk '/VmHWM/ {print $2, $3}' "/proc/${service_pid[$name]}/status")"
+done
