@@ -18,8 +18,7 @@ UPSTREAM_PORT=9999
 ./scripts/deps.sh
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 echo "building release…"
-swift build -c release --product router --product orchestrator --product api-gateway --product switchyard \
-  --product fake-upstream 2>&1 | grep -E "error|Build" | tail -2
+swift build -c release 2>&1 | grep -E "error|Build" | tail -2
 BIN="$(swift build -c release --show-bin-path)"
 ./scripts/run.sh down >/dev/null 2>&1 || true
 ./scripts/infra.sh up >/dev/null

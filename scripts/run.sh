@@ -44,8 +44,8 @@ down() {
 up() {
   ./scripts/deps.sh
   echo "building ($CONFIG)…"
-  swift build -c "$CONFIG" --product router --product orchestrator --product api-gateway --product switchyard 2>&1 \
-    | grep -E "error|warning: unre|Compiling|Build" | tail -3 || true
+  mkdir -p "$RUN"
+  swift build -c "$CONFIG" >"$RUN/build.log" 2>&1 || { tail -40 "$RUN/build.log"; echo "build failed" >&2; exit 1; }
   BIN="$(swift build -c "$CONFIG" --show-bin-path)"
   ./scripts/infra.sh up >/dev/null
   mkdir -p "$RUN/logs" "$RUN/pids"

@@ -125,6 +125,30 @@ struct ChatPathTests {
         }
     }
 
+    @Test("a key over its plan's requests per minute gets 429 with Retry-After")
+    func rateLimited() async throws {
+        try await Stack.with { stack in
+            let key = try await stack.addTenant("tiny-cafe", plan: Plan(id: "tiny", rpm: 3, tpm: 1_000_000,
+                                                                        maxTokensPerRequest: 1024))
+            var statuses: [Int] = []
+            var retryAfter: String?
+            for _ in 0..<40 {
+                let response = try await stack.chat(["model": "host", "messages": [["role": "user", "content": "open?"]]],
+                                                    headers: stack.withKey(key))
+                if response.status == 401 { continue }  // the new key is still reaching the mirror
+                statuses.append(response.status)
+                if response.status == 429 {
+                    retryAfter = response.headers["retry-after"]
+                    #expect(response.errorCode == "rate_limit_exceeded")
+                    break
+                }
+            }
+            #expect(statuses.last == 429)
+            #expect(statuses.filter { $0 == 200 }.count <= 3)
+            #expect(Int(retryAfter ?? "") ?? 0 >= 1)
+        }
+    }
+
     @Test("asking for a human, and low confidence, both hand off")
     func handoff() async throws {
         try await Stack.with { stack in

@@ -150,11 +150,12 @@ final class Stack: Sendable {
     }
 
     /// Adds another tenant with the same manifest and returns its API key.
-    func addTenant(_ id: String) async throws -> String {
+    func addTenant(_ id: String, plan: Plan = Plan(id: "pro", rpm: 100_000, tpm: 100_000_000,
+                                                   maxTokensPerRequest: 4096)) async throws -> String {
         let now = EventClock.nowUnixNanos()
         try await writer.put(Tenant(id: id, name: id, planID: "pro", status: "active", packageName: "gastronomy",
                                     consentPolicy: "none", createdAtUnixNanos: now, updatedAtUnixNanos: now))
-        try await writer.put(Plan(id: "pro", rpm: 100_000, tpm: 100_000_000, maxTokensPerRequest: 4096), tenant: id)
+        try await writer.put(plan, tenant: id)
         var manifest = Self.manifest
         manifest.tenantID = id
         try await writer.put(manifest, tenant: id)

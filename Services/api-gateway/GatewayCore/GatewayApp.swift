@@ -336,11 +336,11 @@ public func buildGateway(configuration: ServiceConfiguration, gateway: GatewayCo
     let directory = TenantDirectory(logger: logger)
     platform.health.register(name: "kv") { directory.isSynced ? .up : .down("tenant mirror not loaded") }
     let inbox = try ReplyInbox(connection: platform.connection, instanceID: configuration.instanceID)
+    let limiter = RateLimiterRegistry()
     let chat = ChatGateway(jetStream: platform.jetStream, directory: directory, inbox: inbox,
-                           limiter: RateLimiterRegistry(), configuration: gateway, metrics: metrics, logger: logger)
+                           limiter: limiter, configuration: gateway, metrics: metrics, logger: logger)
     let router = Router(context: BasicRequestContext.self)
-    chat.addRoutes(to: router)
-    addOpsRoutes(to: router, health: platform.health, metrics: metrics)
+    chat.addRoutes(to: router)  // ops routes (/health, /metrics) stay on the ops port, off the public API
     let app = Application(
         router: router,
         configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort),
@@ -350,6 +350,8 @@ public func buildGateway(configuration: ServiceConfiguration, gateway: GatewayCo
     return platform.serviceGroup([
         TenantDirectoryService(directory: directory, jetStream: platform.jetStream, logger: logger),
         ReplyInboxService(inbox: inbox),
+        ReplicaHeartbeatService(connection: platform.connection, instanceID: configuration.instanceID,
+                                limiter: limiter, logger: logger),
         app,
     ], signals: signals)
 }
