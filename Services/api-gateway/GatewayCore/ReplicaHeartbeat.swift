@@ -26,21 +26,23 @@ public struct ReplicaHeartbeatService: Service {
     public func run() async throws {
         let subscription = try connection.subscribe(Self.subject)
         defer { subscription.unsubscribe() }
-        let seen = Mutex<[String: ContinuousClock.Instant]>([:])
+        let seen = LastSeen()
         let window = interval * 3
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await message in subscription.messages {
                     let id = String(decoding: message.payload, as: UTF8.self)
-                    seen.withLock { $0[id] = .now }
+                    seen.entries.withLock { $0[id] = .now }
                 }
             }
+            let connection = self.connection, instanceID = self.instanceID, limiter = self.limiter
+            let interval = self.interval, logger = self.logger
             group.addTask {
                 while !Task.isShuttingDownGracefully && !Task.isCancelled {
                     try? connection.publish(Self.subject, payload: Array(instanceID.utf8))
                     try? await Task.sleep(for: interval)
                     let now = ContinuousClock.now
-                    let live = seen.withLock { entries -> Int in
+                    let live = seen.entries.withLock { entries -> Int in
                         entries = entries.filter { now - $0.value <= window }
                         return entries.count
                     }
@@ -55,4 +57,9 @@ public struct ReplicaHeartbeatService: Service {
             group.cancelAll()
         }
     }
+}
+
+/// When each gateway instance was last heard from.
+final class LastSeen: Sendable {
+    let entries = Mutex<[String: ContinuousClock.Instant]>([:])
 }
