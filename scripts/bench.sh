@@ -29,14 +29,15 @@ cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; d
 trap cleanup EXIT
 
 FAKE_UPSTREAM_PORT=$UPSTREAM_PORT "$BIN/fake-upstream" >"$RUN/bench/fake-upstream.log" 2>&1 & pids+=($!)
-"$BIN/switchyard" demo seed --env-file "$RUN/bench/demo.env" --base-url "http://127.0.0.1:$HTTP_PORT/v1" >/dev/null
-declare -A service_pid
+# The bench key's plan is unlimited: this measures the path, not the rate limiter.
+"$BIN/switchyard" demo seed --env-file "$RUN/bench/demo.env" --base-url "http://127.0.0.1:$HTTP_PORT/v1" \
+  --rpm 0 --tpm 0 >/dev/null
 ops=9181
 for name in router orchestrator api-gateway; do
   SWITCHYARD_LOG_LEVEL=warning SWITCHYARD_OPS_PORT=$ops SWITCHYARD_HTTP_PORT=$HTTP_PORT \
   SWITCHYARD_INSTANCE_ID="$name-bench" SWITCHYARD_OPENAI_BASE_URL="http://127.0.0.1:$UPSTREAM_PORT/v1" \
   SWITCHYARD_DB_POOL_SIZE=8 "$BIN/$name" >"$RUN/bench/$name.log" 2>&1 &
-  pids+=($!); service_pid[$name]=$!
+  pids+=($!); echo $! >"$RUN/bench/$name.pid"
   ops=$((ops + 1))
 done
 # shellcheck disable=SC1091
@@ -66,19 +67,27 @@ LUA
   p99="$(awk '$1=="99%" {print $2}' <<<"$out")"
   non2xx="$(awk '/Non-2xx/ {print $5}' <<<"$out")"; non2xx="${non2xx:-0}"
   errors="$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' <<<"$out")"; errors="${errors:-0}"
+  printf '%s\n' "$out" >"$RUN/bench/wrk-$agent-$stream-$conns.txt"
   printf "%-34s c=%-3s %9s req/s   p50 %-9s p90 %-9s p99 %-9s errors %s\n" "$name" "$conns" "$rps" "$p50" "$p90" "$p99" \
-    "$((non2xx + errors))"
+    "$(( ${non2xx:-0} + ${errors:-0} ))"
 }
 
 echo
 echo "Switchyard full-path benchmark — $(nproc) cores, $DURATION per case, wrk -t2"
 for conns in 16 64; do
+  if [ "$conns" = 64 ]; then
+    "$BIN/switchyard" events hops --count 3000 >"$RUN/bench/hops.txt" 2>&1 & hops_pid=$!
+  fi
   run_case "upstream (fake OpenAI) non-stream" concierge false "$conns"
   run_case "upstream (fake OpenAI) stream" concierge true "$conns"
   run_case "local knowledge base non-stream" restaurant-host false "$conns"
 done
+wait "$hops_pid" 2>/dev/null || true
+echo
+cat "$RUN/bench/hops.txt"
 echo
 echo "peak RSS per process (VmHWM):"
 for name in router orchestrator api-gateway; do
-  printf "  %-14s %s\n" "$name" "$(awk '/VmHWM/ {print $2, $3}' "/proc/${service_pid[$name]}/status")"
+  pid="$(cat "$RUN/bench/$name.pid")"
+  printf "  %-14s %s\n" "$name" "$(awk '/VmHWM/ {print $2, $3}' "/proc/$pid/status")"
 done

@@ -49,6 +49,10 @@ struct Demo: AsyncParsableCommand {
         var envFile: String?
         @Option(help: "The gateway's base URL to write into the env file.")
         var baseURL: String = "http://127.0.0.1:8080/v1"
+        @Option(help: "Requests per minute per key on the demo plan (0 = unlimited).")
+        var rpm: UInt32 = DemoSeed.plan.rpm
+        @Option(help: "Tokens per minute per key on the demo plan (0 = unlimited).")
+        var tpm: UInt32 = DemoSeed.plan.tpm
 
         func run() async throws {
             let (nats, jetStream) = try await connection.connect()
@@ -56,7 +60,10 @@ struct Demo: AsyncParsableCommand {
             let now = EventClock.nowUnixNanos()
             let writer = try await TenancyWriter(jetStream: jetStream)
             try await writer.put(DemoSeed.tenant(now: now))
-            try await writer.put(DemoSeed.plan, tenant: DemoSeed.tenantID)
+            var plan = DemoSeed.plan
+            plan.rpm = rpm
+            plan.tpm = tpm
+            try await writer.put(plan, tenant: DemoSeed.tenantID)
             try await writer.put(DemoSeed.manifest, tenant: DemoSeed.tenantID)
             for rollout in DemoSeed.rollouts(now: now) { try await writer.put(rollout, tenant: DemoSeed.tenantID) }
 
@@ -101,7 +108,47 @@ struct Demo: AsyncParsableCommand {
 }
 
 struct Events: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The event log.", subcommands: [Tail.self])
+    static let configuration = CommandConfiguration(abstract: "The event log.", subcommands: [Tail.self, Hops.self])
+
+    struct Hops: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Per-hop latency from live chat.completed events (the hop stamps every service adds).")
+
+        @OptionGroup var connection: Connection
+        @Option(help: "How many completed chats to sample.") var count: Int = 1000
+
+        func run() async throws {
+            let (nats, _) = try await connection.connect()
+            defer { nats.close() }
+            let subscription = try nats.subscribe("evt.chat.completed.*")
+            var spans: [String: [Int64]] = [:]
+            var order: [String] = []
+            var seen = 0
+            for await message in subscription.messages {
+                guard let completed = try? ChatCompleted(protobuf: message.payload) else { continue }
+                let hops = completed.hops
+                for (from, to) in zip(hops, hops.dropFirst()) {
+                    let name = "\(from.hop) → \(to.hop)"
+                    if spans[name] == nil { order.append(name) }
+                    spans[name, default: []].append(to.unixNanos - from.unixNanos)
+                }
+                if let first = hops.first, let last = hops.last {
+                    if spans["total (in the event log)"] == nil { order.append("total (in the event log)") }
+                    spans["total (in the event log)", default: []].append(last.unixNanos - first.unixNanos)
+                }
+                seen += 1
+                if seen >= count { break }
+            }
+            print("per-hop latency over \(seen) chats (ms):")
+            for name in order {
+                let values = spans[name, default: []].sorted()
+                func pct(_ p: Double) -> String {
+                    String(format: "%7.3f", Double(values[min(values.count - 1, Int(Double(values.count) * p))]) / 1e6)
+                }
+                print("  \(name.padding(toLength: 34, withPad: " ", startingAt: 0)) p50 \(pct(0.5))  p90 \(pct(0.9))  p99 \(pct(0.99))")
+            }
+        }
+    }
 
     struct Tail: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print events live, decoded.")

@@ -52,12 +52,22 @@ public struct JetStreamConsumerService: Service {
     private let stream: String
     private let spec: ConsumerSpec
     private let batchSize: Int
+    private let maxInFlight: Int
+    private let keepAlive: Bool
     private let fetchTimeout: Duration
     private let handler: Handler
     private let logger: Logger
 
+    /// - Parameters:
+    ///   - batchSize: messages per fetch.
+    ///   - maxInFlight: messages being handled at once (default 2 × batch): the loop's backpressure.
+    ///   - keepAlive: send in-progress acks for handlers that run longer than AckWait/2 (costs a timer task
+    ///     per message; fast handlers such as the router's turn it off).
     public init(jetStream: JetStream, stream: String, consumer spec: ConsumerSpec, batchSize: Int = 64,
+                maxInFlight: Int? = nil, keepAlive: Bool = true,
                 fetchTimeout: Duration = .milliseconds(500), logger: Logger, handler: @escaping Handler) {
+        self.maxInFlight = max(1, maxInFlight ?? batchSize * 2)
+        self.keepAlive = keepAlive
         self.jetStream = jetStream
         self.stream = stream
         self.spec = spec
@@ -70,33 +80,42 @@ public struct JetStreamConsumerService: Service {
     public func run() async throws {
         let consumer = try PullConsumer(jetStream: jetStream, stream: stream, durable: spec.durable)
         defer { consumer.stop() }
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            let batch: [(JetStreamDelivery, CMessageBox)]
-            do {
-                batch = try await consumer.fetchBatch(batchSize, timeout: fetchTimeout)
-            } catch {
-                logger.warning("fetch failed", metadata: ["stream": "\(stream)", "error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(200))
-                continue
-            }
-            if batch.isEmpty { continue }
-            let items = batch.map { SendableFetched(delivery: $0.0, box: $0.1) }
-            await withTaskGroup(of: Void.self) { group in
-                for item in items {
+        // Continuous flow: fetch again as soon as fewer than `maxInFlight` messages are being handled, rather
+        // than waiting for a whole batch to finish (one slow message must not hold up the ones behind it).
+        await withTaskGroup(of: Void.self) { group in
+            var inFlight = 0
+            while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                while inFlight >= maxInFlight, await group.next() != nil { inFlight -= 1 }
+                let batch: [(JetStreamDelivery, CMessageBox)]
+                do {
+                    batch = try await consumer.fetchBatch(min(batchSize, maxInFlight - inFlight), timeout: fetchTimeout)
+                } catch {
+                    logger.warning("fetch failed", metadata: ["stream": "\(stream)", "error": "\(error)"])
+                    try? await Task.sleep(for: .milliseconds(200))
+                    continue
+                }
+                for (delivery, box) in batch {
+                    let item = SendableFetched(delivery: delivery, box: box)
                     group.addTask { await self.process(JetStreamMessage(delivery: item.delivery, box: item.box)) }
+                    inFlight += 1
                 }
             }
+            // Graceful shutdown: stop fetching, finish what is in flight (the group waits for it).
         }
     }
 
-    /// Runs the handler and settles the message exactly once. While a slow handler runs, the loop tells the
-    /// server every AckWait/2 that work is in progress, so it isn't redelivered to another replica meanwhile.
+    /// Runs the handler and settles the message exactly once. With `keepAlive`, while a slow handler runs the
+    /// loop tells the server every AckWait/2 that work is in progress, so it isn't redelivered to another
+    /// replica meanwhile.
     func process(_ message: consuming JetStreamMessage) async {
         let delivery = message.delivery
         let box = message.box
         let heartbeat = spec.ackWait / 2
         let handler = self.handler
         do {
+            if !keepAlive {
+                try await handler(delivery)
+            } else {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await handler(delivery) }
                 group.addTask {
@@ -107,6 +126,7 @@ public struct JetStreamConsumerService: Service {
                 }
                 defer { group.cancelAll() }
                 try await group.next()
+            }
             }
         } catch {
             let retriable = (error as? any ClassifiedError)?.isRetriable ?? true

@@ -187,6 +187,59 @@ struct ChatPathTests {
         }
     }
 
+    @Test("a 10 % canary splits 1,000 conversations 10 % ± 3 % and keeps each conversation in its cohort")
+    func canarySplit() async throws {
+        try await Stack.with { stack in
+            try await stack.writer.put(RolloutSettings(agent: "host", stableVersion: "v1", canaryVersion: "v2",
+                                                       canaryPercent: 10, tenantID: Stack.tenant), tenant: Stack.tenant)
+            // Wait until the router sees the rollout (a conversation known to land in the canary would be
+            // circular; instead wait until any canary answer shows up).
+            var versions: [String: String] = [:]
+            func version(_ conversation: String) async throws -> String? {
+                let response = try await stack.chat(
+                    ["model": "host", "messages": [["role": "user", "content": "When are you open?"]]],
+                    headers: stack.withKey(stack.apiKey).merging(["x-switchyard-conversation-id": conversation]) { $1 })
+                #expect(response.status == 200)
+                return (response.json["switchyard"] as? [String: Any])?["agent_version"] as? String
+            }
+            for attempt in 0..<200 {
+                if try await version("warmup-\(attempt)") == "v2" { break }
+            }
+            try await withThrowingTaskGroup(of: (String, String?).self) { group in
+                for index in 0..<1000 {
+                    if index >= 16 { if let (id, v) = try await group.next() { versions[id] = v } }
+                    group.addTask { ("conv-\(index)", try await version("conv-\(index)")) }
+                }
+                for try await (id, v) in group { versions[id] = v }
+            }
+            let canary = versions.values.filter { $0 == "v2" }.count
+            #expect(versions.count == 1000)
+            #expect((70...130).contains(canary), "canary share \(canary) / 1000")
+            #expect(versions.values.allSatisfy { $0 == "v1" || $0 == "v2" })
+            // Sticky: the same conversations land in the same cohort again.
+            for index in stride(from: 0, to: 1000, by: 25) {
+                #expect(try await version("conv-\(index)") == versions["conv-\(index)"])
+            }
+        }
+    }
+
+    @Test("a suspended tenant's key gets 403")
+    func suspendedTenant() async throws {
+        try await Stack.with { stack in
+            let now = EventClock.nowUnixNanos()
+            try await stack.writer.put(Tenant(id: Stack.tenant, name: "Acme Bistro", planID: "pro", status: "suspended",
+                                              packageName: "gastronomy", consentPolicy: "none",
+                                              createdAtUnixNanos: now, updatedAtUnixNanos: now))
+            var status = 0
+            for _ in 0..<100 {
+                status = try await stack.chat(["model": "host", "messages": [["role": "user", "content": "hi"]]]).status
+                if status == 403 { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(status == 403)
+        }
+    }
+
     @Test("a consent-requiring tenant is asked first; the answer is recorded")
     func consent() async throws {
         try await Stack.with(consentPolicy: "required") { stack in

@@ -106,7 +106,7 @@ public func buildRouter(configuration: ServiceConfiguration, logger: Logger,
     let handler = RouterHandler(jetStream: platform.jetStream, directory: directory, metrics: metrics, logger: logger)
     let consumer = JetStreamConsumerService(
         jetStream: platform.jetStream, stream: StreamNames.requests, consumer: RouterNames.consumer,
-        batchSize: 128, logger: logger, handler: handler.handle)
+        batchSize: 128, keepAlive: false, logger: logger, handler: handler.handle)
     return platform.serviceGroup([
         TenantDirectoryService(directory: directory, jetStream: platform.jetStream, logger: logger),
         consumer,
