@@ -43,7 +43,7 @@ down() {
 
 up() {
   ./scripts/deps.sh
-  echo "building ($CONFIG)…"
+  echo "building ($CONFIG; the first build takes ~10 min on 2 cores, progress in .run/build.log)…"
   mkdir -p "$RUN"
   swift build -c "$CONFIG" >"$RUN/build.log" 2>&1 || { tail -40 "$RUN/build.log"; echo "build failed" >&2; exit 1; }
   BIN="$(swift build -c "$CONFIG" --show-bin-path)"
