@@ -86,6 +86,11 @@ wait "$hops_pid" 2>/dev/null || true
 echo
 cat "$RUN/bench/hops.txt"
 echo
+echo "CPU time used during the whole run (user+sys), where the cores went:"
+for pid in "$(cat "$RUN/nats/pid")" $(cat "$RUN/bench/"*.pid) "${pids[0]}"; do
+  ps -o comm=,time= -p "$pid" 2>/dev/null | awk '{printf "  %-16s %s\n", $1, $2}'
+done
+echo
 echo "peak RSS per process (VmHWM):"
 for name in router orchestrator api-gateway; do
   pid="$(cat "$RUN/bench/$name.pid")"

@@ -64,12 +64,23 @@ do {
     let messages = (0..<publishCount).map {
         OutboundMessage(subject: "bench.demo-restaurant", payload: encoded[$0 % 1000], messageID: "demo:\($0)")
     }
-    await measure("JetStream publish, awaited, 1 in flight", count: 2_000) {
+    await measure("JetStream publish, awaited, 1 in flight (bulk conn)", count: 2_000) {
         for index in 0..<2_000 {
             try! await jetStream.publish(OutboundMessage(subject: "bench.single", payload: encoded[0],
                                                          messageID: "single:\(index)"))
         }
     }
+    // Services' connections use sendAsap (flush each write at once) for latency.
+    let fastConnection = try await NATSConnection.connect(
+        NATSConfiguration(servers: [server.url], name: "bench-asap", sendAsap: true), logger: logger)
+    let fastJetStream = try JetStream(connection: fastConnection)
+    await measure("JetStream publish, awaited, 1 in flight (sendAsap)", count: 5_000) {
+        for index in 0..<5_000 {
+            try! await fastJetStream.publish(OutboundMessage(subject: "bench.single", payload: encoded[0],
+                                                             messageID: "asap:\(index)"))
+        }
+    }
+    fastConnection.close()
     await measure("JetStream publish, pipelined (256 in flight)", count: publishCount) {
         let acks = try! await jetStream.publishPipelined(messages, maxInFlight: 256)
         precondition(acks.count == publishCount)
