@@ -10,12 +10,20 @@ final class RequestMultiplexer: Sendable {
     private let prefix: String
     /// Raw `natsSubscription *`; accessed only under `state.lock`-free C calls that nats.c makes thread-safe.
     private let subscription: SendablePointer
+    /// Expires overdue requests every `sweepInterval` (deadlines are honoured to within that interval).
+    private let sweeper: SendableTimer
+    static let sweepInterval: DispatchTimeInterval = .milliseconds(20)
     private let connection: SendablePointer
 
     final class State: Sendable {
+        struct Waiter {
+            let continuation: CheckedContinuation<NATSMessage, any Error>
+            /// `DispatchTime.now().uptimeNanoseconds` after which the request times out.
+            let deadline: UInt64
+        }
         struct Pending {
             var next: UInt64 = 0
-            var waiters: [UInt64: CheckedContinuation<NATSMessage, any Error>] = [:]
+            var waiters: [UInt64: Waiter] = [:]
             var shutdown = false
         }
         let pending = Mutex(Pending())
@@ -24,16 +32,31 @@ final class RequestMultiplexer: Sendable {
 
         func complete(token: UInt64, with result: Result<NATSMessage, NATSError>) {
             let waiter = pending.withLock { $0.waiters.removeValue(forKey: token) }
-            waiter?.resume(with: result.mapError { $0 as any Error })
+            waiter?.continuation.resume(with: result.mapError { $0 as any Error })
         }
 
         func failAll(_ error: NATSError) {
-            let waiters = pending.withLock { state -> [CheckedContinuation<NATSMessage, any Error>] in
+            let waiters = pending.withLock { state -> [Waiter] in
                 state.shutdown = true
                 defer { state.waiters.removeAll() }
                 return Array(state.waiters.values)
             }
-            for waiter in waiters { waiter.resume(throwing: error) }
+            for waiter in waiters { waiter.continuation.resume(throwing: error) }
+        }
+
+        /// Fails every request whose deadline has passed (run by one periodic timer, not a timer per request).
+        func expire(now: UInt64) {
+            let expired = pending.withLock { state -> [Waiter] in
+                var expired: [Waiter] = []
+                for (token, waiter) in state.waiters where waiter.deadline <= now {
+                    expired.append(waiter)
+                    state.waiters.removeValue(forKey: token)
+                }
+                return expired
+            }
+            for waiter in expired {
+                waiter.continuation.resume(throwing: NATSError(.timeout, context: "waiting for a reply"))
+            }
         }
     }
 
@@ -60,6 +83,11 @@ final class RequestMultiplexer: Sendable {
         self.state = state
         self.subscription = SendablePointer(sub)
         self.connection = SendablePointer(connection)
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "switchyard.messaging.request-sweeper"))
+        timer.schedule(deadline: .now() + Self.sweepInterval, repeating: Self.sweepInterval, leeway: .milliseconds(5))
+        timer.setEventHandler { [state] in state.expire(now: DispatchTime.now().uptimeNanoseconds) }
+        timer.resume()
+        self.sweeper = SendableTimer(timer)
     }
 
     func request(subject: String, headers: NATSHeaders, payload: [UInt8], timeout: Duration)
@@ -82,7 +110,9 @@ final class RequestMultiplexer: Sendable {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<NATSMessage, any Error>) in
                     let registered = state.pending.withLock { pending -> Bool in
                         if pending.shutdown { return false }
-                        pending.waiters[token] = continuation
+                        pending.waiters[token] = State.Waiter(
+                            continuation: continuation,
+                            deadline: DispatchTime.now().uptimeNanoseconds &+ UInt64(max(0, timeout.nanoseconds)))
                         return true
                     }
                     guard registered else {
@@ -94,10 +124,6 @@ final class RequestMultiplexer: Sendable {
                         state.complete(token: token, with: .failure(
                             NATSError.fromStatus(status, code: .publishFailed, context: "publishing request")))
                         return
-                    }
-                    DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(timeout.nanoseconds))) {
-                        state.complete(token: token, with: .failure(
-                            NATSError(.timeout, context: "waiting for a reply")))
                     }
                 }
             } onCancel: {
@@ -115,10 +141,12 @@ final class RequestMultiplexer: Sendable {
         let already = state.pending.withLock { $0.shutdown }
         if already { return }
         state.failAll(NATSError(.connectionClosed, context: "connection closed"))
+        sweeper.timer.cancel()
         natsSubscription_Unsubscribe(subscription.pointer)
     }
 
     deinit {
+        sweeper.timer.cancel()
         natsSubscription_Destroy(subscription.pointer)
     }
 
@@ -158,4 +186,11 @@ final class RequestMultiplexer: Sendable {
 struct SendablePointer: @unchecked Sendable {
     let pointer: OpaquePointer
     init(_ pointer: OpaquePointer) { self.pointer = pointer }
+}
+
+/// A dispatch timer shared across threads. `@unchecked Sendable`: DispatchSource's API is thread-safe; we only
+/// call `cancel()` on it after setup.
+struct SendableTimer: @unchecked Sendable {
+    let timer: any DispatchSourceTimer
+    init(_ timer: any DispatchSourceTimer) { self.timer = timer }
 }

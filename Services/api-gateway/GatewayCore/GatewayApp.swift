@@ -158,7 +158,7 @@ public struct ChatGateway: Sendable {
         let chat = makeChatRequested(validated, tenantID: auth.tenantID, apiKeyID: auth.keyID, requestID: requestID,
                                      traceID: span.context.traceID ?? "", replySubject: replySubject,
                                      deadlineUnixNanos: deadline, now: now)
-        let replies = inbox.register(requestID)
+        let replies = inbox.register(requestID, deadline: clock + configuration.requestTimeout)
         do {
             try await jetStream.publish(OutboundMessage(
                 subject: Subjects.chatRequest(tenant: auth.tenantID), payload: chat.protobufBytes(), headers: headers,
@@ -178,7 +178,7 @@ public struct ChatGateway: Sendable {
             return streamResponse(replies, context: context)
         }
         defer { inbox.unregister(requestID) }
-        guard let message = await Self.firstFinal(replies, timeout: configuration.requestTimeout) else {
+        guard let message = await Self.firstFinal(replies) else {
             return Self.errorResponse(.deadlineExceeded(), requestID: requestID)
         }
         return finalResponse(message, context: context)
@@ -195,23 +195,12 @@ public struct ChatGateway: Sendable {
         let timeout: Duration
     }
 
-    /// The first completed/failed reply, or nil at the deadline.
-    static func firstFinal(_ replies: AsyncStream<NATSMessage>, timeout: Duration) async -> NATSMessage? {
-        await withTaskGroup(of: NATSMessage?.self) { group in
-            group.addTask {
-                for await message in replies where message.headers[Headers.eventType] != OrchestratorEvent.chunk {
-                    return message
-                }
-                return nil
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
+    /// The first completed/failed reply, or nil when the inbox ends the stream at the deadline.
+    static func firstFinal(_ replies: AsyncStream<NATSMessage>) async -> NATSMessage? {
+        for await message in replies where message.headers[Headers.eventType] != OrchestratorEvent.chunk {
+            return message
         }
+        return nil
     }
 
     func finalResponse(_ message: NATSMessage, context: Exchange) -> Response {
@@ -260,23 +249,17 @@ public struct ChatGateway: Sendable {
         let body = ResponseBody { writer in
             defer { inbox.unregister(context.requestID) }
             try await writer.write(ByteBuffer(bytes: encoder.roleChunk()))
-            // The deadline ends the reply stream (the inbox finishes it), which ends this loop.
-            let outcome = await withTaskGroup(of: Void.self) { group -> NATSMessage? in
-                group.addTask {
-                    try? await Task.sleep(for: context.timeout)
-                    inbox.unregister(context.requestID)
+            // The inbox ends the reply stream at the deadline, which ends this loop with no outcome.
+            var outcome: NATSMessage?
+            for await message in replies {
+                if message.headers[Headers.eventType] == OrchestratorEvent.chunk {
+                    guard let chunk = try? StreamChunk(protobuf: message.payload) else { continue }
+                    // A client that went away stops the writes, not the recording of usage.
+                    try? await writer.write(ByteBuffer(bytes: encoder.contentChunk(chunk.delta)))
+                } else {
+                    outcome = message
+                    break
                 }
-                defer { group.cancelAll() }
-                for await message in replies {
-                    if message.headers[Headers.eventType] == OrchestratorEvent.chunk {
-                        guard let chunk = try? StreamChunk(protobuf: message.payload) else { continue }
-                        // A client that went away stops the writes, not the recording of usage.
-                        try? await writer.write(ByteBuffer(bytes: encoder.contentChunk(chunk.delta)))
-                    } else {
-                        return message
-                    }
-                }
-                return nil
             }
             guard let outcome else {
                 try await writer.write(ByteBuffer(bytes: GatewayError.deadlineExceeded().sseEvent))

@@ -8,7 +8,11 @@ import Synchronization
 /// One wildcard subscription per instance, so replies never cross replicas.
 public final class ReplyInbox: Sendable {
     public let prefix: String
-    private let waiters = Mutex<[String: AsyncStream<NATSMessage>.Continuation]>([:])
+    private struct Waiter {
+        let continuation: AsyncStream<NATSMessage>.Continuation
+        let deadline: ContinuousClock.Instant
+    }
+    private let waiters = Mutex<[String: Waiter]>([:])
     private let subscription: NATSSubscription
 
     public init(connection: NATSConnection, instanceID: String) throws {
@@ -21,16 +25,30 @@ public final class ReplyInbox: Sendable {
 
     public func subject(for requestID: String) -> String { prefix + requestID }
 
-    /// Registers interest in a request's replies; call before publishing the request.
-    public func register(_ requestID: String) -> AsyncStream<NATSMessage> {
+    /// Registers interest in a request's replies; call before publishing the request. The stream finishes at
+    /// `deadline` (checked by one sweep per inbox, not a timer per request) or on `unregister`.
+    public func register(_ requestID: String, deadline: ContinuousClock.Instant) -> AsyncStream<NATSMessage> {
         let (stream, continuation) = AsyncStream<NATSMessage>.makeStream(bufferingPolicy: .unbounded)
-        waiters.withLock { $0[requestID] = continuation }
+        waiters.withLock { $0[requestID] = Waiter(continuation: continuation, deadline: deadline) }
         return stream
     }
 
     public func unregister(_ requestID: String) {
-        let continuation = waiters.withLock { $0.removeValue(forKey: requestID) }
-        continuation?.finish()
+        let waiter = waiters.withLock { $0.removeValue(forKey: requestID) }
+        waiter?.continuation.finish()
+    }
+
+    /// Finishes the reply streams of requests whose deadline passed.
+    func expire(now: ContinuousClock.Instant) {
+        let expired = waiters.withLock { waiters -> [Waiter] in
+            var expired: [Waiter] = []
+            for (id, waiter) in waiters where waiter.deadline <= now {
+                expired.append(waiter)
+                waiters.removeValue(forKey: id)
+            }
+            return expired
+        }
+        for waiter in expired { waiter.continuation.finish() }
     }
 
     var pending: Int { waiters.withLock { $0.count } }
@@ -41,8 +59,8 @@ public final class ReplyInbox: Sendable {
         let prefixLength = prefix.utf8.count
         for await message in subscription.messages.cancelOnGracefulShutdown() {
             let requestID = String(message.subject.utf8.dropFirst(prefixLength))!
-            let continuation = waiters.withLock { $0[requestID] }
-            continuation?.yield(message)
+            let waiter = waiters.withLock { $0[requestID] }
+            waiter?.continuation.yield(message)
         }
     }
 
@@ -54,7 +72,18 @@ public struct ReplyInboxService: Service {
     let inbox: ReplyInbox
     public init(inbox: ReplyInbox) { self.inbox = inbox }
     public func run() async throws {
-        await inbox.dispatch()
+        let inbox = self.inbox
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                // Deadline sweep every 10 ms: a request's 504 comes at most that late.
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    try? await Task.sleep(for: .milliseconds(10))
+                    inbox.expire(now: .now)
+                }
+            }
+            await inbox.dispatch()
+            group.cancelAll()
+        }
         inbox.stop()
     }
 }
