@@ -124,7 +124,7 @@ struct Events: AsyncParsableCommand {
             var spans: [String: [Int64]] = [:]
             var order: [String] = []
             var seen = 0
-            for await message in subscription.messages {
+            for await message in subscription.messages where seen < count {
                 guard let completed = try? ChatCompleted(protobuf: message.payload) else { continue }
                 let hops = completed.hops
                 for (from, to) in zip(hops, hops.dropFirst()) {
@@ -137,7 +137,9 @@ struct Events: AsyncParsableCommand {
                     spans["total (in the event log)", default: []].append(last.unixNanos - first.unixNanos)
                 }
                 seen += 1
-                if seen >= count { break }
+                // Unsubscribe and let the stream finish by itself rather than abandoning the iterator
+                // while nats.c may still be delivering into it.
+                if seen == count { subscription.unsubscribe() }
             }
             print("per-hop latency over \(seen) chats (ms):")
             for name in order {
@@ -173,9 +175,10 @@ struct Events: AsyncParsableCommand {
             let subscription = try nats.subscribe(subject)
             var seen = 0
             for await message in subscription.messages {
+                if let count, seen >= count { continue }  // draining after unsubscribe
                 print(EventPrinter.line(for: message))
                 seen += 1
-                if let count, seen >= count { break }
+                if let count, seen == count { subscription.unsubscribe() }
             }
         }
     }
