@@ -12,6 +12,7 @@ import Glibc
 public final class NATSConnection: @unchecked Sendable {
     let handle: OpaquePointer
     private let options: OpaquePointer
+    /// Retained for nats.c until its closed callback runs (see `ConnectionEvents.closed`).
     private let events: Unmanaged<ConnectionEvents>
     let logger: Logger
     public let configuration: NATSConfiguration
@@ -100,9 +101,9 @@ public final class NATSConnection: @unchecked Sendable {
             return try NATSConnection(handle: connection, options: options, events: events,
                                       configuration: configuration, logger: logger, lane: lane)
         } catch {
+            // Closing the connection fires the closed callback, which releases `events`.
             natsConnection_Destroy(connection)
             natsOptions_Destroy(options)
-            events.release()
             throw error
         }
     }
@@ -112,7 +113,8 @@ public final class NATSConnection: @unchecked Sendable {
         if !closed.load(ordering: .acquiring) { natsConnection_Close(handle) }
         natsConnection_Destroy(handle)
         natsOptions_Destroy(options)
-        events.release()
+        // `events` is released by the closed callback: nats.c calls it on its own thread, possibly after
+        // this deinit returned, so releasing here would leave it a dangling pointer.
     }
 
     /// Whether the connection is currently connected (not reconnecting or closed).
@@ -207,9 +209,11 @@ final class ConnectionEvents: Sendable {
         guard let closure else { return }
         Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue().logger.info("nats reconnected")
     }
+    /// The last callback nats.c makes for a connection: it takes back the retain made at connect.
     static let closed: natsConnectionHandler = { _, closure in
         guard let closure else { return }
-        Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue().logger.info("nats connection closed")
+        let events = Unmanaged<ConnectionEvents>.fromOpaque(closure).takeRetainedValue()
+        events.logger.info("nats connection closed")
     }
     static let asyncError: natsErrHandler = { _, _, status, closure in
         guard let closure else { return }
