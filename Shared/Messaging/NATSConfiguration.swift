@@ -45,6 +45,9 @@ extension Duration {
         return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
 
+    /// The duration in whole nanoseconds (shared by every module that hands durations to C or to protobuf).
+    public var nanosecondsValue: Int64 { nanoseconds }
+
     var nanoseconds: Int64 {
         let (seconds, attoseconds) = components
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000

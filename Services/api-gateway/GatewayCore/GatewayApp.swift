@@ -339,9 +339,3 @@ public func buildGateway(configuration: ServiceConfiguration, gateway: GatewayCo
     ], signals: signals)
 }
 
-extension Duration {
-    var nanosecondsValue: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-}

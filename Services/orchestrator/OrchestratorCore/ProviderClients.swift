@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Messaging
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -148,9 +149,3 @@ public final class ProviderClients: Sendable {
     }
 }
 
-extension Duration {
-    var nanosecondsValue: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-}
