@@ -98,7 +98,9 @@ struct ChatPathTests {
             #expect((missing.json["error"] as? [String: Any])?["type"] != nil)
             let wrong = try await stack.chat(ask, headers: stack.withKey("sy_test_" + String(repeating: "a", count: 40)))
             #expect(wrong.status == 401)
-            let tampered = try await stack.chat(ask, headers: stack.withKey(String(stack.apiKey.dropLast()) + "x"))
+            // Change the last character to a different one (appending a fixed "x" was a no-op when the key ended in x).
+            let tamperedKey = String(stack.apiKey.dropLast()) + (stack.apiKey.hasSuffix("x") ? "y" : "x")
+            let tampered = try await stack.chat(ask, headers: stack.withKey(tamperedKey))
             #expect(tampered.status == 401)
 
             let malformed = try await stack.send(body: Array("{\"model\": \"host\", \"messages\": [".utf8))
