@@ -57,6 +57,28 @@ extension AdminError: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension AdminError: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case code
+        case message
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.code = try json.decode(String.self, .code) ?? ""
+        self.message = try json.decode(String.self, .message) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.code, forKey: .code)
+        try c.encode(self.message, forKey: .message)
+    }
+}
+
 /// admin.tenant.create
 public struct CreateTenantRequest: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.CreateTenantRequest"
@@ -116,6 +138,36 @@ extension CreateTenantRequest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension CreateTenantRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenant
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenant = try json.decode(Tenant.self, .tenant)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encodeIfPresent(self.tenant, forKey: .tenant)
+    }
+}
+
 public struct CreateTenantResponse: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.CreateTenantResponse"
 
@@ -165,6 +217,28 @@ extension CreateTenantResponse: _CMessage {
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
         if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
         if let q = p.pointee.tenant { self.tenant = try Tenant(_c: q) } else { self.tenant = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension CreateTenantResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case tenant
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.tenant = try json.decode(Tenant.self, .tenant)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.tenant, forKey: .tenant)
     }
 }
 
@@ -227,6 +301,36 @@ extension UpdateTenantRequest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension UpdateTenantRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenant
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenant = try json.decode(Tenant.self, .tenant)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encodeIfPresent(self.tenant, forKey: .tenant)
+    }
+}
+
 public struct UpdateTenantResponse: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.UpdateTenantResponse"
 
@@ -276,6 +380,28 @@ extension UpdateTenantResponse: _CMessage {
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
         if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
         if let q = p.pointee.tenant { self.tenant = try Tenant(_c: q) } else { self.tenant = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension UpdateTenantResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case tenant
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.tenant = try json.decode(Tenant.self, .tenant)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.tenant, forKey: .tenant)
     }
 }
 
@@ -350,6 +476,43 @@ extension SuspendTenantRequest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension SuspendTenantRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case suspended
+        case reason
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.suspended = try json.decode(Bool.self, .suspended) ?? false
+        self.reason = try json.decode(String.self, .reason) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.suspended, forKey: .suspended)
+        try c.encode(self.reason, forKey: .reason)
+    }
+}
+
 public struct SuspendTenantResponse: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.SuspendTenantResponse"
 
@@ -399,6 +562,28 @@ extension SuspendTenantResponse: _CMessage {
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
         if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
         if let q = p.pointee.tenant { self.tenant = try Tenant(_c: q) } else { self.tenant = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension SuspendTenantResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case tenant
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.tenant = try json.decode(Tenant.self, .tenant)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.tenant, forKey: .tenant)
     }
 }
 
@@ -461,6 +646,37 @@ extension DeleteTenantRequest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension DeleteTenantRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+    }
+}
+
 public struct DeleteTenantResponse: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.DeleteTenantResponse"
 
@@ -504,6 +720,25 @@ extension DeleteTenantResponse: _CMessage {
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
         if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension DeleteTenantResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
     }
 }
 
@@ -563,6 +798,37 @@ extension GetTenantRequest: _CMessage {
         self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
         self.actor = try _swiftString(p.pointee.actor, Self.protoName)
         self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension GetTenantRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
     }
 }
 
@@ -651,6 +917,37 @@ extension GetTenantResponse: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension GetTenantResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case tenant
+        case plan
+        case manifest
+        case rollouts
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.tenant = try json.decode(Tenant.self, .tenant)
+        self.plan = try json.decode(Plan.self, .plan)
+        self.manifest = try json.decode(PackageManifest.self, .manifest)
+        self.rollouts = try json.decode([RolloutSettings].self, .rollouts) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.tenant, forKey: .tenant)
+        try c.encodeIfPresent(self.plan, forKey: .plan)
+        try c.encodeIfPresent(self.manifest, forKey: .manifest)
+        try c.encode(self.rollouts, forKey: .rollouts)
+    }
+}
+
 /// admin.tenant.list
 public struct ListTenantsRequest: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.ListTenantsRequest"
@@ -719,6 +1016,44 @@ extension ListTenantsRequest: _CMessage {
         self.pageSize = p.pointee.page_size
         self.pageToken = try _swiftString(p.pointee.page_token, Self.protoName)
         self.status = try _swiftString(p.pointee.status, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ListTenantsRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case pageSize
+        case pageToken
+        case status
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .pageSize: "page_size"
+            case .pageToken: "page_token"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.pageSize = try json.decode(_ProtoJSONNumber<UInt32>.self, .pageSize)?.value ?? 0
+        self.pageToken = try json.decode(String.self, .pageToken) ?? ""
+        self.status = try json.decode(String.self, .status) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.pageSize, forKey: .pageSize)
+        try c.encode(self.pageToken, forKey: .pageToken)
+        try c.encode(self.status, forKey: .status)
     }
 }
 
@@ -792,6 +1127,36 @@ extension ListTenantsResponse: _CMessage {
         }
         self.tenants = tenants_
         self.nextPageToken = try _swiftString(p.pointee.next_page_token, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ListTenantsResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case tenants
+        case nextPageToken
+
+        var protoFieldName: String {
+            switch self {
+            case .nextPageToken: "next_page_token"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.tenants = try json.decode([Tenant].self, .tenants) ?? []
+        self.nextPageToken = try json.decode(String.self, .nextPageToken) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encode(self.tenants, forKey: .tenants)
+        try c.encode(self.nextPageToken, forKey: .nextPageToken)
     }
 }
 
@@ -892,6 +1257,50 @@ extension IssueKeyRequest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension IssueKeyRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case scopes
+        case expiresAtUnixNanos
+        case label
+        case env
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            case .expiresAtUnixNanos: "expires_at_unix_nanos"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.scopes = try json.decode([String].self, .scopes) ?? []
+        self.expiresAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .expiresAtUnixNanos)?.value ?? 0
+        self.label = try json.decode(String.self, .label) ?? ""
+        self.env = try json.decode(String.self, .env) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.scopes, forKey: .scopes)
+        try c.encode(self.expiresAtUnixNanos, forKey: .expiresAtUnixNanos)
+        try c.encode(self.label, forKey: .label)
+        try c.encode(self.env, forKey: .env)
+    }
+}
+
 public struct IssueKeyResponse: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.IssueKeyResponse"
 
@@ -947,6 +1356,36 @@ extension IssueKeyResponse: _CMessage {
         if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
         self.plaintextKey = try _swiftString(p.pointee.plaintext_key, Self.protoName)
         if let q = p.pointee.key { self.key = try ApiKeyRecord(_c: q) } else { self.key = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension IssueKeyResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case plaintextKey
+        case key
+
+        var protoFieldName: String {
+            switch self {
+            case .plaintextKey: "plaintext_key"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.plaintextKey = try json.decode(String.self, .plaintextKey) ?? ""
+        self.key = try json.decode(ApiKeyRecord.self, .key)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encode(self.plaintextKey, forKey: .plaintextKey)
+        try c.encodeIfPresent(self.key, forKey: .key)
     }
 }
 
@@ -1015,6 +1454,41 @@ extension RevokeKeyRequest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension RevokeKeyRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case keyID = "keyId"
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            case .keyID: "key_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.keyID = try json.decode(String.self, .keyID) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.keyID, forKey: .keyID)
+    }
+}
+
 public struct RevokeKeyResponse: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.RevokeKeyResponse"
 
@@ -1064,6 +1538,28 @@ extension RevokeKeyResponse: _CMessage {
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
         if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
         if let q = p.pointee.key { self.key = try ApiKeyRecord(_c: q) } else { self.key = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension RevokeKeyResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case key
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.key = try json.decode(ApiKeyRecord.self, .key)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.key, forKey: .key)
     }
 }
 
@@ -1138,6 +1634,45 @@ extension RotateKeyRequest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension RotateKeyRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case keyID = "keyId"
+        case overlapSeconds
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            case .keyID: "key_id"
+            case .overlapSeconds: "overlap_seconds"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.keyID = try json.decode(String.self, .keyID) ?? ""
+        self.overlapSeconds = try json.decode(_ProtoJSONNumber<UInt32>.self, .overlapSeconds)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.keyID, forKey: .keyID)
+        try c.encode(self.overlapSeconds, forKey: .overlapSeconds)
+    }
+}
+
 public struct RotateKeyResponse: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.RotateKeyResponse"
 
@@ -1202,6 +1737,41 @@ extension RotateKeyResponse: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension RotateKeyResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case plaintextKey
+        case newKey
+        case oldKey
+
+        var protoFieldName: String {
+            switch self {
+            case .plaintextKey: "plaintext_key"
+            case .newKey: "new_key"
+            case .oldKey: "old_key"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.plaintextKey = try json.decode(String.self, .plaintextKey) ?? ""
+        self.newKey = try json.decode(ApiKeyRecord.self, .newKey)
+        self.oldKey = try json.decode(ApiKeyRecord.self, .oldKey)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encode(self.plaintextKey, forKey: .plaintextKey)
+        try c.encodeIfPresent(self.newKey, forKey: .newKey)
+        try c.encodeIfPresent(self.oldKey, forKey: .oldKey)
+    }
+}
+
 /// admin.tenant.list-keys
 public struct ListKeysRequest: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.ListKeysRequest"
@@ -1258,6 +1828,37 @@ extension ListKeysRequest: _CMessage {
         self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
         self.actor = try _swiftString(p.pointee.actor, Self.protoName)
         self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ListKeysRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
     }
 }
 
@@ -1325,6 +1926,28 @@ extension ListKeysResponse: _CMessage {
             }
         }
         self.keys = keys_
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ListKeysResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case keys
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.keys = try json.decode([ApiKeyRecord].self, .keys) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encode(self.keys, forKey: .keys)
     }
 }
 
@@ -1399,6 +2022,44 @@ extension SetPlanRequest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension SetPlanRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case planID = "planId"
+        case plan
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            case .planID: "plan_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.planID = try json.decode(String.self, .planID) ?? ""
+        self.plan = try json.decode(Plan.self, .plan)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.planID, forKey: .planID)
+        try c.encodeIfPresent(self.plan, forKey: .plan)
+    }
+}
+
 public struct SetPlanResponse: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.SetPlanResponse"
 
@@ -1454,6 +2115,31 @@ extension SetPlanResponse: _CMessage {
         if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
         if let q = p.pointee.tenant { self.tenant = try Tenant(_c: q) } else { self.tenant = nil }
         if let q = p.pointee.plan { self.plan = try Plan(_c: q) } else { self.plan = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension SetPlanResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case tenant
+        case plan
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.tenant = try json.decode(Tenant.self, .tenant)
+        self.plan = try json.decode(Plan.self, .plan)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.tenant, forKey: .tenant)
+        try c.encodeIfPresent(self.plan, forKey: .plan)
     }
 }
 
@@ -1522,6 +2208,40 @@ extension SetManifestRequest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension SetManifestRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case manifest
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.manifest = try json.decode(PackageManifest.self, .manifest)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encodeIfPresent(self.manifest, forKey: .manifest)
+    }
+}
+
 public struct SetManifestResponse: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.SetManifestResponse"
 
@@ -1571,6 +2291,28 @@ extension SetManifestResponse: _CMessage {
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
         if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
         if let q = p.pointee.manifest { self.manifest = try PackageManifest(_c: q) } else { self.manifest = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension SetManifestResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case manifest
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.manifest = try json.decode(PackageManifest.self, .manifest)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.manifest, forKey: .manifest)
     }
 }
 
@@ -1639,6 +2381,40 @@ extension SetRolloutRequest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension SetRolloutRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case rollout
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.rollout = try json.decode(RolloutSettings.self, .rollout)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encodeIfPresent(self.rollout, forKey: .rollout)
+    }
+}
+
 public struct SetRolloutResponse: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.SetRolloutResponse"
 
@@ -1688,6 +2464,28 @@ extension SetRolloutResponse: _CMessage {
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
         if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
         if let q = p.pointee.rollout { self.rollout = try RolloutSettings(_c: q) } else { self.rollout = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension SetRolloutResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case rollout
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.rollout = try json.decode(RolloutSettings.self, .rollout)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.rollout, forKey: .rollout)
     }
 }
 
@@ -1756,6 +2554,40 @@ extension KnowledgeUpsertRequest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension KnowledgeUpsertRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case entry
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.entry = try json.decode(KnowledgeEntry.self, .entry)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encodeIfPresent(self.entry, forKey: .entry)
+    }
+}
+
 public struct KnowledgeUpsertResponse: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.KnowledgeUpsertResponse"
 
@@ -1805,6 +2637,28 @@ extension KnowledgeUpsertResponse: _CMessage {
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
         if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
         if let q = p.pointee.entry { self.entry = try KnowledgeEntry(_c: q) } else { self.entry = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension KnowledgeUpsertResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case entry
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.entry = try json.decode(KnowledgeEntry.self, .entry)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.entry, forKey: .entry)
     }
 }
 
@@ -1873,6 +2727,41 @@ extension KnowledgeDeleteRequest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension KnowledgeDeleteRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case entryID = "entryId"
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            case .entryID: "entry_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.entryID = try json.decode(String.self, .entryID) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.entryID, forKey: .entryID)
+    }
+}
+
 public struct KnowledgeDeleteResponse: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.KnowledgeDeleteResponse"
 
@@ -1916,6 +2805,25 @@ extension KnowledgeDeleteResponse: _CMessage {
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
         if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension KnowledgeDeleteResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
     }
 }
 
@@ -1990,6 +2898,43 @@ extension KnowledgeListRequest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension KnowledgeListRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case query
+        case limit
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.query = try json.decode(String.self, .query) ?? ""
+        self.limit = try json.decode(_ProtoJSONNumber<UInt32>.self, .limit)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.query, forKey: .query)
+        try c.encode(self.limit, forKey: .limit)
+    }
+}
+
 public struct KnowledgeListResponse: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.KnowledgeListResponse"
 
@@ -2054,5 +2999,27 @@ extension KnowledgeListResponse: _CMessage {
             }
         }
         self.entries = entries_
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension KnowledgeListResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case entries
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.entries = try json.decode([KnowledgeEntry].self, .entries) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encode(self.entries, forKey: .entries)
     }
 }

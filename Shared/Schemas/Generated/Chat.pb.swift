@@ -188,6 +188,84 @@ extension ChatRequested: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ChatRequested: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case messages
+        case model
+        case stream
+        case maxTokens
+        case temperature
+        case hasTemperature
+        case conversationID = "conversationId"
+        case channel
+        case endUserID = "endUserId"
+        case metadata
+        case replySubject
+        case deadlineUnixNanos
+        case includeUsage
+        case apiKeyID = "apiKeyId"
+        case hops
+
+        var protoFieldName: String {
+            switch self {
+            case .maxTokens: "max_tokens"
+            case .hasTemperature: "has_temperature"
+            case .conversationID: "conversation_id"
+            case .endUserID: "end_user_id"
+            case .replySubject: "reply_subject"
+            case .deadlineUnixNanos: "deadline_unix_nanos"
+            case .includeUsage: "include_usage"
+            case .apiKeyID: "api_key_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.messages = try json.decode([ChatMessage].self, .messages) ?? []
+        self.model = try json.decode(String.self, .model) ?? ""
+        self.stream = try json.decode(Bool.self, .stream) ?? false
+        self.maxTokens = try json.decode(_ProtoJSONNumber<UInt32>.self, .maxTokens)?.value ?? 0
+        // Set when `hasTemperature` says so; without that key, when `temperature` is present and not null.
+        let temperatureJSON = try json.decode(_ProtoJSONNumber<Double>.self, .temperature)?.value
+        let temperatureIsSet = try json.decode(Bool.self, .hasTemperature) ?? (temperatureJSON != nil)
+        self.temperature = temperatureIsSet ? (temperatureJSON ?? 0) : nil
+        self.conversationID = try json.decode(String.self, .conversationID) ?? ""
+        self.channel = try json.decode(String.self, .channel) ?? ""
+        self.endUserID = try json.decode(String.self, .endUserID) ?? ""
+        self.metadata = try json.decode([String: String].self, .metadata) ?? [:]
+        self.replySubject = try json.decode(String.self, .replySubject) ?? ""
+        self.deadlineUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .deadlineUnixNanos)?.value ?? 0
+        self.includeUsage = try json.decode(Bool.self, .includeUsage) ?? false
+        self.apiKeyID = try json.decode(String.self, .apiKeyID) ?? ""
+        self.hops = try json.decode([HopStamp].self, .hops) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encode(self.messages, forKey: .messages)
+        try c.encode(self.model, forKey: .model)
+        try c.encode(self.stream, forKey: .stream)
+        try c.encode(self.maxTokens, forKey: .maxTokens)
+        try c.encode(_ProtoJSONNumber(self.temperature ?? 0), forKey: .temperature)
+        try c.encode(self.temperature != nil, forKey: .hasTemperature)
+        try c.encode(self.conversationID, forKey: .conversationID)
+        try c.encode(self.channel, forKey: .channel)
+        try c.encode(self.endUserID, forKey: .endUserID)
+        try c.encode(self.metadata, forKey: .metadata)
+        try c.encode(self.replySubject, forKey: .replySubject)
+        try c.encode(self.deadlineUnixNanos, forKey: .deadlineUnixNanos)
+        try c.encode(self.includeUsage, forKey: .includeUsage)
+        try c.encode(self.apiKeyID, forKey: .apiKeyID)
+        try c.encode(self.hops, forKey: .hops)
+    }
+}
+
 /// ChatRouted: the router's decision; carries the whole request (subject agent.task.<agent>).
 public struct ChatRouted: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.ChatRouted"
@@ -307,6 +385,62 @@ extension ChatRouted: _CMessage {
             }
         }
         self.hops = hops_
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ChatRouted: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case request
+        case agent
+        case agentVersion
+        case provider
+        case model
+        case intent
+        case rolloutCohort
+        case reason
+        case fallbackAgent
+        case hops
+
+        var protoFieldName: String {
+            switch self {
+            case .agentVersion: "agent_version"
+            case .rolloutCohort: "rollout_cohort"
+            case .fallbackAgent: "fallback_agent"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.request = try json.decode(ChatRequested.self, .request)
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.agentVersion = try json.decode(String.self, .agentVersion) ?? ""
+        self.provider = try json.decode(String.self, .provider) ?? ""
+        self.model = try json.decode(String.self, .model) ?? ""
+        self.intent = try json.decode(String.self, .intent) ?? ""
+        self.rolloutCohort = try json.decode(String.self, .rolloutCohort) ?? ""
+        self.reason = try json.decode(String.self, .reason) ?? ""
+        self.fallbackAgent = try json.decode(String.self, .fallbackAgent) ?? ""
+        self.hops = try json.decode([HopStamp].self, .hops) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encodeIfPresent(self.request, forKey: .request)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.agentVersion, forKey: .agentVersion)
+        try c.encode(self.provider, forKey: .provider)
+        try c.encode(self.model, forKey: .model)
+        try c.encode(self.intent, forKey: .intent)
+        try c.encode(self.rolloutCohort, forKey: .rolloutCohort)
+        try c.encode(self.reason, forKey: .reason)
+        try c.encode(self.fallbackAgent, forKey: .fallbackAgent)
+        try c.encode(self.hops, forKey: .hops)
     }
 }
 
@@ -453,6 +587,66 @@ extension ChatCompleted: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ChatCompleted: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case conversationID = "conversationId"
+        case agent
+        case agentVersion
+        case model
+        case provider
+        case content
+        case finishReason
+        case usage
+        case hops
+        case attempts
+        case handedOff
+
+        var protoFieldName: String {
+            switch self {
+            case .conversationID: "conversation_id"
+            case .agentVersion: "agent_version"
+            case .finishReason: "finish_reason"
+            case .handedOff: "handed_off"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.conversationID = try json.decode(String.self, .conversationID) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.agentVersion = try json.decode(String.self, .agentVersion) ?? ""
+        self.model = try json.decode(String.self, .model) ?? ""
+        self.provider = try json.decode(String.self, .provider) ?? ""
+        self.content = try json.decode(String.self, .content) ?? ""
+        self.finishReason = try json.decode(String.self, .finishReason) ?? ""
+        self.usage = try json.decode(Usage.self, .usage)
+        self.hops = try json.decode([HopStamp].self, .hops) ?? []
+        self.attempts = try json.decode([ProviderAttempt].self, .attempts) ?? []
+        self.handedOff = try json.decode(Bool.self, .handedOff) ?? false
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encode(self.conversationID, forKey: .conversationID)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.agentVersion, forKey: .agentVersion)
+        try c.encode(self.model, forKey: .model)
+        try c.encode(self.provider, forKey: .provider)
+        try c.encode(self.content, forKey: .content)
+        try c.encode(self.finishReason, forKey: .finishReason)
+        try c.encodeIfPresent(self.usage, forKey: .usage)
+        try c.encode(self.hops, forKey: .hops)
+        try c.encode(self.attempts, forKey: .attempts)
+        try c.encode(self.handedOff, forKey: .handedOff)
+    }
+}
+
 /// ChatFailed: the request could not be answered (reply subject and evt.chat.failed.<tenant>).
 public struct ChatFailed: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.ChatFailed"
@@ -578,6 +772,56 @@ extension ChatFailed: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ChatFailed: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case conversationID = "conversationId"
+        case agent
+        case errorCode
+        case message
+        case httpStatus
+        case retriable
+        case hops
+        case attempts
+
+        var protoFieldName: String {
+            switch self {
+            case .conversationID: "conversation_id"
+            case .errorCode: "error_code"
+            case .httpStatus: "http_status"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.conversationID = try json.decode(String.self, .conversationID) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.errorCode = try json.decode(String.self, .errorCode) ?? ""
+        self.message = try json.decode(String.self, .message) ?? ""
+        self.httpStatus = try json.decode(_ProtoJSONNumber<UInt32>.self, .httpStatus)?.value ?? 0
+        self.retriable = try json.decode(Bool.self, .retriable) ?? false
+        self.hops = try json.decode([HopStamp].self, .hops) ?? []
+        self.attempts = try json.decode([ProviderAttempt].self, .attempts) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encode(self.conversationID, forKey: .conversationID)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.errorCode, forKey: .errorCode)
+        try c.encode(self.message, forKey: .message)
+        try c.encode(self.httpStatus, forKey: .httpStatus)
+        try c.encode(self.retriable, forKey: .retriable)
+        try c.encode(self.hops, forKey: .hops)
+        try c.encode(self.attempts, forKey: .attempts)
+    }
+}
+
 /// StreamChunk: one streamed delta for SSE (reply subject only).
 public struct StreamChunk: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.StreamChunk"
@@ -664,6 +908,52 @@ extension StreamChunk: _CMessage {
         self.done = (p.pointee.done != 0)
         self.model = try _swiftString(p.pointee.model, Self.protoName)
         self.conversationID = try _swiftString(p.pointee.conversation_id, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension StreamChunk: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case index
+        case delta
+        case finishReason
+        case usage
+        case done
+        case model
+        case conversationID = "conversationId"
+
+        var protoFieldName: String {
+            switch self {
+            case .finishReason: "finish_reason"
+            case .conversationID: "conversation_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.index = try json.decode(_ProtoJSONNumber<UInt32>.self, .index)?.value ?? 0
+        self.delta = try json.decode(String.self, .delta) ?? ""
+        self.finishReason = try json.decode(String.self, .finishReason) ?? ""
+        self.usage = try json.decode(Usage.self, .usage)
+        self.done = try json.decode(Bool.self, .done) ?? false
+        self.model = try json.decode(String.self, .model) ?? ""
+        self.conversationID = try json.decode(String.self, .conversationID) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encode(self.index, forKey: .index)
+        try c.encode(self.delta, forKey: .delta)
+        try c.encode(self.finishReason, forKey: .finishReason)
+        try c.encodeIfPresent(self.usage, forKey: .usage)
+        try c.encode(self.done, forKey: .done)
+        try c.encode(self.model, forKey: .model)
+        try c.encode(self.conversationID, forKey: .conversationID)
     }
 }
 
@@ -756,6 +1046,53 @@ extension UsageRecorded: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension UsageRecorded: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case conversationID = "conversationId"
+        case agent
+        case provider
+        case model
+        case promptTokens
+        case completionTokens
+        case estimated
+
+        var protoFieldName: String {
+            switch self {
+            case .conversationID: "conversation_id"
+            case .promptTokens: "prompt_tokens"
+            case .completionTokens: "completion_tokens"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.conversationID = try json.decode(String.self, .conversationID) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.provider = try json.decode(String.self, .provider) ?? ""
+        self.model = try json.decode(String.self, .model) ?? ""
+        self.promptTokens = try json.decode(_ProtoJSONNumber<UInt32>.self, .promptTokens)?.value ?? 0
+        self.completionTokens = try json.decode(_ProtoJSONNumber<UInt32>.self, .completionTokens)?.value ?? 0
+        self.estimated = try json.decode(Bool.self, .estimated) ?? false
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encode(self.conversationID, forKey: .conversationID)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.provider, forKey: .provider)
+        try c.encode(self.model, forKey: .model)
+        try c.encode(self.promptTokens, forKey: .promptTokens)
+        try c.encode(self.completionTokens, forKey: .completionTokens)
+        try c.encode(self.estimated, forKey: .estimated)
+    }
+}
+
 /// HandoffRequested: the agent hands the conversation to a human (evt.handoff.requested.<tenant>).
 public struct HandoffRequested: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.HandoffRequested"
@@ -824,6 +1161,42 @@ extension HandoffRequested: _CMessage {
         self.agent = try _swiftString(p.pointee.agent, Self.protoName)
         self.reason = try _swiftString(p.pointee.reason, Self.protoName)
         self.confidence = p.pointee.confidence
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension HandoffRequested: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case conversationID = "conversationId"
+        case agent
+        case reason
+        case confidence
+
+        var protoFieldName: String {
+            switch self {
+            case .conversationID: "conversation_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.conversationID = try json.decode(String.self, .conversationID) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.reason = try json.decode(String.self, .reason) ?? ""
+        self.confidence = try json.decode(_ProtoJSONNumber<Double>.self, .confidence)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encode(self.conversationID, forKey: .conversationID)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.reason, forKey: .reason)
+        try c.encode(_ProtoJSONNumber(self.confidence), forKey: .confidence)
     }
 }
 
@@ -901,6 +1274,45 @@ extension ConsentChecked: _CMessage {
         self.granted = (p.pointee.granted != 0)
         self.policy = try _swiftString(p.pointee.policy, Self.protoName)
         self.outcome = try _swiftString(p.pointee.outcome, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ConsentChecked: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case conversationID = "conversationId"
+        case required
+        case granted
+        case policy
+        case outcome
+
+        var protoFieldName: String {
+            switch self {
+            case .conversationID: "conversation_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.conversationID = try json.decode(String.self, .conversationID) ?? ""
+        self.required = try json.decode(Bool.self, .required) ?? false
+        self.granted = try json.decode(Bool.self, .granted) ?? false
+        self.policy = try json.decode(String.self, .policy) ?? ""
+        self.outcome = try json.decode(String.self, .outcome) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encode(self.conversationID, forKey: .conversationID)
+        try c.encode(self.required, forKey: .required)
+        try c.encode(self.granted, forKey: .granted)
+        try c.encode(self.policy, forKey: .policy)
+        try c.encode(self.outcome, forKey: .outcome)
     }
 }
 
@@ -990,5 +1402,52 @@ extension AgentDecision: _CMessage {
         self.reason = try _swiftString(p.pointee.reason, Self.protoName)
         self.durationNanos = p.pointee.duration_nanos
         self.conversationID = try _swiftString(p.pointee.conversation_id, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension AgentDecision: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case agent
+        case agentVersion
+        case decision
+        case confidence
+        case reason
+        case durationNanos
+        case conversationID = "conversationId"
+
+        var protoFieldName: String {
+            switch self {
+            case .agentVersion: "agent_version"
+            case .durationNanos: "duration_nanos"
+            case .conversationID: "conversation_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.agentVersion = try json.decode(String.self, .agentVersion) ?? ""
+        self.decision = try json.decode(String.self, .decision) ?? ""
+        self.confidence = try json.decode(_ProtoJSONNumber<Double>.self, .confidence)?.value ?? 0
+        self.reason = try json.decode(String.self, .reason) ?? ""
+        self.durationNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .durationNanos)?.value ?? 0
+        self.conversationID = try json.decode(String.self, .conversationID) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.agentVersion, forKey: .agentVersion)
+        try c.encode(self.decision, forKey: .decision)
+        try c.encode(_ProtoJSONNumber(self.confidence), forKey: .confidence)
+        try c.encode(self.reason, forKey: .reason)
+        try c.encode(self.durationNanos, forKey: .durationNanos)
+        try c.encode(self.conversationID, forKey: .conversationID)
     }
 }

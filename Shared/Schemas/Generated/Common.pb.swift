@@ -87,6 +87,53 @@ extension EventMeta: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension EventMeta: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case eventID = "eventId"
+        case tenantID = "tenantId"
+        case occurredAtUnixNanos
+        case producer
+        case schemaVersion
+        case requestID = "requestId"
+        case traceID = "traceId"
+
+        var protoFieldName: String {
+            switch self {
+            case .eventID: "event_id"
+            case .tenantID: "tenant_id"
+            case .occurredAtUnixNanos: "occurred_at_unix_nanos"
+            case .schemaVersion: "schema_version"
+            case .requestID: "request_id"
+            case .traceID: "trace_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.eventID = try json.decode(String.self, .eventID) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.occurredAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .occurredAtUnixNanos)?.value ?? 0
+        self.producer = try json.decode(String.self, .producer) ?? ""
+        self.schemaVersion = try json.decode(_ProtoJSONNumber<UInt32>.self, .schemaVersion)?.value ?? 0
+        self.requestID = try json.decode(String.self, .requestID) ?? ""
+        self.traceID = try json.decode(String.self, .traceID) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.eventID, forKey: .eventID)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.occurredAtUnixNanos, forKey: .occurredAtUnixNanos)
+        try c.encode(self.producer, forKey: .producer)
+        try c.encode(self.schemaVersion, forKey: .schemaVersion)
+        try c.encode(self.requestID, forKey: .requestID)
+        try c.encode(self.traceID, forKey: .traceID)
+    }
+}
+
 /// ChatMessage is one turn of an OpenAI-style conversation.
 public struct ChatMessage: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.ChatMessage"
@@ -143,6 +190,31 @@ extension ChatMessage: _CMessage {
         self.role = try _swiftString(p.pointee.role, Self.protoName)
         self.content = try _swiftString(p.pointee.content, Self.protoName)
         self.name = try _swiftString(p.pointee.name, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ChatMessage: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case role
+        case content
+        case name
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.role = try json.decode(String.self, .role) ?? ""
+        self.content = try json.decode(String.self, .content) ?? ""
+        self.name = try json.decode(String.self, .name) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.role, forKey: .role)
+        try c.encode(self.content, forKey: .content)
+        try c.encode(self.name, forKey: .name)
     }
 }
 
@@ -205,6 +277,37 @@ extension Usage: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension Usage: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case promptTokens
+        case completionTokens
+        case totalTokens
+
+        var protoFieldName: String {
+            switch self {
+            case .promptTokens: "prompt_tokens"
+            case .completionTokens: "completion_tokens"
+            case .totalTokens: "total_tokens"
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.promptTokens = try json.decode(_ProtoJSONNumber<UInt32>.self, .promptTokens)?.value ?? 0
+        self.completionTokens = try json.decode(_ProtoJSONNumber<UInt32>.self, .completionTokens)?.value ?? 0
+        self.totalTokens = try json.decode(_ProtoJSONNumber<UInt32>.self, .totalTokens)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.promptTokens, forKey: .promptTokens)
+        try c.encode(self.completionTokens, forKey: .completionTokens)
+        try c.encode(self.totalTokens, forKey: .totalTokens)
+    }
+}
+
 /// HopStamp records when a request passed a hop (per-hop latency from the log).
 public struct HopStamp: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.HopStamp"
@@ -255,6 +358,33 @@ extension HopStamp: _CMessage {
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
         self.hop = try _swiftString(p.pointee.hop, Self.protoName)
         self.unixNanos = p.pointee.unix_nanos
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension HopStamp: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case hop
+        case unixNanos
+
+        var protoFieldName: String {
+            switch self {
+            case .unixNanos: "unix_nanos"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.hop = try json.decode(String.self, .hop) ?? ""
+        self.unixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .unixNanos)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.hop, forKey: .hop)
+        try c.encode(self.unixNanos, forKey: .unixNanos)
     }
 }
 
@@ -344,5 +474,53 @@ extension ProviderAttempt: _CMessage {
         self.httpStatus = p.pointee.http_status
         self.startedAtUnixNanos = p.pointee.started_at_unix_nanos
         self.endedAtUnixNanos = p.pointee.ended_at_unix_nanos
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ProviderAttempt: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case provider
+        case model
+        case attempt
+        case outcome
+        case errorCode
+        case httpStatus
+        case startedAtUnixNanos
+        case endedAtUnixNanos
+
+        var protoFieldName: String {
+            switch self {
+            case .errorCode: "error_code"
+            case .httpStatus: "http_status"
+            case .startedAtUnixNanos: "started_at_unix_nanos"
+            case .endedAtUnixNanos: "ended_at_unix_nanos"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.provider = try json.decode(String.self, .provider) ?? ""
+        self.model = try json.decode(String.self, .model) ?? ""
+        self.attempt = try json.decode(_ProtoJSONNumber<UInt32>.self, .attempt)?.value ?? 0
+        self.outcome = try json.decode(String.self, .outcome) ?? ""
+        self.errorCode = try json.decode(String.self, .errorCode) ?? ""
+        self.httpStatus = try json.decode(_ProtoJSONNumber<UInt32>.self, .httpStatus)?.value ?? 0
+        self.startedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .startedAtUnixNanos)?.value ?? 0
+        self.endedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .endedAtUnixNanos)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.provider, forKey: .provider)
+        try c.encode(self.model, forKey: .model)
+        try c.encode(self.attempt, forKey: .attempt)
+        try c.encode(self.outcome, forKey: .outcome)
+        try c.encode(self.errorCode, forKey: .errorCode)
+        try c.encode(self.httpStatus, forKey: .httpStatus)
+        try c.encode(self.startedAtUnixNanos, forKey: .startedAtUnixNanos)
+        try c.encode(self.endedAtUnixNanos, forKey: .endedAtUnixNanos)
     }
 }

@@ -119,6 +119,59 @@ extension Tenant: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension Tenant: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case id
+        case name
+        case planID = "planId"
+        case status
+        case packageName
+        case consentPolicy
+        case createdAtUnixNanos
+        case updatedAtUnixNanos
+        case featureFlags
+
+        var protoFieldName: String {
+            switch self {
+            case .planID: "plan_id"
+            case .packageName: "package_name"
+            case .consentPolicy: "consent_policy"
+            case .createdAtUnixNanos: "created_at_unix_nanos"
+            case .updatedAtUnixNanos: "updated_at_unix_nanos"
+            case .featureFlags: "feature_flags"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.id = try json.decode(String.self, .id) ?? ""
+        self.name = try json.decode(String.self, .name) ?? ""
+        self.planID = try json.decode(String.self, .planID) ?? ""
+        self.status = try json.decode(String.self, .status) ?? ""
+        self.packageName = try json.decode(String.self, .packageName) ?? ""
+        self.consentPolicy = try json.decode(String.self, .consentPolicy) ?? ""
+        self.createdAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .createdAtUnixNanos)?.value ?? 0
+        self.updatedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .updatedAtUnixNanos)?.value ?? 0
+        self.featureFlags = try json.decode([String: Bool].self, .featureFlags) ?? [:]
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.id, forKey: .id)
+        try c.encode(self.name, forKey: .name)
+        try c.encode(self.planID, forKey: .planID)
+        try c.encode(self.status, forKey: .status)
+        try c.encode(self.packageName, forKey: .packageName)
+        try c.encode(self.consentPolicy, forKey: .consentPolicy)
+        try c.encode(self.createdAtUnixNanos, forKey: .createdAtUnixNanos)
+        try c.encode(self.updatedAtUnixNanos, forKey: .updatedAtUnixNanos)
+        try c.encode(self.featureFlags, forKey: .featureFlags)
+    }
+}
+
 /// Plan holds limits and budgets; budgets are in micro-units of the billing currency.
 public struct Plan: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.Plan"
@@ -193,6 +246,47 @@ extension Plan: _CMessage {
         self.dailyBudgetMicros = p.pointee.daily_budget_micros
         self.monthlyBudgetMicros = p.pointee.monthly_budget_micros
         self.maxTokensPerRequest = p.pointee.max_tokens_per_request
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension Plan: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case id
+        case rpm
+        case tpm
+        case dailyBudgetMicros
+        case monthlyBudgetMicros
+        case maxTokensPerRequest
+
+        var protoFieldName: String {
+            switch self {
+            case .dailyBudgetMicros: "daily_budget_micros"
+            case .monthlyBudgetMicros: "monthly_budget_micros"
+            case .maxTokensPerRequest: "max_tokens_per_request"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.id = try json.decode(String.self, .id) ?? ""
+        self.rpm = try json.decode(_ProtoJSONNumber<UInt32>.self, .rpm)?.value ?? 0
+        self.tpm = try json.decode(_ProtoJSONNumber<UInt32>.self, .tpm)?.value ?? 0
+        self.dailyBudgetMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .dailyBudgetMicros)?.value ?? 0
+        self.monthlyBudgetMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .monthlyBudgetMicros)?.value ?? 0
+        self.maxTokensPerRequest = try json.decode(_ProtoJSONNumber<UInt32>.self, .maxTokensPerRequest)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.id, forKey: .id)
+        try c.encode(self.rpm, forKey: .rpm)
+        try c.encode(self.tpm, forKey: .tpm)
+        try c.encode(self.dailyBudgetMicros, forKey: .dailyBudgetMicros)
+        try c.encode(self.monthlyBudgetMicros, forKey: .monthlyBudgetMicros)
+        try c.encode(self.maxTokensPerRequest, forKey: .maxTokensPerRequest)
     }
 }
 
@@ -311,6 +405,62 @@ extension ApiKeyRecord: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ApiKeyRecord: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case keyID = "keyId"
+        case prefix
+        case hashHex
+        case tenantID = "tenantId"
+        case scopes
+        case status
+        case createdAtUnixNanos
+        case expiresAtUnixNanos
+        case revokedAtUnixNanos
+        case label
+
+        var protoFieldName: String {
+            switch self {
+            case .keyID: "key_id"
+            case .hashHex: "hash_hex"
+            case .tenantID: "tenant_id"
+            case .createdAtUnixNanos: "created_at_unix_nanos"
+            case .expiresAtUnixNanos: "expires_at_unix_nanos"
+            case .revokedAtUnixNanos: "revoked_at_unix_nanos"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.keyID = try json.decode(String.self, .keyID) ?? ""
+        self.prefix = try json.decode(String.self, .prefix) ?? ""
+        self.hashHex = try json.decode(String.self, .hashHex) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.scopes = try json.decode([String].self, .scopes) ?? []
+        self.status = try json.decode(String.self, .status) ?? ""
+        self.createdAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .createdAtUnixNanos)?.value ?? 0
+        self.expiresAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .expiresAtUnixNanos)?.value ?? 0
+        self.revokedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .revokedAtUnixNanos)?.value ?? 0
+        self.label = try json.decode(String.self, .label) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.keyID, forKey: .keyID)
+        try c.encode(self.prefix, forKey: .prefix)
+        try c.encode(self.hashHex, forKey: .hashHex)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.scopes, forKey: .scopes)
+        try c.encode(self.status, forKey: .status)
+        try c.encode(self.createdAtUnixNanos, forKey: .createdAtUnixNanos)
+        try c.encode(self.expiresAtUnixNanos, forKey: .expiresAtUnixNanos)
+        try c.encode(self.revokedAtUnixNanos, forKey: .revokedAtUnixNanos)
+        try c.encode(self.label, forKey: .label)
+    }
+}
+
 /// IntentRule maps a user message to an agent intent.
 public struct IntentRule: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.IntentRule"
@@ -387,6 +537,34 @@ extension IntentRule: _CMessage {
         self.keywords = keywords_
         self.pattern = try _swiftString(p.pointee.pattern, Self.protoName)
         self.priority = p.pointee.priority
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension IntentRule: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case name
+        case keywords
+        case pattern
+        case priority
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.name = try json.decode(String.self, .name) ?? ""
+        self.keywords = try json.decode([String].self, .keywords) ?? []
+        self.pattern = try json.decode(String.self, .pattern) ?? ""
+        self.priority = try json.decode(_ProtoJSONNumber<Int32>.self, .priority)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.name, forKey: .name)
+        try c.encode(self.keywords, forKey: .keywords)
+        try c.encode(self.pattern, forKey: .pattern)
+        try c.encode(self.priority, forKey: .priority)
     }
 }
 
@@ -500,6 +678,56 @@ extension AgentManifest: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension AgentManifest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case agent
+        case provider
+        case model
+        case systemPrompt
+        case intents
+        case fallbackAgent
+        case enabled
+        case version
+        case handoffThreshold
+
+        var protoFieldName: String {
+            switch self {
+            case .systemPrompt: "system_prompt"
+            case .fallbackAgent: "fallback_agent"
+            case .handoffThreshold: "handoff_threshold"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.provider = try json.decode(String.self, .provider) ?? ""
+        self.model = try json.decode(String.self, .model) ?? ""
+        self.systemPrompt = try json.decode(String.self, .systemPrompt) ?? ""
+        self.intents = try json.decode([IntentRule].self, .intents) ?? []
+        self.fallbackAgent = try json.decode(String.self, .fallbackAgent) ?? ""
+        self.enabled = try json.decode(Bool.self, .enabled) ?? false
+        self.version = try json.decode(String.self, .version) ?? ""
+        self.handoffThreshold = try json.decode(_ProtoJSONNumber<Double>.self, .handoffThreshold)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.provider, forKey: .provider)
+        try c.encode(self.model, forKey: .model)
+        try c.encode(self.systemPrompt, forKey: .systemPrompt)
+        try c.encode(self.intents, forKey: .intents)
+        try c.encode(self.fallbackAgent, forKey: .fallbackAgent)
+        try c.encode(self.enabled, forKey: .enabled)
+        try c.encode(self.version, forKey: .version)
+        try c.encode(_ProtoJSONNumber(self.handoffThreshold), forKey: .handoffThreshold)
+    }
+}
+
 /// PackageManifest is a tenant's vertical package: its agents and the default one.
 public struct PackageManifest: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.PackageManifest"
@@ -577,6 +805,41 @@ extension PackageManifest: _CMessage {
         self.agents = agents_
         self.defaultAgent = try _swiftString(p.pointee.default_agent, Self.protoName)
         self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension PackageManifest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case packageName
+        case agents
+        case defaultAgent
+        case tenantID = "tenantId"
+
+        var protoFieldName: String {
+            switch self {
+            case .packageName: "package_name"
+            case .defaultAgent: "default_agent"
+            case .tenantID: "tenant_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.packageName = try json.decode(String.self, .packageName) ?? ""
+        self.agents = try json.decode([AgentManifest].self, .agents) ?? []
+        self.defaultAgent = try json.decode(String.self, .defaultAgent) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.packageName, forKey: .packageName)
+        try c.encode(self.agents, forKey: .agents)
+        try c.encode(self.defaultAgent, forKey: .defaultAgent)
+        try c.encode(self.tenantID, forKey: .tenantID)
     }
 }
 
@@ -660,6 +923,53 @@ extension RolloutSettings: _CMessage {
         self.killSwitch = (p.pointee.kill_switch != 0)
         self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
         self.updatedAtUnixNanos = p.pointee.updated_at_unix_nanos
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension RolloutSettings: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case agent
+        case stableVersion
+        case canaryVersion
+        case canaryPercent
+        case killSwitch
+        case tenantID = "tenantId"
+        case updatedAtUnixNanos
+
+        var protoFieldName: String {
+            switch self {
+            case .stableVersion: "stable_version"
+            case .canaryVersion: "canary_version"
+            case .canaryPercent: "canary_percent"
+            case .killSwitch: "kill_switch"
+            case .tenantID: "tenant_id"
+            case .updatedAtUnixNanos: "updated_at_unix_nanos"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.stableVersion = try json.decode(String.self, .stableVersion) ?? ""
+        self.canaryVersion = try json.decode(String.self, .canaryVersion) ?? ""
+        self.canaryPercent = try json.decode(_ProtoJSONNumber<UInt32>.self, .canaryPercent)?.value ?? 0
+        self.killSwitch = try json.decode(Bool.self, .killSwitch) ?? false
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.updatedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .updatedAtUnixNanos)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.stableVersion, forKey: .stableVersion)
+        try c.encode(self.canaryVersion, forKey: .canaryVersion)
+        try c.encode(self.canaryPercent, forKey: .canaryPercent)
+        try c.encode(self.killSwitch, forKey: .killSwitch)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.updatedAtUnixNanos, forKey: .updatedAtUnixNanos)
     }
 }
 
@@ -760,6 +1070,49 @@ extension KnowledgeEntry: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension KnowledgeEntry: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case id
+        case tenantID = "tenantId"
+        case title
+        case content
+        case language
+        case tags
+        case updatedAtUnixNanos
+
+        var protoFieldName: String {
+            switch self {
+            case .tenantID: "tenant_id"
+            case .updatedAtUnixNanos: "updated_at_unix_nanos"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.id = try json.decode(String.self, .id) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.title = try json.decode(String.self, .title) ?? ""
+        self.content = try json.decode(String.self, .content) ?? ""
+        self.language = try json.decode(String.self, .language) ?? ""
+        self.tags = try json.decode([String].self, .tags) ?? []
+        self.updatedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .updatedAtUnixNanos)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.id, forKey: .id)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.title, forKey: .title)
+        try c.encode(self.content, forKey: .content)
+        try c.encode(self.language, forKey: .language)
+        try c.encode(self.tags, forKey: .tags)
+        try c.encode(self.updatedAtUnixNanos, forKey: .updatedAtUnixNanos)
+    }
+}
+
 /// TenantChanged: a tenant record changed (evt.tenant.changed.<tenant>).
 public struct TenantChanged: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.TenantChanged"
@@ -816,6 +1169,31 @@ extension TenantChanged: _CMessage {
         if let q = p.pointee.meta { self.meta = try EventMeta(_c: q) } else { self.meta = nil }
         self.change = try _swiftString(p.pointee.change, Self.protoName)
         if let q = p.pointee.tenant { self.tenant = try Tenant(_c: q) } else { self.tenant = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension TenantChanged: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case change
+        case tenant
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.change = try json.decode(String.self, .change) ?? ""
+        self.tenant = try json.decode(Tenant.self, .tenant)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encode(self.change, forKey: .change)
+        try c.encodeIfPresent(self.tenant, forKey: .tenant)
     }
 }
 
@@ -896,6 +1274,46 @@ extension AuditRecorded: _CMessage {
     }
 }
 
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension AuditRecorded: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case actor
+        case action
+        case target
+        case beforeJSON = "beforeJson"
+        case afterJSON = "afterJson"
+
+        var protoFieldName: String {
+            switch self {
+            case .beforeJSON: "before_json"
+            case .afterJSON: "after_json"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.action = try json.decode(String.self, .action) ?? ""
+        self.target = try json.decode(String.self, .target) ?? ""
+        self.beforeJSON = try json.decode(String.self, .beforeJSON) ?? ""
+        self.afterJSON = try json.decode(String.self, .afterJSON) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.action, forKey: .action)
+        try c.encode(self.target, forKey: .target)
+        try c.encode(self.beforeJSON, forKey: .beforeJSON)
+        try c.encode(self.afterJSON, forKey: .afterJSON)
+    }
+}
+
 /// BudgetExceeded: a tenant spent its budget for a period (evt.budget.exceeded.<tenant>).
 public struct BudgetExceeded: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.BudgetExceeded"
@@ -958,5 +1376,39 @@ extension BudgetExceeded: _CMessage {
         self.period = try _swiftString(p.pointee.period, Self.protoName)
         self.limitMicros = p.pointee.limit_micros
         self.spentMicros = p.pointee.spent_micros
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension BudgetExceeded: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case period
+        case limitMicros
+        case spentMicros
+
+        var protoFieldName: String {
+            switch self {
+            case .limitMicros: "limit_micros"
+            case .spentMicros: "spent_micros"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.period = try json.decode(String.self, .period) ?? ""
+        self.limitMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .limitMicros)?.value ?? 0
+        self.spentMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .spentMicros)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encode(self.period, forKey: .period)
+        try c.encode(self.limitMicros, forKey: .limitMicros)
+        try c.encode(self.spentMicros, forKey: .spentMicros)
     }
 }
