@@ -29,6 +29,7 @@ let package = Package(
         .executable(name: "api-gateway", targets: ["api-gateway"]),
         .executable(name: "router", targets: ["router"]),
         .executable(name: "orchestrator", targets: ["orchestrator"]),
+        .executable(name: "tenant", targets: ["tenant"]),
         .executable(name: "switchyard", targets: ["switchyard"]),
     ],
     dependencies: [
@@ -117,6 +118,15 @@ let package = Package(
         ], path: "Services/orchestrator/OrchestratorCore", swiftSettings: swiftSettings),
         .executableTarget(name: "orchestrator", dependencies: ["OrchestratorCore", "ServiceKit"],
                           path: "Services/orchestrator/App", swiftSettings: swiftSettings),
+
+        .target(name: "TenantCore", dependencies: [
+            "ServiceKit", "Tenancy", "Messaging", "Schemas", "Storage", "Security", "Telemetry",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], path: "Services/tenant/TenantCore", swiftSettings: swiftSettings),
+        .executableTarget(name: "tenant", dependencies: ["TenantCore", "ServiceKit"],
+                          path: "Services/tenant/App", swiftSettings: swiftSettings),
 
         .executableTarget(name: "switchyard", dependencies: [
             "Messaging", "Schemas", "Storage", "Tenancy",

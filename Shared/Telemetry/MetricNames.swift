@@ -55,6 +55,10 @@ extension MetricName {
     public static let providerLatencySeconds = MetricName(
         "provider_latency_seconds", help: "Upstream provider attempt latency in seconds.")
 
+    // Administration (tenant service).
+    public static let adminCommandsTotal = MetricName(
+        "admin_commands_total", help: "Admin commands handled by the tenant service, by command and outcome.")
+
     // Messaging and storage.
     public static let natsMessagesPublishedTotal = MetricName(
         "nats_messages_published_total", help: "Messages published to NATS.")
@@ -70,7 +74,7 @@ extension MetricName {
         .agentRequestsTotal, .agentErrorsTotal, .agentHandoffsTotal, .agentConsentChecksTotal,
         .httpRequestDurationSeconds, .chatRequestsTotal, .chatCompletionsTotal, .agentDecisionDurationSeconds,
         .natsMessagesPublishedTotal, .natsMessagesConsumedTotal, .natsMessagesDeadLetteredTotal,
-        .dbQueryDurationSeconds, .providerAttemptsTotal, .providerLatencySeconds,
+        .dbQueryDurationSeconds, .providerAttemptsTotal, .providerLatencySeconds, .adminCommandsTotal,
     ]
 }
 
@@ -90,6 +94,9 @@ extension MetricLabel {
     /// Upstream provider name (operator-configured: `local`, `openai`, `anthropic`, …).
     public static let provider = MetricLabel("provider")
 
+    /// Admin command name (`create`, `issue-key`, …; a fixed set).
+    public static let command = MetricLabel("command")
+
     /// All declared label names.
-    public static let all: [MetricLabel] = [.tenant, .agent, .package, .service, .outcome, .provider]
+    public static let all: [MetricLabel] = [.tenant, .agent, .package, .service, .outcome, .provider, .command]
 }

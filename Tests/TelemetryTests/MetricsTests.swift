@@ -50,6 +50,6 @@ struct MetricsTests {
         for name in names {
             #expect(name.wholeMatch(of: /[a-z_][a-z0-9_]*/) != nil)
         }
-        #expect(MetricLabel.all.map(\.rawValue) == ["tenant", "agent", "package", "service", "outcome", "provider"])
+        #expect(MetricLabel.all.map(\.rawValue) == ["tenant", "agent", "package", "service", "outcome", "provider", "command"])
     }
 }

@@ -1,0 +1,60 @@
+import Security
+import Tenancy
+
+/// Checks admin tokens. Configured as `name:token` pairs (`SWITCHYARD_ADMIN_TOKENS`); only SHA-256 digests are
+/// kept in memory and compared in constant time. The token's name is the authenticated actor recorded in the
+/// audit log (the caller's declared `actor` is recorded next to it, never trusted alone).
+public struct AdminAuthenticator: Sendable {
+    struct Credential: Sendable {
+        var name: String
+        var digest: [UInt8]
+    }
+
+    public static let minimumTokenLength = 16
+    private let credentials: [Credential]
+
+    public init(tokens: [(name: String, token: String)]) {
+        credentials = tokens.map { Credential(name: $0.name, digest: SHA256.hash($0.token)) }
+    }
+
+    /// Parses `name:token,name2:token2` (a bare `token` is named "admin").
+    public static func parse(_ value: String) throws(AdminFailure) -> [(name: String, token: String)] {
+        var result: [(String, String)] = []
+        for item in value.split(separator: ",") {
+            let item = String(item).trimmingWhitespace
+            guard !item.isEmpty else { continue }
+            let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
+            let (name, token) = parts.count == 2 ? (parts[0], parts[1]) : ("admin", parts[0])
+            guard TenantIDLike.isName(name) else {
+                throw AdminFailure(.invalidArgument, "admin token names must match [a-z0-9][a-z0-9-]{0,62}")
+            }
+            guard token.utf8.count >= minimumTokenLength else {
+                throw AdminFailure(.invalidArgument, "admin tokens must be at least \(minimumTokenLength) characters")
+            }
+            result.append((name, token))
+        }
+        return result
+    }
+
+    public var isConfigured: Bool { !credentials.isEmpty }
+
+    /// The name of the credential `token` matches, or nil. Every credential is compared (no early exit).
+    public func authenticate(_ token: String) -> String? {
+        guard !token.isEmpty, token.utf8.count <= 512 else { return nil }
+        let digest = SHA256.hash(token)
+        var match: String?
+        for credential in credentials where constantTimeEquals(credential.digest, digest) {
+            match = match ?? credential.name
+        }
+        return match
+    }
+}
+
+enum TenantIDLike {
+    static func isName(_ value: String) -> Bool {
+        let bytes = Array(value.utf8)
+        guard !bytes.isEmpty, bytes.count <= 63 else { return false }
+        func ok(_ b: UInt8) -> Bool { (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x2D }
+        return bytes[0] != 0x2D && bytes.allSatisfy(ok)
+    }
+}

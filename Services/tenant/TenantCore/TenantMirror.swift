@@ -1,0 +1,155 @@
+import Logging
+import Messaging
+import Schemas
+import Storage
+import Tenancy
+
+/// One write to the KV mirror.
+enum MirrorWrite: Sendable, Equatable {
+    case putTenant(String, [UInt8])
+    case deleteTenant(String)
+    case putKey(String, [UInt8])
+    case deleteKey(String)
+
+    static func tenant(_ tenant: Tenant) -> MirrorWrite { .putTenant(TenancyKeys.tenant(tenant.id), tenant.protobufBytes()) }
+    static func plan(_ plan: Plan, tenant: String) -> MirrorWrite { .putTenant(TenancyKeys.plan(tenant), plan.protobufBytes()) }
+    static func manifest(_ manifest: PackageManifest, tenant: String) -> MirrorWrite {
+        .putTenant(TenancyKeys.manifest(tenant), manifest.protobufBytes())
+    }
+    static func rollout(_ rollout: RolloutSettings, tenant: String) -> MirrorWrite {
+        .putTenant(TenancyKeys.rollout(tenant, agent: rollout.agent), rollout.protobufBytes())
+    }
+    static func key(_ record: ApiKeyRecord) -> MirrorWrite {
+        .putKey(APIKeyFormat.kvKey(lookupID: record.keyID), record.protobufBytes())
+    }
+}
+
+/// Writes PostgreSQL's tenancy state into the `tenants` and `apikeys` KV buckets that every gateway and router
+/// replica watches, and rebuilds that mirror from PostgreSQL (at start-up, or after a failed change).
+public struct TenantMirror: Sendable {
+    let tenants: KeyValueBucket
+    let apiKeys: KeyValueBucket
+    let logger: Logger
+
+    public init(jetStream: JetStream, logger: Logger) async throws {
+        tenants = try await jetStream.keyValue(TenancyKeys.tenantsBucket)
+        apiKeys = try await jetStream.keyValue(TenancyKeys.apiKeysBucket)
+        self.logger = logger
+    }
+
+    func apply(_ writes: [MirrorWrite]) async throws {
+        for write in writes {
+            switch write {
+            case .putTenant(let key, let value): _ = try await tenants.put(key, value)
+            case .deleteTenant(let key): try await tenants.delete(key)
+            case .putKey(let key, let value): _ = try await apiKeys.put(key, value)
+            case .deleteKey(let key): try await apiKeys.delete(key)
+            }
+        }
+    }
+
+    /// The desired mirror of one tenant, read from PostgreSQL on `connection` (inside the tenant's lock).
+    static func desiredState(tenant id: String, on connection: PostgresConnection) async throws
+        -> (tenants: [String: [UInt8]], keys: [String: [UInt8]])
+    {
+        guard let tenant = try await TenantStore.tenant(id, on: connection), tenant.status != "deleted" else {
+            return ([:], [:])
+        }
+        var tenantEntries: [String: [UInt8]] = [TenancyKeys.tenant(id): tenant.protobufBytes()]
+        if let plan = try await TenantStore.plan(tenant.planID, on: connection) {
+            tenantEntries[TenancyKeys.plan(id)] = plan.protobufBytes()
+        }
+        if let manifest = try await TenantStore.manifest(tenant: id, on: connection) {
+            tenantEntries[TenancyKeys.manifest(id)] = manifest.protobufBytes()
+        }
+        for rollout in try await TenantStore.rollouts(tenant: id, on: connection) {
+            tenantEntries[TenancyKeys.rollout(id, agent: rollout.agent)] = rollout.protobufBytes()
+        }
+        var keyEntries: [String: [UInt8]] = [:]
+        for key in try await TenantStore.keys(tenant: id, on: connection) {
+            keyEntries[APIKeyFormat.kvKey(lookupID: key.keyID)] = key.protobufBytes()
+        }
+        return (tenantEntries, keyEntries)
+    }
+
+    /// Current contents of both buckets (live values only).
+    func snapshot() async throws -> (tenants: [String: [UInt8]], keys: [String: [UInt8]]) {
+        async let tenantValues = Self.values(of: tenants)
+        async let keyValues = Self.values(of: apiKeys)
+        return try await (tenantValues, keyValues)
+    }
+
+    private static func values(of bucket: KeyValueBucket) async throws -> [String: [UInt8]] {
+        var values: [String: [UInt8]] = [:]
+        for try await event in try bucket.watchAll() {
+            switch event {
+            case .initialValuesDone: return values
+            case .entry(let entry): values[entry.key] = entry.operation == .put ? entry.value : nil
+            }
+        }
+        return values
+    }
+
+    /// The tenant id a `tenants`-bucket key or an `apikeys` record belongs to.
+    static func owner(ofTenantsKey key: String) -> String {
+        String(key.prefix { $0 != "." })
+    }
+
+    /// Makes the mirror equal PostgreSQL: every tenant's entries are rewritten where they differ, entries of
+    /// unknown or deleted tenants and keys are removed. Each tenant is reconciled under its advisory lock, so
+    /// admin commands running at the same time (on any replica) are never overwritten with stale data.
+    /// Returns the number of KV writes it made.
+    @discardableResult
+    public func rebuild(pool: PostgresPool) async throws -> Int {
+        let current = try await snapshot()
+        var owners = Set(try await TenantStore.allTenantIDs(on: pool))
+        for key in current.tenants.keys { owners.insert(Self.owner(ofTenantsKey: key)) }
+        var keyOwners: [String: [String]] = [:]
+        for (key, value) in current.keys {
+            let owner = (try? ApiKeyRecord(protobuf: value))?.tenantID ?? ""
+            keyOwners[owner, default: []].append(key)
+            owners.insert(owner)
+        }
+        var writes = 0
+        for owner in owners.sorted() {
+            writes += try await reconcile(
+                tenant: owner, pool: pool,
+                currentTenants: current.tenants.filter { Self.owner(ofTenantsKey: $0.key) == owner },
+                currentKeys: current.keys.filter { keyOwners[owner, default: []].contains($0.key) })
+        }
+        if writes > 0 { logger.notice("kv mirror repaired from postgres", metadata: ["kv.writes": "\(writes)"]) }
+        return writes
+    }
+
+    /// Reconciles one tenant (after a change whose commit failed, or during `rebuild`).
+    func reconcile(tenant: String, pool: PostgresPool) async throws {
+        let current = try await snapshot()
+        _ = try await reconcile(
+            tenant: tenant, pool: pool,
+            currentTenants: current.tenants.filter { Self.owner(ofTenantsKey: $0.key) == tenant },
+            currentKeys: current.keys.filter { (try? ApiKeyRecord(protobuf: $0.value))?.tenantID == tenant })
+    }
+
+    private func reconcile(tenant: String, pool: PostgresPool, currentTenants: [String: [UInt8]],
+                           currentKeys: [String: [UInt8]]) async throws -> Int {
+        try await pool.transaction { connection in
+            if TenantID.isValid(tenant) { try await TenantStore.lockTenant(tenant, on: connection) }
+            let desired: (tenants: [String: [UInt8]], keys: [String: [UInt8]]) = TenantID.isValid(tenant)
+                ? try await Self.desiredState(tenant: tenant, on: connection) : ([:], [:])
+            var writes: [MirrorWrite] = []
+            for (key, value) in desired.tenants where currentTenants[key] != value { writes.append(.putTenant(key, value)) }
+            for key in currentTenants.keys where desired.tenants[key] == nil { writes.append(.deleteTenant(key)) }
+            for (key, value) in desired.keys where currentKeys[key] != value { writes.append(.putKey(key, value)) }
+            for key in currentKeys.keys where desired.keys[key] == nil {
+                // A record whose key id PostgreSQL gives to another tenant is rewritten by that tenant's pass.
+                let owned = try await connection.query("""
+                    SELECT 1 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+                    WHERE k.key_id = $1 AND k.tenant_id <> $2 AND t.status <> 'deleted'
+                    """, [.text(key), .text(tenant)])
+                if owned.isEmpty { writes.append(.deleteKey(key)) }
+            }
+            try await apply(writes)
+            return writes.count
+        }
+    }
+}

@@ -1,0 +1,169 @@
+import Messaging
+import Schemas
+
+/// The tenant service's admin commands: core NATS request/reply on `admin.tenant.<command>`, protobuf in and
+/// out (Proto/switchyard/v1/admin.proto). The HTTP admin API serves the same commands as JSON on
+/// `POST /admin/v1/tenant/<command>`.
+public enum AdminCommand: String, Sendable, CaseIterable {
+    case create
+    case update
+    case suspend
+    case delete
+    case get
+    case list
+    case issueKey = "issue-key"
+    case revokeKey = "revoke-key"
+    case rotateKey = "rotate-key"
+    case listKeys = "list-keys"
+    case setPlan = "set-plan"
+    case setManifest = "set-manifest"
+    case setRollout = "set-rollout"
+    case knowledgeUpsert = "knowledge-upsert"
+    case knowledgeDelete = "knowledge-delete"
+    case knowledgeList = "knowledge-list"
+
+    public static let service = "tenant"
+
+    /// `admin.tenant.<command>`
+    public var subject: String { Subjects.admin(service: Self.service, command: rawValue) }
+
+    /// Whether the command changes state (and is therefore audited).
+    public var isMutation: Bool {
+        switch self {
+        case .get, .list, .listKeys, .knowledgeList: false
+        default: true
+        }
+    }
+}
+
+/// Every admin request carries the caller's admin token and a declared actor name.
+public protocol AdminRequest: ProtoMessage {
+    var adminToken: String { get set }
+    var actor: String { get set }
+}
+
+/// Every admin response carries `error` (nil = success).
+public protocol AdminResponse: ProtoMessage {
+    var error: AdminError? { get set }
+    init()
+}
+
+extension CreateTenantRequest: AdminRequest {}
+extension UpdateTenantRequest: AdminRequest {}
+extension SuspendTenantRequest: AdminRequest {}
+extension DeleteTenantRequest: AdminRequest {}
+extension GetTenantRequest: AdminRequest {}
+extension ListTenantsRequest: AdminRequest {}
+extension IssueKeyRequest: AdminRequest {}
+extension RevokeKeyRequest: AdminRequest {}
+extension RotateKeyRequest: AdminRequest {}
+extension ListKeysRequest: AdminRequest {}
+extension SetPlanRequest: AdminRequest {}
+extension SetManifestRequest: AdminRequest {}
+extension SetRolloutRequest: AdminRequest {}
+extension KnowledgeUpsertRequest: AdminRequest {}
+extension KnowledgeDeleteRequest: AdminRequest {}
+extension KnowledgeListRequest: AdminRequest {}
+
+extension CreateTenantResponse: AdminResponse {}
+extension UpdateTenantResponse: AdminResponse {}
+extension SuspendTenantResponse: AdminResponse {}
+extension DeleteTenantResponse: AdminResponse {}
+extension GetTenantResponse: AdminResponse {}
+extension ListTenantsResponse: AdminResponse {}
+extension IssueKeyResponse: AdminResponse {}
+extension RevokeKeyResponse: AdminResponse {}
+extension RotateKeyResponse: AdminResponse {}
+extension ListKeysResponse: AdminResponse {}
+extension SetPlanResponse: AdminResponse {}
+extension SetManifestResponse: AdminResponse {}
+extension SetRolloutResponse: AdminResponse {}
+extension KnowledgeUpsertResponse: AdminResponse {}
+extension KnowledgeDeleteResponse: AdminResponse {}
+extension KnowledgeListResponse: AdminResponse {}
+
+/// The error codes of `AdminError.code`, with their HTTP statuses for the admin HTTP API.
+public enum AdminErrorCode: String, Sendable, CaseIterable {
+    case invalidArgument = "invalid_argument"
+    case unauthorized
+    case notFound = "not_found"
+    case conflict
+    case internalError = "internal"
+    case unavailable
+
+    public var httpStatus: Int {
+        switch self {
+        case .invalidArgument: 400
+        case .unauthorized: 401
+        case .notFound: 404
+        case .conflict: 409
+        case .internalError: 500
+        case .unavailable: 503
+        }
+    }
+}
+
+/// A failed admin command, as thrown by `AdminClient` (and by the tenant service's command handlers).
+public struct AdminFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    public var code: AdminErrorCode
+    public var message: String
+
+    public init(_ code: AdminErrorCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public init(_ error: AdminError) {
+        self.code = AdminErrorCode(rawValue: error.code) ?? .internalError
+        self.message = error.message
+    }
+
+    public var adminError: AdminError { AdminError(code: code.rawValue, message: message) }
+    public var description: String { "\(code.rawValue): \(message)" }
+}
+
+/// Sends admin commands over NATS (used by the CLI, `make run`'s demo seed and tests).
+public struct AdminClient: Sendable {
+    public let connection: NATSConnection
+    public let token: String
+    public let actor: String
+    public let timeout: Duration
+
+    public init(connection: NATSConnection, token: String, actor: String, timeout: Duration = .seconds(10)) {
+        self.connection = connection
+        self.token = token
+        self.actor = actor
+        self.timeout = timeout
+    }
+
+    /// Sends `request` (with this client's token and actor) and returns the response, or throws the
+    /// `AdminFailure` it carries. Transport problems surface as `AdminFailure(.unavailable, …)`.
+    public func call<Request: AdminRequest, Response: AdminResponse>(
+        _ command: AdminCommand, _ request: Request, as _: Response.Type = Response.self
+    ) async throws(AdminFailure) -> Response {
+        var request = request
+        request.adminToken = token
+        request.actor = actor
+        let reply: NATSMessage
+        do {
+            reply = try await connection.request(command.subject, payload: request.protobufBytes(), timeout: timeout)
+        } catch {
+            if error.code == .noResponders {
+                throw AdminFailure(.unavailable, "no tenant service is answering admin commands (is it running?)")
+            }
+            if error.code == .timeout {
+                throw AdminFailure(.unavailable, "the tenant service did not answer within \(timeout) "
+                    + "(is it running, and may this NATS user publish to admin.tenant.*?)")
+            }
+            throw AdminFailure(.unavailable, "NATS request failed: \(error)")
+        }
+        let response: Response
+        do {
+            response = try Response(protobuf: reply.payload)
+        } catch {
+            throw AdminFailure(.internalError, "undecodable response from the tenant service: \(error)")
+        }
+        if let failure = response.error, !failure.code.isEmpty { throw AdminFailure(failure) }
+        return response
+    }
+}
