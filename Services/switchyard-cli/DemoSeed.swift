@@ -1,18 +1,21 @@
 import Schemas
 
-/// The demo tenant that `make run` seeds: a restaurant with the gastronomy package, two agents and a small
-/// bilingual knowledge base.
+/// The demo tenant that `make run` seeds through the tenant service's admin commands: a restaurant with the
+/// gastronomy package, three agents and a small bilingual knowledge base. examples/demo-restaurant/ holds the
+/// same manifest and knowledge base as the YAML files `manifest set` and `kb import` take — keep them in step.
 enum DemoSeed {
     static let tenantID = "demo-restaurant"
 
-    static func tenant(now: Int64) -> Tenant {
-        Tenant(id: tenantID, name: "Trattoria Demo", planID: "starter", status: "active",
-               packageName: "gastronomy", consentPolicy: "none", createdAtUnixNanos: now,
-               updatedAtUnixNanos: now)
-    }
+    /// Created on the service's default plan, then moved to `plan` by set-plan (create needs an existing plan).
+    static let tenant = Tenant(id: tenantID, name: "Trattoria Demo", packageName: "gastronomy", consentPolicy: "none")
 
-    static let plan = Plan(id: "starter", rpm: 6000, tpm: 2_000_000, dailyBudgetMicros: 0,
+    static let plan = Plan(id: "demo-starter", rpm: 6000, tpm: 2_000_000, dailyBudgetMicros: 0,
                            monthlyBudgetMicros: 0, maxTokensPerRequest: 4096)
+
+    /// The API key the seed issues when the env file holds none that is still active.
+    static let keyEnvironment = "test"
+    static let keyScopes = ["chat"]
+    static let keyLabel = "demo"
 
     static let manifest = PackageManifest(
         packageName: "gastronomy",
@@ -43,23 +46,20 @@ enum DemoSeed {
                 systemPrompt: "You are the concierge of Trattoria Demo. Be brief and friendly.",
                 intents: [], fallbackAgent: "restaurant-host", enabled: true, version: "v1", handoffThreshold: 0.25),
         ],
-        defaultAgent: "restaurant-host", tenantID: tenantID)
+        defaultAgent: "restaurant-host")
 
-    static func rollouts(now: Int64) -> [RolloutSettings] {
-        [
-            RolloutSettings(agent: "restaurant-host", stableVersion: "v1", canaryVersion: "v2", canaryPercent: 0,
-                            killSwitch: false, tenantID: tenantID, updatedAtUnixNanos: now),
-            RolloutSettings(agent: "gastronomy-supervisor", stableVersion: "v1", canaryVersion: "",
-                            canaryPercent: 0, killSwitch: false, tenantID: tenantID, updatedAtUnixNanos: now),
-        ]
-    }
+    static let rollouts: [RolloutSettings] = [
+        RolloutSettings(agent: "restaurant-host", stableVersion: "v1", canaryVersion: "v2", canaryPercent: 0,
+                        killSwitch: false),
+        RolloutSettings(agent: "gastronomy-supervisor", stableVersion: "v1", canaryVersion: "", canaryPercent: 0,
+                        killSwitch: false),
+    ]
 
-    static func knowledge(now: Int64) -> [KnowledgeEntry] {
+    static let knowledge: [KnowledgeEntry] = {
         func entry(_ id: String, _ language: String, _ title: String, _ content: String, _ tags: [String])
             -> KnowledgeEntry
         {
-            KnowledgeEntry(id: id, tenantID: tenantID, title: title, content: content, language: language,
-                           tags: tags, updatedAtUnixNanos: now)
+            KnowledgeEntry(id: id, title: title, content: content, language: language, tags: tags)
         }
         return [
             entry("hours-en", "en", "Opening hours",
@@ -108,5 +108,5 @@ enum DemoSeed {
                   "Kinder sind herzlich willkommen: Hochstühle und eine Kinderkarte sind vorhanden.",
                   ["kinder", "familie", "hochstuhl"]),
         ]
-    }
+    }()
 }
