@@ -178,6 +178,32 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
         }
     }
 
+    @Test func knowledgeBaseChangesApplyAtOnce() async throws {
+        try await TenantStack.with { stack in
+            let (key, _) = try await stack.createTenant("garage-diner")
+            func answer() async throws -> String {
+                let result = try await stack.chat(key: key, model: "host", content: "Where can I park my car?")
+                let choices = result.json["choices"] as? [[String: Any]]
+                return ((choices?.first?["message"] as? [String: Any])?["content"] as? String) ?? result.text
+            }
+            #expect(try await eventually(within: .seconds(1)) { try await stack.models(key: key).status == 200 } != nil)
+            #expect(!(try await answer()).contains("Torstraße"))  // loads (and caches) the index
+            _ = try await stack.admin.call(.knowledgeUpsert, KnowledgeUpsertRequest(tenantID: "garage-diner", entry:
+                KnowledgeEntry(id: "parking", title: "Parking", content: "Park your car in the garage at Torstraße 5.",
+                               language: "en", tags: ["parking", "park", "car"])), as: KnowledgeUpsertResponse.self)
+            // Well inside the orchestrator's 5 s cache TTL: the TenantChanged event invalidated it.
+            #expect(try await eventually(within: .seconds(1)) { try await answer().contains("Torstraße 5") } != nil)
+            let listed = try await stack.admin.call(.knowledgeList, KnowledgeListRequest(tenantID: "garage-diner",
+                                                                                         query: "garage"),
+                                                    as: KnowledgeListResponse.self)
+            #expect(listed.entries.map(\.id) == ["parking"])
+            _ = try await stack.admin.call(.knowledgeDelete, KnowledgeDeleteRequest(tenantID: "garage-diner",
+                                                                                    entryID: "parking"),
+                                           as: KnowledgeDeleteResponse.self)
+            #expect(try await eventually(within: .seconds(1)) { try await !answer().contains("Torstraße 5") } != nil)
+        }
+    }
+
     // MARK: the KV mirror is rebuilt from PostgreSQL
 
     @Test func wipedMirrorIsRebuiltFromPostgresAtRestart() async throws {

@@ -35,6 +35,39 @@ public final class KnowledgeCache: Sendable {
         cache.withLock { $0[tenant] = (index, now) }
         return index
     }
+
+    /// Drops a tenant's index so the next request reloads it (after a knowledge-base change).
+    public func invalidate(tenant: String) {
+        _ = cache.withLock { $0.removeValue(forKey: tenant) }
+    }
+}
+
+/// Invalidates `KnowledgeCache` entries when the tenant service reports a knowledge-base change
+/// (`evt.tenant.changed.<tenant>`, change `knowledge` or `deleted`), so edits apply at once instead of after
+/// the cache's TTL (which remains the fallback if an event is missed).
+public struct KnowledgeInvalidationService: Service {
+    let connection: NATSConnection
+    let cache: KnowledgeCache
+    let logger: Logger
+
+    public init(connection: NATSConnection, cache: KnowledgeCache, logger: Logger) {
+        self.connection = connection
+        self.cache = cache
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let subscription = try connection.subscribe(Subjects.event(.tenantChanged, tenant: "*"))
+        try? await cancelWhenGracefulShutdown {
+            for await message in subscription.messages {
+                guard let changed = try? TenantChanged(protobuf: message.payload),
+                      let tenant = changed.meta?.tenantID, ["knowledge", "deleted"].contains(changed.change)
+                else { continue }
+                cache.invalidate(tenant: tenant)
+            }
+        }
+        subscription.unsubscribe()
+    }
 }
 
 /// Where a request's answer goes: the gateway instance's reply subject (core NATS), if the request has one.
@@ -494,8 +527,9 @@ public func buildOrchestrator(configuration: ServiceConfiguration, orchestrator:
     let directory = TenantDirectory(logger: logger)
     platform.health.register(name: "kv") { directory.isSynced ? .up : .down("tenant mirror not loaded") }
     let providers = ProviderClients(endpoints: orchestrator.endpoints)
+    let knowledgeCache = KnowledgeCache(store: knowledgeStore)
     let handler = OrchestratorHandler(
-        jetStream: platform.jetStream, directory: directory, store: store, knowledge: KnowledgeCache(store: knowledgeStore),
+        jetStream: platform.jetStream, directory: directory, store: store, knowledge: knowledgeCache,
         providers: providers, breakers: CircuitBreakers(configuration: orchestrator.breaker),
         configuration: orchestrator, metrics: metrics, logger: logger)
     let consumer = JetStreamConsumerService(
@@ -504,6 +538,7 @@ public func buildOrchestrator(configuration: ServiceConfiguration, orchestrator:
     return platform.serviceGroup([
         ClosingService { await providers.shutdown(); await pool.close() },
         TenantDirectoryService(directory: directory, jetStream: platform.jetStream, logger: logger),
+        KnowledgeInvalidationService(connection: platform.connection, cache: knowledgeCache, logger: logger),
         consumer,
     ], signals: signals)
 }
