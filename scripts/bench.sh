@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: the whole chat path under load on this machine.
-# Starts nats-server + PostgreSQL (scripts/infra.sh), a zero-latency fake OpenAI-compatible upstream, and the
-# router, orchestrator and api-gateway (release builds); seeds the demo tenant; drives POST
+# Starts nats-server + PostgreSQL (scripts/infra.sh), a zero-latency fake OpenAI-compatible upstream, the tenant
+# service, seeds the demo tenant through its admin commands, starts the router, orchestrator and api-gateway
+# (release builds; each as its own NATS user with the password from .run/secrets.env); drives POST
 # /v1/chat/completions with wrk at concurrency 16 and 64, non-stream and stream, through the upstream path
 # (agent `concierge`) and the built-in local knowledge-base path (agent `restaurant-host`). Prints RPS,
 # p50/p90/p99, errors, and each service's peak RSS. Everything it started is stopped at the end.
@@ -13,6 +14,8 @@ export SWITCHYARD_NATS_PORT="${SWITCHYARD_NATS_PORT:-4222}" SWITCHYARD_PG_PORT="
 export SWITCHYARD_NATS_URL="nats://127.0.0.1:$SWITCHYARD_NATS_PORT"
 export SWITCHYARD_DATABASE_URL="postgresql://switchyard@127.0.0.1:$SWITCHYARD_PG_PORT/switchyard"
 HTTP_PORT=8080
+TENANT_HTTP_PORT=8084
+TENANT_OPS_PORT=9184
 UPSTREAM_PORT=9999
 
 ./scripts/deps.sh
@@ -22,6 +25,9 @@ swift build -c release 2>&1 | grep -E "error|Build" | tail -2
 BIN="$(swift build -c release --show-bin-path)"
 ./scripts/run.sh down >/dev/null 2>&1 || true
 ./scripts/infra.sh up >/dev/null
+# NATS passwords and the admin token (written by infra.sh; not exported, never printed).
+# shellcheck disable=SC1091
+source "$RUN/secrets.env"
 mkdir -p "$RUN/bench" "$RUN/pids"
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true
@@ -29,13 +35,30 @@ cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; d
 trap cleanup EXIT
 
 FAKE_UPSTREAM_PORT=$UPSTREAM_PORT "$BIN/fake-upstream" >"$RUN/bench/fake-upstream.log" 2>&1 & pids+=($!)
+# The tenant service serves the admin commands the seed uses; it is not on the chat path.
+SWITCHYARD_LOG_LEVEL=warning SWITCHYARD_OPS_PORT=$TENANT_OPS_PORT SWITCHYARD_HTTP_PORT=$TENANT_HTTP_PORT \
+SWITCHYARD_INSTANCE_ID="tenant-bench" SWITCHYARD_NATS_USER=tenant \
+SWITCHYARD_NATS_PASSWORD="$SWITCHYARD_NATS_PASSWORD_TENANT" SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN" \
+  "$BIN/tenant" >"$RUN/bench/tenant.log" 2>&1 & pids+=($!); tenant_pid=$!
+tenant_ready=0
+for _ in $(seq 1 300); do
+  kill -0 "$tenant_pid" 2>/dev/null || { echo "tenant service exited; see $RUN/bench/tenant.log" >&2; exit 1; }
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$TENANT_OPS_PORT/ready" || true)" = 200 ] \
+    && { tenant_ready=1; break; }
+  sleep 0.2
+done
+[ "$tenant_ready" = 1 ] || { echo "tenant service not ready after 60 s; see $RUN/bench/tenant.log" >&2; exit 1; }
 # The bench key's plan is unlimited: this measures the path, not the rate limiter.
-"$BIN/switchyard" demo seed --env-file "$RUN/bench/demo.env" --base-url "http://127.0.0.1:$HTTP_PORT/v1" \
-  --rpm 0 --tpm 0 >/dev/null
+SWITCHYARD_NATS_USER=admin SWITCHYARD_NATS_PASSWORD="$SWITCHYARD_NATS_PASSWORD_ADMIN" \
+  SWITCHYARD_ADMIN_TOKEN="$SWITCHYARD_ADMIN_TOKEN" \
+  "$BIN/switchyard" demo seed --nats "$SWITCHYARD_NATS_URL" --env-file "$RUN/bench/demo.env" --base-url "http://127.0.0.1:$HTTP_PORT/v1" --rpm 0 --tpm 0 >/dev/null
 ops=9181
 for name in router orchestrator api-gateway; do
+  user="$name"; [ "$name" = api-gateway ] && user=gateway
+  pwvar="SWITCHYARD_NATS_PASSWORD_${user^^}"
   SWITCHYARD_LOG_LEVEL=warning SWITCHYARD_OPS_PORT=$ops SWITCHYARD_HTTP_PORT=$HTTP_PORT \
   SWITCHYARD_INSTANCE_ID="$name-bench" SWITCHYARD_OPENAI_BASE_URL="http://127.0.0.1:$UPSTREAM_PORT/v1" \
+  SWITCHYARD_NATS_USER="$user" SWITCHYARD_NATS_PASSWORD="${!pwvar}" \
   SWITCHYARD_DB_POOL_SIZE=8 "$BIN/$name" >"$RUN/bench/$name.log" 2>&1 &
   pids+=($!); echo $! >"$RUN/bench/$name.pid"
   ops=$((ops + 1))
@@ -76,7 +99,8 @@ echo
 echo "Switchyard full-path benchmark — $(nproc) cores, $DURATION per case, wrk -t2"
 for conns in 16 64; do
   if [ "$conns" = 64 ]; then
-    "$BIN/switchyard" events hops --count 3000 >"$RUN/bench/hops.txt" 2>&1 & hops_pid=$!
+    SWITCHYARD_NATS_USER=admin SWITCHYARD_NATS_PASSWORD="$SWITCHYARD_NATS_PASSWORD_ADMIN" \
+      "$BIN/switchyard" events hops --nats "$SWITCHYARD_NATS_URL" --count 3000 >"$RUN/bench/hops.txt" 2>&1 & hops_pid=$!
   fi
   run_case "upstream (fake OpenAI) non-stream" concierge false "$conns"
   run_case "upstream (fake OpenAI) stream" concierge true "$conns"

@@ -5,6 +5,9 @@
 #   scripts/infra.sh status
 # Ports: SWITCHYARD_NATS_PORT (4222), SWITCHYARD_PG_PORT (5432). PostgreSQL refuses to run as root, so as root
 # it runs as the `postgres` user, which is handed the data and socket directories.
+# nats-server requires a user and password: one NATS user per service with subject permissions
+# (scripts/nats-auth.conf.tmpl). `up` generates the passwords and an admin token once into .run/secrets.env
+# (mode 600, kept across restarts, removed by `make clean-run`) and renders .run/nats/auth.conf from them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="$PWD/.run"
@@ -16,14 +19,83 @@ PGSOCK="$RUN/postgres/socket"
 PGUSER_OS=""
 [ "$(id -u)" -eq 0 ] && PGUSER_OS="postgres"
 
+SECRETS="$RUN/secrets.env"
+AUTH_TEMPLATE="$PWD/scripts/nats-auth.conf.tmpl"
+AUTH_CONF="$RUN/nats/auth.conf"
+NATS_USERS=(admin tenant gateway router orchestrator)
+
 as_pg() { if [ -n "$PGUSER_OS" ]; then runuser -u "$PGUSER_OS" -- "$@"; else "$@"; fi; }
+
+random_secret() {
+  if command -v openssl >/dev/null; then openssl rand -hex 24
+  else head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; fi
+}
+
+# Creates .run/secrets.env on first use and adds any variable it lacks (a .run/ from an older version);
+# existing values are never changed. Nothing secret is printed.
+ensure_secrets() {
+  mkdir -p "$RUN"
+  (umask 077; touch "$SECRETS")
+  chmod 600 "$SECRETS"
+  [ -s "$SECRETS" ] && [ -n "$(tail -c1 "$SECRETS")" ] && echo >>"$SECRETS"
+  local names=() name
+  for name in "${NATS_USERS[@]}"; do names+=("SWITCHYARD_NATS_PASSWORD_${name^^}"); done
+  names+=(SWITCHYARD_ADMIN_TOKEN)
+  for name in "${names[@]}"; do
+    grep -q "^$name=" "$SECRETS" || printf '%s=%s\n' "$name" "$(random_secret)" >>"$SECRETS"
+  done
+}
+
+# Renders the authorization template with the passwords from .run/secrets.env into .run/nats/auth.conf
+# (mode 600); sets AUTH_CHANGED=1 when the file changed. Passwords are restricted to a character set that is
+# safe inside sed and inside the config's quoted strings.
+AUTH_CHANGED=0
+render_auth_conf() {
+  [ -f "$AUTH_TEMPLATE" ] || { echo "missing $AUTH_TEMPLATE" >&2; exit 1; }
+  # shellcheck disable=SC1090
+  source "$SECRETS"
+  local args=() name var value
+  for name in "${NATS_USERS[@]}"; do
+    var="SWITCHYARD_NATS_PASSWORD_${name^^}"
+    value="${!var:-}"
+    if ! [[ "$value" =~ ^[A-Za-z0-9._~+/=-]+$ ]]; then
+      echo "$var in $SECRETS is empty or has characters outside [A-Za-z0-9._~+/=-]" >&2; exit 1
+    fi
+    args+=(-e "s|@@PASSWORD_${name^^}@@|$value|g")
+  done
+  mkdir -p "$RUN/nats"
+  local tmp="$AUTH_CONF.tmp"
+  (umask 077; sed "${args[@]}" "$AUTH_TEMPLATE" >"$tmp")
+  if grep -q '@@PASSWORD_[A-Z0-9_]*@@' "$tmp"; then
+    rm -f "$tmp"; echo "$AUTH_TEMPLATE has a placeholder for a user infra.sh does not know" >&2; exit 1
+  fi
+  if cmp -s "$tmp" "$AUTH_CONF"; then rm -f "$tmp"; return; fi
+  mv "$tmp" "$AUTH_CONF"
+  AUTH_CHANGED=1
+}
+
+# Whether the running nats-server ($1 = pid) was started with the rendered authorization config.
+started_with_auth() {
+  tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF "$AUTH_CONF"
+}
 
 nats_up() {
   mkdir -p "$RUN/nats"
+  ensure_secrets
+  render_auth_conf
   if [ -f "$RUN/nats/pid" ] && kill -0 "$(cat "$RUN/nats/pid")" 2>/dev/null; then
+    local pid; pid="$(cat "$RUN/nats/pid")"
+    if ! started_with_auth "$pid"; then
+      echo "nats-server (pid $pid) is running WITHOUT authentication (started by an older version of this" >&2
+      echo "script). Stop it with 'make down' (or scripts/infra.sh down), then start again." >&2
+      exit 1
+    fi
+    if [ "$AUTH_CHANGED" = 1 ]; then
+      nats-server --signal "reload=$pid" >/dev/null && echo "nats-server reloaded its authorization config"
+    fi
     echo "nats-server already running (port $NATS_PORT)"; return
   fi
-  nohup nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$RUN/nats/store" \
+  nohup nats-server -c "$AUTH_CONF" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$RUN/nats/store" \
     -m "$((NATS_PORT + 4000))" >"$RUN/nats/nats.log" 2>&1 &
   echo $! >"$RUN/nats/pid"
   for _ in $(seq 1 100); do
@@ -70,7 +142,8 @@ down() {
 case "${1:-}" in
   up) nats_up; pg_up
       echo "SWITCHYARD_NATS_URL=nats://127.0.0.1:$NATS_PORT"
-      echo "SWITCHYARD_DATABASE_URL=postgresql://switchyard@127.0.0.1:$PG_PORT/switchyard" ;;
+      echo "SWITCHYARD_DATABASE_URL=postgresql://switchyard@127.0.0.1:$PG_PORT/switchyard"
+      echo "NATS users and passwords, admin token: .run/secrets.env" ;;
   down) down ;;
   status)
     { [ -f "$RUN/nats/pid" ] && kill -0 "$(cat "$RUN/nats/pid")" 2>/dev/null && echo "nats-server: up"; } || echo "nats-server: down"

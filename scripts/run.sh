@@ -3,8 +3,11 @@
 #   scripts/run.sh run    foreground; Ctrl-C stops everything it started
 #   scripts/run.sh up     detached (for scripts); `scripts/run.sh down` stops it
 #   scripts/run.sh down
-# Builds, starts nats-server + PostgreSQL under .run/ (scripts/infra.sh), seeds the demo tenant, starts every
-# service with logs in .run/logs/, writes .run/demo.env and prints a working curl.
+# Builds, starts nats-server + PostgreSQL under .run/ (scripts/infra.sh), starts the tenant service, seeds the
+# demo tenant through its admin commands, starts the other services with logs in .run/logs/, writes
+# .run/demo.env (demo key) and .run/admin.env (CLI credentials) and prints a working curl.
+# Every service connects to NATS as its own user (scripts/nats-auth.conf.tmpl) with the password from
+# .run/secrets.env; the tenant service accepts the admin token from there (name `operator`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -13,7 +16,15 @@ CONFIG="${SWITCHYARD_BUILD_CONFIG:-release}"
 NATS_PORT="${SWITCHYARD_NATS_PORT:-4222}"
 PG_PORT="${SWITCHYARD_PG_PORT:-5432}"
 HTTP_PORT="${SWITCHYARD_HTTP_PORT:-8080}"
-SERVICES=(router orchestrator api-gateway)
+TENANT_HTTP_PORT="${SWITCHYARD_TENANT_HTTP_PORT:-8084}"
+# Start order: the tenant service first (it owns the tenants/apikeys KV buckets and serves the admin commands
+# the seed uses), then the rest.
+SERVICES=(tenant router orchestrator api-gateway)
+# Ops port (/health, /ready, /metrics) and NATS user of each service.
+ops_port() {
+  case "$1" in tenant) echo 9084 ;; router) echo 9081 ;; orchestrator) echo 9082 ;; api-gateway) echo 9083 ;; esac
+}
+nats_user() { case "$1" in api-gateway) echo gateway ;; *) echo "$1" ;; esac; }
 
 export SWITCHYARD_NATS_URL="${SWITCHYARD_NATS_URL:-nats://127.0.0.1:$NATS_PORT}"
 export SWITCHYARD_DATABASE_URL="${SWITCHYARD_DATABASE_URL:-postgresql://switchyard@127.0.0.1:$PG_PORT/switchyard}"
@@ -48,16 +59,21 @@ up() {
   swift build -c "$CONFIG" >"$RUN/build.log" 2>&1 || { tail -40 "$RUN/build.log"; echo "build failed" >&2; exit 1; }
   BIN="$(swift build -c "$CONFIG" --show-bin-path)"
   ./scripts/infra.sh up >/dev/null
+  # NATS passwords and the admin token (generated once by infra.sh; never printed).
+  # shellcheck disable=SC1091
+  source "$RUN/secrets.env"
+  write_admin_env
   mkdir -p "$RUN/logs" "$RUN/pids"
   stop_services
-  "$BIN/switchyard" demo seed --nats "$SWITCHYARD_NATS_URL" --database "$SWITCHYARD_DATABASE_URL" \
-    --env-file "$RUN/demo.env" --base-url "http://127.0.0.1:$HTTP_PORT/v1"
-  local ops=9081
+  start_service tenant
+  wait_ready tenant
+  # Credentials through the environment (not visible in `ps`).
+  SWITCHYARD_NATS_USER=admin SWITCHYARD_NATS_PASSWORD="$SWITCHYARD_NATS_PASSWORD_ADMIN" \
+    SWITCHYARD_ADMIN_TOKEN="$SWITCHYARD_ADMIN_TOKEN" \
+    "$BIN/switchyard" demo seed --nats "$SWITCHYARD_NATS_URL" --env-file "$RUN/demo.env" --base-url "http://127.0.0.1:$HTTP_PORT/v1" \
+    || { stop_services; echo "demo seed failed (tenant service log: .run/logs/tenant.log)" >&2; exit 1; }
   for name in "${SERVICES[@]}"; do
-    SWITCHYARD_OPS_PORT=$ops SWITCHYARD_HTTP_PORT=$HTTP_PORT SWITCHYARD_INSTANCE_ID="$name-1" \
-      nohup "$BIN/$name" >"$RUN/logs/$name.log" 2>&1 &
-    echo $! >"$RUN/pids/$name.pid"
-    ops=$((ops + 1))
+    [ "$name" = tenant ] || start_service "$name"
   done
   # The gateway answers 401 to an unauthenticated /v1/models once it is up.
   for _ in $(seq 1 150); do
@@ -69,7 +85,8 @@ up() {
   source "$RUN/demo.env"
   cat <<TXT
 
-Switchyard is running. Services: ${SERVICES[*]} (logs in .run/logs/, ops ports 9081-9083).
+Switchyard is running. Services: ${SERVICES[*]} (logs in .run/logs/; ops ports: tenant 9084, router 9081,
+orchestrator 9082, api-gateway 9083; tenant admin HTTP on $TENANT_HTTP_PORT).
 Demo credentials are in .run/demo.env. Try:
 
   source .run/demo.env
@@ -77,7 +94,60 @@ Demo credentials are in .run/demo.env. Try:
     -H 'Content-Type: application/json' \\
     -d '{"model":"restaurant-host","messages":[{"role":"user","content":"When are you open on Sunday?"}]}'
 
+Administer it with the CLI (NATS user \`admin\` and the admin token are in .run/admin.env):
+
+  source .run/admin.env
+  $BIN/switchyard tenant list
+
 TXT
+}
+
+# .run/admin.env (mode 600): what the `switchyard` CLI needs to send admin commands (exported, for `source`).
+write_admin_env() {
+  local tmp="$RUN/admin.env.tmp"
+  (umask 077; cat >"$tmp" <<ENV
+export SWITCHYARD_NATS_URL=$SWITCHYARD_NATS_URL
+export SWITCHYARD_NATS_USER=admin
+export SWITCHYARD_NATS_PASSWORD=$SWITCHYARD_NATS_PASSWORD_ADMIN
+export SWITCHYARD_ADMIN_TOKEN=$SWITCHYARD_ADMIN_TOKEN
+ENV
+  )
+  mv "$tmp" "$RUN/admin.env"
+}
+
+# Starts one service as its own NATS user. Secrets go through the environment, never the command line; the
+# variables sourced from secrets.env are not exported, so a service only sees its own password.
+start_service() {
+  local name="$1" user pwvar
+  user="$(nats_user "$name")"
+  pwvar="SWITCHYARD_NATS_PASSWORD_${user^^}"
+  (
+    export SWITCHYARD_NATS_USER="$user" SWITCHYARD_NATS_PASSWORD="${!pwvar}" \
+      SWITCHYARD_OPS_PORT="$(ops_port "$name")" SWITCHYARD_HTTP_PORT="$HTTP_PORT" SWITCHYARD_INSTANCE_ID="$name-1"
+    if [ "$name" = tenant ]; then
+      export SWITCHYARD_HTTP_PORT="$TENANT_HTTP_PORT" SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN"
+    fi
+    exec nohup "$BIN/$name" >"$RUN/logs/$name.log" 2>&1
+  ) &
+  echo $! >"$RUN/pids/$name.pid"
+}
+
+# Waits until a service's ops port answers GET /ready with 200 (fails early if the process exits).
+wait_ready() {
+  local name="$1" port pid code
+  port="$(ops_port "$name")"
+  pid="$(cat "$RUN/pids/$name.pid")"
+  for _ in $(seq 1 300); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -20 "$RUN/logs/$name.log" >&2; echo "$name exited; see .run/logs/$name.log" >&2; exit 1
+    fi
+    code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/ready" 2>/dev/null || true)"
+    [ "$code" = "200" ] && return
+    sleep 0.2
+  done
+  stop_services
+  echo "$name did not become ready within 60 s (GET :$port/ready); see .run/logs/$name.log" >&2
+  exit 1
 }
 
 case "${1:-}" in

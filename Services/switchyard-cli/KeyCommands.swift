@@ -127,11 +127,13 @@ struct KeyCommand: AsyncParsableCommand {
                     .listKeys, ListKeysRequest(tenantID: tenant.tenant))
                 try session.output(json: response) {
                     let now = EventClock.nowUnixNanos()
-                    var table = TextTable("KEY ID", "STATUS", "LABEL", "SCOPES", "CREATED", "EXPIRES", "REVOKED AT")
+                    var table = TextTable("KEY ID", "ENV", "STATUS", "LABEL", "SCOPES", "CREATED", "LAST USED",
+                                          "EXPIRES", "REVOKED AT")
                     for key in response.keys {
-                        table.add(key.keyID, KeyText.state(key, now: now), cell(key.label, max: 30),
+                        table.add(key.keyID, key.env, KeyText.state(key, now: now), cell(key.label, max: 30),
                                   Output.list(key.scopes), Output.time(key.createdAtUnixNanos),
-                                  Output.time(key.expiresAtUnixNanos), Output.time(key.revokedAtUnixNanos))
+                                  Output.time(key.lastUsedAtUnixNanos), Output.time(key.expiresAtUnixNanos),
+                                  Output.time(key.revokedAtUnixNanos))
                     }
                     table.print(ifEmpty: "tenant \(tenant.tenant) has no API keys")
                 }

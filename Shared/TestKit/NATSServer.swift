@@ -18,16 +18,41 @@ public final class NATSServer: Sendable {
 
     /// Starts a server, retrying on another port if the chosen one was taken in the meantime.
     public static func start(extraArguments: [String] = []) async throws -> NATSServer {
+        try await launch(configuration: nil, extraArguments: extraArguments)
+    }
+
+    /// Starts a server with `configuration` (nats-server config syntax, e.g. an `authorization { … }` block
+    /// from `NATSAuthTemplate.render(passwords:)`) written to `nats.conf` in the store directory and passed
+    /// with `-c`. The port, listen address, store and `-js` still come from the command line, which wins
+    /// over the file.
+    public static func start(configuration: String, extraArguments: [String] = []) async throws -> NATSServer {
+        try await launch(configuration: configuration, extraArguments: extraArguments)
+    }
+
+    private static func launch(configuration: String?, extraArguments: [String]) async throws -> NATSServer {
         guard let binary = findExecutable("nats-server") else {
             throw TestProcessError("nats-server not found: run `make deps` (Debian package nats-server)")
         }
         let store = try makeTemporaryDirectory(prefix: "switchyard-nats")
+        var configArguments: [String] = []
+        if let configuration {
+            let file = (store as NSString).appendingPathComponent("nats.conf")
+            do {
+                try configuration.write(toFile: file, atomically: true, encoding: .utf8)
+                chmod(file, 0o600)
+            } catch {
+                try? FileManager.default.removeItem(atPath: store)
+                throw TestProcessError("cannot write \(file): \(error)")
+            }
+            configArguments = ["-c", file]
+        }
         var lastError: (any Error)?
         for _ in 0..<5 {
             let port = try freeTCPPort()
             let process = try TestProcess(
                 executable: binary,
-                arguments: ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", store] + extraArguments)
+                arguments: configArguments + ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", store]
+                    + extraArguments)
             if await waitForReady(process: process, port: port) {
                 return NATSServer(port: port, storeDirectory: store, process: process)
             }
@@ -66,8 +91,86 @@ public final class NATSServer: Sendable {
         }
     }
 
+    /// Runs `body` with a fresh server started with `configuration` (see `start(configuration:)`) and always
+    /// stops it afterwards.
+    public static func withServer<T>(configuration: String, extraArguments: [String] = [],
+                                     _ body: (NATSServer) async throws -> T) async throws -> T {
+        let server = try await start(configuration: configuration, extraArguments: extraArguments)
+        do {
+            let result = try await body(server)
+            await server.stop()
+            return result
+        } catch {
+            await server.stop()
+            throw error
+        }
+    }
+
     /// The server's log so far (for diagnosing a failed test).
     public var log: String { process.output }
+}
+
+/// The committed nats-server authorization template (`scripts/nats-auth.conf.tmpl`: one user per service with
+/// subject permissions), rendered for tests the way `scripts/infra.sh` renders it for `make run`.
+public enum NATSAuthTemplate {
+    /// The users the template defines.
+    public static let users = ["admin", "tenant", "gateway", "router", "orchestrator"]
+
+    /// `<repo>/scripts/nats-auth.conf.tmpl`, found relative to this source file (`<repo>/Shared/TestKit/`).
+    public static var templatePath: String {
+        URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("scripts/nats-auth.conf.tmpl").path
+    }
+
+    /// Characters a password may contain (safe inside the template's quoted strings and in sed).
+    static func isAllowedPassword(_ password: String) -> Bool {
+        !password.isEmpty && password.unicodeScalars.allSatisfy { scalar in
+            scalar.isASCII && (CharacterSet.alphanumerics.contains(scalar) || "._~+/=-".unicodeScalars.contains(scalar))
+        }
+    }
+
+    /// The template with every `@@PASSWORD_<USER>@@` replaced by `passwords[<user>]` (user names in lower
+    /// case, as in `users`). Throws if a placeholder has no password, a password is not made of
+    /// `[A-Za-z0-9._~+/=-]`, or a password names a user the template doesn't have.
+    public static func render(passwords: [String: String]) throws -> String {
+        let template: String
+        do {
+            template = try String(contentsOfFile: templatePath, encoding: .utf8)
+        } catch {
+            throw TestProcessError("cannot read \(templatePath): \(error)")
+        }
+        let placeholder = try Regex("@@PASSWORD_([A-Z0-9_]+)@@")
+        var rendered = ""
+        var rest = template[...]
+        var seen: Set<String> = []
+        while let match = rest.firstMatch(of: placeholder) {
+            let user = String(match.output[1].substring ?? "").lowercased()
+            guard let password = passwords[user] else {
+                throw TestProcessError("no password for NATS user \(user) (the template has a placeholder for it)")
+            }
+            guard isAllowedPassword(password) else {
+                throw TestProcessError("the password for NATS user \(user) has characters outside [A-Za-z0-9._~+/=-]")
+            }
+            seen.insert(user)
+            rendered += rest[..<match.range.lowerBound]
+            rendered += password
+            rest = rest[match.range.upperBound...]
+        }
+        rendered += rest
+        if let unknown = Set(passwords.keys).subtracting(seen).sorted().first {
+            throw TestProcessError("the NATS auth template has no user \(unknown)")
+        }
+        return rendered
+    }
+
+    /// A fresh random password for every user in `users`.
+    public static func randomPasswords() -> [String: String] {
+        Dictionary(uniqueKeysWithValues: users.map { user in
+            (user, UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+                + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased())
+        })
+    }
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.

@@ -252,8 +252,7 @@ public struct TenantAdmin: Sendable {
                   before.expiresAtUnixNanos == 0 || before.expiresAtUnixNanos > now else {
                 throw AdminFailure(.conflict, "only an active key that is not already being rotated can be rotated")
             }
-            let envRows = try await connection.query("SELECT env FROM api_keys WHERE key_id = $1", [.text(keyID)])
-            let env = APIKeyEnvironment(rawValue: try envRows[0].decode(String.self, column: "env")) ?? .live
+            let env = APIKeyEnvironment(rawValue: before.env) ?? .live
             let (plaintext, fresh) = try await issue(
                 tenant: id, env: env, scopes: before.scopes, label: before.label, expiresAt: before.expiresAtUnixNanos,
                 rotatedFrom: keyID, now: now, on: connection)
@@ -291,6 +290,8 @@ public struct TenantAdmin: Sendable {
                 env: env, pepper: pepper, tenantID: tenant, scopes: scopes, label: label, nowUnixNanos: now,
                 expiresAtUnixNanos: expiresAt)
             if try await TenantStore.insert(record, env: env, rotatedFrom: rotatedFrom, on: connection) {
+                var record = record
+                record.env = env.rawValue
                 return (plaintext, record)
             }
         }

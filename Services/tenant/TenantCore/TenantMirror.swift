@@ -20,7 +20,16 @@ enum MirrorWrite: Sendable, Equatable {
         .putTenant(TenancyKeys.rollout(tenant, agent: rollout.agent), rollout.protobufBytes())
     }
     static func key(_ record: ApiKeyRecord) -> MirrorWrite {
-        .putKey(APIKeyFormat.kvKey(lookupID: record.keyID), record.protobufBytes())
+        .putKey(APIKeyFormat.kvKey(lookupID: record.keyID), mirrored(record).protobufBytes())
+    }
+
+    /// The KV copy of a key leaves out what changes on every use or only admins read (no churn on the
+    /// watchers, no rewrite at rebuild).
+    static func mirrored(_ record: ApiKeyRecord) -> ApiKeyRecord {
+        var record = record
+        record.lastUsedAtUnixNanos = 0
+        record.env = ""
+        return record
     }
 }
 
@@ -67,7 +76,7 @@ public struct TenantMirror: Sendable {
         }
         var keyEntries: [String: [UInt8]] = [:]
         for key in try await TenantStore.keys(tenant: id, on: connection) {
-            keyEntries[APIKeyFormat.kvKey(lookupID: key.keyID)] = key.protobufBytes()
+            keyEntries[APIKeyFormat.kvKey(lookupID: key.keyID)] = MirrorWrite.mirrored(key).protobufBytes()
         }
         return (tenantEntries, keyEntries)
     }

@@ -55,6 +55,8 @@ public func buildTenantService(
 ) async throws -> ServiceGroup {
     let platform = try await ServicePlatform.connect(configuration: configuration, logger: logger, metrics: metrics)
     try await platform.jetStream.ensureStream(StandardStreams.events)
+    try await platform.jetStream.ensureStream(StandardStreams.deadLetter)
+    try await platform.jetStream.ensureConsumer(stream: StreamNames.events, KeyUsageRecorder.consumer)
     let pool = try PostgresPool(configuration: configuration.postgresConfiguration, logger: logger)
     platform.health.register(PostgresHealthCheck(pool: pool))
     try await TenantStore.migrate(pool: pool, logger: logger)
@@ -80,6 +82,9 @@ public func buildTenantService(
         ClosingService { await pool.close() },
         AdminNATSService(connection: platform.connection, dispatcher: dispatcher, metrics: metrics, logger: logger),
         OutboxSweepService(outbox: outbox),
+        JetStreamConsumerService(
+            jetStream: platform.jetStream, stream: StreamNames.events, consumer: KeyUsageRecorder.consumer,
+            batchSize: 512, keepAlive: false, logger: logger, handler: KeyUsageRecorder(pool: pool).handle),
         app,
     ], signals: signals)
 }

@@ -220,7 +220,7 @@ public enum TenantStore {
 
     static let keyColumns = """
         key_id, tenant_id, hash_hex, env, scopes, label, status, created_at_unix_nanos, expires_at_unix_nanos,
-        revoked_at_unix_nanos
+        revoked_at_unix_nanos, last_used_at_unix_nanos
         """
 
     static func decodeKey(_ row: PostgresRow) throws -> ApiKeyRecord {
@@ -234,7 +234,20 @@ public enum TenantStore {
             createdAtUnixNanos: try row.decode(Int64.self, column: "created_at_unix_nanos"),
             expiresAtUnixNanos: try row.decode(Int64.self, column: "expires_at_unix_nanos"),
             revokedAtUnixNanos: try row.decode(Int64.self, column: "revoked_at_unix_nanos"),
-            label: try row.decode(String.self, column: "label"))
+            label: try row.decode(String.self, column: "label"),
+            lastUsedAtUnixNanos: try row.decode(Int64.self, column: "last_used_at_unix_nanos"),
+            env: try row.decode(String.self, column: "env"))
+    }
+
+    /// Records that keys were used (from the event log): only ever moves `last_used_at` forward.
+    static func markUsed(_ lastUsed: [String: Int64], on pool: PostgresPool) async throws {
+        guard !lastUsed.isEmpty else { return }
+        let ids = lastUsed.keys.sorted()
+        _ = try await pool.execute("""
+            UPDATE api_keys k SET last_used_at_unix_nanos = v.at
+            FROM unnest(string_to_array($1, ','), string_to_array($2, ',')::bigint[]) AS v (id, at)
+            WHERE k.key_id = v.id AND k.last_used_at_unix_nanos < v.at
+            """, [.text(ids.joined(separator: ",")), .text(ids.map { String(lastUsed[$0]!) }.joined(separator: ","))])
     }
 
     static func key(_ keyID: String, tenant: String, on connection: PostgresConnection) async throws -> ApiKeyRecord? {

@@ -310,10 +310,14 @@ public struct ApiKeyRecord: ProtoMessage, Hashable {
     public var createdAtUnixNanos: Int64 = 0
     /// `expires_at_unix_nanos = 8`: 0 = never
     public var expiresAtUnixNanos: Int64 = 0
-    /// `revoked_at_unix_nanos = 9`: 0 = not revoked
+    /// `revoked_at_unix_nanos = 9`: 0 = not revoked (in the future: the end of a rotation overlap)
     public var revokedAtUnixNanos: Int64 = 0
     /// `label = 10`
     public var label: String = ""
+    /// `last_used_at_unix_nanos = 11`
+    public var lastUsedAtUnixNanos: Int64 = 0
+    /// `env = 12`
+    public var env: String = ""
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -328,7 +332,9 @@ public struct ApiKeyRecord: ProtoMessage, Hashable {
         createdAtUnixNanos: Int64 = 0,
         expiresAtUnixNanos: Int64 = 0,
         revokedAtUnixNanos: Int64 = 0,
-        label: String = ""
+        label: String = "",
+        lastUsedAtUnixNanos: Int64 = 0,
+        env: String = ""
     ) {
         self.keyID = keyID
         self.prefix = prefix
@@ -340,6 +346,8 @@ public struct ApiKeyRecord: ProtoMessage, Hashable {
         self.expiresAtUnixNanos = expiresAtUnixNanos
         self.revokedAtUnixNanos = revokedAtUnixNanos
         self.label = label
+        self.lastUsedAtUnixNanos = lastUsedAtUnixNanos
+        self.env = env
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -382,6 +390,8 @@ extension ApiKeyRecord: _CMessage {
         c.pointee.expires_at_unix_nanos = self.expiresAtUnixNanos
         c.pointee.revoked_at_unix_nanos = self.revokedAtUnixNanos
         if !self.label.isEmpty { c.pointee.label = arena.cString(self.label) }
+        c.pointee.last_used_at_unix_nanos = self.lastUsedAtUnixNanos
+        if !self.env.isEmpty { c.pointee.env = arena.cString(self.env) }
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -402,6 +412,8 @@ extension ApiKeyRecord: _CMessage {
         self.expiresAtUnixNanos = p.pointee.expires_at_unix_nanos
         self.revokedAtUnixNanos = p.pointee.revoked_at_unix_nanos
         self.label = try _swiftString(p.pointee.label, Self.protoName)
+        self.lastUsedAtUnixNanos = p.pointee.last_used_at_unix_nanos
+        self.env = try _swiftString(p.pointee.env, Self.protoName)
     }
 }
 
@@ -418,6 +430,8 @@ extension ApiKeyRecord: Codable {
         case expiresAtUnixNanos
         case revokedAtUnixNanos
         case label
+        case lastUsedAtUnixNanos
+        case env
 
         var protoFieldName: String {
             switch self {
@@ -427,6 +441,7 @@ extension ApiKeyRecord: Codable {
             case .createdAtUnixNanos: "created_at_unix_nanos"
             case .expiresAtUnixNanos: "expires_at_unix_nanos"
             case .revokedAtUnixNanos: "revoked_at_unix_nanos"
+            case .lastUsedAtUnixNanos: "last_used_at_unix_nanos"
             default: rawValue
             }
         }
@@ -444,6 +459,8 @@ extension ApiKeyRecord: Codable {
         self.expiresAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .expiresAtUnixNanos)?.value ?? 0
         self.revokedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .revokedAtUnixNanos)?.value ?? 0
         self.label = try json.decode(String.self, .label) ?? ""
+        self.lastUsedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .lastUsedAtUnixNanos)?.value ?? 0
+        self.env = try json.decode(String.self, .env) ?? ""
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -458,6 +475,8 @@ extension ApiKeyRecord: Codable {
         try c.encode(self.expiresAtUnixNanos, forKey: .expiresAtUnixNanos)
         try c.encode(self.revokedAtUnixNanos, forKey: .revokedAtUnixNanos)
         try c.encode(self.label, forKey: .label)
+        try c.encode(self.lastUsedAtUnixNanos, forKey: .lastUsedAtUnixNanos)
+        try c.encode(self.env, forKey: .env)
     }
 }
 

@@ -648,6 +648,8 @@ extension ApiKeyRecord: Sampleable {
         m.expiresAtUnixNanos = g.int64()
         m.revokedAtUnixNanos = g.int64()
         m.label = g.string()
+        m.lastUsedAtUnixNanos = g.int64()
+        m.env = g.string()
         return m
     }
 }

@@ -804,7 +804,7 @@ const ProtobufCMessageDescriptor switchyard__v1__plan__descriptor =
   (ProtobufCMessageInit) switchyard__v1__plan__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__api_key_record__field_descriptors[10] =
+static const ProtobufCFieldDescriptor switchyard__v1__api_key_record__field_descriptors[12] =
 {
   {
     "key_id",
@@ -926,13 +926,39 @@ static const ProtobufCFieldDescriptor switchyard__v1__api_key_record__field_desc
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "last_used_at_unix_nanos",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ApiKeyRecord, last_used_at_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "env",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ApiKeyRecord, env),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__api_key_record__field_indices_by_name[] = {
   6,   /* field[6] = created_at_unix_nanos */
+  11,   /* field[11] = env */
   7,   /* field[7] = expires_at_unix_nanos */
   2,   /* field[2] = hash_hex */
   0,   /* field[0] = key_id */
   9,   /* field[9] = label */
+  10,   /* field[10] = last_used_at_unix_nanos */
   1,   /* field[1] = prefix */
   8,   /* field[8] = revoked_at_unix_nanos */
   4,   /* field[4] = scopes */
@@ -942,7 +968,7 @@ static const unsigned switchyard__v1__api_key_record__field_indices_by_name[] = 
 static const ProtobufCIntRange switchyard__v1__api_key_record__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__api_key_record__descriptor =
 {
@@ -952,7 +978,7 @@ const ProtobufCMessageDescriptor switchyard__v1__api_key_record__descriptor =
   "Switchyard__V1__ApiKeyRecord",
   "switchyard.v1",
   sizeof(Switchyard__V1__ApiKeyRecord),
-  10,
+  12,
   switchyard__v1__api_key_record__field_descriptors,
   switchyard__v1__api_key_record__field_indices_by_name,
   1,  switchyard__v1__api_key_record__number_ranges,

@@ -135,14 +135,20 @@ struct  Switchyard__V1__ApiKeyRecord
    */
   int64_t expires_at_unix_nanos;
   /*
-   * 0 = not revoked
+   * 0 = not revoked (in the future: the end of a rotation overlap)
    */
   int64_t revoked_at_unix_nanos;
   char *label;
+  /*
+   * Admin responses only (the KV mirror leaves them unset): when a chat last used the key (0 = never; updated
+   * within about a second) and the key's environment ("live" | "test").
+   */
+  int64_t last_used_at_unix_nanos;
+  char *env;
 };
 #define SWITCHYARD__V1__API_KEY_RECORD__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__api_key_record__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
 /*

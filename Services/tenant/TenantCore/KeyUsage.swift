@@ -1,0 +1,57 @@
+import Logging
+import Messaging
+import Schemas
+import Storage
+
+/// Maintains `api_keys.last_used_at` from the event log (`evt.chat.requested.*` carries the key id). Uses are
+/// group-committed: every message of a fetched batch joins the next flush (one UPDATE for all of them) and is
+/// acked only after that UPDATE committed, so the hot path costs one statement per batch, not per request.
+public actor KeyUsageRecorder {
+    public static let consumer = ConsumerSpec(
+        durable: "tenant-key-usage", filterSubject: Subjects.event(.chatRequested, tenant: "*"),
+        ackWait: .seconds(30), maxDeliver: 5)
+
+    private let pool: PostgresPool
+    private let delay: Duration
+    private var pending: [String: Int64] = [:]
+    private var waiters: [CheckedContinuation<Void, any Error>] = []
+    private var scheduled = false
+
+    public init(pool: PostgresPool, delay: Duration = .milliseconds(100)) {
+        self.pool = pool
+        self.delay = delay
+    }
+
+    /// The consumer's handler: records the use and returns once it is committed.
+    public nonisolated func handle(_ delivery: JetStreamDelivery) async throws {
+        let request = try ChatRequested(protobuf: delivery.payload)
+        guard let meta = request.meta, !request.apiKeyID.isEmpty else { return }
+        try await record(keyID: request.apiKeyID, at: meta.occurredAtUnixNanos)
+    }
+
+    func record(keyID: String, at unixNanos: Int64) async throws {
+        pending[keyID] = max(pending[keyID] ?? 0, unixNanos)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            waiters.append(continuation)
+            if !scheduled {
+                scheduled = true
+                Task { await self.flush() }
+            }
+        }
+    }
+
+    private func flush() async {
+        try? await Task.sleep(for: delay)
+        let batch = pending
+        let resumed = waiters
+        pending = [:]
+        waiters = []
+        scheduled = false
+        do {
+            try await TenantStore.markUsed(batch, on: pool)
+            for waiter in resumed { waiter.resume() }
+        } catch {
+            for waiter in resumed { waiter.resume(throwing: error) }
+        }
+    }
+}
