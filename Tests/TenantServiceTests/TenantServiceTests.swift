@@ -50,6 +50,12 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             #expect(works != nil, "a freshly issued key must work at the gateway within 1 s")
             let chat = try await stack.chat(key: key, model: "host")
             #expect(chat.status == 200, "\(chat.text)")
+            let used = try await eventually(within: .seconds(2)) {
+                let keys = try await stack.admin.call(.listKeys, ListKeysRequest(tenantID: "corner-cafe"),
+                                                      as: ListKeysResponse.self).keys
+                return keys.count == 1 && keys[0].lastUsedAtUnixNanos > record.createdAtUnixNanos && keys[0].env == "test"
+            }
+            #expect(used != nil, "list-keys reports when the key was last used")
             for gateway in 0..<2 {
                 #expect(try await eventually(within: .seconds(1)) {
                     try await stack.models(key: key, gateway: gateway).status == 200
