@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Messaging
 import Schemas
 
@@ -54,6 +55,8 @@ struct Events: AsyncParsableCommand {
         @Option(help: "Only this tenant's events.") var tenant: String?
         @Option(help: "Only this event type, e.g. chat.completed.") var type: String?
         @Option(help: "Stop after this many events.") var count: Int?
+        @Flag(help: "One JSON object per event: {\"subject\", \"type\", \"event\"} (proto3 JSON names).")
+        var json = false
 
         func validate() throws {
             if let tenant, !TenantID.isValid(tenant) { throw ValidationError("invalid tenant id") }
@@ -71,7 +74,7 @@ struct Events: AsyncParsableCommand {
             var seen = 0
             for await message in subscription.messages {
                 if let count, seen >= count { continue }  // draining after unsubscribe
-                print(EventPrinter.line(for: message))
+                print(EventPrinter.line(for: message, json: json))
                 seen += 1
                 if let count, seen == count { subscription.unsubscribe() }
             }
@@ -79,30 +82,50 @@ struct Events: AsyncParsableCommand {
     }
 }
 
+/// Decodes an event by the kind in its subject (`evt.<kind>.<tenant>`) and renders it as one line: the
+/// subject and the event as compact JSON (proto3 JSON names), or with `--json` a JSON object per line
+/// (`{"subject": …, "type": …, "event": {…}}`) for piping into jq.
 enum EventPrinter {
-    static func line(for message: NATSMessage) -> String {
-        let tokens = message.subject.split(separator: ".")
-        guard tokens.count == 4, let kind = Subjects.EventKind(rawValue: "\(tokens[1]).\(tokens[2])") else {
-            return "\(message.subject) (\(message.payload.count) bytes, unknown kind)"
+    static func decode(_ kind: Subjects.EventKind, _ payload: [UInt8]) throws -> (any Encodable)? {
+        switch kind {
+        case .chatRequested: try ChatRequested(protobuf: payload)
+        case .chatRouted: try ChatRouted(protobuf: payload)
+        case .chatCompleted: try ChatCompleted(protobuf: payload)
+        case .chatFailed: try ChatFailed(protobuf: payload)
+        case .handoffRequested: try HandoffRequested(protobuf: payload)
+        case .consentChecked: try ConsentChecked(protobuf: payload)
+        case .agentDecision: try AgentDecision(protobuf: payload)
+        case .tenantChanged: try TenantChanged(protobuf: payload)
+        case .budgetExceeded: try BudgetExceeded(protobuf: payload)
+        case .auditRecorded: try AuditRecorded(protobuf: payload)
+        case .evalCompleted: nil
         }
-        let decoded: String
+    }
+
+    static func line(for message: NATSMessage, json: Bool = false) -> String {
+        let tokens = message.subject.split(separator: ".")
+        let kind = tokens.count == 4 ? Subjects.EventKind(rawValue: "\(tokens[1]).\(tokens[2])") : nil
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var body: String
+        var problem: String?
         do {
-            switch kind {
-            case .chatRequested: decoded = "\(try ChatRequested(protobuf: message.payload))"
-            case .chatRouted: decoded = "\(try ChatRouted(protobuf: message.payload))"
-            case .chatCompleted: decoded = "\(try ChatCompleted(protobuf: message.payload))"
-            case .chatFailed: decoded = "\(try ChatFailed(protobuf: message.payload))"
-            case .handoffRequested: decoded = "\(try HandoffRequested(protobuf: message.payload))"
-            case .consentChecked: decoded = "\(try ConsentChecked(protobuf: message.payload))"
-            case .agentDecision: decoded = "\(try AgentDecision(protobuf: message.payload))"
-            case .tenantChanged: decoded = "\(try TenantChanged(protobuf: message.payload))"
-            case .budgetExceeded: decoded = "\(try BudgetExceeded(protobuf: message.payload))"
-            case .auditRecorded: decoded = "\(try AuditRecorded(protobuf: message.payload))"
-            case .evalCompleted: decoded = "(\(message.payload.count) bytes)"
+            if let kind, let event = try decode(kind, message.payload) {
+                body = String(decoding: try encoder.encode(event), as: UTF8.self)
+            } else {
+                body = "null"
+                problem = "\(message.payload.count) bytes, no decoder for this kind"
             }
         } catch {
-            decoded = "undecodable: \(error)"
+            body = "null"
+            problem = "undecodable: \(error)"
         }
-        return "\(message.subject) \(decoded)"
+        guard json else { return "\(message.subject) \(problem ?? body)" }
+        var object: [String: Any] = ["subject": message.subject, "type": kind?.rawValue ?? NSNull()]
+        object["event"] = (try? JSONSerialization.jsonObject(with: Data(body.utf8), options: .fragmentsAllowed)) ?? NSNull()
+        if let problem { object["error"] = problem }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data()
+        return String(decoding: data, as: UTF8.self)
     }
 }
