@@ -258,8 +258,8 @@ struct JSONMappingTests {
 
         let key = try Self.object(ApiKeyRecord(keyID: "k1", hashHex: "ff", tenantID: "t", createdAtUnixNanos: 5))
         #expect(key.keys.sorted() == [
-            "createdAtUnixNanos", "expiresAtUnixNanos", "hashHex", "keyId", "label", "prefix", "revokedAtUnixNanos",
-            "scopes", "status", "tenantId",
+            "createdAtUnixNanos", "env", "expiresAtUnixNanos", "hashHex", "keyId", "label", "lastUsedAtUnixNanos",
+            "prefix", "revokedAtUnixNanos", "scopes", "status", "tenantId",
         ])
         #expect(key["keyId"] as? String == "k1")
         #expect(key["hashHex"] as? String == "ff")
