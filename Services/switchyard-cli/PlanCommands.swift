@@ -14,8 +14,9 @@ struct PlanCommand: AsyncParsableCommand {
             abstract: "Put a tenant on a plan, optionally (re)defining the plan's limits.",
             discussion: """
                 Without limit options the tenant is put on an existing plan. With any limit option the plan is \
-                defined (or redefined) with exactly the limits given — limits left out are 0, which means \
-                unlimited — and every tenant on that plan gets the new limits.
+                defined (or redefined) and every tenant on that plan gets the new limits. When the tenant is \
+                already on that plan, limits left out keep their current values; for a plan the tenant is not on \
+                yet, limits left out are 0, which means unlimited.
                 """)
 
         @OptionGroup(title: "Connection and output options") var options: AdminOptions
@@ -41,20 +42,29 @@ struct PlanCommand: AsyncParsableCommand {
             }
         }
 
-        /// The plan definition to send, when any limit is given.
-        var definition: Plan? {
+        /// The plan definition to send, when any limit is given: the given limits over `current` (the tenant's
+        /// plan, when it is this plan), else over zero.
+        func definition(current: Plan?) -> Plan? {
             guard rpm != nil || tpm != nil || dailyBudgetMicros != nil || monthlyBudgetMicros != nil || maxTokens != nil
             else { return nil }
-            return Plan(id: plan, rpm: rpm ?? 0, tpm: tpm ?? 0, dailyBudgetMicros: dailyBudgetMicros ?? 0,
-                        monthlyBudgetMicros: monthlyBudgetMicros ?? 0, maxTokensPerRequest: maxTokens ?? 0)
+            let base = current?.id == plan ? current! : Plan(id: plan)
+            return Plan(id: plan, rpm: rpm ?? base.rpm, tpm: tpm ?? base.tpm,
+                        dailyBudgetMicros: dailyBudgetMicros ?? base.dailyBudgetMicros,
+                        monthlyBudgetMicros: monthlyBudgetMicros ?? base.monthlyBudgetMicros,
+                        maxTokensPerRequest: maxTokens ?? base.maxTokensPerRequest)
         }
 
         func run() async throws {
             try await options.withSession { session in
+                var sent = definition(current: nil)
+                if sent != nil {
+                    let current: GetTenantResponse = try await session.call(.get, GetTenantRequest(tenantID: tenant.tenant))
+                    sent = definition(current: current.plan)
+                }
                 let response: SetPlanResponse = try await session.call(
-                    .setPlan, SetPlanRequest(tenantID: tenant.tenant, planID: plan, plan: definition))
+                    .setPlan, SetPlanRequest(tenantID: tenant.tenant, planID: plan, plan: sent))
                 try session.output(json: response) {
-                    print(definition == nil ? "tenant \(tenant.tenant) is on plan \(plan)"
+                    print(sent == nil ? "tenant \(tenant.tenant) is on plan \(plan)"
                                             : "defined plan \(plan); tenant \(tenant.tenant) is on it")
                     if let stored = response.plan { TenantText.printPlan(stored) }
                 }

@@ -65,6 +65,14 @@ import TestKit
             #expect(rollout?.canaryPercent == 25 && rollout?.canaryVersion == "v2" && rollout?.killSwitch == true)
             #expect(state.manifest?.agents.map(\.agent) == ["restaurant-host", "gastronomy-supervisor", "concierge"])
 
+            let defined = try await run(stack, ["plan", "set", "--tenant", "cli-shop", "--plan", "pro", "--rpm", "100",
+                                                "--tpm", "5000"])
+            #expect(defined.status == 0, "\(defined.output)")
+            let raised = try await run(stack, ["plan", "set", "--tenant", "cli-shop", "--plan", "pro", "--rpm", "200"])
+            #expect(raised.status == 0, "\(raised.output)")
+            let plan = try await stack.admin.call(.get, GetTenantRequest(tenantID: "cli-shop"), as: GetTenantResponse.self).plan
+            #expect(plan?.rpm == 200 && plan?.tpm == 5000, "limits left out keep their values: \(String(describing: plan))")
+
             let listed = try await run(stack, ["tenant", "list", "--json"])
             #expect(listed.status == 0)
             #expect(listed.output.contains("cli-shop"))

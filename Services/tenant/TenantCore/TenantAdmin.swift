@@ -77,7 +77,8 @@ public struct TenantAdmin: Sendable {
             try await TenantStore.insert(tenant, on: connection)
             return Change(result: tenant, action: "tenant.create", target: "tenant/\(tenant.id)",
                           beforeJSON: "null", afterJSON: Audit.json(tenant),
-                          mirror: [.tenant(tenant), .plan(plan, tenant: tenant.id)],
+                          // Plan first: a watcher never sees the tenant without its limits.
+                          mirror: [.plan(plan, tenant: tenant.id), .tenant(tenant)],
                           tenantChange: ("created", tenant))
         }
         return CreateTenantResponse(tenant: created)
