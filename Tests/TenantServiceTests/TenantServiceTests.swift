@@ -445,6 +445,9 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             #expect(logs.contains("admin command"), "the capture saw the services' logs")
             let published = events.all
             #expect(published.contains { $0.subject.hasPrefix("evt.audit.recorded.") })
+            let changes = published.filter { $0.subject == "evt.tenant.changed.secretive" }
+                .compactMap { try? TenantChanged(protobuf: $0.payload).change }
+            #expect(["key.issued", "key.rotated", "key.revoked"].allSatisfy(changes.contains), "\(changes)")
             // (The admin reply to issue/rotate on `_INBOX.…` carries the plaintext once, by design.)
             let eventBytes = published.filter { !$0.subject.hasPrefix("_INBOX.") }.map { Array($0.subject.utf8) + Array("\($0.headers)".utf8) + $0.payload }
             let mirror = try await TenantMirror(jetStream: stack.jetStream, logger: TenantStack.quietLogger)

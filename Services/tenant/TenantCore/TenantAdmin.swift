@@ -200,13 +200,13 @@ public struct TenantAdmin: Sendable {
             throw AdminFailure(.invalidArgument, "expires_at_unix_nanos must be 0 (never) or in the future")
         }
         let (plaintext, record) = try await mutate(tenant: id, actor: actor) { connection in
-            _ = try await Self.liveTenant(id, on: connection)
+            let tenant = try await Self.liveTenant(id, on: connection)
             let (plaintext, record) = try await issue(
                 tenant: id, env: env, scopes: scopes, label: label, expiresAt: request.expiresAtUnixNanos,
                 rotatedFrom: "", now: now, on: connection)
             return Change(result: (plaintext, record), action: "key.issue", target: "key/\(record.keyID)",
                           beforeJSON: "null", afterJSON: Audit.json(Audit.redacted(record)), mirror: [.key(record)],
-                          tenantChange: nil)
+                          tenantChange: ("key.issued", tenant))
         }
         return IssueKeyResponse(plaintextKey: plaintext, key: Audit.redacted(record))
     }
@@ -216,7 +216,7 @@ public struct TenantAdmin: Sendable {
         let id = try AdminValidation.token(request.tenantID, field: "tenant_id")
         let keyID = try AdminValidation.keyID(request.keyID)
         let record = try await mutate(tenant: id, actor: actor) { connection in
-            _ = try await Self.liveTenant(id, on: connection)
+            let tenant = try await Self.liveTenant(id, on: connection)
             guard let before = try await TenantStore.key(keyID, tenant: id, on: connection) else {
                 throw AdminFailure(.notFound, "no such key for this tenant")
             }
@@ -229,7 +229,7 @@ public struct TenantAdmin: Sendable {
                                                 on: connection)
             return Change(result: after, action: "key.revoke", target: "key/\(keyID)",
                           beforeJSON: Audit.json(Audit.redacted(before)), afterJSON: Audit.json(Audit.redacted(after)),
-                          mirror: [.key(after)], tenantChange: nil)
+                          mirror: [.key(after)], tenantChange: ("key.revoked", tenant))
         }
         return RevokeKeyResponse(key: Audit.redacted(record))
     }
@@ -244,7 +244,7 @@ public struct TenantAdmin: Sendable {
             throw AdminFailure(.invalidArgument, "overlap_seconds must be at most \(AdminValidation.maxOverlapSeconds)")
         }
         let (plaintext, fresh, old) = try await mutate(tenant: id, actor: actor) { connection in
-            _ = try await Self.liveTenant(id, on: connection)
+            let tenant = try await Self.liveTenant(id, on: connection)
             guard let before = try await TenantStore.key(keyID, tenant: id, on: connection) else {
                 throw AdminFailure(.notFound, "no such key for this tenant")
             }
@@ -265,7 +265,7 @@ public struct TenantAdmin: Sendable {
             return Change(result: (plaintext, fresh, old), action: "key.rotate", target: "key/\(keyID)",
                           beforeJSON: Audit.json(Audit.redacted(before)),
                           afterJSON: Audit.json(Audit.Rotation(old: Audit.redacted(old), new: Audit.redacted(fresh))),
-                          mirror: [.key(fresh), .key(old)], tenantChange: nil)
+                          mirror: [.key(fresh), .key(old)], tenantChange: ("key.rotated", tenant))
         }
         return RotateKeyResponse(plaintextKey: plaintext, newKey: Audit.redacted(fresh), oldKey: Audit.redacted(old))
     }

@@ -1138,7 +1138,7 @@ public struct TenantChanged: ProtoMessage, Hashable {
 
     /// `meta = 1`
     public var meta: EventMeta? = nil
-    /// `change = 2`: "created" | "updated" | "suspended" | "deleted" | ...
+    /// `change = 2`: "created" | "updated" | "suspended" | "resumed" | "deleted" | "plan" |
     public var change: String = ""
     /// `tenant = 3`
     public var tenant: Tenant? = nil

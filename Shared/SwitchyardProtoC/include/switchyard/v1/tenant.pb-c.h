@@ -269,9 +269,13 @@ struct  Switchyard__V1__TenantChanged
   ProtobufCMessage base;
   Switchyard__V1__EventMeta *meta;
   /*
-   * "created" | "updated" | "suspended" | "deleted" | ...
+   * "created" | "updated" | "suspended" | "resumed" | "deleted" | "plan" |
    */
   char *change;
+  /*
+   * "manifest" | "rollout" | "knowledge" | "key.issued" | "key.revoked" |
+   * "key.rotated"
+   */
   Switchyard__V1__Tenant *tenant;
 };
 #define SWITCHYARD__V1__TENANT_CHANGED__INIT \
