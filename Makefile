@@ -14,7 +14,7 @@ deps: ## Install the Debian packages needed to build, test and run (idempotent)
 	@./scripts/deps.sh
 
 .PHONY: run
-run: ## Install, build, start infra + every service, seed the demo tenant; Ctrl-C stops everything
+run: ## Install, build, start infra (authenticated NATS) + tenant, router, orchestrator, gateway; seed the demo tenant via admin commands; Ctrl-C stops all
 	./scripts/run.sh run
 
 .PHONY: up
@@ -51,7 +51,7 @@ bench: ## Full chat path under load (wrk, concurrency 16/64, stream + non-stream
 	./scripts/bench.sh
 
 .PHONY: infra-up
-infra-up: deps ## Start nats-server and PostgreSQL under .run/ on local ports 4222 / 5432
+infra-up: deps ## Start nats-server (users/passwords in .run/secrets.env) and PostgreSQL under .run/ on ports 4222 / 5432
 	./scripts/infra.sh up
 
 .PHONY: infra-down
@@ -63,7 +63,7 @@ infra-status: ## Show whether the local infrastructure is running
 	./scripts/infra.sh status
 
 .PHONY: clean-run
-clean-run: infra-down ## Stop local infrastructure and delete its data under .run/
+clean-run: infra-down ## Stop local infrastructure and delete its data and generated secrets under .run/
 	rm -rf .run
 
 .PHONY: clean

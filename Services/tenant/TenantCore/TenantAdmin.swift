@@ -451,7 +451,8 @@ public struct TenantAdmin: Sendable {
     ) async throws(AdminFailure) -> R {
         let mirrorTouched = MirrorFlag()
         do {
-            let (result, events) = try await pool.transaction { connection in
+            let committed: (result: R, events: [OutboxEvent], action: String, target: String)
+            committed = try await pool.transaction { connection in
                 switch plans {
                 case .none: break
                 case .shared: try await TenantStore.lockPlans(exclusive: false, on: connection)
@@ -479,10 +480,14 @@ public struct TenantAdmin: Sendable {
                 }
                 mirrorTouched.set()
                 try await mirror.apply(change.mirror)
-                return (change.result, events)
+                return (change.result, events, change.action, change.target)
             }
-            await outbox.publish(events)
-            return result
+            logger.info("tenancy changed", metadata: [
+                LogKey.tenantID: "\(tenant)", "action": "\(committed.action)", "target": "\(committed.target)",
+                "actor": "\(actor)",
+            ])
+            await outbox.publish(committed.events)
+            return committed.result
         } catch let failure as AdminFailure {
             throw failure
         } catch {
