@@ -39,6 +39,7 @@ FAKE_UPSTREAM_PORT=$UPSTREAM_PORT "$BIN/fake-upstream" >"$RUN/bench/fake-upstrea
 SWITCHYARD_LOG_LEVEL=warning SWITCHYARD_OPS_PORT=$TENANT_OPS_PORT SWITCHYARD_HTTP_PORT=$TENANT_HTTP_PORT \
 SWITCHYARD_INSTANCE_ID="tenant-bench" SWITCHYARD_NATS_USER=tenant \
 SWITCHYARD_NATS_PASSWORD="$SWITCHYARD_NATS_PASSWORD_TENANT" SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN" \
+SWITCHYARD_MIRROR_SIGNING_KEY="$SWITCHYARD_MIRROR_SIGNING_KEY" \
   "$BIN/tenant" >"$RUN/bench/tenant.log" 2>&1 & pids+=($!); tenant_pid=$!
 tenant_ready=0
 for _ in $(seq 1 300); do
@@ -59,7 +60,7 @@ for name in router orchestrator api-gateway; do
   SWITCHYARD_LOG_LEVEL=warning SWITCHYARD_OPS_PORT=$ops SWITCHYARD_HTTP_PORT=$HTTP_PORT \
   SWITCHYARD_INSTANCE_ID="$name-bench" SWITCHYARD_OPENAI_BASE_URL="http://127.0.0.1:$UPSTREAM_PORT/v1" \
   SWITCHYARD_NATS_USER="$user" SWITCHYARD_NATS_PASSWORD="${!pwvar}" \
-  SWITCHYARD_DB_POOL_SIZE=8 "$BIN/$name" >"$RUN/bench/$name.log" 2>&1 &
+  SWITCHYARD_MIRROR_PUBLIC_KEY="$SWITCHYARD_MIRROR_PUBLIC_KEY" SWITCHYARD_DB_POOL_SIZE=8 "$BIN/$name" >"$RUN/bench/$name.log" 2>&1 &
   pids+=($!); echo $! >"$RUN/bench/$name.pid"
   ops=$((ops + 1))
 done

@@ -2,7 +2,7 @@
 # Installs every Debian package Switchyard needs to build, test and run. Idempotent: does nothing when all
 # are present. Needs root (or sudo).
 set -euo pipefail
-packages=(nats-server libnats-dev libprotobuf-c-dev protobuf-c-compiler libpq-dev libssl-dev postgresql
+packages=(nats-server libnats-dev libprotobuf-c-dev protobuf-c-compiler libpq-dev libssl-dev openssl postgresql
           postgresql-client pkg-config curl)
 missing=()
 for p in "${packages[@]}"; do

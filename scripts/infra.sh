@@ -44,6 +44,19 @@ ensure_secrets() {
   for name in "${names[@]}"; do
     grep -q "^$name=" "$SECRETS" || printf '%s=%s\n' "$name" "$(random_secret)" >>"$SECRETS"
   done
+  # The tenant service signs the tenancy KV mirror with this Ed25519 key; every reader verifies with the
+  # public key (docs/adr/0009). Generated once, as a pair.
+  if ! grep -q "^SWITCHYARD_MIRROR_SIGNING_KEY=" "$SECRETS"; then
+    local pem seed pub
+    pem="$(openssl genpkey -algorithm ed25519)"
+    seed="$(printf '%s\n' "$pem" | openssl pkey -outform DER | tail -c 32 | od -An -tx1 | tr -d ' \n')"
+    pub="$(printf '%s\n' "$pem" | openssl pkey -pubout -outform DER | tail -c 32 | od -An -tx1 | tr -d ' \n')"
+    [ "${#seed}" = 64 ] && [ "${#pub}" = 64 ] || { echo "could not generate the mirror signing key (openssl)" >&2; exit 1; }
+    grep -v '^SWITCHYARD_MIRROR_PUBLIC_KEY=' "$SECRETS" >"$SECRETS.tmp" || true
+    printf 'SWITCHYARD_MIRROR_SIGNING_KEY=%s\nSWITCHYARD_MIRROR_PUBLIC_KEY=%s\n' "$seed" "$pub" >>"$SECRETS.tmp"
+    mv "$SECRETS.tmp" "$SECRETS"
+    chmod 600 "$SECRETS"
+  fi
 }
 
 # Renders the authorization template with the passwords from .run/secrets.env into .run/nats/auth.conf

@@ -1,4 +1,5 @@
 import Foundation
+import Security
 import Logging
 import Telemetry
 
@@ -37,6 +38,9 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
     public var instanceID: String
     /// `SWITCHYARD_DRAIN_SECONDS` — graceful-shutdown budget in whole seconds, 0...3600. Default `20`.
     public var drainSeconds: Int
+    /// The tenant service's Ed25519 mirror public key (`SWITCHYARD_MIRROR_PUBLIC_KEY`, 32 bytes hex): when
+    /// set, tenancy KV values without its valid signature are ignored (docs/adr/0009).
+    public var mirrorPublicKey: [UInt8]?
 
     /// The graceful-shutdown budget as a `Duration`.
     public var drainTimeout: Duration { .seconds(drainSeconds) }
@@ -55,6 +59,7 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
         public static let logFormat = "SWITCHYARD_LOG_FORMAT"
         public static let instanceID = "SWITCHYARD_INSTANCE_ID"
         public static let drainSeconds = "SWITCHYARD_DRAIN_SECONDS"
+        public static let mirrorPublicKey = "SWITCHYARD_MIRROR_PUBLIC_KEY"
     }
 
     /// Defaults (the per-service ports are arguments of the initializer).
@@ -98,7 +103,17 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
         self.instanceID = try reader.nonEmpty(Variable.instanceID, default: Self.defaultInstanceID())
         self.drainSeconds = try reader.integer(
             Variable.drainSeconds, default: Default.drainSeconds, range: 0...3600)
+        if let raw = reader.optional(Variable.mirrorPublicKey) {
+            guard let bytes = Hex.decode(raw), Ed25519.VerifyingKey(publicKey: bytes) != nil else {
+                throw ConfigurationError(code: .invalidChoice, variable: Variable.mirrorPublicKey,
+                                         expectation: "a 32-byte Ed25519 public key, hex-encoded")
+            }
+            self.mirrorPublicKey = bytes
+        }
     }
+
+    /// The verifier for the tenancy KV mirror, when `SWITCHYARD_MIRROR_PUBLIC_KEY` is set.
+    public var mirrorVerifier: Ed25519.VerifyingKey? { mirrorPublicKey.flatMap { Ed25519.VerifyingKey(publicKey: $0) } }
 
     /// Every variable with its default and meaning, for README tables and their check.
     public static func documentation() -> [(name: String, defaultValue: String, description: String)] {
@@ -115,6 +130,7 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
             (Variable.logFormat, Default.logFormat.rawValue, "json|text"),
             (Variable.instanceID, "<hostname>-<pid>", "replica id used in reply subjects and logs"),
             (Variable.drainSeconds, "\(Default.drainSeconds)", "graceful shutdown budget in seconds"),
+            (Variable.mirrorPublicKey, "(none)", "tenant service's mirror public key; unsigned tenancy KV values are then ignored"),
         ]
     }
 

@@ -1,6 +1,7 @@
 import Logging
 import Messaging
 import Schemas
+import Security
 import ServiceLifecycle
 import Synchronization
 
@@ -44,8 +45,25 @@ public final class TenantDirectory: Sendable {
 
     private let state = Mutex(State())
     private let logger: Logger
+    private let verifier: Ed25519.VerifyingKey?
 
-    public init(logger: Logger) { self.logger = logger }
+    /// - Parameter verifier: the tenant service's mirror public key; when set, values without its valid
+    ///   signature are ignored (the previous value stays) and logged (`MirrorSignature`).
+    public init(logger: Logger, verifier: Ed25519.VerifyingKey? = nil) {
+        self.logger = logger
+        self.verifier = verifier
+    }
+
+    /// The payload of a put, or nil (logged) when its signature doesn't verify.
+    private func payload(of entry: KVEntry, bucket: String) -> [UInt8]? {
+        guard let payload = MirrorSignature.open(bucket: bucket, key: entry.key, value: entry.value, verifier: verifier)
+        else {
+            logger.error("kv value without a valid mirror signature ignored",
+                         metadata: ["kv.bucket": "\(bucket)", "kv.key": "\(entry.key.prefix(80))"])
+            return nil
+        }
+        return payload
+    }
 
     public func snapshot(tenant id: String) -> TenantSnapshot? {
         state.withLock { state in
@@ -66,19 +84,24 @@ public final class TenantDirectory: Sendable {
         let key = entry.key
         let deleted = entry.operation != .put
         let parts = key.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+        var bytes: [UInt8] = []
+        if !deleted {
+            guard let payload = payload(of: entry, bucket: TenancyKeys.tenantsBucket.name) else { return }
+            bytes = payload
+        }
         do {
             switch parts.count {
             case 1:
-                let value = deleted ? nil : try Tenant(protobuf: entry.value)
+                let value = deleted ? nil : try Tenant(protobuf: bytes)
                 state.withLock { $0.tenants[parts[0]] = value }
             case 2 where parts[1] == "plan":
-                let value = deleted ? nil : try Plan(protobuf: entry.value)
+                let value = deleted ? nil : try Plan(protobuf: bytes)
                 state.withLock { $0.plans[parts[0]] = value }
             case 2 where parts[1] == "manifest":
-                let value = deleted ? nil : try PackageManifest(protobuf: entry.value)
+                let value = deleted ? nil : try PackageManifest(protobuf: bytes)
                 state.withLock { $0.manifests[parts[0]] = value }
             case 3 where parts[1] == "rollout":
-                let value = deleted ? nil : try RolloutSettings(protobuf: entry.value)
+                let value = deleted ? nil : try RolloutSettings(protobuf: bytes)
                 state.withLock { $0.rollouts[parts[0], default: [:]][parts[2]] = value }
             default:
                 logger.warning("unknown tenants key skipped", metadata: ["kv.key": "\(key)"])
@@ -90,8 +113,13 @@ public final class TenantDirectory: Sendable {
     }
 
     func applyKeyEntry(_ entry: KVEntry) {
+        var bytes: [UInt8] = []
+        if entry.operation == .put {
+            guard let payload = payload(of: entry, bucket: TenancyKeys.apiKeysBucket.name) else { return }
+            bytes = payload
+        }
         do {
-            let value = entry.operation != .put ? nil : try ApiKeyRecord(protobuf: entry.value)
+            let value = entry.operation != .put ? nil : try ApiKeyRecord(protobuf: bytes)
             state.withLock { $0.keys[entry.key] = value }
         } catch {
             logger.error("malformed apikeys value skipped", metadata: ["error": "\(error)"])
@@ -191,7 +219,9 @@ extension TenancyWriter {
         guard parts.count == 3, parts[2].count >= 8 else { return false }
         let lookup = String(parts[2].prefix(8))
         guard let entry = try? await apiKeys.get(lookup), entry.operation == .put,
-              let record = try? ApiKeyRecord(protobuf: entry.value) else { return false }
+              let payload = MirrorSignature.open(bucket: TenancyKeys.apiKeysBucket.name, key: lookup, value: entry.value,
+                                                 verifier: nil),
+              let record = try? ApiKeyRecord(protobuf: payload) else { return false }
         return record.status == "active"
     }
 }

@@ -70,4 +70,33 @@ struct SecurityTests {
         let random = SecureRandom.bytes(count: 20)
         #expect(Base32.decode(Base32.encode(random)) == random)
     }
+
+    @Test func ed25519KnownAnswerAndTampering() throws {
+        // RFC 8032, section 7.1, test 1 (empty message) and test 2 (one byte 0x72).
+        let seed = try #require(Hex.decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"))
+        let key = try #require(Ed25519.SigningKey(seed: seed))
+        #expect(Hex.encode(key.publicKey) == "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+        #expect(Hex.encode(key.sign([UInt8]())) == "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155"
+            + "5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b")
+        let seed2 = try #require(Hex.decode("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb"))
+        let key2 = try #require(Ed25519.SigningKey(seed: seed2))
+        #expect(Hex.encode(key2.sign([0x72])) == "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da"
+            + "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00")
+
+        let verifier = try #require(Ed25519.VerifyingKey(publicKey: key.publicKey))
+        let message = Array("tenants/acme\u{0}payload".utf8)
+        let signature = key.sign(message)
+        #expect(verifier.isValidSignature(signature, for: message))
+        var tampered = message
+        tampered[0] ^= 1
+        #expect(!verifier.isValidSignature(signature, for: tampered))
+        var badSignature = signature
+        badSignature[10] ^= 0x80
+        #expect(!verifier.isValidSignature(badSignature, for: message))
+        #expect(!verifier.isValidSignature(signature.prefix(63), for: message))
+        let other = try #require(Ed25519.VerifyingKey(publicKey: key2.publicKey))
+        #expect(!other.isValidSignature(signature, for: message))
+        #expect(Ed25519.SigningKey(seed: Array(seed.prefix(31))) == nil)
+        #expect(Ed25519.VerifyingKey(publicKey: [UInt8](repeating: 1, count: 33)) == nil)
+    }
 }

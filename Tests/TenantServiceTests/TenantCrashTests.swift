@@ -1,5 +1,6 @@
 import Foundation
 import Schemas
+import Security
 import Synchronization
 import Tenancy
 @testable import TenantCore
@@ -25,6 +26,7 @@ import TestKit
             await stack.stopTenantService(name: "tenant-1")
             var environment = stack.environment(instance: "tenant-doomed")
             environment["SWITCHYARD_ADMIN_TOKENS"] = "operator:\(TenantStack.token)"
+            environment["SWITCHYARD_MIRROR_SIGNING_KEY"] = Hex.encode(TenantStack.signingSeed)
             environment["SWITCHYARD_LOG_LEVEL"] = "error"
             let process = try TestProcess(executable: Self.binary, arguments: [], environment: environment)
             // Requests in flight at the kill time out quickly instead of after the default 15 s.
@@ -67,7 +69,7 @@ import TestKit
 
             // The next replica repairs KV and publishes what the dead one left in the outbox.
             try await stack.startTenantService(name: "tenant-2")
-            let mirror = try await TenantMirror(jetStream: stack.jetStream, logger: TenantStack.quietLogger)
+            let mirror = try await stack.mirror()
             let pool = try PostgresPoolFactory.make(stack.postgres)
             #expect(try await mirror.rebuild(pool: pool) == 0, "KV equals PostgreSQL after the restart")
             let snapshot = try await mirror.snapshot()

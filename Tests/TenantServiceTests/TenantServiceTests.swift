@@ -1,6 +1,7 @@
 import Foundation
 import Messaging
 import Schemas
+import Security
 import Synchronization
 import Tenancy
 @testable import TenantCore
@@ -220,7 +221,7 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             #expect(try await eventually(within: .seconds(1)) { try await stack.models(key: key).status == 200 } != nil)
 
             await stack.stopTenantService(name: "tenant-1")
-            let mirror = try await TenantMirror(jetStream: stack.jetStream, logger: TenantStack.quietLogger)
+            let mirror = try await stack.mirror()
             let before = try await mirror.snapshot()
             #expect(before.tenants.keys.sorted() == ["phoenix", "phoenix.manifest", "phoenix.plan", "phoenix.rollout.host"])
             #expect(before.keys.count == 1)
@@ -238,6 +239,40 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             #expect(after.tenants == before.tenants, "tenants bucket rebuilt exactly")
             #expect(after.keys == before.keys, "apikeys bucket rebuilt exactly, forged record removed")
             #expect(try await eventually(within: .seconds(1)) { try await stack.models(key: key).status == 200 } != nil)
+        }
+    }
+
+    // MARK: signed mirror
+
+    @Test func forgedMirrorRecordsAreIgnoredByVerifyingReaders() async throws {
+        try await TenantStack.with { stack in
+            let (key, record) = try await stack.createTenant("guarded")
+            #expect(try await eventually(within: .seconds(1)) { try await stack.models(key: key).status == 200 } != nil)
+            let unsigned = try await TenantMirror(jetStream: stack.jetStream, signer: nil, logger: TenantStack.quietLogger)
+            let impostor = try await TenantMirror(jetStream: stack.jetStream, signer: Ed25519.SigningKey.generate(),
+                                                  logger: TenantStack.quietLogger)
+            // Keys forged for the tenant: unsigned, signed by another key, and a genuine signed value copied
+            // to another key id.
+            let (forged1, record1) = APIKeyGenerator.generate(env: .live, pepper: nil, tenantID: "guarded", scopes: ["chat"])
+            let (forged2, record2) = APIKeyGenerator.generate(env: .live, pepper: nil, tenantID: "guarded", scopes: ["chat"])
+            try await unsigned.apply([.key(record1)])
+            try await impostor.apply([.key(record2)])
+            let genuine = try await stack.mirror().snapshot().keys[record.keyID] ?? []
+            let (forged3, record3) = APIKeyGenerator.generate(env: .live, pepper: nil, tenantID: "guarded")
+            _ = try await stack.jetStream.keyValue(TenancyKeys.apiKeysBucket).put(record3.keyID, genuine)
+            try await Task.sleep(for: .milliseconds(300))
+            for forged in [forged1, forged2, forged3] {
+                #expect(try await stack.models(key: forged).status == 401, "a forged key record was accepted")
+            }
+            // A suspended tenant can't be reactivated by an unsigned tenant record.
+            _ = try await stack.admin.call(.suspend, SuspendTenantRequest(tenantID: "guarded", suspended: true),
+                                           as: SuspendTenantResponse.self)
+            #expect(try await eventually(within: .seconds(1)) {
+                try await stack.chat(key: key, model: "host").status == 403
+            } != nil)
+            try await unsigned.apply([.tenant(Tenant(id: "guarded", name: "Guarded", planID: "default", status: "active"))])
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await stack.chat(key: key, model: "host").status == 403)
         }
     }
 
@@ -296,12 +331,14 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             // 4 for each createTenant (create, manifest, knowledge, key) + 1 raced create + 60 changes.
             #expect(try await stack.count("audit_log") == 4 + 1 + 60)
             // The KV mirror equals PostgreSQL: a rebuild finds nothing to repair.
-            let mirror = try await TenantMirror(jetStream: stack.jetStream, logger: TenantStack.quietLogger)
+            let mirror = try await stack.mirror()
             let pool = try PostgresPoolFactory.make(stack.postgres)
             #expect(try await mirror.rebuild(pool: pool) == 0)
             let rollout = try await stack.postgres.psql("SELECT canary_percent FROM rollouts WHERE tenant_id = 'busy'")
             let snapshot = try await mirror.snapshot()
-            let mirrored = try RolloutSettings(protobuf: snapshot.tenants["busy.rollout.host"] ?? [])
+            let mirrored = try RolloutSettings(protobuf: MirrorSignature.open(
+                bucket: "tenants", key: "busy.rollout.host", value: snapshot.tenants["busy.rollout.host"] ?? [],
+                verifier: Ed25519.VerifyingKey(publicKey: TenantStack.signingKey.publicKey)) ?? [0xFF])
             #expect("\(mirrored.canaryPercent)" == rollout.trimmingCharacters(in: .whitespacesAndNewlines))
             await pool.close()
         }
@@ -314,7 +351,7 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             let admin = stack.admin
             try await stack.createTenant("legit")
             let auditBefore = try await stack.count("audit_log")
-            let mirror = try await TenantMirror(jetStream: stack.jetStream, logger: TenantStack.quietLogger)
+            let mirror = try await stack.mirror()
             let kvBefore = try await mirror.snapshot()
 
             let hostileIDs = ["a.b", "a*b", "a>b", ">", "*", "a b", " a", "ünïcode", "😀", "", "A", "-a",
@@ -450,7 +487,7 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             #expect(["key.issued", "key.rotated", "key.revoked"].allSatisfy(changes.contains), "\(changes)")
             // (The admin reply to issue/rotate on `_INBOX.…` carries the plaintext once, by design.)
             let eventBytes = published.filter { !$0.subject.hasPrefix("_INBOX.") }.map { Array($0.subject.utf8) + Array("\($0.headers)".utf8) + $0.payload }
-            let mirror = try await TenantMirror(jetStream: stack.jetStream, logger: TenantStack.quietLogger)
+            let mirror = try await stack.mirror()
             let kv = try await mirror.snapshot()
             let kvBytes = Array(kv.tenants.values) + Array(kv.keys.values)
             for key in keys {

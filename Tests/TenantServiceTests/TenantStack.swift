@@ -8,6 +8,7 @@ import NIOHTTP1
 import OrchestratorCore
 import RouterCore
 import Schemas
+import Security
 import ServiceKit
 import ServiceLifecycle
 import Storage
@@ -83,6 +84,9 @@ final class RunningService: Sendable {
 /// (local knowledge-base agent), an admin NATS connection and an HTTP client.
 final class TenantStack: Sendable {
     static let token = "test-operator-token-0123456789abcdef"
+    /// The tenant service signs the KV mirror; every reader verifies (as `make run` configures it).
+    static let signingSeed = SecureRandom.bytes(count: 32)
+    static let signingKey = Ed25519.SigningKey(seed: signingSeed)!
     static let quietLogger = Logger(label: "tenant-tests") { _ in SwiftLogNoOpLogHandler() }
 
     let nats: NATSServer
@@ -110,7 +114,8 @@ final class TenantStack: Sendable {
     func environment(instance: String) -> [String: String] {
         ["SWITCHYARD_NATS_URL": nats.url, "SWITCHYARD_DATABASE_URL": postgres.connectionString,
          "SWITCHYARD_HTTP_HOST": "127.0.0.1", "SWITCHYARD_HTTP_PORT": "0", "SWITCHYARD_OPS_PORT": "0",
-         "SWITCHYARD_INSTANCE_ID": instance, "SWITCHYARD_DB_POOL_SIZE": "3", "SWITCHYARD_DRAIN_SECONDS": "5"]
+         "SWITCHYARD_INSTANCE_ID": instance, "SWITCHYARD_DB_POOL_SIZE": "3", "SWITCHYARD_DRAIN_SECONDS": "5",
+         "SWITCHYARD_MIRROR_PUBLIC_KEY": Hex.encode(Self.signingKey.publicKey)]
     }
 
     static func start(tenantReplicas: Int = 1, gateways: Int = 1, chatPath: Bool = true,
@@ -156,7 +161,8 @@ final class TenantStack: Sendable {
         let port = PortBox()
         let group = try await buildTenantService(
             configuration: try ServiceConfiguration(environment: environment(instance: name), service: "tenant"),
-            tenant: TenantConfiguration(adminTokens: [("operator", Self.token)]), logger: logger, signals: false,
+            tenant: TenantConfiguration(adminTokens: [("operator", Self.token)], mirrorSigningKey: Self.signingKey),
+            logger: logger, signals: false,
             onServerRunning: { bound in port.set(bound) })
         let running = try await RunningService(group: group, port: port)
         tenantServices.withLock { $0[name] = running }
@@ -265,6 +271,11 @@ final class TenantStack: Sendable {
         if let token { headers["authorization"] = "Bearer \(token)" }
         return try await send(url: "http://127.0.0.1:\(tenantHTTPPort())/admin/v1/tenant/\(command)",
                               body: Array(json.utf8), headers: headers)
+    }
+
+    /// A mirror client signing like the tenant service (for reading, rebuilding and planting entries).
+    func mirror() async throws -> TenantMirror {
+        try await TenantMirror(jetStream: jetStream, signer: Self.signingKey, logger: Self.quietLogger)
     }
 
     /// Every row of every table in the public schema, as text.

@@ -316,7 +316,7 @@ public func buildGateway(configuration: ServiceConfiguration, gateway: GatewayCo
                          onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws -> ServiceGroup {
     let platform = try await ServicePlatform.connect(configuration: configuration, logger: logger, metrics: metrics)
     try await platform.jetStream.ensureStream(StandardStreams.requests)
-    let directory = TenantDirectory(logger: logger)
+    let directory = TenantDirectory(logger: logger, verifier: configuration.mirrorVerifier)
     platform.health.register(name: "kv") { directory.isSynced ? .up : .down("tenant mirror not loaded") }
     let inbox = try ReplyInbox(connection: platform.connection, instanceID: configuration.instanceID)
     let limiter = RateLimiterRegistry()

@@ -524,7 +524,7 @@ public func buildOrchestrator(configuration: ServiceConfiguration, orchestrator:
     try await store.migrate(logger: logger)
     let knowledgeStore = KnowledgeStore(pool: pool)
     try await knowledgeStore.migrate(logger: logger)
-    let directory = TenantDirectory(logger: logger)
+    let directory = TenantDirectory(logger: logger, verifier: configuration.mirrorVerifier)
     platform.health.register(name: "kv") { directory.isSynced ? .up : .down("tenant mirror not loaded") }
     let providers = ProviderClients(endpoints: orchestrator.endpoints)
     let knowledgeCache = KnowledgeCache(store: knowledgeStore)

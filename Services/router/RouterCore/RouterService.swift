@@ -101,7 +101,7 @@ public func buildRouter(configuration: ServiceConfiguration, logger: Logger,
         try await platform.jetStream.ensureStream(stream)
     }
     try await platform.jetStream.ensureConsumer(stream: StreamNames.requests, RouterNames.consumer)
-    let directory = TenantDirectory(logger: logger)
+    let directory = TenantDirectory(logger: logger, verifier: configuration.mirrorVerifier)
     platform.health.register(name: "kv") { directory.isSynced ? .up : .down("tenant mirror not loaded") }
     let handler = RouterHandler(jetStream: platform.jetStream, directory: directory, metrics: metrics, logger: logger)
     let consumer = JetStreamConsumerService(

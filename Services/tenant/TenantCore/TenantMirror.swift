@@ -1,6 +1,7 @@
 import Logging
 import Messaging
 import Schemas
+import Security
 import Storage
 import Tenancy
 
@@ -38,20 +39,31 @@ enum MirrorWrite: Sendable, Equatable {
 public struct TenantMirror: Sendable {
     let tenants: KeyValueBucket
     let apiKeys: KeyValueBucket
+    let signer: Ed25519.SigningKey?
     let logger: Logger
 
-    public init(jetStream: JetStream, logger: Logger) async throws {
+    /// - Parameter signer: signs every value written (`MirrorSignature`); readers holding the public key
+    ///   ignore values it didn't sign.
+    public init(jetStream: JetStream, signer: Ed25519.SigningKey? = nil, logger: Logger) async throws {
         tenants = try await jetStream.keyValue(TenancyKeys.tenantsBucket)
         apiKeys = try await jetStream.keyValue(TenancyKeys.apiKeysBucket)
+        self.signer = signer
         self.logger = logger
     }
 
+    /// The stored form of a payload (signed when this mirror has a signing key).
+    func sealed(bucket: String, key: String, _ payload: [UInt8]) -> [UInt8] {
+        MirrorSignature.seal(bucket: bucket, key: key, payload: payload, signer: signer)
+    }
+
     func apply(_ writes: [MirrorWrite]) async throws {
+        let tenantsName = TenancyKeys.tenantsBucket.name
+        let keysName = TenancyKeys.apiKeysBucket.name
         for write in writes {
             switch write {
-            case .putTenant(let key, let value): _ = try await tenants.put(key, value)
+            case .putTenant(let key, let value): _ = try await tenants.put(key, sealed(bucket: tenantsName, key: key, value))
             case .deleteTenant(let key): try await tenants.delete(key)
-            case .putKey(let key, let value): _ = try await apiKeys.put(key, value)
+            case .putKey(let key, let value): _ = try await apiKeys.put(key, sealed(bucket: keysName, key: key, value))
             case .deleteKey(let key): try await apiKeys.delete(key)
             }
         }
@@ -99,6 +111,12 @@ public struct TenantMirror: Sendable {
         return values
     }
 
+    /// A stored key record, signed or not (for finding its owner; trust comes from PostgreSQL here).
+    static func record(key: String, value: [UInt8]) -> ApiKeyRecord? {
+        MirrorSignature.open(bucket: TenancyKeys.apiKeysBucket.name, key: key, value: value, verifier: nil)
+            .flatMap { try? ApiKeyRecord(protobuf: $0) }
+    }
+
     /// The tenant id a `tenants`-bucket key or an `apikeys` record belongs to.
     static func owner(ofTenantsKey key: String) -> String {
         String(key.prefix { $0 != "." })
@@ -115,7 +133,7 @@ public struct TenantMirror: Sendable {
         for key in current.tenants.keys { owners.insert(Self.owner(ofTenantsKey: key)) }
         var keyOwners: [String: [String]] = [:]
         for (key, value) in current.keys {
-            let owner = (try? ApiKeyRecord(protobuf: value))?.tenantID ?? ""
+            let owner = Self.record(key: key, value: value)?.tenantID ?? ""
             keyOwners[owner, default: []].append(key)
             owners.insert(owner)
         }
@@ -136,7 +154,7 @@ public struct TenantMirror: Sendable {
         _ = try await reconcile(
             tenant: tenant, pool: pool,
             currentTenants: current.tenants.filter { Self.owner(ofTenantsKey: $0.key) == tenant },
-            currentKeys: current.keys.filter { (try? ApiKeyRecord(protobuf: $0.value))?.tenantID == tenant })
+            currentKeys: current.keys.filter { Self.record(key: $0.key, value: $0.value)?.tenantID == tenant })
     }
 
     private func reconcile(tenant: String, pool: PostgresPool, currentTenants: [String: [UInt8]],
@@ -146,9 +164,16 @@ public struct TenantMirror: Sendable {
             let desired: (tenants: [String: [UInt8]], keys: [String: [UInt8]]) = TenantID.isValid(tenant)
                 ? try await Self.desiredState(tenant: tenant, on: connection) : ([:], [:])
             var writes: [MirrorWrite] = []
-            for (key, value) in desired.tenants where currentTenants[key] != value { writes.append(.putTenant(key, value)) }
+            let tenantsName = TenancyKeys.tenantsBucket.name
+            let keysName = TenancyKeys.apiKeysBucket.name
+            // Ed25519 signatures are deterministic: an entry already stored as desired compares equal.
+            for (key, value) in desired.tenants where currentTenants[key] != sealed(bucket: tenantsName, key: key, value) {
+                writes.append(.putTenant(key, value))
+            }
             for key in currentTenants.keys where desired.tenants[key] == nil { writes.append(.deleteTenant(key)) }
-            for (key, value) in desired.keys where currentKeys[key] != value { writes.append(.putKey(key, value)) }
+            for (key, value) in desired.keys where currentKeys[key] != sealed(bucket: keysName, key: key, value) {
+                writes.append(.putKey(key, value))
+            }
             for key in currentKeys.keys where desired.keys[key] == nil {
                 // A record whose key id PostgreSQL gives to another tenant is rewritten by that tenant's pass.
                 let owned = try await connection.query("""

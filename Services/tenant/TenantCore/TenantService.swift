@@ -15,10 +15,15 @@ public struct TenantConfiguration: Sendable {
     public var adminTokens: [(name: String, token: String)]
     /// `SWITCHYARD_KEY_PEPPER` (hex, ≥ 16 bytes): must equal the gateways' pepper.
     public var keyPepper: [UInt8]?
+    /// `SWITCHYARD_MIRROR_SIGNING_KEY` (32-byte Ed25519 seed, hex): signs every KV mirror value; readers get
+    /// the public key as `SWITCHYARD_MIRROR_PUBLIC_KEY` (docs/adr/0009).
+    public var mirrorSigningKey: Ed25519.SigningKey?
 
-    public init(adminTokens: [(name: String, token: String)], keyPepper: [UInt8]? = nil) {
+    public init(adminTokens: [(name: String, token: String)], keyPepper: [UInt8]? = nil,
+                mirrorSigningKey: Ed25519.SigningKey? = nil) {
         self.adminTokens = adminTokens
         self.keyPepper = keyPepper
+        self.mirrorSigningKey = mirrorSigningKey
     }
 
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) {
@@ -42,7 +47,15 @@ public struct TenantConfiguration: Sendable {
             }
             pepper = bytes
         }
-        self.init(adminTokens: tokens, keyPepper: pepper)
+        var signingKey: Ed25519.SigningKey?
+        if let raw = environment["SWITCHYARD_MIRROR_SIGNING_KEY"], !raw.isEmpty {
+            guard let seed = Hex.decode(raw), let key = Ed25519.SigningKey(seed: seed) else {
+                throw ConfigurationError(code: .invalidChoice, variable: "SWITCHYARD_MIRROR_SIGNING_KEY",
+                                         expectation: "a 32-byte Ed25519 private key (seed), hex-encoded")
+            }
+            signingKey = key
+        }
+        self.init(adminTokens: tokens, keyPepper: pepper, mirrorSigningKey: signingKey)
     }
 }
 
@@ -60,7 +73,10 @@ public func buildTenantService(
     let pool = try PostgresPool(configuration: configuration.postgresConfiguration, logger: logger)
     platform.health.register(PostgresHealthCheck(pool: pool))
     try await TenantStore.migrate(pool: pool, logger: logger)
-    let mirror = try await TenantMirror(jetStream: platform.jetStream, logger: logger)
+    let mirror = try await TenantMirror(jetStream: platform.jetStream, signer: tenant.mirrorSigningKey, logger: logger)
+    if tenant.mirrorSigningKey == nil {
+        logger.warning("SWITCHYARD_MIRROR_SIGNING_KEY is not set: the KV mirror is unsigned (docs/adr/0009)")
+    }
     // PostgreSQL is the source of truth: whatever the KV buckets hold (wiped, stale, tampered) is repaired
     // before this replica serves commands.
     let repaired = try await mirror.rebuild(pool: pool)
