@@ -123,6 +123,18 @@ struct ServiceConfigurationTests {
         }
     }
 
+    @Test func mirrorPublicKeyMustBeA32ByteEd25519Key() throws {
+        for bad in ["zz", "00", String(repeating: "ab", count: 33), "not hex at all"] {
+            #expect(throws: ConfigurationError.self) {
+                _ = try ServiceConfiguration(environment: ["SWITCHYARD_MIRROR_PUBLIC_KEY": bad], service: "x")
+            }
+        }
+        let good = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+        let configuration = try ServiceConfiguration(environment: ["SWITCHYARD_MIRROR_PUBLIC_KEY": good], service: "x")
+        #expect(configuration.mirrorVerifier != nil)
+        #expect(try ServiceConfiguration(environment: [:], service: "x").mirrorVerifier == nil)
+    }
+
     @Test func documentationListsEveryVariableOnce() {
         let docs = ServiceConfiguration.documentation()
         let names = docs.map(\.name)
@@ -132,7 +144,7 @@ struct ServiceConfigurationTests {
                 "SWITCHYARD_NATS_URL", "SWITCHYARD_NATS_USER", "SWITCHYARD_NATS_PASSWORD", "SWITCHYARD_DATABASE_URL",
                 "SWITCHYARD_DB_POOL_SIZE", "SWITCHYARD_HTTP_HOST", "SWITCHYARD_HTTP_PORT", "SWITCHYARD_OPS_PORT",
                 "SWITCHYARD_LOG_LEVEL", "SWITCHYARD_LOG_FORMAT", "SWITCHYARD_INSTANCE_ID",
-                "SWITCHYARD_DRAIN_SECONDS",
+                "SWITCHYARD_DRAIN_SECONDS", "SWITCHYARD_MIRROR_PUBLIC_KEY",
             ])
         #expect(docs.first { $0.name == "SWITCHYARD_DB_POOL_SIZE" }?.defaultValue == "4")
         #expect(docs.first { $0.name == "SWITCHYARD_NATS_URL" }?.defaultValue == "nats://127.0.0.1:4222")

@@ -81,7 +81,22 @@ public struct ChatGateway: Sendable {
             await self.chatCompletions(request)
         }
         router.get("/v1/models") { request, _ in
-            self.models(request)
+            if let unavailable = await self.waitForDirectory() { return unavailable }
+            return self.models(request)
+        }
+    }
+
+    /// Right after start the KV mirror may still be loading: wait for it (bounded) rather than answering a
+    /// valid key with 401; if it doesn't load, 503 (retriable). `/ready` stays 503 meanwhile, so a load
+    /// balancer doesn't send traffic here in the first place.
+    func waitForDirectory() async -> Response? {
+        guard !directory.isSynced else { return nil }
+        do {
+            try await directory.waitUntilSynced(timeout: .seconds(5))
+            return nil
+        } catch {
+            return Self.errorResponse(.serviceUnavailable("The gateway is starting; retry shortly.", retryAfterSeconds: 1),
+                                      requestID: nil)
         }
     }
 
@@ -116,6 +131,7 @@ public struct ChatGateway: Sendable {
     func chatCompletions(_ request: Request) async -> Response {
         let clock = ContinuousClock.now
         let requestID = EventID.random()
+        if let unavailable = await waitForDirectory() { return unavailable }
         let (auth, snapshot): (AuthContext, TenantSnapshot)
         switch authenticate(request) {
         case .failure(let error): return Self.errorResponse(error, requestID: requestID)
