@@ -265,6 +265,7 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
                 #expect(try await stack.models(key: forged).status == 401, "a forged key record was accepted")
             }
             // A suspended tenant can't be reactivated by an unsigned tenant record.
+            let activeSigned = try await stack.mirror().snapshot().tenants["guarded"] ?? []
             _ = try await stack.admin.call(.suspend, SuspendTenantRequest(tenantID: "guarded", suspended: true),
                                            as: SuspendTenantResponse.self)
             #expect(try await eventually(within: .seconds(1)) {
@@ -272,6 +273,18 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             } != nil)
             try await unsigned.apply([.tenant(Tenant(id: "guarded", name: "Guarded", planID: "default", status: "active"))])
             try await Task.sleep(for: .milliseconds(300))
+            #expect(try await stack.chat(key: key, model: "host").status == 403)
+
+            // Replaying an old, genuinely signed value (the tenant while it was active) and deleting its plan:
+            // the tenant service's mirror guard puts PostgreSQL's truth back.
+            let tenantsBucket = try await stack.jetStream.keyValue(TenancyKeys.tenantsBucket)
+            _ = try await tenantsBucket.put("guarded", activeSigned)
+            try await tenantsBucket.delete("guarded.plan")
+            let repaired = try await eventually(within: .seconds(2)) {
+                let snapshot = try await stack.mirror().snapshot()
+                return snapshot.tenants["guarded"] != activeSigned && snapshot.tenants["guarded.plan"] != nil
+            }
+            #expect(repaired != nil, "the mirror guard restores replayed and deleted entries")
             #expect(try await stack.chat(key: key, model: "host").status == 403)
         }
     }

@@ -137,6 +137,11 @@ public struct ChatGateway: Sendable {
         case .failure(let error): return Self.errorResponse(error, requestID: requestID)
         case .success(let value): (auth, snapshot) = value
         }
+        // Limits come from the plan: without one (KV entry missing or being repaired) fail closed, retriable.
+        guard snapshot.plan != nil else {
+            return Self.errorResponse(.serviceUnavailable("The account's plan is not available; retry shortly.",
+                                                          retryAfterSeconds: 1), requestID: requestID)
+        }
         var request = request
         let body: ByteBuffer
         do {

@@ -141,8 +141,10 @@ public struct AdminNATSService: Service {
     }
 
     func serve(_ message: NATSMessage) async {
-        guard let reply = message.reply else {
-            logger.warning("admin command without a reply subject ignored")
+        // Replies only go to inboxes: a caller must not make this service (which may write KV and events)
+        // publish an answer onto `$KV.…` or `evt.…`.
+        guard let reply = message.reply, reply.hasPrefix("_INBOX") else {
+            logger.warning("admin command without an inbox reply subject ignored")
             return
         }
         let name = String(message.subject.split(separator: ".").last ?? "")

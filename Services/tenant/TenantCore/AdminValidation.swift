@@ -10,6 +10,7 @@ public enum AdminValidation {
     public static let maxIntentsPerAgent = 50
     public static let maxKeywordsPerIntent = 100
     public static let maxSystemPromptBytes = 32 * 1024
+    public static let maxManifestBytes = 256 * 1024
     public static let maxKnowledgeContentBytes = 64 * 1024
     public static let maxFeatureFlags = 100
     public static let maxScopes = 16
@@ -163,6 +164,10 @@ public enum AdminValidation {
         if manifest.defaultAgent.isEmpty { manifest.defaultAgent = manifest.agents[0].agent }
         guard names.contains(manifest.defaultAgent) else {
             throw fail("manifest.default_agent must name an agent of the manifest")
+        }
+        // Every gateway and router holds it in memory and it travels in one KV value and one event.
+        guard manifest.protobufBytes().count <= maxManifestBytes else {
+            throw fail("manifest is larger than \(maxManifestBytes / 1024) KiB")
         }
         return manifest
     }

@@ -13,7 +13,7 @@ public actor KeyUsageRecorder {
 
     private let pool: PostgresPool
     private let delay: Duration
-    private var pending: [String: Int64] = [:]
+    private var pending: [TenantStore.KeyUse: Int64] = [:]
     private var waiters: [CheckedContinuation<Void, any Error>] = []
     private var scheduled = false
 
@@ -24,13 +24,18 @@ public actor KeyUsageRecorder {
 
     /// The consumer's handler: records the use and returns once it is committed.
     public nonisolated func handle(_ delivery: JetStreamDelivery) async throws {
-        let request = try ChatRequested(protobuf: delivery.payload)
-        guard let meta = request.meta, !request.apiKeyID.isEmpty else { return }
-        try await record(keyID: request.apiKeyID, at: meta.occurredAtUnixNanos)
+        let request: ChatRequested
+        do {
+            request = try ChatRequested(protobuf: delivery.payload)
+        } catch {
+            throw PoisonMessage("undecodable ChatRequested")
+        }
+        guard let meta = request.meta, !request.apiKeyID.isEmpty, TenantID.isValid(meta.tenantID) else { return }
+        try await record(TenantStore.KeyUse(tenant: meta.tenantID, keyID: request.apiKeyID), at: meta.occurredAtUnixNanos)
     }
 
-    func record(keyID: String, at unixNanos: Int64) async throws {
-        pending[keyID] = max(pending[keyID] ?? 0, unixNanos)
+    func record(_ use: TenantStore.KeyUse, at unixNanos: Int64) async throws {
+        pending[use] = max(pending[use] ?? 0, unixNanos)
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             waiters.append(continuation)
             if !scheduled {

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Messaging
 import Schemas
+import Security
 import Storage
 import Telemetry
 import Tenancy
@@ -225,7 +226,7 @@ public struct TenantAdmin: Sendable {
             after.status = "revoked"
             // A key already scheduled to stop (rotation overlap) stops now; an already revoked key keeps its time.
             if before.status != "revoked" { after.revokedAtUnixNanos = now }
-            try await TenantStore.setRevocation(keyID: keyID, status: "revoked", revokedAt: after.revokedAtUnixNanos,
+            try await TenantStore.setRevocation(keyID: keyID, tenant: id, status: "revoked", revokedAt: after.revokedAtUnixNanos,
                                                 on: connection)
             return Change(result: after, action: "key.revoke", target: "key/\(keyID)",
                           beforeJSON: Audit.json(Audit.redacted(before)), afterJSON: Audit.json(Audit.redacted(after)),
@@ -260,7 +261,7 @@ public struct TenantAdmin: Sendable {
             var old = before
             old.revokedAtUnixNanos = now + Int64(request.overlapSeconds) * 1_000_000_000
             if request.overlapSeconds == 0 { old.status = "revoked" }
-            try await TenantStore.setRevocation(keyID: keyID, status: old.status, revokedAt: old.revokedAtUnixNanos,
+            try await TenantStore.setRevocation(keyID: keyID, tenant: id, status: old.status, revokedAt: old.revokedAtUnixNanos,
                                                 on: connection)
             return Change(result: (plaintext, fresh, old), action: "key.rotate", target: "key/\(keyID)",
                           beforeJSON: Audit.json(Audit.redacted(before)),
@@ -419,7 +420,7 @@ public struct TenantAdmin: Sendable {
                 throw AdminFailure(.notFound, "no such tenant")
             }
             return KnowledgeListResponse(
-                entries: try await TenantStore.knowledge(tenant: id, query: query, limit: limit, on: pool))
+                entries: try await TenantStore.knowledge(tenant: id, query: query, limit: limit, on: connection))
         }
     }
 
@@ -478,7 +479,7 @@ public struct TenantAdmin: Sendable {
                 for index in events.indices {
                     events[index].id = try await TenantStore.insertOutbox(events[index], on: connection)
                 }
-                mirrorTouched.set()
+                mirrorTouched.set(tenants: [tenant] + change.mirror.compactMap(\.tenantsBucketOwner))
                 try await mirror.apply(change.mirror)
                 return (change.result, events, change.action, change.target)
             }
@@ -491,11 +492,12 @@ public struct TenantAdmin: Sendable {
         } catch let failure as AdminFailure {
             throw failure
         } catch {
-            if mirrorTouched.isSet {
-                // The KV writes may have happened while the transaction did not commit: put PostgreSQL's truth back.
-                do { try await mirror.reconcile(tenant: tenant, pool: pool) } catch {
-                    logger.error("kv mirror repair failed; it is repaired at the next start",
-                                 metadata: [LogKey.tenantID: "\(tenant)", "error": "\(error)"])
+            // The KV writes may have happened while the transaction did not commit: put PostgreSQL's truth back
+            // for every tenant they touched (set-plan writes other tenants' plan entries too).
+            for touched in mirrorTouched.tenants {
+                do { try await mirror.reconcile(tenant: touched, pool: pool) } catch {
+                    logger.error("kv mirror repair failed; the mirror guard or the next start repairs it",
+                                 metadata: [LogKey.tenantID: "\(touched)", "error": "\(error)"])
                 }
             }
             if let postgres = error as? PostgresError, postgres.sqlState == "23505" {
@@ -512,12 +514,12 @@ public struct TenantAdmin: Sendable {
     }
 }
 
-/// Set once the KV mirror may have been written during a transaction.
+/// The tenants whose KV entries may have been written during a transaction.
 final class MirrorFlag: @unchecked Sendable {
     private let lock = NSLock()
-    private var value = false
-    func set() { lock.withLock { value = true } }
-    var isSet: Bool { lock.withLock { value } }
+    private var touched: [String] = []
+    func set(tenants: [String]) { lock.withLock { touched = Array(Set(tenants)).sorted() } }
+    var tenants: [String] { lock.withLock { touched } }
 }
 
 /// Audit snapshots: JSON of the records, never secrets (key hashes are blanked, plaintext keys never exist here).
@@ -543,9 +545,16 @@ enum Audit {
         return record
     }
 
+    /// Snapshots above this size are recorded as their size and SHA-256 (keeps every audit event well below
+    /// the NATS payload limit).
+    static let maxSnapshotBytes = 64 * 1024
+
     static func json(_ value: (some Encodable)?) -> String {
         guard let value else { return "null" }
         guard let data = try? JSONEncoder.sorted.encode(value) else { return "null" }
+        guard data.count <= maxSnapshotBytes else {
+            return #"{"truncated":true,"bytes":\#(data.count),"sha256":"\#(Hex.encode(SHA256.hash(data)))"}"#
+        }
         return String(decoding: data, as: UTF8.self)
     }
 }

@@ -2,6 +2,7 @@ import Logging
 import Messaging
 import Schemas
 import Security
+import ServiceLifecycle
 import Storage
 import Tenancy
 
@@ -20,6 +21,14 @@ enum MirrorWrite: Sendable, Equatable {
     static func rollout(_ rollout: RolloutSettings, tenant: String) -> MirrorWrite {
         .putTenant(TenancyKeys.rollout(tenant, agent: rollout.agent), rollout.protobufBytes())
     }
+    /// The tenant a `tenants`-bucket write belongs to.
+    var tenantsBucketOwner: String? {
+        switch self {
+        case .putTenant(let key, _), .deleteTenant(let key): TenantMirror.owner(ofTenantsKey: key)
+        case .putKey, .deleteKey: nil
+        }
+    }
+
     static func key(_ record: ApiKeyRecord) -> MirrorWrite {
         .putKey(APIKeyFormat.kvKey(lookupID: record.keyID), mirrored(record).protobufBytes())
     }
@@ -160,6 +169,8 @@ public struct TenantMirror: Sendable {
     private func reconcile(tenant: String, pool: PostgresPool, currentTenants: [String: [UInt8]],
                            currentKeys: [String: [UInt8]]) async throws -> Int {
         try await pool.transaction { connection in
+            // Same lock order as the commands: plans (shared; set-plan writes other tenants' plan entries), tenant.
+            try await TenantStore.lockPlans(exclusive: false, on: connection)
             if TenantID.isValid(tenant) { try await TenantStore.lockTenant(tenant, on: connection) }
             let desired: (tenants: [String: [UInt8]], keys: [String: [UInt8]]) = TenantID.isValid(tenant)
                 ? try await Self.desiredState(tenant: tenant, on: connection) : ([:], [:])
@@ -184,6 +195,85 @@ public struct TenantMirror: Sendable {
             }
             try await apply(writes)
             return writes.count
+        }
+    }
+}
+
+/// Watches both buckets and puts PostgreSQL's truth back whenever an entry differs from it: a replayed old
+/// (validly signed) value, a forged delete, or KV writes of a transaction that then failed. Every change —
+/// including this service's own writes — is checked under the tenant's lock, so a check never races a
+/// command in flight; once the buckets equal PostgreSQL a check writes nothing.
+public struct MirrorGuardService: Service {
+    let mirror: TenantMirror
+    let pool: PostgresPool
+    let logger: Logger
+
+    public init(mirror: TenantMirror, pool: PostgresPool, logger: Logger) {
+        self.mirror = mirror
+        self.pool = pool
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.guardBucket(self.mirror.tenants, tenants: true) }
+            group.addTask { await self.guardBucket(self.mirror.apiKeys, tenants: false) }
+        }
+    }
+
+    private func guardBucket(_ bucket: KeyValueBucket, tenants: Bool) async {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                try await cancelWhenGracefulShutdown {
+                    var live = false
+                    for try await event in try bucket.watchAll() {
+                        switch event {
+                        case .initialValuesDone: live = true
+                        case .entry(let entry) where live:
+                            try await self.check(entry, tenants: tenants)
+                        case .entry: continue
+                        }
+                    }
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                if Task.isShuttingDownGracefully || Task.isCancelled { return }
+                logger.warning("mirror guard watch failed, retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+    }
+
+    /// Rewrites one entry from PostgreSQL if it differs.
+    func check(_ entry: KVEntry, tenants: Bool) async throws {
+        let bucketName = tenants ? TenancyKeys.tenantsBucket.name : TenancyKeys.apiKeysBucket.name
+        let bucket = tenants ? mirror.tenants : mirror.apiKeys
+        try await pool.transaction { connection in
+            var owner: String
+            if tenants {
+                owner = TenantMirror.owner(ofTenantsKey: entry.key)
+            } else {
+                let rows = try await connection.query("SELECT tenant_id FROM api_keys WHERE key_id = $1", [.text(entry.key)])
+                owner = try rows.first?.decode(String.self, column: "tenant_id") ?? ""
+            }
+            try await TenantStore.lockPlans(exclusive: false, on: connection)
+            if TenantID.isValid(owner) { try await TenantStore.lockTenant(owner, on: connection) } else { owner = "" }
+            let desired: (tenants: [String: [UInt8]], keys: [String: [UInt8]]) = owner.isEmpty
+                ? ([:], [:]) : try await TenantMirror.desiredState(tenant: owner, on: connection)
+            let want = (tenants ? desired.tenants : desired.keys)[entry.key]
+                .map { mirror.sealed(bucket: bucketName, key: entry.key, $0) }
+            // Re-read under the lock: the event may be stale by now.
+            let current = try await bucket.get(entry.key)
+            let have = current?.operation == .put ? current?.value : nil
+            guard have != want else { return }
+            if let want {
+                _ = try await bucket.put(entry.key, want)
+            } else {
+                try await bucket.delete(entry.key)
+            }
+            logger.warning("kv mirror entry differed from postgres and was rewritten",
+                           metadata: ["kv.bucket": "\(bucketName)", "kv.key": "\(entry.key.prefix(80))"])
         }
     }
 }

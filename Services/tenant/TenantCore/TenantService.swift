@@ -98,6 +98,7 @@ public func buildTenantService(
         ClosingService { await pool.close() },
         AdminNATSService(connection: platform.connection, dispatcher: dispatcher, metrics: metrics, logger: logger),
         OutboxSweepService(outbox: outbox),
+        MirrorGuardService(mirror: mirror, pool: pool, logger: logger),
         JetStreamConsumerService(
             jetStream: platform.jetStream, stream: StreamNames.events, consumer: KeyUsageRecorder.consumer,
             batchSize: 512, keepAlive: false, logger: logger, handler: KeyUsageRecorder(pool: pool).handle),

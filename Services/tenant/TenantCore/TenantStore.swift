@@ -240,14 +240,22 @@ public enum TenantStore {
     }
 
     /// Records that keys were used (from the event log): only ever moves `last_used_at` forward.
-    static func markUsed(_ lastUsed: [String: Int64], on pool: PostgresPool) async throws {
+    /// - Parameter lastUsed: `(tenant, key id)` → time; a use only counts for the key's own tenant.
+    static func markUsed(_ lastUsed: [KeyUse: Int64], on pool: PostgresPool) async throws {
         guard !lastUsed.isEmpty else { return }
-        let ids = lastUsed.keys.sorted()
+        let uses = lastUsed.keys.sorted { ($0.tenant, $0.keyID) < ($1.tenant, $1.keyID) }
         _ = try await pool.execute("""
             UPDATE api_keys k SET last_used_at_unix_nanos = v.at
-            FROM unnest(string_to_array($1, ','), string_to_array($2, ',')::bigint[]) AS v (id, at)
-            WHERE k.key_id = v.id AND k.last_used_at_unix_nanos < v.at
-            """, [.text(ids.joined(separator: ",")), .text(ids.map { String(lastUsed[$0]!) }.joined(separator: ","))])
+            FROM unnest(string_to_array($1, ','), string_to_array($2, ','), string_to_array($3, ',')::bigint[])
+                 AS v (tenant, id, at)
+            WHERE k.key_id = v.id AND k.tenant_id = v.tenant AND k.last_used_at_unix_nanos < v.at
+            """, [.text(uses.map(\.tenant).joined(separator: ",")), .text(uses.map(\.keyID).joined(separator: ",")),
+                  .text(uses.map { String(lastUsed[$0]!) }.joined(separator: ","))])
+    }
+
+    struct KeyUse: Hashable, Sendable {
+        var tenant: String
+        var keyID: String
     }
 
     static func key(_ keyID: String, tenant: String, on connection: PostgresConnection) async throws -> ApiKeyRecord? {
@@ -275,11 +283,11 @@ public enum TenantStore {
                   .text(rotatedFrom)]) == 1
     }
 
-    static func setRevocation(keyID: String, status: String, revokedAt: Int64,
+    static func setRevocation(keyID: String, tenant: String, status: String, revokedAt: Int64,
                               on connection: PostgresConnection) async throws {
         _ = try await connection.execute(
-            "UPDATE api_keys SET status = $2, revoked_at_unix_nanos = $3 WHERE key_id = $1",
-            [.text(keyID), .text(status), .int64(revokedAt)])
+            "UPDATE api_keys SET status = $2, revoked_at_unix_nanos = $3 WHERE key_id = $1 AND tenant_id = $4",
+            [.text(keyID), .text(status), .int64(revokedAt), .text(tenant)])
     }
 
     static func revokeAllKeys(tenant: String, now: Int64, on connection: PostgresConnection) async throws {
@@ -347,10 +355,10 @@ public enum TenantStore {
 
     // MARK: knowledge base
 
-    static func knowledge(tenant: String, query: String, limit: Int, on pool: PostgresPool) async throws
+    static func knowledge(tenant: String, query: String, limit: Int, on connection: PostgresConnection) async throws
         -> [KnowledgeEntry]
     {
-        try await pool.query("""
+        try await connection.query("""
             SELECT id, title, content, language, tags, updated_at FROM knowledge_entries
             WHERE tenant_id = $1 AND ($2 = '' OR strpos(lower(title || ' ' || content || ' ' || tags), lower($2)) > 0)
             ORDER BY id LIMIT $3
