@@ -63,8 +63,10 @@ struct NATSOptions: ParsableArguments {
 
     func connect() async throws(CLIFailure) -> NATSConnection {
         let logger = Logger(label: "switchyard-cli") { _ in SwiftLogNoOpLogHandler() }
+        // Admin replies (which carry new API keys once) arrive on `_INBOX_admin.…`, a prefix only the `admin`
+        // NATS user may subscribe to (scripts/nats-auth.conf.tmpl).
         let configuration = NATSConfiguration(servers: servers, user: user, password: password,
-                                              name: "switchyard-cli", connectAttempts: 3)
+                                              name: "switchyard-cli", connectAttempts: 3, inboxPrefix: "_INBOX_admin")
         do {
             return try await NATSConnection.connect(configuration, logger: logger)
         } catch let error as NATSError {

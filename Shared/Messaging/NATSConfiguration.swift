@@ -17,6 +17,10 @@ public struct NATSConfiguration: Sendable {
     public var reconnectWait: Duration
     /// Default timeout of JetStream API calls and requests. Default 5 s.
     public var requestTimeout: Duration
+    /// Prefix of this connection's reply subjects (`<prefix>.<random>.<n>`). Default `_INBOX`. A connection
+    /// whose replies are sensitive (the admin CLI: `_INBOX_admin`) uses its own prefix so that the server's
+    /// permissions can keep every other user from subscribing to them.
+    public var inboxPrefix: String
 
     public init(
         servers: [String] = ["nats://127.0.0.1:4222"],
@@ -26,7 +30,8 @@ public struct NATSConfiguration: Sendable {
         sendAsap: Bool = true,
         connectAttempts: Int? = 10,
         reconnectWait: Duration = .milliseconds(250),
-        requestTimeout: Duration = .seconds(5)
+        requestTimeout: Duration = .seconds(5),
+        inboxPrefix: String = "_INBOX"
     ) {
         self.servers = servers
         self.user = user
@@ -36,6 +41,7 @@ public struct NATSConfiguration: Sendable {
         self.connectAttempts = connectAttempts
         self.reconnectWait = reconnectWait
         self.requestTimeout = requestTimeout
+        self.inboxPrefix = inboxPrefix
     }
 }
 

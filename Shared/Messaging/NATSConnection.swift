@@ -28,7 +28,7 @@ public final class NATSConnection: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         self.lane = lane
-        self.requests = try RequestMultiplexer(connection: handle)
+        self.requests = try RequestMultiplexer(connection: handle, inboxPrefix: configuration.inboxPrefix)
     }
 
     /// Connects, retrying the initial connect with backoff; after that nats.c reconnects forever.
@@ -75,6 +75,12 @@ public final class NATSConnection: @unchecked Sendable {
             try check(natsOptions_SetUserInfo(options, user, configuration.password ?? ""), "setting user")
         }
         try check(natsOptions_SetName(options, configuration.name), "setting name")
+        if configuration.inboxPrefix != "_INBOX" {
+            guard SubjectValidation.isValidPublishSubject(configuration.inboxPrefix) else {
+                throw NATSError(.invalidArgument, context: "invalid inbox prefix")
+            }
+            try check(natsOptions_SetCustomInboxPrefix(options, configuration.inboxPrefix), "setting inbox prefix")
+        }
         try check(natsOptions_SetMaxReconnect(options, -1), "setting max reconnect")
         try check(natsOptions_SetReconnectWait(options, configuration.reconnectWait.milliseconds),
                   "setting reconnect wait")

@@ -60,13 +60,16 @@ final class RequestMultiplexer: Sendable {
         }
     }
 
-    init(connection: OpaquePointer) throws(NATSError) {
+    init(connection: OpaquePointer, inboxPrefix: String = "_INBOX") throws(NATSError) {
         var inbox: UnsafeMutablePointer<natsInbox>?
         let inboxStatus = natsInbox_Create(&inbox)
         guard inboxStatus == NATS_OK, let inbox else {
             throw NATSError.fromStatus(inboxStatus, code: .subscribeFailed, context: "creating inbox")
         }
-        prefix = String(cString: inbox) + "."
+        // natsInbox_Create always yields `_INBOX.<nuid>`; swap in the connection's prefix.
+        let created = String(cString: inbox)
+        let unique = created.hasPrefix("_INBOX.") ? String(created.dropFirst("_INBOX.".count)) : created
+        prefix = inboxPrefix + "." + unique + "."
         natsInbox_Destroy(inbox)
         let state = State(prefixLength: prefix.utf8.count)
         let retained = Unmanaged.passRetained(state)

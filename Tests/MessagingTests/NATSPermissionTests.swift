@@ -89,6 +89,8 @@ struct NATSPermissionTests {
             let gateway = try await connect(server, user: "gateway", password: passwords["gateway"])
             defer { gateway.close() }
             let eavesdropper = try gateway.subscribe("admin.tenant.ping")
+            // …and to the admin user's reply inbox (issue-key replies carry a plaintext key once).
+            let replySniffer = try gateway.subscribe("_INBOX_admin.>")
             try await gateway.flush()
 
             for user in Self.serviceUsers {
@@ -112,6 +114,8 @@ struct NATSPermissionTests {
             try await gateway.flush()
             #expect(await firstMessage(of: eavesdropper, within: .milliseconds(300)) == nil,
                     "a service user must not receive admin commands")
+            #expect(await firstMessage(of: replySniffer, within: .milliseconds(300)) == nil,
+                    "a service user must not receive the admin user's replies")
         }
     }
 
@@ -270,7 +274,8 @@ private func withAuthServer<T>(_ body: (NATSServer, [String: String]) async thro
 private func connect(_ server: NATSServer, user: String, password: String?) async throws -> NATSConnection {
     try await NATSConnection.connect(
         NATSConfiguration(servers: [server.url], user: user, password: password, name: "permissions-\(user)",
-                          connectAttempts: 1, requestTimeout: .seconds(2)),
+                          connectAttempts: 1, requestTimeout: .seconds(2),
+                          inboxPrefix: user == "admin" ? "_INBOX_admin" : "_INBOX"),
         logger: Harness.logger)
 }
 
