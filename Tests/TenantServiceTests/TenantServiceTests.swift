@@ -47,7 +47,7 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
     @Test func issuedKeyWorksAndRevocationReachesEveryGatewayWithinOneSecond() async throws {
         try await TenantStack.with(gateways: 2) { stack in
             let (key, record) = try await stack.createTenant("corner-cafe")
-            let works = try await eventually(within: .seconds(1)) { try await stack.models(key: key).status == 200 }
+            let works = try await stack.waitForModels(key: key, status: 200, within: .seconds(1))
             #expect(works != nil, "a freshly issued key must work at the gateway within 1 s")
             let chat = try await stack.chat(key: key, model: "host")
             #expect(chat.status == 200, "\(chat.text)")
@@ -58,17 +58,13 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             }
             #expect(used != nil, "list-keys reports when the key was last used")
             for gateway in 0..<2 {
-                #expect(try await eventually(within: .seconds(1)) {
-                    try await stack.models(key: key, gateway: gateway).status == 200
-                } != nil)
+                #expect(try await stack.waitForModels(key: key, gateway: gateway, status: 200, within: .seconds(1)) != nil)
             }
 
             _ = try await stack.admin.call(.revokeKey, RevokeKeyRequest(tenantID: "corner-cafe", keyID: record.keyID),
                                            as: RevokeKeyResponse.self)
             for gateway in 0..<2 {
-                let rejected = try await eventually(within: .seconds(1)) {
-                    try await stack.models(key: key, gateway: gateway).status == 401
-                }
+                let rejected = try await stack.waitForModels(key: key, gateway: gateway, status: 401, within: .seconds(1))
                 #expect(rejected != nil, "gateway \(gateway) still accepts a revoked key after 1 s")
             }
             let listed = try await stack.admin.call(.listKeys, ListKeysRequest(tenantID: "corner-cafe"),
@@ -81,21 +77,19 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
     @Test func rotationKeepsTheOldKeyOnlyForTheOverlap() async throws {
         try await TenantStack.with { stack in
             let (old, record) = try await stack.createTenant("rotating")
-            #expect(try await eventually(within: .seconds(1)) { try await stack.models(key: old).status == 200 } != nil)
+            #expect(try await stack.waitForModels(key: old, status: 200, within: .seconds(1)) != nil)
             let rotatedAt = ContinuousClock.now
             let rotated = try await stack.admin.call(
                 .rotateKey, RotateKeyRequest(tenantID: "rotating", keyID: record.keyID, overlapSeconds: 2),
                 as: RotateKeyResponse.self)
             #expect(rotated.plaintextKey != old && rotated.plaintextKey.hasPrefix("sy_test_"))
             #expect(rotated.newKey?.scopes == ["chat"])
-            #expect(try await eventually(within: .seconds(1)) {
-                try await stack.models(key: rotated.plaintextKey).status == 200
-            } != nil)
+            #expect(try await stack.waitForModels(key: rotated.plaintextKey, status: 200, within: .seconds(1)) != nil)
             // Inside the overlap both work.
             try await Task.sleep(until: rotatedAt + .milliseconds(1200))
             #expect(try await stack.models(key: old).status == 200, "the old key must work during the overlap")
             // After it, only the new one.
-            let rejected = try await eventually(within: .seconds(3)) { try await stack.models(key: old).status == 401 }
+            let rejected = try await stack.waitForModels(key: old, status: 401, within: .seconds(3))
             #expect(rejected != nil)
             #expect(ContinuousClock.now - rotatedAt >= .seconds(2))
             #expect(try await stack.models(key: rotated.plaintextKey).status == 200)
@@ -107,12 +101,40 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
         }
     }
 
+    @Test func expiringKeyStopsAtItsExpiry() async throws {
+        try await TenantStack.with { stack in
+            try await stack.createTenant("short-lived")
+            let expiresAt = ContinuousClock.now + .milliseconds(2500)
+            let issued = try await stack.admin.call(.issueKey, IssueKeyRequest(
+                tenantID: "short-lived", expiresAtUnixNanos: EventClock.nowUnixNanos() + 2_500_000_000),
+                as: IssueKeyResponse.self)
+            #expect(try await stack.waitForModels(key: issued.plaintextKey, status: 200, within: .seconds(1)) != nil)
+            let rejected = try await stack.waitForModels(key: issued.plaintextKey, status: 401, within: .seconds(5))
+            #expect(rejected != nil)
+            let answers = "helper"
+            #expect(ContinuousClock.now >= expiresAt, "rejected only after the expiry: \(answers)")
+            await expectFailure(.invalidArgument, "expiry in the past") {
+                try await stack.admin.call(.issueKey, IssueKeyRequest(tenantID: "short-lived", expiresAtUnixNanos: 1),
+                                           as: IssueKeyResponse.self)
+            }
+        }
+    }
+
+    /// The polling helpers themselves: a status never answered gives nil, one answered gives a duration.
+    @Test func waitingReportsOnlyStatusesSeen() async throws {
+        try await TenantStack.with { stack in
+            let (key, _) = try await stack.createTenant("probe")
+            let never = try await stack.waitForModels(key: key, status: 401, within: .milliseconds(400))
+            #expect(never == nil)
+            let soon = try await stack.waitForModels(key: key, status: 200, within: .seconds(1))
+            #expect(soon != nil)
+        }
+    }
+
     @Test func suspendedTenantGets403AndResumes() async throws {
         try await TenantStack.with { stack in
             let (key, _) = try await stack.createTenant("sleepy")
-            #expect(try await eventually(within: .seconds(1)) {
-                try await stack.chat(key: key, model: "host").status == 200
-            } != nil)
+            #expect(try await stack.waitForChat(key: key, model: "host", status: 200, within: .seconds(1)) != nil)
             _ = try await stack.admin.call(.suspend, SuspendTenantRequest(tenantID: "sleepy", suspended: true,
                                                                           reason: "unpaid invoice"),
                                            as: SuspendTenantResponse.self)
@@ -127,9 +149,7 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             #expect(statuses.last == 403, "statuses seen after suspending: \(statuses)")
             _ = try await stack.admin.call(.suspend, SuspendTenantRequest(tenantID: "sleepy", suspended: false),
                                            as: SuspendTenantResponse.self)
-            #expect(try await eventually(within: .seconds(1)) {
-                try await stack.chat(key: key, model: "host").status == 200
-            } != nil)
+            #expect(try await stack.waitForChat(key: key, model: "host", status: 200, within: .seconds(1)) != nil)
         }
     }
 
@@ -143,18 +163,14 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             func lastRouted() -> ChatRouted? {
                 routed.all.last.flatMap { try? ChatRouted(protobuf: $0.payload) }
             }
-            #expect(try await eventually(within: .seconds(1)) {
-                try await stack.chat(key: key, model: "host").status == 200
-            } != nil)
+            #expect(try await stack.waitForChat(key: key, model: "host", status: 200, within: .seconds(1)) != nil)
             #expect(try await stack.chat(key: key, model: "sommelier").status == 404)
 
             // A new agent in the manifest.
             _ = try await stack.admin.call(.setManifest, SetManifestRequest(
                 tenantID: "wine-bar", manifest: TenantStack.manifest(agents: ["host", "supervisor", "sommelier"])),
                 as: SetManifestResponse.self)
-            #expect(try await eventually(within: .seconds(1)) {
-                try await stack.chat(key: key, model: "sommelier").status == 200
-            } != nil)
+            #expect(try await stack.waitForChat(key: key, model: "sommelier", status: 200, within: .seconds(1)) != nil)
             #expect(try await eventually(within: .seconds(1)) { lastRouted()?.agent == "sommelier" } != nil)
 
             // 100 % canary: the router picks the canary version.
@@ -193,7 +209,7 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
                 let choices = result.json["choices"] as? [[String: Any]]
                 return ((choices?.first?["message"] as? [String: Any])?["content"] as? String) ?? result.text
             }
-            #expect(try await eventually(within: .seconds(1)) { try await stack.models(key: key).status == 200 } != nil)
+            #expect(try await stack.waitForModels(key: key, status: 200, within: .seconds(1)) != nil)
             #expect(!(try await answer()).contains("Torstraße"))  // loads (and caches) the index
             _ = try await stack.admin.call(.knowledgeUpsert, KnowledgeUpsertRequest(tenantID: "garage-diner", entry:
                 KnowledgeEntry(id: "parking", title: "Parking", content: "Park your car in the garage at Torstraße 5.",
@@ -207,7 +223,13 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             _ = try await stack.admin.call(.knowledgeDelete, KnowledgeDeleteRequest(tenantID: "garage-diner",
                                                                                     entryID: "parking"),
                                            as: KnowledgeDeleteResponse.self)
-            #expect(try await eventually(within: .seconds(1)) { try await !answer().contains("Torstraße 5") } != nil)
+            var last = try await answer()
+            let deletedAt = ContinuousClock.now
+            while last.contains("Torstraße 5") && ContinuousClock.now - deletedAt < .seconds(1) {
+                try await Task.sleep(for: .milliseconds(20))
+                last = try await answer()
+            }
+            #expect(!last.isEmpty && !last.contains("Torstraße 5"), "answer after the delete: \(last)")
         }
     }
 
@@ -218,7 +240,7 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             let (key, _) = try await stack.createTenant("phoenix")
             _ = try await stack.admin.call(.setRollout, SetRolloutRequest(tenantID: "phoenix", rollout: RolloutSettings(
                 agent: "host", stableVersion: "v1", canaryVersion: "v2", canaryPercent: 10)), as: SetRolloutResponse.self)
-            #expect(try await eventually(within: .seconds(1)) { try await stack.models(key: key).status == 200 } != nil)
+            #expect(try await stack.waitForModels(key: key, status: 200, within: .seconds(1)) != nil)
 
             await stack.stopTenantService(name: "tenant-1")
             let mirror = try await stack.mirror()
@@ -232,13 +254,13 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             ghost.tenantID = "ghost"
             try await mirror.apply([.key(ghost), .putTenant("ghost", Tenant(id: "ghost", name: "Ghost",
                                                                              status: "active").protobufBytes())])
-            #expect(try await eventually(within: .seconds(1)) { try await stack.models(key: key).status == 401 } != nil)
+            #expect(try await stack.waitForModels(key: key, status: 401, within: .seconds(1)) != nil)
 
             try await stack.startTenantService(name: "tenant-1")
             let after = try await mirror.snapshot()
             #expect(after.tenants == before.tenants, "tenants bucket rebuilt exactly")
             #expect(after.keys == before.keys, "apikeys bucket rebuilt exactly, forged record removed")
-            #expect(try await eventually(within: .seconds(1)) { try await stack.models(key: key).status == 200 } != nil)
+            #expect(try await stack.waitForModels(key: key, status: 200, within: .seconds(1)) != nil)
         }
     }
 
@@ -247,7 +269,7 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
     @Test func forgedMirrorRecordsAreIgnoredByVerifyingReaders() async throws {
         try await TenantStack.with { stack in
             let (key, record) = try await stack.createTenant("guarded")
-            #expect(try await eventually(within: .seconds(1)) { try await stack.models(key: key).status == 200 } != nil)
+            #expect(try await stack.waitForModels(key: key, status: 200, within: .seconds(1)) != nil)
             let unsigned = try await TenantMirror(jetStream: stack.jetStream, signer: nil, logger: TenantStack.quietLogger)
             let impostor = try await TenantMirror(jetStream: stack.jetStream, signer: Ed25519.SigningKey.generate(),
                                                   logger: TenantStack.quietLogger)
@@ -268,9 +290,7 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             let activeSigned = try await stack.mirror().snapshot().tenants["guarded"] ?? []
             _ = try await stack.admin.call(.suspend, SuspendTenantRequest(tenantID: "guarded", suspended: true),
                                            as: SuspendTenantResponse.self)
-            #expect(try await eventually(within: .seconds(1)) {
-                try await stack.chat(key: key, model: "host").status == 403
-            } != nil)
+            #expect(try await stack.waitForChat(key: key, model: "host", status: 403, within: .seconds(1)) != nil)
             try await unsigned.apply([.tenant(Tenant(id: "guarded", name: "Guarded", planID: "default", status: "active"))])
             try await Task.sleep(for: .milliseconds(300))
             #expect(try await stack.chat(key: key, model: "host").status == 403)
@@ -478,14 +498,12 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
                 as: RotateKeyResponse.self)
             keys.append(rotated.plaintextKey)
             for key in keys {
-                #expect(try await eventually(within: .seconds(1)) {
-                    try await stack.chat(key: key, model: "host").status == 200
-                } != nil)
+                #expect(try await stack.waitForChat(key: key, model: "host", status: 200, within: .seconds(1)) != nil)
             }
             _ = try await stack.admin.call(.revokeKey, RevokeKeyRequest(tenantID: "secretive",
                                                                         keyID: rotated.newKey?.keyID ?? ""),
                                            as: RevokeKeyResponse.self)
-            _ = try await eventually(within: .seconds(1)) { try await stack.models(key: rotated.plaintextKey).status == 401 }
+            _ = try await stack.waitForModels(key: rotated.plaintextKey, status: 401, within: .seconds(1))
             _ = try await stack.models(key: keys[1] + "tampered")
             try await Task.sleep(for: .milliseconds(300))  // let the last events land
 

@@ -265,6 +265,28 @@ final class TenantStack: Sendable {
                               headers: ["authorization": "Bearer \(key)", "content-type": "application/json"])
     }
 
+    /// Polls `GET /v1/models` every 20 ms until it answers `status`; how long that took, or nil after `deadline`.
+    /// (A plain loop with explicit arguments: closures capturing test values proved fragile with this
+    /// compiler — see the session note.)
+    func waitForModels(key: String, gateway: Int = 0, status: Int, within deadline: Duration) async throws -> Duration? {
+        let start = ContinuousClock.now
+        while true {
+            if try await models(key: key, gateway: gateway).status == status { return ContinuousClock.now - start }
+            if ContinuousClock.now - start > deadline { return nil }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// Like `waitForModels`, with a chat completion.
+    func waitForChat(key: String, model: String, status: Int, within deadline: Duration) async throws -> Duration? {
+        let start = ContinuousClock.now
+        while true {
+            if try await chat(key: key, model: model).status == status { return ContinuousClock.now - start }
+            if ContinuousClock.now - start > deadline { return nil }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
     /// `POST /admin/v1/tenant/<command>` on the first tenant replica.
     func adminHTTP(_ command: String, json: String, token: String? = TenantStack.token) async throws -> HTTPResult {
         var headers = ["content-type": "application/json"]

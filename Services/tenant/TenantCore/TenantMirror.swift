@@ -250,15 +250,27 @@ public struct MirrorGuardService: Service {
         let bucketName = tenants ? TenancyKeys.tenantsBucket.name : TenancyKeys.apiKeysBucket.name
         let bucket = tenants ? mirror.tenants : mirror.apiKeys
         try await pool.transaction { connection in
+            // The owner decides the lock. For a key record it is the tenant the record names (a command issuing
+            // it may not have committed yet, so PostgreSQL can't be asked before taking that tenant's lock);
+            // for a delete marker, PostgreSQL's owner.
             var owner: String
             if tenants {
                 owner = TenantMirror.owner(ofTenantsKey: entry.key)
+            } else if entry.operation == .put, let record = TenantMirror.record(key: entry.key, value: entry.value) {
+                owner = record.tenantID
             } else {
                 let rows = try await connection.query("SELECT tenant_id FROM api_keys WHERE key_id = $1", [.text(entry.key)])
                 owner = try rows.first?.decode(String.self, column: "tenant_id") ?? ""
             }
             try await TenantStore.lockPlans(exclusive: false, on: connection)
             if TenantID.isValid(owner) { try await TenantStore.lockTenant(owner, on: connection) } else { owner = "" }
+            if !tenants {
+                // Under the lock: a record claiming the wrong tenant is judged by its real owner's state.
+                let rows = try await connection.query("SELECT tenant_id FROM api_keys WHERE key_id = $1", [.text(entry.key)])
+                if let real = try rows.first?.decode(String.self, column: "tenant_id"), real != owner {
+                    owner = real
+                }
+            }
             let desired: (tenants: [String: [UInt8]], keys: [String: [UInt8]]) = owner.isEmpty
                 ? ([:], [:]) : try await TenantMirror.desiredState(tenant: owner, on: connection)
             let want = (tenants ? desired.tenants : desired.keys)[entry.key]
