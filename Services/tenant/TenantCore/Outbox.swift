@@ -63,9 +63,16 @@ public struct Outbox: Sendable {
                     messageID: try row.decode(String.self, column: "msg_id"),
                     eventType: try row.decode(String.self, column: "event_type"),
                     payload: Hex.decode(try row.decode(String.self, column: "payload")) ?? [])
-                try await jetStream.publish(OutboundMessage(
-                    subject: event.subject, payload: event.payload, headers: [Headers.eventType: event.eventType],
-                    messageID: event.messageID))
+                do {
+                    try await jetStream.publish(OutboundMessage(
+                        subject: event.subject, payload: event.payload, headers: [Headers.eventType: event.eventType],
+                        messageID: event.messageID))
+                } catch {
+                    // Keep what was published so far deleted; the rest waits for the next sweep, in order.
+                    logger.warning("outbox publish failed; retrying at the next sweep",
+                                   metadata: ["subject": "\(event.subject)", "error": "\(error)"])
+                    break
+                }
                 done.append(event.id)
             }
             if !done.isEmpty {

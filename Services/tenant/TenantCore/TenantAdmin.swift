@@ -451,6 +451,7 @@ public struct TenantAdmin: Sendable {
         _ body: (PostgresConnection) async throws -> Change<R>
     ) async throws(AdminFailure) -> R {
         let mirrorTouched = MirrorFlag()
+        let reachedCommit = MirrorFlag()
         do {
             let committed: (result: R, events: [OutboxEvent], action: String, target: String)
             committed = try await pool.transaction { connection in
@@ -481,6 +482,7 @@ public struct TenantAdmin: Sendable {
                 }
                 mirrorTouched.set(tenants: [tenant] + change.mirror.compactMap(\.tenantsBucketOwner))
                 try await mirror.apply(change.mirror)
+                reachedCommit.set(tenants: [tenant])
                 return (change.result, events, change.action, change.target)
             }
             logger.info("tenancy changed", metadata: [
@@ -502,6 +504,13 @@ public struct TenantAdmin: Sendable {
             }
             if let postgres = error as? PostgresError, postgres.sqlState == "23505" {
                 throw AdminFailure(.conflict, "a concurrent change conflicted; retry")
+            }
+            if !reachedCommit.tenants.isEmpty {
+                // COMMIT itself failed (e.g. the connection dropped): the server may have committed.
+                logger.error("admin change commit outcome unknown", metadata: [LogKey.tenantID: "\(tenant)",
+                                                                               "error": "\(error)"])
+                throw AdminFailure(.internalError, "the database connection failed while committing: the change may "
+                    + "or may not be stored; check with get/list before retrying")
             }
             throw internalFailure(error, command: "mutation")
         }
