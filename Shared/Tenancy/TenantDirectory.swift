@@ -161,24 +161,37 @@ public struct TenantDirectoryService: Service {
     }
 
     private func watch(_ spec: KVBucketSpec, tenants: Bool) async throws {
+        await KVWatchLoop.run(bucket: spec.name, logger: logger, open: { try await jetStream.keyValue(spec) }) { event, _ in
+            switch event {
+            case .initialValuesDone: directory.markSynced(tenants: tenants)
+            case .entry(let entry):
+                if tenants { directory.applyTenantEntry(entry) } else { directory.applyKeyEntry(entry) }
+            }
+        }
+    }
+}
+
+/// Watches a KV bucket until graceful shutdown or cancellation, starting a new watch (after 500 ms) whenever
+/// one fails. Shared by every KV mirror reader and the tenant service's mirror guard. `onEvent` gets each
+/// event and whether this watch has already delivered its initial values (i.e. the event is a live change).
+public enum KVWatchLoop {
+    public static func run(bucket name: String, logger: Logger, open: () async throws -> KeyValueBucket,
+                           onEvent: @escaping @Sendable (KVWatchEvent, _ live: Bool) async throws -> Void) async {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
-                let bucket = try await jetStream.keyValue(spec)
-                let events = try bucket.watchAll()
+                let events = try await open().watchAll()
                 try await cancelWhenGracefulShutdown {
+                    var live = false
                     for try await event in events {
-                        switch event {
-                        case .initialValuesDone: directory.markSynced(tenants: tenants)
-                        case .entry(let entry):
-                            if tenants { directory.applyTenantEntry(entry) } else { directory.applyKeyEntry(entry) }
-                        }
+                        try await onEvent(event, live)
+                        if case .initialValuesDone = event { live = true }
                     }
                 }
             } catch is CancellationError {
                 return
             } catch {
                 if Task.isShuttingDownGracefully || Task.isCancelled { return }
-                logger.warning("kv watch failed, retrying", metadata: ["bucket": "\(spec.name)", "error": "\(error)"])
+                logger.warning("kv watch failed, retrying", metadata: ["bucket": "\(name)", "error": "\(error)"])
                 try? await Task.sleep(for: .milliseconds(500))
             }
         }

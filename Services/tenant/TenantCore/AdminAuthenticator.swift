@@ -1,3 +1,5 @@
+import Foundation
+import Schemas
 import Security
 import Tenancy
 
@@ -21,11 +23,11 @@ public struct AdminAuthenticator: Sendable {
     public static func parse(_ value: String) throws(AdminFailure) -> [(name: String, token: String)] {
         var result: [(String, String)] = []
         for item in value.split(separator: ",") {
-            let item = String(item).trimmingWhitespace
+            let item = item.trimmingCharacters(in: .whitespacesAndNewlines)
             guard !item.isEmpty else { continue }
             let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
             let (name, token) = parts.count == 2 ? (parts[0], parts[1]) : ("admin", parts[0])
-            guard TenantIDLike.isName(name) else {
+            guard TenantID.isValid(name) else {
                 throw AdminFailure(.invalidArgument, "admin token names must match [a-z0-9][a-z0-9-]{0,62}")
             }
             guard token.utf8.count >= minimumTokenLength else {
@@ -47,14 +49,5 @@ public struct AdminAuthenticator: Sendable {
             match = match ?? credential.name
         }
         return match
-    }
-}
-
-enum TenantIDLike {
-    static func isName(_ value: String) -> Bool {
-        let bytes = Array(value.utf8)
-        guard !bytes.isEmpty, bytes.count <= 63 else { return false }
-        func ok(_ b: UInt8) -> Bool { (b >= 0x61 && b <= 0x7A) || (b >= 0x30 && b <= 0x39) || b == 0x2D }
-        return bytes[0] != 0x2D && bytes.allSatisfy(ok)
     }
 }

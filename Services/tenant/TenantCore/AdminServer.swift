@@ -79,9 +79,7 @@ public struct AdminDispatcher: Sendable {
     }
 
     static func encodeJSON(_ value: some Encodable) -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return Array((try? encoder.encode(value)) ?? Data("{}".utf8))
+        Array((try? JSONEncoder.sorted.encode(value)) ?? Data("{}".utf8))
     }
 
     /// A short, input-free description of a decoding failure.

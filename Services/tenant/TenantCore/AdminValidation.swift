@@ -1,3 +1,4 @@
+import Foundation
 import Schemas
 import Tenancy
 
@@ -34,7 +35,7 @@ public enum AdminValidation {
     /// where `multiline`, no NUL.
     public static func text(_ value: String, field: String, maxBytes: Int, required: Bool = false,
                             multiline: Bool = false) throws(AdminFailure) -> String {
-        if required && value.trimmingWhitespace.isEmpty { throw fail("\(field) is required") }
+        if required && value.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { throw fail("\(field) is required") }
         guard value.utf8.count <= maxBytes else { throw fail("\(field) is longer than \(maxBytes) bytes") }
         for scalar in value.unicodeScalars {
             let v = scalar.value
@@ -59,6 +60,12 @@ public enum AdminValidation {
             throw fail("\(field) must match [A-Za-z0-9][A-Za-z0-9._:-]{0,\(maxLength - 1)}")
         }
         return value
+    }
+
+    /// A record's own `tenant_id`: empty (filled in) or the command's tenant.
+    static func owner(_ value: String, field: String, tenant: String) throws(AdminFailure) -> String {
+        guard value.isEmpty || value == tenant else { throw fail("\(field).tenant_id differs from tenant_id") }
+        return tenant
     }
 
     /// A tenant as given to `create` / `update` (the server sets status and timestamps).
@@ -117,10 +124,7 @@ public enum AdminValidation {
 
     public static func manifest(_ manifest: PackageManifest?, tenant: String) throws(AdminFailure) -> PackageManifest {
         guard var manifest else { throw fail("manifest is required") }
-        guard manifest.tenantID.isEmpty || manifest.tenantID == tenant else {
-            throw fail("manifest.tenant_id differs from tenant_id")
-        }
-        manifest.tenantID = tenant
+        manifest.tenantID = try owner(manifest.tenantID, field: "manifest", tenant: tenant)
         manifest.packageName = try token(manifest.packageName, field: "manifest.package_name", allowEmpty: true)
         guard !manifest.agents.isEmpty else { throw fail("manifest.agents must list at least one agent") }
         guard manifest.agents.count <= maxAgents else { throw fail("manifest.agents has more than \(maxAgents) agents") }
@@ -174,10 +178,7 @@ public enum AdminValidation {
 
     public static func rollout(_ rollout: RolloutSettings?, tenant: String) throws(AdminFailure) -> RolloutSettings {
         guard var rollout else { throw fail("rollout is required") }
-        guard rollout.tenantID.isEmpty || rollout.tenantID == tenant else {
-            throw fail("rollout.tenant_id differs from tenant_id")
-        }
-        rollout.tenantID = tenant
+        rollout.tenantID = try owner(rollout.tenantID, field: "rollout", tenant: tenant)
         rollout.agent = try token(rollout.agent, field: "rollout.agent")
         rollout.stableVersion = try identifier(rollout.stableVersion, field: "rollout.stable_version", maxLength: 64,
                                                allowEmpty: true)
@@ -189,10 +190,7 @@ public enum AdminValidation {
 
     public static func knowledge(_ entry: KnowledgeEntry?, tenant: String) throws(AdminFailure) -> KnowledgeEntry {
         guard var entry else { throw fail("entry is required") }
-        guard entry.tenantID.isEmpty || entry.tenantID == tenant else {
-            throw fail("entry.tenant_id differs from tenant_id")
-        }
-        entry.tenantID = tenant
+        entry.tenantID = try owner(entry.tenantID, field: "entry", tenant: tenant)
         entry.id = try identifier(entry.id, field: "entry.id")
         entry.title = try text(entry.title, field: "entry.title", maxBytes: 500, required: true)
         entry.content = try text(entry.content, field: "entry.content", maxBytes: maxKnowledgeContentBytes,
@@ -204,14 +202,5 @@ public enum AdminValidation {
             guard !tag.contains(",") else { throw fail("entry.tags must not contain ','") }
         }
         return entry
-    }
-}
-
-extension String {
-    var trimmingWhitespace: Substring {
-        let scalars = unicodeScalars
-        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
-        let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
-        return Substring(scalars[first...last])
     }
 }

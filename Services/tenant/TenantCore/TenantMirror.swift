@@ -222,26 +222,10 @@ public struct MirrorGuardService: Service {
     }
 
     private func guardBucket(_ bucket: KeyValueBucket, tenants: Bool) async {
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            do {
-                try await cancelWhenGracefulShutdown {
-                    var live = false
-                    for try await event in try bucket.watchAll() {
-                        switch event {
-                        case .initialValuesDone: live = true
-                        case .entry(let entry) where live:
-                            try await self.check(entry, tenants: tenants)
-                        case .entry: continue
-                        }
-                    }
-                }
-            } catch is CancellationError {
-                return
-            } catch {
-                if Task.isShuttingDownGracefully || Task.isCancelled { return }
-                logger.warning("mirror guard watch failed, retrying", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(500))
-            }
+        // Only live changes: the initial values were checked by the start-up rebuild.
+        await KVWatchLoop.run(bucket: "\(tenants ? "tenants" : "apikeys") guard", logger: logger, open: { bucket }) {
+            event, live in
+            if live, case .entry(let entry) = event { try await self.check(entry, tenants: tenants) }
         }
     }
 

@@ -359,41 +359,22 @@ public enum TenantStore {
         -> [KnowledgeEntry]
     {
         try await connection.query("""
-            SELECT id, title, content, language, tags, updated_at FROM knowledge_entries
+            SELECT \(KnowledgeStore.columns) FROM knowledge_entries
             WHERE tenant_id = $1 AND ($2 = '' OR strpos(lower(title || ' ' || content || ' ' || tags), lower($2)) > 0)
             ORDER BY id LIMIT $3
-            """, [.text(tenant), .text(query), .int(limit)]).map { row in
-            KnowledgeEntry(
-                id: try row.decode(String.self, column: "id"), tenantID: tenant,
-                title: try row.decode(String.self, column: "title"),
-                content: try row.decode(String.self, column: "content"),
-                language: try row.decode(String.self, column: "language"),
-                tags: try row.decode(String.self, column: "tags").split(separator: ",").map(String.init))
-        }
+            """, [.text(tenant), .text(query), .int(limit)]).map { try KnowledgeStore.entry($0, tenant: tenant) }
     }
 
     static func knowledgeEntry(_ id: String, tenant: String, on connection: PostgresConnection) async throws
         -> KnowledgeEntry?
     {
-        try await connection.query("""
-            SELECT id, title, content, language, tags FROM knowledge_entries WHERE tenant_id = $1 AND id = $2
-            """, [.text(tenant), .text(id)]).first.map { row in
-            KnowledgeEntry(
-                id: try row.decode(String.self, column: "id"), tenantID: tenant,
-                title: try row.decode(String.self, column: "title"),
-                content: try row.decode(String.self, column: "content"),
-                language: try row.decode(String.self, column: "language"),
-                tags: try row.decode(String.self, column: "tags").split(separator: ",").map(String.init))
-        }
+        try await connection.query(
+            "SELECT \(KnowledgeStore.columns) FROM knowledge_entries WHERE tenant_id = $1 AND id = $2",
+            [.text(tenant), .text(id)]).first.map { try KnowledgeStore.entry($0, tenant: tenant) }
     }
 
     static func upsert(_ entry: KnowledgeEntry, tenant: String, on connection: PostgresConnection) async throws {
-        _ = try await connection.execute("""
-            INSERT INTO knowledge_entries (tenant_id, id, title, content, language, tags) VALUES ($1,$2,$3,$4,$5,$6)
-            ON CONFLICT (tenant_id, id) DO UPDATE SET title = EXCLUDED.title, content = EXCLUDED.content,
-                language = EXCLUDED.language, tags = EXCLUDED.tags, updated_at = now()
-            """, [.text(tenant), .text(entry.id), .text(entry.title), .text(entry.content), .text(entry.language),
-                  .text(entry.tags.joined(separator: ","))])
+        _ = try await connection.execute(KnowledgeStore.upsertSQL, KnowledgeStore.upsertParameters(entry, tenant: tenant))
     }
 
     static func deleteKnowledge(_ id: String, tenant: String, on connection: PostgresConnection) async throws -> Bool {
