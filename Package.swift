@@ -1,13 +1,16 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Layering (see STYLE.md and docs/adr/0001):
+// Layering (docs/ARCHITECTURE.md "Layering", docs/adr/0001 and 0010):
 //   C system libraries (CNats, CProtobufC, CLibPQ, COpenSSL)
 //     -> SwitchyardProtoC (committed protoc-c output)
-//     -> Schemas / Messaging / Storage / Telemetry / Security
-//     -> ServiceKit
+//     -> Schemas / Messaging / Storage / Telemetry / Security   (Messaging knows no payloads or tenants)
+//     -> Contracts (subjects, event kinds, headers, streams, consumers, KV buckets, reply subjects, metric names)
+//     -> Tenancy (KV mirror reader; no libpq) / KnowledgeBase (PostgreSQL)
+//     -> ServiceKit (the service scaffold; no libpq) / ServiceKitPostgres (its PostgreSQL piece)
 //     -> Services/* (thin executables over <Service>Core libraries)
-// No service imports a C* module, and no service imports another service.
+// No service imports a C* module, and no service imports another service. api-gateway and router link no
+// libpq: nothing on their dependency path depends on Storage.
 
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
@@ -22,7 +25,9 @@ let package = Package(
         .library(name: "Storage", targets: ["Storage"]),
         .library(name: "Telemetry", targets: ["Telemetry"]),
         .library(name: "Security", targets: ["Security"]),
+        .library(name: "Contracts", targets: ["Contracts"]),
         .library(name: "ServiceKit", targets: ["ServiceKit"]),
+        .library(name: "ServiceKitPostgres", targets: ["ServiceKitPostgres"]),
         .library(name: "TestKit", targets: ["TestKit"]),
         .executable(name: "shared-bench", targets: ["SharedBench"]),
         .executable(name: "fake-upstream", targets: ["FakeUpstream"]),
@@ -80,24 +85,35 @@ let package = Package(
         ], path: "Shared/Telemetry", swiftSettings: swiftSettings),
         .target(name: "Security", dependencies: ["COpenSSL"],
                 path: "Shared/Security", swiftSettings: swiftSettings),
+        .target(name: "Contracts", dependencies: ["Messaging", "Schemas", "Telemetry"],
+                path: "Shared/Contracts", swiftSettings: swiftSettings),
+        .target(name: "Tenancy", dependencies: [
+            "Messaging", "Schemas", "Security", "Contracts",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], path: "Shared/Tenancy", swiftSettings: swiftSettings),
+        .target(name: "KnowledgeBase", dependencies: [
+            "Schemas", "Storage",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Shared/KnowledgeBase", swiftSettings: swiftSettings),
         .target(name: "ServiceKit", dependencies: [
-            "Telemetry", "Messaging", "Storage", "Schemas", "Security",
+            "Telemetry", "Messaging", "Schemas", "Security", "Contracts", "Tenancy",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Hummingbird", package: "hummingbird"),
         ], path: "Shared/ServiceKit", swiftSettings: swiftSettings),
-        .target(name: "Tenancy", dependencies: [
-            "Messaging", "Schemas", "Storage", "Security",
+        .target(name: "ServiceKitPostgres", dependencies: [
+            "ServiceKit", "Storage", "Messaging",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ], path: "Shared/Tenancy", swiftSettings: swiftSettings),
+        ], path: "Shared/ServiceKitPostgres", swiftSettings: swiftSettings),
         .target(name: "TestKit", dependencies: [
             .product(name: "Logging", package: "swift-log"),
         ], path: "Shared/TestKit", swiftSettings: swiftSettings),
 
         // MARK: services (thin executables over <Service>Core libraries)
         .target(name: "GatewayCore", dependencies: [
-            "ServiceKit", "Tenancy", "Messaging", "Schemas", "Security", "Telemetry",
+            "ServiceKit", "Contracts", "Tenancy", "Messaging", "Schemas", "Security", "Telemetry",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -105,14 +121,15 @@ let package = Package(
         .executableTarget(name: "api-gateway", dependencies: ["GatewayCore", "ServiceKit"],
                           path: "Services/api-gateway/App", swiftSettings: swiftSettings),
         .target(name: "RouterCore", dependencies: [
-            "ServiceKit", "Tenancy", "Messaging", "Schemas", "Security", "Telemetry",
+            "ServiceKit", "Contracts", "Tenancy", "Messaging", "Schemas", "Security", "Telemetry",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Services/router/RouterCore", swiftSettings: swiftSettings),
         .executableTarget(name: "router", dependencies: ["RouterCore", "ServiceKit"],
                           path: "Services/router/App", swiftSettings: swiftSettings),
         .target(name: "OrchestratorCore", dependencies: [
-            "ServiceKit", "Tenancy", "Messaging", "Schemas", "Storage", "Security", "Telemetry",
+            "ServiceKit", "ServiceKitPostgres", "Contracts", "Tenancy", "KnowledgeBase", "Messaging", "Schemas",
+            "Storage", "Security", "Telemetry",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -121,7 +138,8 @@ let package = Package(
                           path: "Services/orchestrator/App", swiftSettings: swiftSettings),
 
         .target(name: "TenantCore", dependencies: [
-            "ServiceKit", "Tenancy", "Messaging", "Schemas", "Storage", "Security", "Telemetry",
+            "ServiceKit", "ServiceKitPostgres", "Contracts", "Tenancy", "KnowledgeBase", "Messaging", "Schemas",
+            "Storage", "Security", "Telemetry",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -130,7 +148,7 @@ let package = Package(
                           path: "Services/tenant/App", swiftSettings: swiftSettings),
 
         .executableTarget(name: "switchyard", dependencies: [
-            "Messaging", "Schemas", "Storage", "Tenancy",
+            "Messaging", "Schemas", "Contracts", "Tenancy",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),
@@ -147,20 +165,20 @@ let package = Package(
         ], path: "Benchmarks/FakeUpstream", swiftSettings: swiftSettings),
 
         // MARK: tests
-        .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "Tenancy", "TestKit"], swiftSettings: swiftSettings),
+        .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "Contracts", "Tenancy", "TestKit"], swiftSettings: swiftSettings),
         .testTarget(name: "RouterCoreTests", dependencies: ["RouterCore", "TestKit"], swiftSettings: swiftSettings),
-        .testTarget(name: "OrchestratorCoreTests", dependencies: ["OrchestratorCore", "TestKit"],
+        .testTarget(name: "OrchestratorCoreTests", dependencies: ["OrchestratorCore", "KnowledgeBase", "TestKit"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ChatPathTests", dependencies: [
             "GatewayCore", "RouterCore", "OrchestratorCore", "Tenancy", "TestKit", "ServiceKit", "Messaging", "Schemas",
-            "Storage", "Telemetry",
+            "Storage", "Telemetry", "Contracts", "KnowledgeBase",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "TenantServiceTests", dependencies: [
             "TenantCore", "GatewayCore", "RouterCore", "OrchestratorCore", "Tenancy", "TestKit", "ServiceKit",
-            "Messaging", "Schemas", "Storage", "Telemetry",
+            "Messaging", "Schemas", "Storage", "Telemetry", "Contracts", "KnowledgeBase",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
@@ -169,9 +187,10 @@ let package = Package(
         .testTarget(name: "MessagingTests", dependencies: ["Messaging", "Telemetry", "TestKit"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestKit"], swiftSettings: swiftSettings),
-        .testTarget(name: "TelemetryTests", dependencies: ["Telemetry", "Security"], swiftSettings: swiftSettings),
+        .testTarget(name: "TelemetryTests", dependencies: ["Telemetry", "Security", "Contracts"], swiftSettings: swiftSettings),
         .testTarget(name: "ServiceKitTests", dependencies: [
-            "ServiceKit", "TestKit", "Messaging", "Storage", "Schemas",
+            "ServiceKit", "ServiceKitPostgres", "Contracts", "Tenancy", "TestKit", "Messaging", "Storage", "Schemas",
+            "Telemetry",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ], swiftSettings: swiftSettings),

@@ -86,7 +86,7 @@ do {
         precondition(acks.count == publishCount)
     }
     try await jetStream.ensureConsumer(stream: "BENCH", ConsumerSpec(durable: "bench", filterSubject: "bench.demo-restaurant"))
-    let consumer = try PullConsumer(jetStream: jetStream, stream: "BENCH", durable: "bench")
+    let consumer = try await PullConsumer.bind(jetStream: jetStream, stream: "BENCH", durable: "bench")
     await measure("JetStream pull fetch (batch 256) + ack", count: publishCount) {
         var received = 0
         while received < publishCount {

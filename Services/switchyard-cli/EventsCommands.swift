@@ -1,4 +1,5 @@
 import ArgumentParser
+import Contracts
 import Foundation
 import Messaging
 import Schemas
@@ -86,25 +87,16 @@ struct Events: AsyncParsableCommand {
 /// subject and the event as compact JSON (proto3 JSON names), or with `--json` a JSON object per line
 /// (`{"subject": …, "type": …, "event": {…}}`) for piping into jq.
 enum EventPrinter {
-    static func decode(_ kind: Subjects.EventKind, _ payload: [UInt8]) throws -> (any Encodable)? {
-        switch kind {
-        case .chatRequested: try ChatRequested(protobuf: payload)
-        case .chatRouted: try ChatRouted(protobuf: payload)
-        case .chatCompleted: try ChatCompleted(protobuf: payload)
-        case .chatFailed: try ChatFailed(protobuf: payload)
-        case .handoffRequested: try HandoffRequested(protobuf: payload)
-        case .consentChecked: try ConsentChecked(protobuf: payload)
-        case .agentDecision: try AgentDecision(protobuf: payload)
-        case .tenantChanged: try TenantChanged(protobuf: payload)
-        case .budgetExceeded: try BudgetExceeded(protobuf: payload)
-        case .auditRecorded: try AuditRecorded(protobuf: payload)
-        case .evalCompleted: nil
-        }
+    /// The payload decoded as the kind's message type (no table: ``EventKind/messageType``).
+    static func decode(_ kind: EventKind, _ payload: [UInt8]) throws -> (any Encodable)? {
+        try kind.messageType.init(protobuf: payload) as? any Encodable
     }
 
     static func line(for message: NATSMessage, json: Bool = false) -> String {
+        // The `Switchyard-Event-Type` header names the payload's protobuf type; the subject's kind is the fallback.
         let tokens = message.subject.split(separator: ".")
-        let kind = tokens.count == 4 ? Subjects.EventKind(rawValue: "\(tokens[1]).\(tokens[2])") : nil
+        let kind = message.headers[Headers.eventType].flatMap(EventKind.init(protoName:))
+            ?? (tokens.count == 4 ? EventKind(rawValue: "\(tokens[1]).\(tokens[2])") : nil)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var body: String

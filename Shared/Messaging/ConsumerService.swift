@@ -26,15 +26,20 @@ public enum DeadLetter {
     public static let deliveriesHeader = "Switchyard-Dlq-Deliveries"
     public static let reasonHeader = "Switchyard-Dlq-Reason"
 
+    /// `dlq.<stream>.<consumer>`: where a consumer's dead letters go.
+    public static func subject(stream: String, consumer: String) -> String { "dlq.\(stream).\(consumer)" }
+    /// Every dead-letter subject (the dead-letter stream's filter).
+    public static let allSubjects = "dlq.>"
+
     static func message(for delivery: JetStreamDelivery, reason: String) -> OutboundMessage {
         var headers = delivery.headers
-        headers.removeValue(forKey: "Nats-Msg-Id")
+        headers.removeValue(forKey: NATSHeaderName.messageID)
         headers[subjectHeader] = delivery.subject
         headers[sequenceHeader] = String(delivery.streamSequence)
         headers[deliveriesHeader] = String(delivery.deliveryCount)
         headers[reasonHeader] = String(reason.prefix(512))
         return OutboundMessage(
-            subject: Subjects.deadLetter(stream: delivery.stream, consumer: delivery.consumer),
+            subject: subject(stream: delivery.stream, consumer: delivery.consumer),
             payload: delivery.payload, headers: headers,
             messageID: "dlq:\(delivery.stream):\(delivery.streamSequence)")
     }
@@ -91,7 +96,7 @@ public struct JetStreamConsumerService: Service {
     }
 
     private func workerLoop() async throws {
-        let consumer = try PullConsumer(jetStream: jetStream, stream: stream, durable: spec.durable)
+        let consumer = try await PullConsumer.bind(jetStream: jetStream, stream: stream, durable: spec.durable)
         defer { consumer.stop() }
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let batch: [(JetStreamDelivery, CMessageBox)]
@@ -114,48 +119,80 @@ public struct JetStreamConsumerService: Service {
     }
 
     /// Runs the handler and settles the message exactly once. With `keepAlive`, while a slow handler runs the
-    /// loop tells the server every AckWait/2 that work is in progress, so it isn't redelivered to another
-    /// replica meanwhile.
+    /// loop tells the server every AckWait/2 through the message's own handle that work is in progress, so it
+    /// isn't redelivered to another replica meanwhile.
     func process(_ message: consuming JetStreamMessage) async {
         let delivery = message.delivery
-        let box = message.box
-        let heartbeat = spec.ackWait / 2
-        let handler = self.handler
-        do {
-            if !keepAlive {
+        let failure: (any Error)?
+        if keepAlive {
+            failure = await runKeepingAlive(message)
+        } else {
+            do {
                 try await handler(delivery)
-            } else {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await handler(delivery) }
-                group.addTask {
-                    while true {
-                        try await Task.sleep(for: heartbeat)
-                        _ = natsMsg_InProgress(box.msg, nil)
-                    }
-                }
-                defer { group.cancelAll() }
-                try await group.next()
+                failure = nil
+            } catch {
+                failure = error
             }
+        }
+        guard let error = failure else {
+            do {
+                try message.ack()
+            } catch {
+                // The effect is committed; a redelivery will be deduplicated by the idempotent handler.
+                logger.warning("ack failed", metadata: ["stream": "\(stream)", "error": "\(error)"])
             }
-        } catch {
-            let retriable = (error as? any ClassifiedError)?.isRetriable ?? true
-            let exhausted = delivery.deliveryCount >= spec.maxDeliver
-            if retriable && !exhausted {
-                do {
-                    try message.nak(delay: spec.retryDelay(afterDelivery: delivery.deliveryCount))
-                } catch let nakError {
-                    logger.warning("nak failed", metadata: ["error": "\(nakError)"])
-                }
-                return
-            }
-            await deadLetter(message, reason: "\(error)")
             return
         }
-        do {
-            try message.ack()
-        } catch {
-            // The effect is committed; a redelivery will be deduplicated by the idempotent handler.
-            logger.warning("ack failed", metadata: ["stream": "\(stream)", "error": "\(error)"])
+        let retriable = (error as? any ClassifiedError)?.isRetriable ?? true
+        let exhausted = delivery.deliveryCount >= spec.maxDeliver
+        if retriable && !exhausted {
+            do {
+                try message.nak(delay: spec.retryDelay(afterDelivery: delivery.deliveryCount))
+            } catch let nakError {
+                logger.warning("nak failed", metadata: ["error": "\(nakError)"])
+            }
+            return
+        }
+        await deadLetter(message, reason: "\(error)")
+    }
+
+    private enum HandlerEvent: Sendable {
+        case finished((any Error)?)
+        case heartbeat
+    }
+
+    /// Runs the handler while sending in-progress acks every AckWait/2; returns the handler's error, if any.
+    private func runKeepingAlive(_ message: borrowing JetStreamMessage) async -> (any Error)? {
+        let delivery = message.delivery
+        let handler = self.handler
+        let interval = spec.ackWait / 2
+        return await withTaskGroup(of: HandlerEvent.self) { group in
+            group.addTask {
+                do {
+                    try await handler(delivery)
+                    return .finished(nil)
+                } catch {
+                    return .finished(error)
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: interval)
+                return .heartbeat
+            }
+            while let event = await group.next() {
+                switch event {
+                case .finished(let error):
+                    group.cancelAll()
+                    return error
+                case .heartbeat:
+                    try? message.inProgress()
+                    group.addTask {
+                        try? await Task.sleep(for: interval)
+                        return .heartbeat
+                    }
+                }
+            }
+            return nil
         }
     }
 

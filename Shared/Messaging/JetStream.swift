@@ -185,25 +185,31 @@ public final class JetStream: @unchecked Sendable {
 
     // MARK: provisioning
 
+    /// nats.c's stream configuration for `spec`; its strings live in `arena`.
+    static func streamConfig(_ spec: StreamSpec, arena: CStringArena) -> jsStreamConfig {
+        var config = jsStreamConfig()
+        jsStreamConfig_Init(&config)
+        config.Name = arena.string(spec.name)
+        config.Subjects = arena.stringArray(spec.subjects)
+        config.SubjectsLen = Int32(spec.subjects.count)
+        config.Retention = spec.retention == .workQueue ? js_WorkQueuePolicy : js_LimitsPolicy
+        config.Storage = spec.storage == .memory ? js_MemoryStorage : js_FileStorage
+        config.Replicas = Int64(spec.replicas)
+        config.MaxAge = spec.maxAge.nanoseconds
+        config.MaxBytes = spec.maxBytes
+        config.MaxMsgSize = spec.maxMessageSize
+        config.Duplicates = spec.duplicateWindow.nanoseconds
+        config.DenyDelete = spec.denyDelete
+        config.DenyPurge = spec.denyPurge
+        return config
+    }
+
     /// Creates the stream, or updates it to `spec` if it exists. Safe to call from every replica at start.
     public func ensureStream(_ spec: StreamSpec) async throws(NATSError) {
         let ctx = SendablePointer(context)
         try await connection.lane.run { () throws(NATSError) in
             let arena = CStringArena()
-            var config = jsStreamConfig()
-            jsStreamConfig_Init(&config)
-            config.Name = arena.string(spec.name)
-            config.Subjects = arena.stringArray(spec.subjects)
-            config.SubjectsLen = Int32(spec.subjects.count)
-            config.Retention = spec.retention == .workQueue ? js_WorkQueuePolicy : js_LimitsPolicy
-            config.Storage = spec.storage == .memory ? js_MemoryStorage : js_FileStorage
-            config.Replicas = Int64(spec.replicas)
-            config.MaxAge = spec.maxAge.nanoseconds
-            config.MaxBytes = spec.maxBytes
-            config.MaxMsgSize = spec.maxMessageSize
-            config.Duplicates = spec.duplicateWindow.nanoseconds
-            config.DenyDelete = spec.denyDelete
-            config.DenyPurge = spec.denyPurge
+            var config = Self.streamConfig(spec, arena: arena)
             var info: UnsafeMutablePointer<jsStreamInfo>?
             var jsErr = jsErrCode(0)
             var status = js_AddStream(&info, ctx.pointer, &config, nil, &jsErr)
@@ -217,6 +223,35 @@ public final class JetStream: @unchecked Sendable {
             }
         }
         logger.debug("stream provisioned", metadata: ["stream": "\(spec.name)"])
+    }
+
+    /// Makes sure the stream exists without ever changing its configuration: binds to it if it is there,
+    /// creates it from `spec` if it is not (so services can start in any order). Only the stream's owner calls
+    /// ``ensureStream(_:)``, which also updates; everybody else calls this, so two versions running side by
+    /// side never flip the configuration back and forth.
+    /// - Returns: whether this call created the stream.
+    @discardableResult
+    public func ensureStreamExists(_ spec: StreamSpec) async throws(NATSError) -> Bool {
+        let ctx = SendablePointer(context)
+        return try await connection.lane.run { () throws(NATSError) -> Bool in
+            var info: UnsafeMutablePointer<jsStreamInfo>?
+            var jsErr = jsErrCode(0)
+            var status = js_GetStreamInfo(&info, ctx.pointer, spec.name, nil, &jsErr)
+            if let info { jsStreamInfo_Destroy(info) }
+            if status == NATS_OK { return false }
+            guard status == NATS_NOT_FOUND || jsErr.rawValue == 10059 else {  // JSStreamNotFoundErr
+                throw NATSError.fromStatus(status, code: .jetStream, context: "looking up stream", jsErr: jsErr)
+            }
+            let arena = CStringArena()
+            var config = Self.streamConfig(spec, arena: arena)
+            info = nil
+            jsErr = jsErrCode(0)
+            status = js_AddStream(&info, ctx.pointer, &config, nil, &jsErr)
+            if let info { jsStreamInfo_Destroy(info) }
+            if status == NATS_OK { return true }
+            if jsErr.rawValue == 10058 { return false }  // created meanwhile by another service: leave it alone
+            throw NATSError.fromStatus(status, code: .jetStream, context: "creating stream", jsErr: jsErr)
+        }
     }
 
     /// Creates the durable pull consumer, or updates it to `spec`. Idempotent.
@@ -260,7 +295,7 @@ public final class JetStream: @unchecked Sendable {
     @discardableResult
     public func publish(_ message: OutboundMessage, timeout: Duration? = nil) async throws(NATSError) -> PublishAck {
         var headers = message.headers
-        if let id = message.messageID { headers["Nats-Msg-Id"] = id }
+        if let id = message.messageID { headers[NATSHeaderName.messageID] = id }
         let reply: NATSMessage
         do {
             reply = try await connection.request(message.subject, payload: message.payload, headers: headers,

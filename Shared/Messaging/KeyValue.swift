@@ -38,11 +38,15 @@ public enum KVWatchEvent: Sendable, Equatable {
 public final class KeyValueBucket: @unchecked Sendable {
     private let store: OpaquePointer
     private let lane: BlockingLane
+    /// The JetStream context (and through it the connection) this bucket was bound on: kept alive as long
+    /// as the bucket is.
+    private let jetStream: JetStream
     public let name: String
 
-    init(store: OpaquePointer, name: String) {
+    init(store: OpaquePointer, name: String, jetStream: JetStream) {
         self.store = store
         self.name = name
+        self.jetStream = jetStream
         self.lane = BlockingLane(label: "kv.\(name)")
     }
 
@@ -143,50 +147,75 @@ public final class KeyValueBucket: @unchecked Sendable {
     }
 
     /// Watches every key: first the current values, then `.initialValuesDone`, then live changes, until the
-    /// consuming task stops iterating. Runs on its own thread.
-    public func watchAll() throws(NATSError) -> AsyncThrowingStream<KVWatchEvent, any Error> {
-        var watcher: OpaquePointer?
-        let status = kvStore_WatchAll(&watcher, store, nil)
-        guard status == NATS_OK, let watcher else {
-            throw NATSError.fromStatus(status, code: .jetStream, context: "kv watch")
-        }
-        let handle = SendablePointer(watcher)
-        let stopped = Arc(Atomic<Bool>(false))
-        let (stream, continuation) = AsyncThrowingStream<KVWatchEvent, any Error>.makeStream()
-        continuation.onTermination = { _ in
-            stopped.value.store(true, ordering: .releasing)
-            kvWatcher_Stop(handle.pointer)
-        }
-        let thread = Thread {
-            defer { kvWatcher_Destroy(handle.pointer) }
-            while !stopped.value.load(ordering: .acquiring) {
-                var entry: OpaquePointer?
-                let status = kvWatcher_Next(&entry, handle.pointer, 250)
-                if status == NATS_TIMEOUT { continue }
-                if status != NATS_OK {
-                    if stopped.value.load(ordering: .acquiring) { break }
-                    continuation.finish(throwing: NATSError.fromStatus(status, code: .jetStream, context: "kv watch"))
-                    return
-                }
-                guard let entry else {
-                    continuation.yield(.initialValuesDone)
-                    continue
-                }
-                continuation.yield(.entry(Self.copy(entry)))
-                kvEntry_Destroy(entry)
+    /// consuming task stops iterating (or drops the stream). The watch runs on a thread of its own; starting it
+    /// (a round trip to the server) runs on this bucket's lane, off the cooperative pool.
+    public func watchAll() async throws(NATSError) -> AsyncThrowingStream<KVWatchEvent, any Error> {
+        let store = SendablePointer(self.store)
+        let handle = try await lane.run { () throws(NATSError) -> SendablePointer in
+            var watcher: OpaquePointer?
+            let status = kvStore_WatchAll(&watcher, store.pointer, nil)
+            guard status == NATS_OK, let watcher else {
+                throw NATSError.fromStatus(status, code: .jetStream, context: "kv watch")
             }
-            continuation.finish()
+            return SendablePointer(watcher)
         }
+        let watcher = KVWatcher(handle.pointer, bucket: self)
+        let (stream, continuation) = AsyncThrowingStream<KVWatchEvent, any Error>.makeStream()
+        continuation.onTermination = { _ in watcher.stop() }
+        let thread = Thread { watcher.pump(into: continuation) }
         thread.name = "kv-watch-\(name)"
         thread.start()
         return stream
     }
 }
 
-/// A reference box to share an `Atomic` between closures.
-final class Arc<Value: ~Copyable & Sendable>: Sendable {
-    let value: Value
-    init(_ value: consuming Value) { self.value = value }
+/// Owns a nats.c `kvWatcher`: destroyed in `deinit`, i.e. only once both the watch thread and the stream's
+/// termination handler have let go of it, so `kvWatcher_Stop` can never run on a destroyed watcher. Keeps
+/// its bucket (and through it the JetStream context and the connection) alive while it exists.
+///
+/// `@unchecked Sendable`: `kvWatcher_Stop` is thread-safe in nats.c and may race with `kvWatcher_Next`
+/// (it wakes it up); `kvWatcher_Next` is only called from the one watch thread.
+final class KVWatcher: @unchecked Sendable {
+    private let watcher: OpaquePointer
+    private let bucket: KeyValueBucket
+    private let stopped = Atomic<Bool>(false)
+
+    init(_ watcher: OpaquePointer, bucket: KeyValueBucket) {
+        self.watcher = watcher
+        self.bucket = bucket
+    }
+
+    deinit { kvWatcher_Destroy(watcher) }
+
+    /// Stops the watch; the watch thread's next `kvWatcher_Next` returns and the thread ends. Idempotent.
+    func stop() {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        kvWatcher_Stop(watcher)
+    }
+
+    var isStopped: Bool { stopped.load(ordering: .acquiring) }
+
+    /// The watch thread's loop: copies every entry into Swift memory and frees it at once.
+    func pump(into continuation: AsyncThrowingStream<KVWatchEvent, any Error>.Continuation) {
+        while !isStopped {
+            var entry: OpaquePointer?
+            let status = kvWatcher_Next(&entry, watcher, 250)
+            if status == NATS_TIMEOUT { continue }
+            if status != NATS_OK {
+                if isStopped { break }
+                continuation.finish(throwing: NATSError.fromStatus(status, code: .jetStream, context: "kv watch"))
+                return
+            }
+            guard let entry else {
+                continuation.yield(.initialValuesDone)
+                continue
+            }
+            let copy = KeyValueBucket.copy(entry)
+            kvEntry_Destroy(entry)
+            continuation.yield(.entry(copy))
+        }
+        continuation.finish()
+    }
 }
 
 extension JetStream {
@@ -212,6 +241,6 @@ extension JetStream {
             }
             return SendablePointer(kv)
         }
-        return KeyValueBucket(store: store.pointer, name: spec.name)
+        return KeyValueBucket(store: store.pointer, name: spec.name, jetStream: self)
     }
 }

@@ -11,7 +11,8 @@ import Glibc
 /// `@unchecked Sendable`: nats.c connections are thread-safe; the only Swift state is behind `Mutex`es.
 public final class NATSConnection: @unchecked Sendable {
     let handle: OpaquePointer
-    private let options: OpaquePointer
+    /// The options the connection was made from; nats.c reads them while reconnecting.
+    private let options: NATSOptionsHandle
     /// Retained for nats.c until its closed callback runs (see `ConnectionEvents.closed`).
     private let events: Unmanaged<ConnectionEvents>
     let logger: Logger
@@ -20,7 +21,7 @@ public final class NATSConnection: @unchecked Sendable {
     private let requests: RequestMultiplexer
     private let closed = Atomic<Bool>(false)
 
-    private init(handle: OpaquePointer, options: OpaquePointer, events: Unmanaged<ConnectionEvents>,
+    private init(handle: OpaquePointer, options: NATSOptionsHandle, events: Unmanaged<ConnectionEvents>,
                  configuration: NATSConfiguration, logger: Logger, lane: BlockingLane) throws(NATSError) {
         self.handle = handle
         self.options = options
@@ -55,53 +56,51 @@ public final class NATSConnection: @unchecked Sendable {
     private static func connectOnce(_ configuration: NATSConfiguration, logger: Logger, lane: BlockingLane)
         throws(NATSError) -> NATSConnection
     {
-        var options: OpaquePointer?
-        var status = natsOptions_Create(&options)
-        guard status == NATS_OK, let options else {
-            throw NATSError.fromStatus(status, code: .connectionFailed, context: "creating options")
-        }
+        // Owned from here on: every early exit below frees it; a connection keeps it until it is gone.
+        let options = try NATSOptionsHandle()
         let arena = CStringArena()
-        let events = Unmanaged.passRetained(ConnectionEvents(logger: logger))
         func check(_ s: natsStatus, _ what: String) throws(NATSError) {
-            if s != NATS_OK {
-                natsOptions_Destroy(options)
-                events.release()
-                throw NATSError.fromStatus(s, code: .invalidArgument, context: what)
-            }
+            if s != NATS_OK { throw NATSError.fromStatus(s, code: .invalidArgument, context: what) }
         }
-        try check(natsOptions_SetServers(options, arena.stringArray(configuration.servers),
+        let raw = options.pointer
+        try check(natsOptions_SetServers(raw, arena.stringArray(configuration.servers),
                                          Int32(configuration.servers.count)), "setting servers")
         if let user = configuration.user {
-            try check(natsOptions_SetUserInfo(options, user, configuration.password ?? ""), "setting user")
+            try check(natsOptions_SetUserInfo(raw, user, configuration.password ?? ""), "setting user")
         }
-        try check(natsOptions_SetName(options, configuration.name), "setting name")
+        try check(natsOptions_SetName(raw, configuration.name), "setting name")
         if configuration.inboxPrefix != "_INBOX" {
             guard SubjectValidation.isValidPublishSubject(configuration.inboxPrefix) else {
                 throw NATSError(.invalidArgument, context: "invalid inbox prefix")
             }
-            try check(natsOptions_SetCustomInboxPrefix(options, configuration.inboxPrefix), "setting inbox prefix")
+            try check(natsOptions_SetCustomInboxPrefix(raw, configuration.inboxPrefix), "setting inbox prefix")
         }
-        try check(natsOptions_SetMaxReconnect(options, -1), "setting max reconnect")
-        try check(natsOptions_SetReconnectWait(options, configuration.reconnectWait.milliseconds),
+        try check(natsOptions_SetMaxReconnect(raw, -1), "setting max reconnect")
+        try check(natsOptions_SetReconnectWait(raw, configuration.reconnectWait.milliseconds),
                   "setting reconnect wait")
-        try check(natsOptions_SetReconnectJitter(options, 100, 1000), "setting reconnect jitter")
-        try check(natsOptions_SetSendAsap(options, configuration.sendAsap), "setting send asap")
-        try check(natsOptions_SetTimeout(options, 2000), "setting timeout")
-        try check(natsOptions_SetReconnectBufSize(options, 64 * 1024 * 1024), "setting reconnect buffer")
-        let closure = UnsafeMutableRawPointer(events.toOpaque())
-        try check(natsOptions_SetDisconnectedCB(options, ConnectionEvents.disconnected, closure), "disconnected cb")
-        try check(natsOptions_SetReconnectedCB(options, ConnectionEvents.reconnected, closure), "reconnected cb")
-        try check(natsOptions_SetClosedCB(options, ConnectionEvents.closed, closure), "closed cb")
-        try check(natsOptions_SetErrorHandler(options, ConnectionEvents.asyncError, closure), "error handler")
+        try check(natsOptions_SetReconnectJitter(raw, 100, 1000), "setting reconnect jitter")
+        try check(natsOptions_SetSendAsap(raw, configuration.sendAsap), "setting send asap")
+        try check(natsOptions_SetTimeout(raw, 2000), "setting timeout")
+        try check(natsOptions_SetReconnectBufSize(raw, 64 * 1024 * 1024), "setting reconnect buffer")
 
+        // Retained for nats.c: released by the closed callback once a connection exists, by hand before that.
+        let events = Unmanaged.passRetained(ConnectionEvents(logger: logger))
         var connection: OpaquePointer?
-        status = natsConnection_Connect(&connection, options)
-        guard status == NATS_OK, let connection else {
-            let error = NATSError.fromStatus(status, code: .connectionFailed, context: "connecting")
-            natsOptions_Destroy(options)
+        do throws(NATSError) {
+            let closure = UnsafeMutableRawPointer(events.toOpaque())
+            try check(natsOptions_SetDisconnectedCB(raw, ConnectionEvents.disconnected, closure), "disconnected cb")
+            try check(natsOptions_SetReconnectedCB(raw, ConnectionEvents.reconnected, closure), "reconnected cb")
+            try check(natsOptions_SetClosedCB(raw, ConnectionEvents.closed, closure), "closed cb")
+            try check(natsOptions_SetErrorHandler(raw, ConnectionEvents.asyncError, closure), "error handler")
+            let status = natsConnection_Connect(&connection, raw)
+            guard status == NATS_OK, connection != nil else {
+                throw NATSError.fromStatus(status, code: .connectionFailed, context: "connecting")
+            }
+        } catch {
             events.release()
             throw error
         }
+        guard let connection else { throw NATSError(.connectionFailed, context: "connecting") }
         logger.info("nats connected", metadata: ["nats.servers": "\(configuration.servers.count)"])
         do {
             return try NATSConnection(handle: connection, options: options, events: events,
@@ -109,7 +108,6 @@ public final class NATSConnection: @unchecked Sendable {
         } catch {
             // Closing the connection fires the closed callback, which releases `events`.
             natsConnection_Destroy(connection)
-            natsOptions_Destroy(options)
             throw error
         }
     }
@@ -118,7 +116,7 @@ public final class NATSConnection: @unchecked Sendable {
         requests.shutdown()
         if !closed.load(ordering: .acquiring) { natsConnection_Close(handle) }
         natsConnection_Destroy(handle)
-        natsOptions_Destroy(options)
+        // `options` is destroyed after this (ARC), once the connection is gone.
         // `events` is released by the closed callback: nats.c calls it on its own thread, possibly after
         // this deinit returned, so releasing here would leave it a dangling pointer.
     }
@@ -200,6 +198,24 @@ public final class NATSConnection: @unchecked Sendable {
         requests.shutdown()
         natsConnection_Close(handle)
     }
+}
+
+/// Owns a nats.c `natsOptions`, destroyed in `deinit`.
+///
+/// `@unchecked Sendable`: set up on one thread before the connection exists, read-only afterwards.
+final class NATSOptionsHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+
+    init() throws(NATSError) {
+        var options: OpaquePointer?
+        let status = natsOptions_Create(&options)
+        guard status == NATS_OK, let options else {
+            throw NATSError.fromStatus(status, code: .connectionFailed, context: "creating options")
+        }
+        pointer = options
+    }
+
+    deinit { natsOptions_Destroy(pointer) }
 }
 
 /// Connection event callbacks: logged, never touching payloads.

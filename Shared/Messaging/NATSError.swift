@@ -57,11 +57,17 @@ public struct NATSError: Error, Sendable, Hashable, CustomStringConvertible {
         return text
     }
 
-    /// Builds an error from a nats.c status, reading the thread-local last error right here.
+    /// Builds an error from a nats.c status. Call it right where the failing nats.c call returned, on the same
+    /// thread: it reads nats.c's thread-local last-error text (which names the failure more precisely than the
+    /// status, e.g. "wrong last sequence" or a permissions violation), and that text is gone after the next call.
     static func fromStatus(_ status: natsStatus, code: Code, context: String, jsErr: jsErrCode = jsErrCode(0))
         -> NATSError
     {
-        let text = String(cString: natsStatus_GetText(status))
+        var lastStatus = NATS_OK
+        let last = nats_GetLastError(&lastStatus).map { String(cString: $0) } ?? ""
+        let statusText = String(cString: natsStatus_GetText(status))
+        // The last error belongs to this failure only if nats.c recorded one with the same status.
+        let text = !last.isEmpty && lastStatus == status && last != statusText ? "\(statusText): \(last)" : statusText
         let js = Int(jsErr.rawValue)
         var mapped = code
         if status == NATS_TIMEOUT { mapped = .timeout }
@@ -69,6 +75,6 @@ public struct NATSError: Error, Sendable, Hashable, CustomStringConvertible {
         if status == NATS_CONNECTION_CLOSED { mapped = .connectionClosed }
         if status == NATS_NOT_FOUND { mapped = .notFound }
         if js == 10071 { mapped = .wrongLastRevision }
-        return NATSError(mapped, context: context, status: text, jetStreamCode: js == 0 ? nil : js)
+        return NATSError(mapped, context: context, status: String(text.prefix(300)), jetStreamCode: js == 0 ? nil : js)
     }
 }

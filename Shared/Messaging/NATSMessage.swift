@@ -88,6 +88,12 @@ extension Optional where Wrapped == UnsafePointer<UInt8> {
 }
 
 /// Validates a subject for publishing: non-empty tokens, no whitespace, no wildcards.
+/// Header names defined by NATS itself.
+public enum NATSHeaderName {
+    /// JetStream de-duplication id.
+    public static let messageID = "Nats-Msg-Id"
+}
+
 public enum SubjectValidation {
     public static func isValidPublishSubject(_ subject: String) -> Bool {
         if subject.isEmpty || subject.utf8.count > 1024 { return false }

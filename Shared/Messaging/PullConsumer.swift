@@ -16,16 +16,39 @@ public struct JetStreamDelivery: Sendable {
     public var storedAtUnixNanos: Int64
 }
 
-/// Owns a fetched `natsMsg` until it is destroyed. `@unchecked Sendable`: the pointer is only used through
-/// nats.c ack calls, which are thread-safe, and by one owner at a time (the `~Copyable` handle).
+/// Owns a fetched `natsMsg` until it is destroyed, and keeps the subscription it came from alive (nats.c acks
+/// through the message's subscription). Settling is recorded here, so a handle dropped unsettled is noticed.
+///
+/// `@unchecked Sendable`: the pointer is only used through nats.c ack calls, which are thread-safe, by one
+/// owner at a time (the `~Copyable` ``JetStreamMessage``); the settled flag is atomic.
 final class CMessageBox: @unchecked Sendable {
     let msg: OpaquePointer
-    init(_ msg: OpaquePointer) { self.msg = msg }
+    private let subscription: PullSubscriptionHandle
+    private let settledFlag = Atomic<Bool>(false)
+
+    init(_ msg: OpaquePointer, subscription: PullSubscriptionHandle) {
+        self.msg = msg
+        self.subscription = subscription
+    }
+
     deinit { natsMsg_Destroy(msg) }
+
+    /// Marks the message settled; false if it already was.
+    func markSettled() -> Bool { !settledFlag.exchange(true, ordering: .acquiringAndReleasing) }
+}
+
+/// Counts ``JetStreamMessage`` handles dropped without ack, nak or term (a bug in the caller). Such a message
+/// is nak'ed at once, so it is redelivered rather than left waiting for AckWait.
+public enum UnsettledMessages {
+    private static let counter = Atomic<Int>(0)
+    /// How many handles were dropped unsettled in this process.
+    public static var dropped: Int { counter.load(ordering: .relaxed) }
+    static func record() { counter.add(1, ordering: .relaxed) }
 }
 
 /// A received JetStream message and its ack handle. `~Copyable` with `consuming` settle operations, so a
-/// message cannot be acked twice, or acked after a nak — the compiler refuses.
+/// message cannot be acked twice, or acked after a nak — the compiler refuses. A handle dropped without being
+/// settled is caught in `deinit`: it is nak'ed and counted in ``UnsettledMessages``.
 public struct JetStreamMessage: ~Copyable, Sendable {
     public let delivery: JetStreamDelivery
     let box: CMessageBox
@@ -35,13 +58,22 @@ public struct JetStreamMessage: ~Copyable, Sendable {
         self.box = box
     }
 
+    deinit {
+        if box.markSettled() {
+            UnsettledMessages.record()
+            _ = natsMsg_Nak(box.msg, nil)
+        }
+    }
+
     /// Acknowledges: the effect is committed; the server will not redeliver.
     public consuming func ack() throws(NATSError) {
+        _ = box.markSettled()
         try Self.check(natsMsg_Ack(box.msg, nil), "acking")
     }
 
     /// Negative ack: redeliver after `delay` (or at once).
     public consuming func nak(delay: Duration? = nil) throws(NATSError) {
+        _ = box.markSettled()
         if let delay {
             try Self.check(natsMsg_NakWithDelay(box.msg, delay.milliseconds, nil), "nak with delay")
         } else {
@@ -51,6 +83,7 @@ public struct JetStreamMessage: ~Copyable, Sendable {
 
     /// Terminates: never redeliver (after dead-lettering it, see `JetStreamConsumerService`).
     public consuming func term() throws(NATSError) {
+        _ = box.markSettled()
         try Self.check(natsMsg_Term(box.msg, nil), "term")
     }
 
@@ -75,33 +108,47 @@ public final class PullConsumer: @unchecked Sendable {
     public let durable: String
     private let buffer = Mutex<[(JetStreamDelivery, CMessageBox)]>([])
 
-    public init(jetStream: JetStream, stream: String, durable: String) throws(NATSError) {
-        let arena = CStringArena()
-        var subOptions = jsSubOptions()
-        jsSubOptions_Init(&subOptions)
-        subOptions.Stream = arena.string(stream)
-        subOptions.Consumer = arena.string(durable)
-        subOptions.ManualAck = true
-        var sub: OpaquePointer?
-        var jsErr = jsErrCode(0)
-        let status = js_PullSubscribe(&sub, jetStream.context, nil, durable, nil, &subOptions, &jsErr)
-        guard status == NATS_OK, let sub else {
-            throw NATSError.fromStatus(status, code: .subscribeFailed, context: "binding pull consumer", jsErr: jsErr)
-        }
-        subscription = sub
-        lane = BlockingLane(label: "pull.\(stream).\(durable)")
+    private let handle: PullSubscriptionHandle
+
+    private init(subscription: OpaquePointer, jetStream: JetStream, stream: String, durable: String) {
+        self.handle = PullSubscriptionHandle(subscription, jetStream: jetStream)
+        self.subscription = subscription
+        self.lane = BlockingLane(label: "pull.\(stream).\(durable)")
         self.stream = stream
         self.durable = durable
     }
 
-    deinit {
-        natsSubscription_Destroy(subscription)
+    /// Binds to the durable `durable` of `stream` (it must exist). The bind is a round trip to the server and
+    /// runs off the cooperative pool.
+    public static func bind(jetStream: JetStream, stream: String, durable: String) async throws(NATSError)
+        -> PullConsumer
+    {
+        let context = SendablePointer(jetStream.context)
+        let subscription = try await jetStream.connection.lane.run { () throws(NATSError) -> SendablePointer in
+            let arena = CStringArena()
+            var subOptions = jsSubOptions()
+            jsSubOptions_Init(&subOptions)
+            subOptions.Stream = arena.string(stream)
+            subOptions.Consumer = arena.string(durable)
+            subOptions.ManualAck = true
+            var sub: OpaquePointer?
+            var jsErr = jsErrCode(0)
+            let status = js_PullSubscribe(&sub, context.pointer, nil, durable, nil, &subOptions, &jsErr)
+            guard status == NATS_OK, let sub else {
+                throw NATSError.fromStatus(status, code: .subscribeFailed, context: "binding pull consumer",
+                                           jsErr: jsErr)
+            }
+            return SendablePointer(sub)
+        }
+        return PullConsumer(subscription: subscription.pointer, jetStream: jetStream, stream: stream,
+                            durable: durable)
     }
 
     /// Fetches up to `batch` messages, waiting at most `timeout` for the first. Returns an empty array on
     /// timeout. Runs the blocking fetch off the cooperative pool.
     func fetchBatch(_ batch: Int, timeout: Duration) async throws(NATSError) -> [(JetStreamDelivery, CMessageBox)] {
         let sub = SendablePointer(subscription)
+        let handle = self.handle
         let millis = max(timeout.milliseconds, 1)
         let stream = self.stream
         let durable = self.durable
@@ -133,7 +180,7 @@ public final class PullConsumer: @unchecked Sendable {
                     subject: copy.subject, payload: copy.payload, headers: copy.headers, stream: stream,
                     consumer: durable, streamSequence: sequence, deliveryCount: delivered,
                     storedAtUnixNanos: stamp)
-                result.append(SendableFetched(delivery: delivery, box: CMessageBox(msg)))
+                result.append(SendableFetched(delivery: delivery, box: CMessageBox(msg, subscription: handle)))
             }
             natsMsgList_Destroy(&list)
             return result
@@ -152,10 +199,35 @@ public final class PullConsumer: @unchecked Sendable {
         return JetStreamMessage(delivery: first.0, box: first.1)
     }
 
-    /// Stops this subscription; the durable consumer stays on the server for other replicas.
+    /// Stops this subscription; the durable consumer stays on the server for other replicas. Messages fetched
+    /// but not yet handed out by ``next(timeout:batch:)`` are nak'ed, so another replica gets them at once.
     public func stop() {
+        let buffered = buffer.withLock { buffer in
+            defer { buffer.removeAll() }
+            return buffer
+        }
+        for (delivery, box) in buffered {
+            let message = JetStreamMessage(delivery: delivery, box: box)
+            try? message.nak()
+        }
         natsSubscription_Unsubscribe(subscription)
     }
+}
+
+/// Owns a nats.c pull subscription: destroyed when the consumer and every message fetched through it are gone.
+/// Keeps the JetStream context (and through it the connection) alive meanwhile.
+///
+/// `@unchecked Sendable`: immutable; nats.c subscriptions are thread-safe for acks and unsubscribe.
+final class PullSubscriptionHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+    private let jetStream: JetStream
+
+    init(_ pointer: OpaquePointer, jetStream: JetStream) {
+        self.pointer = pointer
+        self.jetStream = jetStream
+    }
+
+    deinit { natsSubscription_Destroy(pointer) }
 }
 
 struct SendableFetched: Sendable {

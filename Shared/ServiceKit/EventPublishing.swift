@@ -1,3 +1,4 @@
+import Contracts
 import Messaging
 import Schemas
 import Security
@@ -11,25 +12,26 @@ public enum DerivedEventID {
     }
 }
 
-/// Headers that travel with every hop of a request: trace context and the gateway's reply subject.
-public enum HopHeaders {
-    public static func propagate(from headers: NATSHeaders) -> NATSHeaders {
-        var result: NATSHeaders = [:]
-        for key in [Headers.traceparent, Headers.tracestate, Headers.replyTo] {
-            if let value = headers[key] { result[key] = value }
-        }
-        return result
+extension JetStream {
+    /// Publishes an event to the event log (`evt.<kind>.<tenant>`), de-duplicated by `<tenant>:<event id>`, with
+    /// the payload's protobuf full name in `Switchyard-Event-Type`.
+    @discardableResult
+    public func publishEvent(_ kind: EventKind, tenant: String, eventID: String, payload: [UInt8],
+                             headers: NATSHeaders = [:]) async throws(NATSError) -> PublishAck {
+        var headers = headers
+        headers[Headers.eventType] = kind.protoName
+        return try await publish(OutboundMessage(subject: Subjects.event(kind, tenant: tenant), payload: payload,
+                                                 headers: headers, messageID: "\(tenant):\(eventID)"))
     }
 }
 
-extension JetStream {
-    /// Publishes an event to the event log (`evt.<kind>.<tenant>`), de-duplicated by `<tenant>:<event id>`.
-    @discardableResult
-    public func publishEvent(_ kind: Subjects.EventKind, tenant: String, eventID: String, payload: [UInt8],
-                             headers: NATSHeaders = [:]) async throws(NATSError) -> PublishAck {
+extension NATSConnection {
+    /// Publishes a reply (core NATS) typed by its payload's protobuf full name in `Switchyard-Event-Type`.
+    public func publishReply<Message: ProtoMessage>(_ message: Message, to subject: String,
+                                                   headers: NATSHeaders = [:]) throws(NATSError) {
         var headers = headers
-        headers[Headers.eventType] = kind.rawValue
-        return try await publish(OutboundMessage(subject: Subjects.event(kind, tenant: tenant), payload: payload,
-                                                 headers: headers, messageID: "\(tenant):\(eventID)"))
+        headers[Headers.eventType] = Message.protoName
+        headers.removeValue(forKey: Headers.replyTo)
+        try publish(subject, payload: message.protobufBytes(), headers: headers)
     }
 }

@@ -87,7 +87,7 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
         defaultHTTPPort: Int = 8080,
         defaultOpsPort: Int = 9090
     ) throws(ConfigurationError) {
-        let reader = EnvironmentReader(environment: environment)
+        let reader = EnvironmentReader(environment)
         self.service = service
         self.natsServers = try reader.natsServers(Variable.natsURL, default: Default.natsURL)
         self.natsUser = reader.optional(Variable.natsUser)
@@ -103,8 +103,9 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
         self.instanceID = try reader.nonEmpty(Variable.instanceID, default: Self.defaultInstanceID())
         self.drainSeconds = try reader.integer(
             Variable.drainSeconds, default: Default.drainSeconds, range: 0...3600)
-        if let raw = reader.optional(Variable.mirrorPublicKey) {
-            guard let bytes = Hex.decode(raw), Ed25519.VerifyingKey(publicKey: bytes) != nil else {
+        if let bytes = try reader.hexSecret(Variable.mirrorPublicKey, minimumBytes: 32,
+                                            expectation: "a 32-byte Ed25519 public key, hex-encoded") {
+            guard Ed25519.VerifyingKey(publicKey: bytes) != nil else {
                 throw ConfigurationError(code: .invalidChoice, variable: Variable.mirrorPublicKey,
                                          expectation: "a 32-byte Ed25519 public key, hex-encoded")
             }
@@ -161,103 +162,5 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
             host = "localhost"
         }
         return "\(host.isEmpty ? "localhost" : host)-\(getpid())"
-    }
-}
-
-/// Reads typed values from an environment dictionary; errors never contain the value.
-struct EnvironmentReader {
-    let environment: [String: String]
-
-    /// The trimmed value, or `nil` if unset or blank.
-    func optional(_ name: String) -> String? {
-        guard let raw = environment[name] else { return nil }
-        let trimmed = raw.trimmingCharacters(in: .whitespaces)
-        return trimmed.isEmpty ? nil : trimmed
-    }
-
-    func nonEmpty(_ name: String, default value: String) throws(ConfigurationError) -> String {
-        if let raw = environment[name], raw.trimmingCharacters(in: .whitespaces).isEmpty {
-            throw ConfigurationError(code: .empty, variable: name, expectation: "a non-empty value")
-        }
-        return optional(name) ?? value
-    }
-
-    func integer(_ name: String, default value: Int, range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
-        guard let raw = optional(name) else { return value }
-        guard let number = Int(raw) else {
-            throw ConfigurationError(
-                code: .invalidInteger, variable: name,
-                expectation: "an integer in \(range.lowerBound)...\(range.upperBound)")
-        }
-        guard range.contains(number) else {
-            throw ConfigurationError(
-                code: .outOfRange, variable: name,
-                expectation: "an integer in \(range.lowerBound)...\(range.upperBound)")
-        }
-        return number
-    }
-
-    func port(_ name: String, default value: Int) throws(ConfigurationError) -> Int {
-        let error = ConfigurationError(code: .invalidPort, variable: name, expectation: "a port in 0...65535")
-        guard let raw = optional(name) else {
-            guard (0...65535).contains(value) else { throw error }
-            return value
-        }
-        guard let number = Int(raw), (0...65535).contains(number) else { throw error }
-        return number
-    }
-
-    func choice<Value: RawRepresentable & CaseIterable>(
-        _ name: String, default value: Value
-    ) throws(ConfigurationError) -> Value where Value.RawValue == String {
-        guard let raw = optional(name) else { return value }
-        guard let chosen = Value(rawValue: raw.lowercased()) else {
-            throw ConfigurationError(
-                code: .invalidChoice, variable: name,
-                expectation: Value.allCases.map(\.rawValue).joined(separator: "|"))
-        }
-        return chosen
-    }
-
-    func natsServers(_ name: String, default value: String) throws(ConfigurationError) -> [String] {
-        let raw = optional(name) ?? value
-        let servers = raw.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-        guard !servers.isEmpty, servers.allSatisfy({ !$0.isEmpty }) else {
-            throw ConfigurationError(
-                code: .invalidURL, variable: name, expectation: "comma-separated nats:// or tls:// URLs")
-        }
-        for server in servers {
-            try Self.validateURL(server, variable: name, schemes: ["nats", "tls"], requireHost: true)
-        }
-        return servers
-    }
-
-    func databaseURL(_ name: String, default value: String) throws(ConfigurationError) -> String {
-        let url = optional(name) ?? value
-        // libpq accepts an empty host (Unix socket, or `?host=/path`), so a host is not required.
-        try Self.validateURL(url, variable: name, schemes: ["postgres", "postgresql"], requireHost: false)
-        return url
-    }
-
-    static func validateURL(
-        _ url: String, variable: String, schemes: [String], requireHost: Bool
-    ) throws(ConfigurationError) {
-        let expectation = schemes.map { "\($0)://" }.joined(separator: " or ") + " URL"
-        guard let separator = url.range(of: "://") else {
-            throw ConfigurationError(code: .invalidURL, variable: variable, expectation: expectation)
-        }
-        let scheme = url[..<separator.lowerBound].lowercased()
-        guard schemes.contains(scheme) else {
-            throw ConfigurationError(code: .unsupportedScheme, variable: variable, expectation: expectation)
-        }
-        guard !url.contains(where: { $0.isWhitespace }), let components = URLComponents(string: url) else {
-            throw ConfigurationError(code: .invalidURL, variable: variable, expectation: expectation)
-        }
-        if requireHost, (components.host ?? "").isEmpty {
-            throw ConfigurationError(code: .invalidURL, variable: variable, expectation: expectation + " with a host")
-        }
-        if let port = components.port, !(1...65535).contains(port) {
-            throw ConfigurationError(code: .invalidURL, variable: variable, expectation: expectation + " with a valid port")
-        }
     }
 }

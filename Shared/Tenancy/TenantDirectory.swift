@@ -1,24 +1,10 @@
+import Contracts
 import Logging
 import Messaging
 import Schemas
 import Security
 import ServiceLifecycle
 import Synchronization
-
-/// Key layout of the `tenants` and `apikeys` KV buckets (declared once; see docs/adr/0002).
-///
-/// tenants bucket:  `<tenant>` → Tenant, `<tenant>.plan` → Plan, `<tenant>.manifest` → PackageManifest,
-///                  `<tenant>.rollout.<agent>` → RolloutSettings
-/// apikeys bucket:  `<lookup id>` → ApiKeyRecord (only the hash of the key)
-public enum TenancyKeys {
-    public static func tenant(_ id: String) -> String { id }
-    public static func plan(_ id: String) -> String { "\(id).plan" }
-    public static func manifest(_ id: String) -> String { "\(id).manifest" }
-    public static func rollout(_ id: String, agent: String) -> String { "\(id).rollout.\(agent)" }
-
-    public static let tenantsBucket = KVBucketSpec(name: BucketNames.tenants, history: 5)
-    public static let apiKeysBucket = KVBucketSpec(name: BucketNames.apiKeys, history: 5)
-}
 
 /// Everything the gateway and router need to know about one tenant, as mirrored in KV.
 public struct TenantSnapshot: Sendable, Equatable {

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import Messaging
 import OrchestratorCore
@@ -89,7 +90,7 @@ struct ResilienceTests {
     func usageRecords(_ stack: Stack, requestID: String) async throws -> Int {
         try await stack.adminJS.ensureConsumer(stream: StreamNames.usage,
                                                ConsumerSpec(durable: "test-usage-audit", ackWait: .seconds(5)))
-        let consumer = try PullConsumer(jetStream: stack.adminJS, stream: StreamNames.usage, durable: "test-usage-audit")
+        let consumer = try await PullConsumer.bind(jetStream: stack.adminJS, stream: StreamNames.usage, durable: "test-usage-audit")
         var count = 0
         while true {
             guard let message = try await consumer.next(timeout: .milliseconds(500)) else { break }

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import GatewayCore
 import Hummingbird
+import KnowledgeBase
 import Logging
 import Messaging
 import NIOCore

@@ -106,7 +106,7 @@ struct CoreAndKVTests {
         try await withHarness { h in
             let bucket = try await h.jetStream.keyValue(KVBucketSpec(name: "tenants"))
             try await bucket.put("acme", bytes("active"))
-            let events = try bucket.watchAll()
+            let events = try await bucket.watchAll()
             var iterator = events.makeAsyncIterator()
             #expect(try await iterator.next() == .entry(try #require(try await bucket.get("acme"))))
             #expect(try await iterator.next() == .initialValuesDone)

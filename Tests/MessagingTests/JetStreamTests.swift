@@ -87,7 +87,7 @@ struct JetStreamTests {
             try await h.jetStream.ensureConsumer(
                 stream: "ORDERS", ConsumerSpec(durable: "nakker", ackWait: .seconds(30), maxDeliver: 5, backoff: []))
             try await h.jetStream.publish(OutboundMessage(subject: "orders.acme", payload: bytes("retry me")))
-            let consumer = try PullConsumer(jetStream: h.jetStream, stream: "ORDERS", durable: "nakker")
+            let consumer = try await PullConsumer.bind(jetStream: h.jetStream, stream: "ORDERS", durable: "nakker")
             let first = try required(try await consumer.next(timeout: .seconds(5)))
             #expect(first.delivery.deliveryCount == 1)
             #expect(text(first.delivery.payload) == "retry me")
@@ -117,7 +117,7 @@ struct JetStreamTests {
             // Replica A fetches the message and "crashes": its connection goes away without an ack.
             do {
                 let (connA, jsA) = try await Harness.connect(server, name: "replica-a")
-                let consumerA = try PullConsumer(jetStream: jsA, stream: "ORDERS", durable: "shared")
+                let consumerA = try await PullConsumer.bind(jetStream: jsA, stream: "ORDERS", durable: "shared")
                 let taken = try required(try await consumerA.next(timeout: .seconds(5)))
                 #expect(taken.delivery.deliveryCount == 1)
                 _ = consume taken
@@ -127,7 +127,7 @@ struct JetStreamTests {
             // Replica B, on another connection, gets it after AckWait.
             let (connB, jsB) = try await Harness.connect(server, name: "replica-b")
             defer { connB.close() }
-            let consumerB = try PullConsumer(jetStream: jsB, stream: "ORDERS", durable: "shared")
+            let consumerB = try await PullConsumer.bind(jetStream: jsB, stream: "ORDERS", durable: "shared")
             let redelivered = try required(try await consumerB.next(timeout: .seconds(10)))
             #expect(text(redelivered.delivery.payload) == "crashy")
             #expect(redelivered.delivery.deliveryCount == 2)
@@ -139,7 +139,7 @@ struct JetStreamTests {
     func deadLetter() async throws {
         try await withHarness { h in
             try await h.jetStream.ensureStream(Self.stream)
-            try await h.jetStream.ensureStream(StandardStreams.deadLetter)
+            try await h.jetStream.ensureStream(StreamSpec(name: "DEADLETTER", subjects: [DeadLetter.allSubjects]))
             let spec = ConsumerSpec(durable: "processor", ackWait: .seconds(5), maxDeliver: 3,
                                     backoff: [.milliseconds(50), .milliseconds(50)])
             try await h.jetStream.ensureConsumer(stream: "ORDERS", spec)
@@ -194,7 +194,7 @@ struct JetStreamTests {
                 remaining = try await h.jetStream.streamState("ORDERS").messages
             }
             #expect(remaining == 0)
-            #expect(try await h.jetStream.streamState(StreamNames.deadLetter).messages == 2)
+            #expect(try await h.jetStream.streamState("DEADLETTER").messages == 2)
         }
     }
 }

@@ -185,7 +185,7 @@ struct NATSPermissionTests {
                     defer { connection.close() }
                     // The same call the services make (TenantDirectoryService): provision-or-bind, then watch.
                     let bucket = try await JetStream(connection: connection).keyValue(spec)
-                    let events = WatchReader(try bucket.watchAll())
+                    let events = WatchReader(try await bucket.watchAll())
                     defer { events.stop() }
                     let initial = try await events.next()
                     guard case .entry(let first) = initial else {

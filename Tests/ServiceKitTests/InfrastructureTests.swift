@@ -1,7 +1,9 @@
+import Contracts
 import Logging
 import Messaging
 import Schemas
 import ServiceKit
+import ServiceKitPostgres
 import ServiceLifecycle
 import Storage
 import Synchronization
@@ -56,8 +58,8 @@ struct InfrastructureTests {
                 NATSConfiguration(servers: [server.url], connectAttempts: 3), logger: logger)
             defer { connection.close() }
             let jetStream = try JetStream(connection: connection)
-            try await jetStream.ensureStream(StandardStreams.requests)
-            try await jetStream.ensureStream(StandardStreams.deadLetter)
+            try await jetStream.ensureStream(Streams.requests.spec)
+            try await jetStream.ensureStream(Streams.deadLetter.spec)
             let spec = ConsumerSpec(durable: "router-requests", maxDeliver: 5)
             try await jetStream.ensureConsumer(stream: StreamNames.requests, spec)
 

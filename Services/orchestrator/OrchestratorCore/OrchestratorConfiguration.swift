@@ -35,27 +35,18 @@ public struct OrchestratorConfiguration: Sendable {
         self.taskAckWait = taskAckWait
     }
 
-    public init(environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) {
-        func int(_ name: String, _ fallback: Int, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
-            guard let raw = environment[name], !raw.isEmpty else { return fallback }
-            guard let value = Int(raw), range.contains(value) else {
-                throw ConfigurationError(code: .outOfRange, variable: name, expectation: "an integer in \(range)")
-            }
-            return value
-        }
-        let timeout = Duration.milliseconds(try int("SWITCHYARD_PROVIDER_TIMEOUT_MS", 20_000, 1...600_000))
+    public init(environment: EnvironmentReader = EnvironmentReader()) throws(ConfigurationError) {
+        let timeout = try environment.milliseconds("SWITCHYARD_PROVIDER_TIMEOUT_MS", default: .seconds(20),
+                                                   range: 1...600_000)
         var endpoints: [ProviderEndpoint] = []
         for (name, kind) in [("OPENAI", ProviderEndpoint.Kind.openAI), ("ANTHROPIC", .anthropic)] {
-            guard let url = environment["SWITCHYARD_\(name)_BASE_URL"], !url.isEmpty else { continue }
-            guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
-                throw ConfigurationError(code: .unsupportedScheme, variable: "SWITCHYARD_\(name)_BASE_URL",
-                                         expectation: "an http:// or https:// URL")
-            }
+            guard let url = try environment.httpURL("SWITCHYARD_\(name)_BASE_URL") else { continue }
             endpoints.append(ProviderEndpoint(name: kind.rawValue, kind: kind, baseURL: url,
-                                              apiKey: environment["SWITCHYARD_\(name)_API_KEY"], timeout: timeout))
+                                              apiKey: environment.optional("SWITCHYARD_\(name)_API_KEY"),
+                                              timeout: timeout))
         }
         var chain: [ProviderTarget] = []
-        for spec in (environment["SWITCHYARD_FALLBACK_CHAIN"] ?? "local").split(separator: ",") {
+        for spec in (environment.optional("SWITCHYARD_FALLBACK_CHAIN") ?? "local").split(separator: ",") {
             guard let target = ProviderTarget(parsing: spec.trimmingCharacters(in: .whitespaces)) else {
                 throw ConfigurationError(code: .invalidChoice, variable: "SWITCHYARD_FALLBACK_CHAIN",
                                          expectation: "comma-separated provider[:model] entries")
@@ -64,10 +55,14 @@ public struct OrchestratorConfiguration: Sendable {
         }
         self.init(
             endpoints: endpoints, fallbackChain: chain, providerTimeout: timeout,
-            retryPolicy: RetryPolicy(maxAttempts: try int("SWITCHYARD_PROVIDER_MAX_ATTEMPTS", 3, 1...10)),
-            breaker: .init(failureThreshold: try int("SWITCHYARD_BREAKER_FAILURES", 5, 1...1000),
-                           openDuration: .milliseconds(try int("SWITCHYARD_BREAKER_OPEN_MS", 30_000, 1...3_600_000))),
-            historyTurns: try int("SWITCHYARD_HISTORY_TURNS", 20, 0...200),
-            taskAckWait: .milliseconds(try int("SWITCHYARD_TASK_ACK_WAIT_MS", 30_000, 500...3_600_000)))
+            retryPolicy: RetryPolicy(maxAttempts: try environment.integer("SWITCHYARD_PROVIDER_MAX_ATTEMPTS", default: 3,
+                                                                          range: 1...10)),
+            breaker: .init(failureThreshold: try environment.integer("SWITCHYARD_BREAKER_FAILURES", default: 5,
+                                                                     range: 1...1000),
+                           openDuration: try environment.milliseconds("SWITCHYARD_BREAKER_OPEN_MS", default: .seconds(30),
+                                                                      range: 1...3_600_000)),
+            historyTurns: try environment.integer("SWITCHYARD_HISTORY_TURNS", default: 20, range: 0...200),
+            taskAckWait: try environment.milliseconds("SWITCHYARD_TASK_ACK_WAIT_MS", default: .seconds(30),
+                                                      range: 500...3_600_000))
     }
 }

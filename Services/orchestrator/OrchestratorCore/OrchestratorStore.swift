@@ -1,3 +1,4 @@
+import KnowledgeBase
 import Logging
 import Schemas
 import Storage

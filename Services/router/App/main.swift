@@ -1,13 +1,7 @@
-import Logging
 import RouterCore
 import ServiceKit
-import Telemetry
 
-// The router: consumes chat.request.*, decides the agent, publishes agent.task.<agent> and events.
-let configuration = try ServiceConfiguration(service: "router", defaultHTTPPort: 8081, defaultOpsPort: 9081)
-TelemetryLogging.bootstrap(service: "router", level: configuration.logLevel, format: configuration.logFormat)
-let metrics = TelemetryMetrics()
-metrics.bootstrap()
-let logger = Logger(label: "router")
-let group = try await buildRouter(configuration: configuration, logger: logger, metrics: metrics)
-try await group.run()
+// The router: consumes chat requests, decides the agent, publishes the task and the routing events.
+await ServiceMain.run(.router, httpPort: 8081, opsPort: 9081) { setup in
+    try await buildRouter(configuration: setup.configuration, logger: setup.logger, metrics: setup.metrics)
+}

@@ -1,3 +1,4 @@
+import Contracts
 import Logging
 import Messaging
 import Schemas
@@ -6,10 +7,9 @@ import ServiceLifecycle
 import Telemetry
 import Tenancy
 
-/// The router's consumer on the REQUESTS stream.
+/// The router's names on the event log.
 public enum RouterNames {
-    public static let producer = "router"
-    public static let consumer = ConsumerSpec(durable: "router-requests", ackWait: .seconds(10), maxDeliver: 5)
+    public static let producer = ServiceName.router.rawValue
 }
 
 /// Handles one `ChatRequested`: decides the agent, then publishes `ChatRouted` to the agent's task subject and
@@ -29,15 +29,11 @@ public struct RouterHandler: Sendable {
         self.logger = logger
     }
 
-    public func handle(_ delivery: JetStreamDelivery) async throws {
-        // After a restart, don't reject tenants just because the KV mirror is still loading.
-        if !directory.isSynced { try await directory.waitUntilSynced() }
-        let request = try ChatRequested(protobuf: delivery.payload)
-        guard let meta = request.meta, TenantID.isValid(meta.tenantID), !meta.eventID.isEmpty else {
-            throw PoisonMessage("request without valid event metadata")
-        }
+    /// The typed consumer has already waited for the mirror, decoded the request and validated its meta.
+    public func handle(_ request: ChatRequested, _ context: EventContext) async throws {
+        let meta = context.meta
         let tenant = meta.tenantID
-        let headers = HopHeaders.propagate(from: delivery.headers)
+        let headers = context.hopHeaders
         let outcome: RoutingOutcome
         if let snapshot = directory.snapshot(tenant: tenant) {
             outcome = policy.decide(RoutingInput(tenant: snapshot.tenant, manifest: snapshot.manifest,
@@ -46,7 +42,7 @@ public struct RouterHandler: Sendable {
             outcome = .rejected(RoutingRejection(.tenantSuspended, httpStatus: 403,
                                                  message: "The tenant is not active."))
         }
-        async let requestedEvent: Void = publishRequested(delivery.payload, meta: meta, headers: headers)
+        async let requestedEvent: Void = publishRequested(context.delivery.payload, meta: meta, headers: headers)
         switch outcome {
         case .routed(let decision):
             let routed = makeRouted(request, decision: decision, producer: RouterNames.producer,
@@ -75,10 +71,8 @@ public struct RouterHandler: Sendable {
                 message: rejection.message, httpStatus: UInt32(rejection.httpStatus),
                 retriable: rejection.isRetriable, hops: request.hops)
             let bytes = failed.protobufBytes()
-            if let reply = headers[Headers.replyTo] ?? (request.replySubject.isEmpty ? nil : request.replySubject) {
-                var replyHeaders = headers
-                replyHeaders[Headers.eventType] = Subjects.EventKind.chatFailed.rawValue
-                try? jetStream.connection.publish(reply, payload: bytes, headers: replyHeaders)
+            if let reply = context.replySubject ?? (request.replySubject.isEmpty ? nil : request.replySubject) {
+                try? jetStream.connection.publishReply(failed, to: reply, headers: headers)
             }
             try await jetStream.publishEvent(.chatFailed, tenant: tenant, eventID: failed.meta?.eventID ?? "",
                                              payload: bytes, headers: headers)
@@ -93,22 +87,14 @@ public struct RouterHandler: Sendable {
     }
 }
 
-/// Builds the router process: NATS, streams and its durable consumer, the KV mirror, the consume loop.
+/// Builds the router process: NATS, its streams and durable consumer, the KV mirror, the consume loop.
 public func buildRouter(configuration: ServiceConfiguration, logger: Logger,
                         metrics: TelemetryMetrics = TelemetryMetrics(), signals: Bool = true) async throws -> ServiceGroup {
-    let platform = try await ServicePlatform.connect(configuration: configuration, logger: logger, metrics: metrics)
-    for stream in [StandardStreams.requests, StandardStreams.tasks, StandardStreams.events, StandardStreams.deadLetter] {
-        try await platform.jetStream.ensureStream(stream)
-    }
-    try await platform.jetStream.ensureConsumer(stream: StreamNames.requests, RouterNames.consumer)
-    let directory = TenantDirectory(logger: logger, verifier: configuration.mirrorVerifier)
-    platform.health.register(name: "kv") { directory.isSynced ? .up : .down("tenant mirror not loaded") }
-    let handler = RouterHandler(jetStream: platform.jetStream, directory: directory, metrics: metrics, logger: logger)
-    let consumer = JetStreamConsumerService(
-        jetStream: platform.jetStream, stream: StreamNames.requests, consumer: RouterNames.consumer,
-        batchSize: 128, keepAlive: false, logger: logger, handler: handler.handle)
-    return platform.serviceGroup([
-        TenantDirectoryService(directory: directory, jetStream: platform.jetStream, logger: logger),
-        consumer,
-    ], signals: signals)
+    let builder = try await ServiceBuilder.connect(configuration: configuration, logger: logger, metrics: metrics)
+    try await builder.streams(Streams.requests, Streams.tasks, Streams.events, Streams.deadLetter)
+    let handler = RouterHandler(jetStream: builder.jetStream, directory: builder.tenancyMirror(), metrics: metrics,
+                                logger: logger)
+    try await builder.consume(Consumers.routerRequests, ChatRequested.self, batchSize: 128, keepAlive: false,
+                              handler: handler.handle)
+    return builder.serviceGroup(signals: signals)
 }

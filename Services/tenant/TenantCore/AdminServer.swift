@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import Hummingbird
 import Logging
@@ -141,7 +142,7 @@ public struct AdminNATSService: Service {
     func serve(_ message: NATSMessage) async {
         // Replies only go to inboxes: a caller must not make this service (which may write KV and events)
         // publish an answer onto `$KV.…` or `evt.…`.
-        guard let reply = message.reply, reply.hasPrefix("_INBOX") else {
+        guard let reply = message.reply, ReplySubjects.isInbox(reply) else {
             logger.warning("admin command without an inbox reply subject ignored")
             return
         }

@@ -1,16 +1,14 @@
+import Contracts
 import Logging
 import Messaging
 import Schemas
+import ServiceKit
 import Storage
 
 /// Maintains `api_keys.last_used_at` from the event log (`evt.chat.requested.*` carries the key id). Uses are
 /// group-committed: every message of a fetched batch joins the next flush (one UPDATE for all of them) and is
 /// acked only after that UPDATE committed, so the hot path costs one statement per batch, not per request.
 public actor KeyUsageRecorder {
-    public static let consumer = ConsumerSpec(
-        durable: "tenant-key-usage", filterSubject: Subjects.event(.chatRequested, tenant: "*"),
-        ackWait: .seconds(30), maxDeliver: 5)
-
     private let pool: PostgresPool
     private let delay: Duration
     private var pending: [TenantStore.KeyUse: Int64] = [:]
@@ -22,16 +20,11 @@ public actor KeyUsageRecorder {
         self.delay = delay
     }
 
-    /// The consumer's handler: records the use and returns once it is committed.
-    public nonisolated func handle(_ delivery: JetStreamDelivery) async throws {
-        let request: ChatRequested
-        do {
-            request = try ChatRequested(protobuf: delivery.payload)
-        } catch {
-            throw PoisonMessage("undecodable ChatRequested")
-        }
-        guard let meta = request.meta, !request.apiKeyID.isEmpty, TenantID.isValid(meta.tenantID) else { return }
-        try await record(TenantStore.KeyUse(tenant: meta.tenantID, keyID: request.apiKeyID), at: meta.occurredAtUnixNanos)
+    /// The consumer's handler (`Consumers.tenantKeyUsage`): records the use and returns once it is committed.
+    public nonisolated func handle(_ request: ChatRequested, _ context: EventContext) async throws {
+        guard !request.apiKeyID.isEmpty else { return }
+        try await record(TenantStore.KeyUse(tenant: context.tenant, keyID: request.apiKeyID),
+                         at: context.meta.occurredAtUnixNanos)
     }
 
     func record(_ use: TenantStore.KeyUse, at unixNanos: Int64) async throws {

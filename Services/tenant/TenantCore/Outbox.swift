@@ -1,3 +1,4 @@
+import Contracts
 import Logging
 import Messaging
 import Schemas
@@ -21,7 +22,7 @@ public struct Outbox: Sendable {
 
     static func event(_ kind: Subjects.EventKind, tenant: String, eventID: String, payload: [UInt8]) -> OutboxEvent {
         OutboxEvent(subject: Subjects.event(kind, tenant: tenant), messageID: "\(tenant):\(eventID)",
-                    eventType: kind.rawValue, payload: payload)
+                    eventType: kind.protoName, payload: payload)
     }
 
     /// Publishes right after a commit; failures are left to the sweep (the rows stay).

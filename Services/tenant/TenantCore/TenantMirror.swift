@@ -1,3 +1,4 @@
+import Contracts
 import Logging
 import Messaging
 import Schemas
@@ -111,7 +112,7 @@ public struct TenantMirror: Sendable {
 
     private static func values(of bucket: KeyValueBucket) async throws -> [String: [UInt8]] {
         var values: [String: [UInt8]] = [:]
-        for try await event in try bucket.watchAll() {
+        for try await event in try await bucket.watchAll() {
             switch event {
             case .initialValuesDone: return values
             case .entry(let entry): values[entry.key] = entry.operation == .put ? entry.value : nil

@@ -1,4 +1,5 @@
 import Foundation
+import KnowledgeBase
 import Logging
 import Schemas
 import Storage

@@ -1,0 +1,171 @@
+import Contracts
+import Foundation
+import Hummingbird
+import HTTPTypes
+import Logging
+import Messaging
+import NIOCore
+import Schemas
+import Security
+import ServiceKit
+import Telemetry
+import Tenancy
+import Tracing
+
+/// The OpenAI-compatible HTTP API: authenticates, limits, publishes `ChatRequested` and waits for the
+/// orchestrator's answer on this instance's reply subject.
+public struct ChatGateway: Sendable {
+    let jetStream: JetStream
+    let directory: TenantDirectory
+    let inbox: ReplyInbox
+    let validator: RequestValidator
+    let verifier: APIKeyVerifier
+    let limiter: RateLimiterRegistry
+    let configuration: GatewayConfiguration
+    let metrics: TelemetryMetrics
+    let tracer: W3CTracer
+    let logger: Logger
+
+    public init(jetStream: JetStream, directory: TenantDirectory, inbox: ReplyInbox, limiter: RateLimiterRegistry,
+                configuration: GatewayConfiguration, metrics: TelemetryMetrics, logger: Logger) {
+        self.jetStream = jetStream
+        self.directory = directory
+        self.inbox = inbox
+        self.validator = RequestValidator(limits: configuration.limits)
+        self.verifier = APIKeyVerifier(pepper: configuration.keyPepper)
+        self.limiter = limiter
+        self.configuration = configuration
+        self.metrics = metrics
+        self.tracer = W3CTracer()
+        self.logger = logger
+    }
+
+    public func addRoutes<Context: RequestContext>(to router: Router<Context>) {
+        router.post("/v1/chat/completions") { request, _ in
+            await self.chatCompletions(request)
+        }
+        router.get("/v1/models") { request, _ in
+            if let unavailable = await self.waitForDirectory() { return unavailable }
+            return self.models(request)
+        }
+    }
+
+    /// Right after start the KV mirror may still be loading: wait for it (bounded) rather than answering a
+    /// valid key with 401; if it doesn't load, 503 (retriable). `/ready` stays 503 meanwhile, so a load
+    /// balancer doesn't send traffic here in the first place.
+    func waitForDirectory() async -> Response? {
+        guard !directory.isSynced else { return nil }
+        do {
+            try await directory.waitUntilSynced(timeout: .seconds(5))
+            return nil
+        } catch {
+            return Self.errorResponse(.serviceUnavailable("The gateway is starting; retry shortly.", retryAfterSeconds: 1),
+                                      requestID: nil)
+        }
+    }
+
+    // MARK: authentication
+
+    func authenticate(_ request: Request) -> Result<(AuthContext, TenantSnapshot), GatewayError> {
+        let parsed: ParsedKey
+        switch APIKeyParser.parse(authorizationHeader: request.headers[.authorization]) {
+        case .success(let value): parsed = value
+        case .failure(let error): return .failure(error)
+        }
+        let record = directory.apiKey(lookup: APIKeyFormat.kvKey(lookupID: parsed.lookupID))
+        let snapshot = record.flatMap { directory.snapshot(tenant: $0.tenantID) }
+        switch verifier.verify(parsed, record: record, tenant: snapshot?.tenant, nowUnixNanos: EventClock.nowUnixNanos()) {
+        case .success(let auth): return .success((auth, snapshot!))
+        case .failure(let error): return .failure(error)
+        }
+    }
+
+    func models(_ request: Request) -> Response {
+        switch authenticate(request) {
+        case .failure(let error): return Self.errorResponse(error, requestID: nil)
+        case .success(let (_, snapshot)):
+            let names = snapshot.manifest?.agents.filter(\.enabled).map(\.agent) ?? []
+            let created = (snapshot.tenant.createdAtUnixNanos / 1_000_000_000)
+            return Self.json(.ok, OpenAIResponse.modelList(agentNames: names, createdUnixSeconds: created), requestID: nil)
+        }
+    }
+
+    // MARK: chat completions
+
+    func chatCompletions(_ request: Request) async -> Response {
+        let clock = ContinuousClock.now
+        let requestID = EventID.random()
+        if let unavailable = await waitForDirectory() { return unavailable }
+        let (auth, snapshot): (AuthContext, TenantSnapshot)
+        switch authenticate(request) {
+        case .failure(let error): return Self.errorResponse(error, requestID: requestID)
+        case .success(let value): (auth, snapshot) = value
+        }
+        // Limits come from the plan: without one (KV entry missing or being repaired) fail closed, retriable.
+        guard snapshot.plan != nil else {
+            return Self.errorResponse(.serviceUnavailable("The account's plan is not available; retry shortly.",
+                                                          retryAfterSeconds: 1), requestID: requestID)
+        }
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: configuration.limits.maxBodyBytes)
+        } catch {
+            return Self.errorResponse(.requestTooLarge(limitBytes: configuration.limits.maxBodyBytes), requestID: requestID)
+        }
+        let validated: ValidatedChatRequest
+        switch validator.validate(body: body.readableBytesView,
+                                  conversationIDHeader: request.headers[HTTPField.Name(RequestValidator.conversationIDHeader)!],
+                                  plan: snapshot.plan) {
+        case .failure(let error): return Self.errorResponse(error, requestID: requestID)
+        case .success(let value): validated = value
+        }
+        let now = EventClock.nowUnixNanos()
+        let limit = snapshot.plan.map(RateLimit.init(plan:)) ?? RateLimit(requestsPerMinute: 0, tokensPerMinute: 0)
+        let charged = UInt32(clamping: validated.upfrontTokenEstimate)
+        let decision = limiter.acquire(key: auth.keyID, limit: limit, estimatedTokens: charged, nowNanos: now)
+        if let error = decision.error { return Self.errorResponse(error, requestID: requestID) }
+
+        // Trace context: continue the caller's trace if it sent one.
+        var incoming: [String: String] = [:]
+        if let parent = request.headers[HTTPField.Name("traceparent")!] { incoming[Headers.traceparent] = parent }
+        if let state = request.headers[HTTPField.Name("tracestate")!] { incoming[Headers.tracestate] = state }
+        var parentContext = ServiceContext.topLevel
+        tracer.extract(incoming, into: &parentContext, using: DictionaryExtractor())
+        let span = tracer.startSpan("chat.completions", context: parentContext, ofKind: .server)
+        defer { span.end() }
+        var headers: NATSHeaders = [:]
+        tracer.inject(span.context, into: &headers, using: DictionaryInjector())
+        let replySubject = inbox.subject(for: requestID)
+        headers[Headers.replyTo] = replySubject
+
+        let deadline = now + configuration.requestTimeout.nanosecondsValue
+        let chat = makeChatRequested(validated, tenantID: auth.tenantID, apiKeyID: auth.keyID, requestID: requestID,
+                                     traceID: span.context.traceID ?? "", replySubject: replySubject,
+                                     deadlineUnixNanos: deadline, now: now)
+        let replies = inbox.register(requestID, deadline: clock + configuration.requestTimeout)
+        do {
+            try await jetStream.publish(OutboundMessage(
+                subject: Subjects.chatRequest(tenant: auth.tenantID), payload: chat.protobufBytes(), headers: headers,
+                messageID: "\(auth.tenantID):\(chat.meta?.eventID ?? requestID)"))
+        } catch {
+            inbox.unregister(requestID)
+            limiter.refund(key: auth.keyID, tokens: charged, nowNanos: EventClock.nowUnixNanos())
+            logger.error("request publish failed", metadata: [LogKey.tenantID: "\(auth.tenantID)",
+                                                              LogKey.requestID: "\(requestID)", "error": "\(error)"])
+            return Self.errorResponse(.serviceUnavailable(), requestID: requestID)
+        }
+        metrics.counter(.chatRequestsTotal, [(.tenant, auth.tenantID), (.outcome, "accepted")]).increment()
+        let context = Exchange(requestID: requestID, tenant: auth.tenantID, keyID: auth.keyID, model: validated.model,
+                               charged: charged, started: clock, includeUsage: validated.includeUsage,
+                               timeout: configuration.requestTimeout)
+        if validated.stream {
+            return streamResponse(replies, context: context)
+        }
+        defer { inbox.unregister(requestID) }
+        guard let message = await Self.firstFinal(replies) else {
+            return Self.errorResponse(.deadlineExceeded(), requestID: requestID)
+        }
+        return finalResponse(message, context: context)
+    }
+}

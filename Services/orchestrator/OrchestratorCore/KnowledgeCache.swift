@@ -1,0 +1,60 @@
+import Contracts
+import KnowledgeBase
+import Logging
+import Messaging
+import Schemas
+import ServiceLifecycle
+import Synchronization
+
+/// Per-tenant BM25 indexes over the knowledge base, reloaded from PostgreSQL at most every `ttl`.
+public final class KnowledgeCache: Sendable {
+    private let store: KnowledgeStore
+    private let ttl: Duration
+    private let cache = Mutex<[String: (index: KnowledgeIndex, loaded: ContinuousClock.Instant)]>([:])
+
+    public init(store: KnowledgeStore, ttl: Duration = .seconds(5)) {
+        self.store = store
+        self.ttl = ttl
+    }
+
+    public func index(tenant: String) async throws -> KnowledgeIndex {
+        let now = ContinuousClock.now
+        if let cached = cache.withLock({ $0[tenant] }), now - cached.loaded < ttl { return cached.index }
+        let index = KnowledgeIndex(entries: try await store.entries(tenant: tenant))
+        cache.withLock { $0[tenant] = (index, now) }
+        return index
+    }
+
+    /// Drops a tenant's index so the next request reloads it (after a knowledge-base change).
+    public func invalidate(tenant: String) {
+        _ = cache.withLock { $0.removeValue(forKey: tenant) }
+    }
+}
+
+/// Invalidates `KnowledgeCache` entries when the tenant service reports a knowledge-base change
+/// (`evt.tenant.changed.<tenant>`, change `knowledge` or `deleted`), so edits apply at once instead of after
+/// the cache's TTL (which remains the fallback if an event is missed).
+public struct KnowledgeInvalidationService: Service {
+    let connection: NATSConnection
+    let cache: KnowledgeCache
+    let logger: Logger
+
+    public init(connection: NATSConnection, cache: KnowledgeCache, logger: Logger) {
+        self.connection = connection
+        self.cache = cache
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let subscription = try connection.subscribe(Subjects.event(.tenantChanged, tenant: "*"))
+        try? await cancelWhenGracefulShutdown {
+            for await message in subscription.messages {
+                guard let changed = try? TenantChanged(protobuf: message.payload),
+                      let tenant = changed.meta?.tenantID, ["knowledge", "deleted"].contains(changed.change)
+                else { continue }
+                cache.invalidate(tenant: tenant)
+            }
+        }
+        subscription.unsubscribe()
+    }
+}

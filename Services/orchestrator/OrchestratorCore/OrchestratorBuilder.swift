@@ -1,0 +1,33 @@
+import Contracts
+import KnowledgeBase
+import Logging
+import Schemas
+import ServiceKit
+import ServiceKitPostgres
+import ServiceLifecycle
+import Telemetry
+
+/// Builds the orchestrator process: NATS + streams + consumer, PostgreSQL + migrations, KV mirror, providers.
+public func buildOrchestrator(configuration: ServiceConfiguration, orchestrator: OrchestratorConfiguration,
+                              logger: Logger, metrics: TelemetryMetrics = TelemetryMetrics(),
+                              signals: Bool = true) async throws -> ServiceGroup {
+    let builder = try await ServiceBuilder.connect(configuration: configuration, logger: logger, metrics: metrics)
+    try await builder.streams(Streams.tasks, Streams.events, Streams.usage, Streams.deadLetter)
+    let pool = try await builder.postgres { pool, logger in
+        try await OrchestratorStore(pool: pool).migrate(logger: logger)
+        try await KnowledgeStore(pool: pool).migrate(logger: logger)
+    }
+    let providers = ProviderClients(endpoints: orchestrator.endpoints)
+    builder.onShutdown { await providers.shutdown() }
+    let knowledge = KnowledgeCache(store: KnowledgeStore(pool: pool))
+    let handler = OrchestratorHandler(
+        jetStream: builder.jetStream, directory: builder.tenancyMirror(), store: OrchestratorStore(pool: pool),
+        knowledge: knowledge, providers: providers, breakers: CircuitBreakers(configuration: orchestrator.breaker),
+        configuration: orchestrator, metrics: metrics, logger: logger)
+    builder.add(KnowledgeInvalidationService(connection: builder.connection, cache: knowledge, logger: logger))
+    var tasks = Consumers.orchestratorTasks.spec
+    tasks.ackWait = orchestrator.taskAckWait
+    try await builder.consume(Consumers.orchestratorTasks, ChatRouted.self, spec: tasks, batchSize: 64,
+                              meta: OrchestratorHandler.requestMeta, handler: handler.handle)
+    return builder.serviceGroup(signals: signals)
+}

@@ -1,0 +1,5 @@
+import Contracts
+
+public enum OrchestratorNames {
+    public static let producer = ServiceName.orchestrator.rawValue
+}

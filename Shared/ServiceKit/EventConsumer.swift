@@ -1,0 +1,92 @@
+import Contracts
+import Logging
+import Messaging
+import Schemas
+import ServiceLifecycle
+import Telemetry
+import Tenancy
+import Tracing
+
+/// What a typed handler gets besides the decoded event.
+public struct EventContext: Sendable {
+    /// The delivery: subject, stream sequence, delivery count, headers.
+    public let delivery: JetStreamDelivery
+    /// The event's validated meta (valid tenant id, non-empty event id).
+    public let meta: EventMeta
+    /// Headers that travel on to the next hop: trace context and the gateway's reply subject.
+    public let hopHeaders: NATSHeaders
+    /// The caller's trace, extracted from `traceparent` / `tracestate` (top level when absent).
+    public let trace: ServiceContext
+
+    public var tenant: String { meta.tenantID }
+    /// The gateway instance's reply subject, when the request has one.
+    public var replySubject: String? { hopHeaders[Headers.replyTo] }
+}
+
+/// The handler prologue every consumer shares, as a value: wait for the tenancy mirror (after a restart,
+/// don't reject tenants just because it is still loading), decode (undecodable → dead letter at once),
+/// validate the meta (invalid → dead letter), extract trace context and hop headers, then run the handler.
+/// Errors are settled by ``JetStreamConsumerService``: retriable → nak with backoff, else dead letter + term.
+public struct TypedEventHandler<Event: EventMessage>: Sendable {
+    public typealias Handler = @Sendable (Event, EventContext) async throws -> Void
+
+    let directory: TenantDirectory?
+    let meta: @Sendable (Event) -> EventMeta?
+    let handler: Handler
+
+    public init(directory: TenantDirectory?, meta: @escaping @Sendable (Event) -> EventMeta? = { $0.meta },
+                handler: @escaping Handler) {
+        self.directory = directory
+        self.meta = meta
+        self.handler = handler
+    }
+
+    public func handle(_ delivery: JetStreamDelivery) async throws {
+        if let directory, !directory.isSynced { try await directory.waitUntilSynced() }
+        let event = try Event(protobuf: delivery.payload)
+        guard let meta = meta(event), TenantID.isValid(meta.tenantID), !meta.eventID.isEmpty else {
+            throw PoisonMessage("\(Event.protoName) without valid event metadata")
+        }
+        let hopHeaders = HopHeaders.propagate(from: delivery.headers)
+        var trace = ServiceContext.topLevel
+        if hopHeaders[Headers.traceparent] != nil {
+            W3CTracer().extract(hopHeaders, into: &trace, using: DictionaryExtractor())
+        }
+        try await handler(event, EventContext(delivery: delivery, meta: meta, hopHeaders: hopHeaders, trace: trace))
+    }
+}
+
+extension ServiceBuilder {
+    /// A durable consumer with a typed handler: provisions the consumer's stream (see ``streams(_:)``) and the
+    /// durable (this service must own it), then adds the consume loop. `meta` picks the event's meta (default:
+    /// its own). `spec` overrides the contract's settings (e.g. an operator-configured AckWait).
+    ///
+    /// - Parameters:
+    ///   - batchSize: messages per fetch; at most `workers × batchSize` are in flight.
+    ///   - keepAlive: send in-progress acks while a handler runs longer than AckWait/2.
+    public func consume<Event: EventMessage>(
+        _ contract: ConsumerContract, _ type: Event.Type, spec: ConsumerSpec? = nil, batchSize: Int = 64,
+        workers: Int = 1, keepAlive: Bool = true,
+        meta: @escaping @Sendable (Event) -> EventMeta? = { $0.meta },
+        handler: @escaping TypedEventHandler<Event>.Handler
+    ) async throws {
+        let typed = TypedEventHandler(directory: directory, meta: meta, handler: handler)
+        try await consume(contract, spec: spec, batchSize: batchSize, workers: workers, keepAlive: keepAlive,
+                          handler: typed.handle)
+    }
+
+    /// A durable consumer with a raw handler (for consumers that batch or read several event types).
+    public func consume(
+        _ contract: ConsumerContract, spec: ConsumerSpec? = nil, batchSize: Int = 64, workers: Int = 1,
+        keepAlive: Bool = true, handler: @escaping JetStreamConsumerService.Handler
+    ) async throws {
+        precondition(contract.owner.rawValue == configuration.service,
+                     "\(configuration.service) consumes \(contract.durable), which \(contract.owner.rawValue) owns")
+        try await streams(contract.stream)
+        let spec = spec ?? contract.spec
+        try await jetStream.ensureConsumer(stream: contract.stream.name, spec)
+        add(JetStreamConsumerService(
+            jetStream: jetStream, stream: contract.stream.name, consumer: spec, batchSize: batchSize,
+            workers: workers, keepAlive: keepAlive, logger: logger, handler: handler))
+    }
+}

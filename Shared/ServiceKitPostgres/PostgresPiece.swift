@@ -1,0 +1,39 @@
+import Logging
+import Messaging
+import ServiceKit
+import Storage
+
+extension ServiceConfiguration {
+    /// libpq pool settings for this service instance.
+    public var postgresConfiguration: PostgresConfiguration {
+        PostgresConfiguration(connectionString: databaseURL, poolSize: databasePoolSize,
+                              applicationName: service)
+    }
+}
+
+/// Reports PostgreSQL: up when `SELECT 1` succeeds on a pooled connection.
+public struct PostgresHealthCheck: HealthCheck {
+    public let name = "postgres"
+    private let pool: PostgresPool
+    public init(pool: PostgresPool) { self.pool = pool }
+    public func check() async -> ComponentHealth {
+        await pool.healthCheck() ? .up : .down("query failed")
+    }
+}
+
+// Database errors say themselves whether a retry can help (deadlock, connection lost…): the consume loop naks
+// those and dead-letters the rest.
+extension PostgresError: ClassifiedError {}
+
+extension ServiceBuilder {
+    /// The service's PostgreSQL piece: a connection pool with a `postgres` health check, `migrate` applied
+    /// before anything consumes or serves, and the pool closed on shutdown after every service added later has
+    /// stopped.
+    public func postgres(migrate: (PostgresPool, Logger) async throws -> Void) async throws -> PostgresPool {
+        let pool = try PostgresPool(configuration: configuration.postgresConfiguration, logger: logger)
+        health.register(PostgresHealthCheck(pool: pool))
+        onShutdown { await pool.close() }
+        try await migrate(pool, logger)
+        return pool
+    }
+}
