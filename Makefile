@@ -34,6 +34,11 @@ test: deps ## Run unit and integration tests (starts its own nats-server and Pos
 	$(SWIFT) build --build-tests $(SWIFT_BUILD_FLAGS)
 	$(SWIFT) test --skip-build $(SWIFT_BUILD_FLAGS)
 
+.PHONY: test-sanitize
+test-sanitize: deps ## Messaging tests (incl. the nats.c handle-churn stress) under AddressSanitizer (own build dir)
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build/asan $(SWIFT_BUILD_FLAGS)
+	$(SWIFT) test --skip-build --sanitize=address --scratch-path .build/asan --filter MessagingTests $(SWIFT_BUILD_FLAGS)
+
 .PHONY: proto
 proto: ## Regenerate the protoc-c output and the Swift schema mapping from Proto/
 	./scripts/gen-proto.sh

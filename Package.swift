@@ -191,6 +191,7 @@ let package = Package(
         .testTarget(name: "ServiceKitTests", dependencies: [
             "ServiceKit", "ServiceKitPostgres", "Contracts", "Tenancy", "TestKit", "Messaging", "Storage", "Schemas",
             "Telemetry",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ], swiftSettings: swiftSettings),

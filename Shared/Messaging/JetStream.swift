@@ -1,6 +1,7 @@
 @preconcurrency import CNats
 import Foundation
 import Logging
+import Synchronization
 
 /// A stream to provision. Created idempotently by the service that owns it (see docs/adr/0002).
 public struct StreamSpec: Sendable, Equatable {
@@ -159,6 +160,22 @@ public struct OutboundMessage: Sendable {
     }
 }
 
+/// A snapshot of ``JetStream/handleCounts``.
+public struct HandleCounts: Sendable, Equatable {
+    /// KV watchers not yet destroyed (a watch's thread and stream both hold it).
+    public var kvWatchers: Int
+    /// Pull subscriptions not yet destroyed (a consumer and every message fetched through it hold one).
+    public var pullSubscriptions: Int
+    /// Received messages whose handle was dropped without ack, nak or term (nak'ed on drop).
+    public var droppedUnsettledMessages: Int
+}
+
+final class HandleCounters: Sendable {
+    let kvWatchers = Atomic<Int>(0)
+    let pullSubscriptions = Atomic<Int>(0)
+    let droppedUnsettled = Atomic<Int>(0)
+}
+
 /// JetStream on one connection: provisioning, publishing, consumers and KV.
 ///
 /// `@unchecked Sendable`: `jsCtx` is safe to use from several threads in nats.c; Swift state is immutable.
@@ -166,6 +183,15 @@ public final class JetStream: @unchecked Sendable {
     public let connection: NATSConnection
     let context: OpaquePointer
     let logger: Logger
+    let counters = HandleCounters()
+
+    /// How many nats.c handles made through this context are alive, and how many received messages were
+    /// dropped without being settled (for health figures and the ownership tests).
+    public var handleCounts: HandleCounts {
+        HandleCounts(kvWatchers: counters.kvWatchers.load(ordering: .relaxed),
+                     pullSubscriptions: counters.pullSubscriptions.load(ordering: .relaxed),
+                     droppedUnsettledMessages: counters.droppedUnsettled.load(ordering: .relaxed))
+    }
 
     public init(connection: NATSConnection) throws(NATSError) {
         var options = jsOptions()

@@ -40,7 +40,7 @@ public final class KeyValueBucket: @unchecked Sendable {
     private let lane: BlockingLane
     /// The JetStream context (and through it the connection) this bucket was bound on: kept alive as long
     /// as the bucket is.
-    private let jetStream: JetStream
+    public let jetStream: JetStream
     public let name: String
 
     init(store: OpaquePointer, name: String, jetStream: JetStream) {
@@ -183,9 +183,13 @@ final class KVWatcher: @unchecked Sendable {
     init(_ watcher: OpaquePointer, bucket: KeyValueBucket) {
         self.watcher = watcher
         self.bucket = bucket
+        bucket.jetStream.counters.kvWatchers.add(1, ordering: .relaxed)
     }
 
-    deinit { kvWatcher_Destroy(watcher) }
+    deinit {
+        kvWatcher_Destroy(watcher)
+        bucket.jetStream.counters.kvWatchers.subtract(1, ordering: .relaxed)
+    }
 
     /// Stops the watch; the watch thread's next `kvWatcher_Next` returns and the thread ends. Idempotent.
     func stop() {

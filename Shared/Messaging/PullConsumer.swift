@@ -23,7 +23,7 @@ public struct JetStreamDelivery: Sendable {
 /// owner at a time (the `~Copyable` ``JetStreamMessage``); the settled flag is atomic.
 final class CMessageBox: @unchecked Sendable {
     let msg: OpaquePointer
-    private let subscription: PullSubscriptionHandle
+    let subscription: PullSubscriptionHandle
     private let settledFlag = Atomic<Bool>(false)
 
     init(_ msg: OpaquePointer, subscription: PullSubscriptionHandle) {
@@ -37,18 +37,10 @@ final class CMessageBox: @unchecked Sendable {
     func markSettled() -> Bool { !settledFlag.exchange(true, ordering: .acquiringAndReleasing) }
 }
 
-/// Counts ``JetStreamMessage`` handles dropped without ack, nak or term (a bug in the caller). Such a message
-/// is nak'ed at once, so it is redelivered rather than left waiting for AckWait.
-public enum UnsettledMessages {
-    private static let counter = Atomic<Int>(0)
-    /// How many handles were dropped unsettled in this process.
-    public static var dropped: Int { counter.load(ordering: .relaxed) }
-    static func record() { counter.add(1, ordering: .relaxed) }
-}
-
 /// A received JetStream message and its ack handle. `~Copyable` with `consuming` settle operations, so a
 /// message cannot be acked twice, or acked after a nak — the compiler refuses. A handle dropped without being
-/// settled is caught in `deinit`: it is nak'ed and counted in ``UnsettledMessages``.
+/// settled is caught in `deinit`: it is nak'ed (redelivered at once instead of after AckWait) and counted in
+/// ``JetStream/handleCounts``.
 public struct JetStreamMessage: ~Copyable, Sendable {
     public let delivery: JetStreamDelivery
     let box: CMessageBox
@@ -60,7 +52,7 @@ public struct JetStreamMessage: ~Copyable, Sendable {
 
     deinit {
         if box.markSettled() {
-            UnsettledMessages.record()
+            box.subscription.jetStream.counters.droppedUnsettled.add(1, ordering: .relaxed)
             _ = natsMsg_Nak(box.msg, nil)
         }
     }
@@ -220,14 +212,18 @@ public final class PullConsumer: @unchecked Sendable {
 /// `@unchecked Sendable`: immutable; nats.c subscriptions are thread-safe for acks and unsubscribe.
 final class PullSubscriptionHandle: @unchecked Sendable {
     let pointer: OpaquePointer
-    private let jetStream: JetStream
+    let jetStream: JetStream
 
     init(_ pointer: OpaquePointer, jetStream: JetStream) {
         self.pointer = pointer
         self.jetStream = jetStream
+        jetStream.counters.pullSubscriptions.add(1, ordering: .relaxed)
     }
 
-    deinit { natsSubscription_Destroy(pointer) }
+    deinit {
+        natsSubscription_Destroy(pointer)
+        jetStream.counters.pullSubscriptions.subtract(1, ordering: .relaxed)
+    }
 }
 
 struct SendableFetched: Sendable {

@@ -81,18 +81,20 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             #expect(try await stack.waitForModels(key: old, status: 200, within: .seconds(1)) != nil)
             let rotatedAt = ContinuousClock.now
             let rotated = try await stack.admin.call(
-                .rotateKey, RotateKeyRequest(tenantID: "rotating", keyID: record.keyID, overlapSeconds: 2),
+                .rotateKey, RotateKeyRequest(tenantID: "rotating", keyID: record.keyID, overlapSeconds: 5),
                 as: RotateKeyResponse.self)
             #expect(rotated.plaintextKey != old && rotated.plaintextKey.hasPrefix("sy_test_"))
             #expect(rotated.newKey?.scopes == ["chat"])
-            #expect(try await stack.waitForModels(key: rotated.plaintextKey, status: 200, within: .seconds(1)) != nil)
-            // Inside the overlap both work.
-            try await Task.sleep(until: rotatedAt + .milliseconds(1200))
-            #expect(try await stack.models(key: old).status == 200, "the old key must work during the overlap")
-            // After it, only the new one.
-            let rejected = try await stack.waitForModels(key: old, status: 401, within: .seconds(3))
+            #expect(try await stack.waitForModels(key: rotated.plaintextKey, status: 200, within: .seconds(4)) != nil)
+            // Inside the overlap both work (the new key being visible means the rotation reached the gateway).
+            if ContinuousClock.now - rotatedAt < .seconds(4) {
+                #expect(try await stack.models(key: old).status == 200, "the old key must work during the overlap")
+            }
+            // After it, only the new one — and never before the overlap ended (a lower bound a slow machine
+            // can't break).
+            let rejected = try await stack.waitForModels(key: old, status: 401, within: .seconds(20))
             #expect(rejected != nil)
-            #expect(ContinuousClock.now - rotatedAt >= .seconds(2))
+            #expect(ContinuousClock.now - rotatedAt >= .seconds(5))
             #expect(try await stack.models(key: rotated.plaintextKey).status == 200)
             // A rotated key can't be rotated again.
             await expectFailure(.conflict, "second rotation") {
@@ -105,12 +107,13 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
     @Test func expiringKeyStopsAtItsExpiry() async throws {
         try await TenantStack.with { stack in
             try await stack.createTenant("short-lived")
-            let expiresAt = ContinuousClock.now + .milliseconds(2500)
+            // Wide margins, and the "only after" check as a lower bound: a slow machine can't break either.
+            let expiresAt = ContinuousClock.now + .seconds(5)
             let issued = try await stack.admin.call(.issueKey, IssueKeyRequest(
-                tenantID: "short-lived", expiresAtUnixNanos: EventClock.nowUnixNanos() + 2_500_000_000),
+                tenantID: "short-lived", expiresAtUnixNanos: EventClock.nowUnixNanos() + 5_000_000_000),
                 as: IssueKeyResponse.self)
-            #expect(try await stack.waitForModels(key: issued.plaintextKey, status: 200, within: .seconds(1)) != nil)
-            let rejected = try await stack.waitForModels(key: issued.plaintextKey, status: 401, within: .seconds(5))
+            #expect(try await stack.waitForModels(key: issued.plaintextKey, status: 200, within: .seconds(4)) != nil)
+            let rejected = try await stack.waitForModels(key: issued.plaintextKey, status: 401, within: .seconds(20))
             #expect(rejected != nil)
             let answers = "helper"
             #expect(ContinuousClock.now >= expiresAt, "rejected only after the expiry: \(answers)")
@@ -283,7 +286,7 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             let genuine = try await stack.mirror().snapshot().keys[record.keyID] ?? []
             let (forged3, record3) = APIKeyGenerator.generate(env: .live, pepper: nil, tenantID: "guarded")
             _ = try await stack.jetStream.keyValue(TenancyKeys.apiKeysBucket).put(record3.keyID, genuine)
-            try await Task.sleep(for: .milliseconds(300))
+            try await stack.waitForMirrorBarrier()  // the gateway has seen the forged records
             for forged in [forged1, forged2, forged3] {
                 #expect(try await stack.models(key: forged).status == 401, "a forged key record was accepted")
             }
@@ -293,7 +296,7 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
                                            as: SuspendTenantResponse.self)
             #expect(try await stack.waitForChat(key: key, model: "host", status: 403, within: .seconds(1)) != nil)
             try await unsigned.apply([.tenant(Tenant(id: "guarded", name: "Guarded", planID: "default", status: "active"))])
-            try await Task.sleep(for: .milliseconds(300))
+            try await stack.waitForMirrorBarrier()  // the gateway has seen the unsigned record
             #expect(try await stack.chat(key: key, model: "host").status == 403)
 
             // Replaying an old, genuinely signed value (the tenant while it was active) and deleting its plan:
@@ -506,7 +509,14 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
                                            as: RevokeKeyResponse.self)
             _ = try await stack.waitForModels(key: rotated.plaintextKey, status: 401, within: .seconds(1))
             _ = try await stack.models(key: keys[1] + "tampered")
-            try await Task.sleep(for: .milliseconds(300))  // let the last events land
+            // The last change's events have landed once the revocation's TenantChanged arrived.
+            let revoked = try await eventually(within: .seconds(10)) {
+                events.all.contains { message in
+                    message.subject == "evt.tenant.changed.secretive"
+                        && (try? TenantChanged(protobuf: message.payload).change) == "key.revoked"
+                }
+            }
+            #expect(revoked != nil, "the revocation's TenantChanged event arrived")
 
             let database = try await stack.databaseDump()
             #expect(database.contains("secretive"), "the dump covers the tenancy tables")

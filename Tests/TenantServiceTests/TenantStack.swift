@@ -277,6 +277,21 @@ final class TenantStack: Sendable {
         }
     }
 
+    /// Waits until every gateway's KV mirror has applied everything written to the tenancy buckets before this
+    /// call: creates a fresh tenant (a later revision in both buckets; a watch applies a bucket's entries in
+    /// revision order) and waits until its key works on every gateway. Tests use it instead of sleeping before
+    /// asserting that an earlier write had *no* effect.
+    func waitForMirrorBarrier() async throws {
+        let (key, _) = try await createTenant("barrier-\(UInt32.random(in: 0...UInt32.max))")
+        for gateway in 0..<gatewayPorts.count {
+            guard try await waitForModels(key: key, gateway: gateway, status: 200, within: .seconds(30)) != nil else {
+                throw BarrierTimeout()
+            }
+        }
+    }
+
+    struct BarrierTimeout: Error {}
+
     /// Like `waitForModels`, with a chat completion.
     func waitForChat(key: String, model: String, status: Int, within deadline: Duration) async throws -> Duration? {
         let start = ContinuousClock.now

@@ -4,7 +4,7 @@ import Schemas
 import Storage
 
 /// The orchestrator's PostgreSQL state: conversation history and consent decisions (the knowledge base is
-/// `Tenancy.KnowledgeStore`). Every query filters by tenant; every write is idempotent (keyed by request id), so a
+/// `KnowledgeBase.KnowledgeStore`). Every query filters by tenant; every write is idempotent (keyed by request id), so a
 /// redelivered task never duplicates a turn.
 public struct OrchestratorStore: Sendable {
     public let pool: PostgresPool
