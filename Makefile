@@ -34,6 +34,10 @@ test: deps ## Run unit and integration tests (starts its own nats-server and Pos
 	$(SWIFT) build --build-tests $(SWIFT_BUILD_FLAGS)
 	$(SWIFT) test --skip-build $(SWIFT_BUILD_FLAGS)
 
+.PHONY: link-check
+link-check: ## Print each service's target graph; fail if api-gateway or router depend on or link libpq
+	./scripts/link-check.sh
+
 .PHONY: test-sanitize
 test-sanitize: deps ## Messaging tests (incl. the nats.c handle-churn stress) under AddressSanitizer (own build dir)
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build/asan $(SWIFT_BUILD_FLAGS)

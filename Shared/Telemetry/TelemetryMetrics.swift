@@ -67,6 +67,3 @@ public struct TelemetryMetrics: Sendable {
         labels.map { ($0.0.rawValue, $0.1) }
     }
 }
-
-/// Alias used by services that think of it as "the metrics registry".
-public typealias MetricsRegistry = TelemetryMetrics

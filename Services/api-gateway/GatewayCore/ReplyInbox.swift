@@ -1,3 +1,4 @@
+import Contracts
 import Logging
 import Messaging
 import ServiceLifecycle
@@ -16,10 +17,7 @@ public final class ReplyInbox: Sendable {
     private let subscription: NATSSubscription
 
     public init(connection: NATSConnection, instanceID: String) throws {
-        let token = String(instanceID.unicodeScalars.map {
-            ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-") && $0.isASCII ? Character($0) : "-"
-        })
-        prefix = "_sy.gw.\(token)."
+        prefix = ReplySubjects.gatewayPrefix(instanceID: instanceID)
         subscription = try connection.subscribe(prefix + "*")
     }
 

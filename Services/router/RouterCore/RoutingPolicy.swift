@@ -80,7 +80,7 @@ public struct RoutingDecision: Sendable, Hashable {
     }
 }
 
-/// The router's decision logic (DESIGN: router). Pure: the same input always yields the same outcome.
+/// The router's decision logic (docs/ARCHITECTURE.md, "Services"). Pure: the same input always yields the same outcome.
 ///
 /// 1. The tenant must be "active" (else 403 `tenantSuspended`); a manifest must exist (else 503 `noManifest`).
 /// 2. Candidates are the manifest's agents with `enabled` and a non-empty name (first entry wins on duplicates).

@@ -8,9 +8,10 @@ import Storage
 import Telemetry
 import Tenancy
 
-/// What a mutation did, for the audit log, the KV mirror and the `TenantChanged` event.
-struct Change<Result: Sendable>: Sendable {
-    var result: Result
+/// What a mutation did, for the audit log, the KV mirror and the `TenantChanged` event; `output` is what the
+/// command answers.
+struct TenantChange<Output: Sendable>: Sendable {
+    var result: Output
     var action: String
     var target: String
     var beforeJSON: String
@@ -77,7 +78,7 @@ public struct TenantAdmin: Sendable {
             tenant.createdAtUnixNanos = now
             tenant.updatedAtUnixNanos = now
             try await TenantStore.insert(tenant, on: connection)
-            return Change(result: tenant, action: "tenant.create", target: "tenant/\(tenant.id)",
+            return TenantChange(result: tenant, action: "tenant.create", target: "tenant/\(tenant.id)",
                           beforeJSON: "null", afterJSON: Audit.json(tenant),
                           // Plan first: a watcher never sees the tenant without its limits.
                           mirror: [.plan(plan, tenant: tenant.id), .tenant(tenant)],
@@ -106,7 +107,7 @@ public struct TenantAdmin: Sendable {
             }
             tenant.updatedAtUnixNanos = EventClock.nowUnixNanos()
             try await TenantStore.update(tenant, on: connection)
-            return Change(result: tenant, action: "tenant.update", target: "tenant/\(tenant.id)",
+            return TenantChange(result: tenant, action: "tenant.update", target: "tenant/\(tenant.id)",
                           beforeJSON: Audit.json(before), afterJSON: Audit.json(tenant),
                           mirror: [.tenant(tenant)] + mirror, tenantChange: ("updated", tenant))
         }
@@ -123,7 +124,7 @@ public struct TenantAdmin: Sendable {
             tenant.status = request.suspended ? "suspended" : "active"
             tenant.updatedAtUnixNanos = EventClock.nowUnixNanos()
             try await TenantStore.update(tenant, on: connection)
-            return Change(result: tenant, action: request.suspended ? "tenant.suspend" : "tenant.resume",
+            return TenantChange(result: tenant, action: request.suspended ? "tenant.suspend" : "tenant.resume",
                           target: "tenant/\(id)", beforeJSON: Audit.json(before),
                           afterJSON: Audit.json(Audit.WithReason(record: tenant, reason: request.reason)),
                           mirror: [.tenant(tenant)], tenantChange: (request.suspended ? "suspended" : "resumed", tenant))
@@ -152,7 +153,7 @@ public struct TenantAdmin: Sendable {
                                          .deleteTenant(TenancyKeys.manifest(id))]
             mirror += rollouts.map { .deleteTenant(TenancyKeys.rollout(id, agent: $0.agent)) }
             mirror += keys.map { .deleteKey(APIKeyFormat.kvKey(lookupID: $0.keyID)) }
-            return Change(result: (), action: "tenant.delete", target: "tenant/\(id)",
+            return TenantChange(result: (), action: "tenant.delete", target: "tenant/\(id)",
                           beforeJSON: Audit.json(before), afterJSON: Audit.json(tenant), mirror: mirror,
                           tenantChange: ("deleted", tenant))
         }
@@ -206,7 +207,7 @@ public struct TenantAdmin: Sendable {
             let (plaintext, record) = try await issue(
                 tenant: id, env: env, scopes: scopes, label: label, expiresAt: request.expiresAtUnixNanos,
                 rotatedFrom: "", now: now, on: connection)
-            return Change(result: (plaintext, record), action: "key.issue", target: "key/\(record.keyID)",
+            return TenantChange(result: (plaintext, record), action: "key.issue", target: "key/\(record.keyID)",
                           beforeJSON: "null", afterJSON: Audit.json(Audit.redacted(record)), mirror: [.key(record)],
                           tenantChange: ("key.issued", tenant))
         }
@@ -229,7 +230,7 @@ public struct TenantAdmin: Sendable {
             if before.status != "revoked" { after.revokedAtUnixNanos = now }
             try await TenantStore.setRevocation(keyID: keyID, tenant: id, status: "revoked", revokedAt: after.revokedAtUnixNanos,
                                                 on: connection)
-            return Change(result: after, action: "key.revoke", target: "key/\(keyID)",
+            return TenantChange(result: after, action: "key.revoke", target: "key/\(keyID)",
                           beforeJSON: Audit.json(Audit.redacted(before)), afterJSON: Audit.json(Audit.redacted(after)),
                           mirror: [.key(after)], tenantChange: ("key.revoked", tenant))
         }
@@ -264,7 +265,7 @@ public struct TenantAdmin: Sendable {
             if request.overlapSeconds == 0 { old.status = "revoked" }
             try await TenantStore.setRevocation(keyID: keyID, tenant: id, status: old.status, revokedAt: old.revokedAtUnixNanos,
                                                 on: connection)
-            return Change(result: (plaintext, fresh, old), action: "key.rotate", target: "key/\(keyID)",
+            return TenantChange(result: (plaintext, fresh, old), action: "key.rotate", target: "key/\(keyID)",
                           beforeJSON: Audit.json(Audit.redacted(before)),
                           afterJSON: Audit.json(Audit.Rotation(old: Audit.redacted(old), new: Audit.redacted(fresh))),
                           mirror: [.key(fresh), .key(old)], tenantChange: ("key.rotated", tenant))
@@ -328,7 +329,7 @@ public struct TenantAdmin: Sendable {
             tenant.updatedAtUnixNanos = now
             try await TenantStore.update(tenant, on: connection)
             mirror = [.tenant(tenant), .plan(plan, tenant: id)] + mirror
-            return Change(result: (tenant, plan), action: "plan.set", target: "tenant/\(id)/plan",
+            return TenantChange(result: (tenant, plan), action: "plan.set", target: "tenant/\(id)/plan",
                           beforeJSON: Audit.json(Audit.PlanAssignment(planID: before.planID, plan: previousPlan)),
                           afterJSON: Audit.json(Audit.PlanAssignment(planID: planID, plan: plan)),
                           mirror: mirror, tenantChange: ("plan", tenant))
@@ -347,7 +348,7 @@ public struct TenantAdmin: Sendable {
             // Rollouts of agents the package no longer has go away with them.
             let removed = try await TenantStore.deleteRollouts(tenant: id, except: manifest.agents.map(\.agent),
                                                                on: connection)
-            return Change(result: manifest, action: "manifest.set", target: "tenant/\(id)/manifest",
+            return TenantChange(result: manifest, action: "manifest.set", target: "tenant/\(id)/manifest",
                           beforeJSON: Audit.json(before), afterJSON: Audit.json(manifest),
                           mirror: [.manifest(manifest, tenant: id)]
                             + removed.map { .deleteTenant(TenancyKeys.rollout(id, agent: $0)) },
@@ -369,7 +370,7 @@ public struct TenantAdmin: Sendable {
             let before = try await TenantStore.rollouts(tenant: id, on: connection).first { $0.agent == rollout.agent }
             rollout.updatedAtUnixNanos = EventClock.nowUnixNanos()
             try await TenantStore.upsert(rollout, tenant: id, on: connection)
-            return Change(result: rollout, action: "rollout.set", target: "tenant/\(id)/rollout/\(rollout.agent)",
+            return TenantChange(result: rollout, action: "rollout.set", target: "tenant/\(id)/rollout/\(rollout.agent)",
                           beforeJSON: Audit.json(before), afterJSON: Audit.json(rollout),
                           mirror: [.rollout(rollout, tenant: id)], tenantChange: ("rollout", tenant))
         }
@@ -387,7 +388,7 @@ public struct TenantAdmin: Sendable {
             let before = try await TenantStore.knowledgeEntry(entry.id, tenant: id, on: connection)
             entry.updatedAtUnixNanos = EventClock.nowUnixNanos()
             try await TenantStore.upsert(entry, tenant: id, on: connection)
-            return Change(result: entry, action: "knowledge.upsert", target: "tenant/\(id)/knowledge/\(entry.id)",
+            return TenantChange(result: entry, action: "knowledge.upsert", target: "tenant/\(id)/knowledge/\(entry.id)",
                           beforeJSON: Audit.json(before), afterJSON: Audit.json(entry), mirror: [],
                           tenantChange: ("knowledge", tenant))
         }
@@ -404,7 +405,7 @@ public struct TenantAdmin: Sendable {
                 throw AdminFailure(.notFound, "no such knowledge entry")
             }
             _ = try await TenantStore.deleteKnowledge(entryID, tenant: id, on: connection)
-            return Change(result: (), action: "knowledge.delete", target: "tenant/\(id)/knowledge/\(entryID)",
+            return TenantChange(result: (), action: "knowledge.delete", target: "tenant/\(id)/knowledge/\(entryID)",
                           beforeJSON: Audit.json(before), afterJSON: "null", mirror: [],
                           tenantChange: ("knowledge", tenant))
         }
@@ -449,7 +450,7 @@ public struct TenantAdmin: Sendable {
 
     func mutate<R: Sendable>(
         tenant: String, actor: String, plans: PlansLock = .none,
-        _ body: (PostgresConnection) async throws -> Change<R>
+        _ body: (PostgresConnection) async throws -> TenantChange<R>
     ) async throws(AdminFailure) -> R {
         let mirrorTouched = MirrorFlag()
         let reachedCommit = MirrorFlag()
