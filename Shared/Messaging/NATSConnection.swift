@@ -126,6 +126,15 @@ public final class NATSConnection: @unchecked Sendable {
         natsConnection_Status(handle) == NATS_CONN_STATUS_CONNECTED
     }
 
+    /// The last error the server reported on this connection (e.g. `Permissions Violation for Subscription to
+    /// "admin.>"`), or nil. Subjects may appear in it; payloads never do.
+    public var lastErrorText: String? {
+        var text: UnsafePointer<CChar>?
+        let status = natsConnection_GetLastError(handle, &text)
+        guard status != NATS_OK, let text else { return nil }
+        return String(cString: text)
+    }
+
     // MARK: core publish / request
 
     /// Publishes a core NATS message (fire and forget; buffered by nats.c while reconnecting).

@@ -27,6 +27,28 @@ struct JetStreamTests {
         }
     }
 
+    @Test("a non-owner creates a missing stream from its spec but never changes an existing one")
+    func ensureStreamExistsNeverUpdates() async throws {
+        try await withHarness { h in
+            let owned = StreamSpec(name: "OWNED", subjects: ["owned.a"])
+            // Missing: created from the spec, so publishing works whichever service starts first.
+            #expect(try await h.jetStream.ensureStreamExists(owned) == true)
+            try await h.jetStream.publish(OutboundMessage(subject: "owned.a", payload: bytes("1")))
+            // Existing: a different spec (another version of a non-owner) changes nothing.
+            var other = owned
+            other.subjects = ["owned.b"]
+            #expect(try await h.jetStream.ensureStreamExists(other) == false)
+            await #expect(throws: NATSError.self) {
+                try await h.jetStream.publish(OutboundMessage(subject: "owned.b", payload: bytes("2")))
+            }
+            try await h.jetStream.publish(OutboundMessage(subject: "owned.a", payload: bytes("3")))
+            // The owner updates it.
+            try await h.jetStream.ensureStream(other)
+            try await h.jetStream.publish(OutboundMessage(subject: "owned.b", payload: bytes("4")))
+            #expect(try await h.jetStream.streamState("OWNED").messages == 3)
+        }
+    }
+
     @Test("provisioning is idempotent and publishing to an unknown subject fails clearly")
     func provisioning() async throws {
         try await withHarness { h in
