@@ -138,7 +138,9 @@ final class TenantStack: Sendable {
         let orchestrator = try await buildOrchestrator(
             configuration: try ServiceConfiguration(environment: stack.environment(instance: "orch-1"),
                                                     service: "orchestrator"),
-            orchestrator: OrchestratorConfiguration(endpoints: []), logger: logger, signals: false)
+            // A knowledge index cached for an hour: only the invalidation event can make an edit visible.
+            orchestrator: OrchestratorConfiguration(endpoints: [], knowledgeCacheTTL: .seconds(3600)), logger: logger,
+            signals: false)
         services.append(try await RunningService(group: orchestrator))
         for index in 0..<gateways {
             let port = PortBox()
@@ -276,6 +278,12 @@ final class TenantStack: Sendable {
             try await Task.sleep(for: .milliseconds(20))
         }
     }
+
+    /// How long a test waits for a change to reach the gateways, router or orchestrator. The product target is
+    /// well under a second (a KV watch applies a change in milliseconds); tests wait for the fact with a
+    /// generous bound rather than assert the target, which a busy CI machine can miss (timing belongs in
+    /// benchmarks).
+    static let propagation: Duration = .seconds(10)
 
     /// Waits until every gateway's KV mirror has applied everything written to the tenancy buckets before this
     /// call: creates a fresh tenant (a later revision in both buckets; a watch applies a bucket's entries in

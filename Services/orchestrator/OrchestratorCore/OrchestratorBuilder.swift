@@ -19,7 +19,7 @@ public func buildOrchestrator(configuration: ServiceConfiguration, orchestrator:
     }
     let providers = ProviderClients(endpoints: orchestrator.endpoints)
     builder.onShutdown { await providers.shutdown() }
-    let knowledge = KnowledgeCache(store: KnowledgeStore(pool: pool))
+    let knowledge = KnowledgeCache(store: KnowledgeStore(pool: pool), ttl: orchestrator.knowledgeCacheTTL)
     let handler = OrchestratorHandler(
         jetStream: builder.jetStream, directory: builder.tenancyMirror(), store: OrchestratorStore(pool: pool),
         knowledge: knowledge, providers: providers, breakers: CircuitBreakers(configuration: orchestrator.breaker),
