@@ -41,7 +41,8 @@ link-check: ## Print each service's target graph; fail if api-gateway or router 
 .PHONY: test-sanitize
 test-sanitize: deps ## Messaging tests (incl. the nats.c handle-churn stress) under AddressSanitizer (own build dir)
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build/asan $(SWIFT_BUILD_FLAGS)
-	$(SWIFT) test --skip-build --sanitize=address --scratch-path .build/asan --filter MessagingTests $(SWIFT_BUILD_FLAGS)
+	LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0 \
+	  $(SWIFT) test --skip-build --sanitize=address --scratch-path .build/asan --filter MessagingTests $(SWIFT_BUILD_FLAGS)
 
 .PHONY: proto
 proto: ## Regenerate the protoc-c output and the Swift schema mapping from Proto/
