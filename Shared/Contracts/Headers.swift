@@ -1,4 +1,5 @@
 import Messaging
+import Schemas
 
 /// NATS header names of the platform, declared once.
 public enum Headers {
@@ -24,5 +25,24 @@ public enum HopHeaders {
             if let value = headers[key] { result[key] = value }
         }
         return result
+    }
+}
+
+/// How a reply on a gateway's reply subject is typed. Since ADR 0010 `Switchyard-Event-Type` carries the
+/// protobuf full name; releases before it sent `chat.chunk` / `chat.failed`. Gateways accept both for one
+/// release, so a rolling deploy that updates gateways first never mistakes an old orchestrator's chunk for
+/// the final answer.
+public enum ReplyType {
+    static let legacyChunk = "chat.chunk"
+    static let legacyFailure = "chat.failed"
+
+    /// A `StreamChunk`.
+    public static func isChunk(_ eventType: String?) -> Bool {
+        eventType == StreamChunk.protoName || eventType == legacyChunk
+    }
+
+    /// A `ChatFailed`.
+    public static func isFailure(_ eventType: String?) -> Bool {
+        eventType == ChatFailed.protoName || eventType == legacyFailure
     }
 }

@@ -143,8 +143,19 @@ public struct JetStreamConsumerService: Service {
             }
             return
         }
-        let retriable = (error as? any ClassifiedError)?.isRetriable ?? true
         let exhausted = delivery.deliveryCount >= spec.maxDeliver
+        // Cancelled (forced shutdown, a failing sibling service): the message is not at fault — give it back at
+        // once for another replica. On its last allowed delivery the server would never redeliver it, so it is
+        // dead-lettered below like any other exhausted message (kept, not lost).
+        if (error is CancellationError || Task.isCancelled) && !exhausted {
+            do {
+                try message.nak()
+            } catch let nakError {
+                logger.warning("nak failed", metadata: ["error": "\(nakError)"])
+            }
+            return
+        }
+        let retriable = (error as? any ClassifiedError)?.isRetriable ?? true
         if retriable && !exhausted {
             do {
                 try message.nak(delay: spec.retryDelay(afterDelivery: delivery.deliveryCount))
@@ -159,6 +170,17 @@ public struct JetStreamConsumerService: Service {
     private enum HandlerEvent: Sendable {
         case finished((any Error)?)
         case heartbeat
+        /// The heartbeat's sleep was cancelled: no more heartbeats (re-arming would spin).
+        case heartbeatStopped
+    }
+
+    private static func heartbeat(after interval: Duration) async -> HandlerEvent {
+        do {
+            try await Task.sleep(for: interval)
+            return .heartbeat
+        } catch {
+            return .heartbeatStopped
+        }
     }
 
     /// Runs the handler while sending in-progress acks every AckWait/2; returns the handler's error, if any.
@@ -175,10 +197,7 @@ public struct JetStreamConsumerService: Service {
                     return .finished(error)
                 }
             }
-            group.addTask {
-                try? await Task.sleep(for: interval)
-                return .heartbeat
-            }
+            group.addTask { await Self.heartbeat(after: interval) }
             while let event = await group.next() {
                 switch event {
                 case .finished(let error):
@@ -186,10 +205,9 @@ public struct JetStreamConsumerService: Service {
                     return error
                 case .heartbeat:
                     try? message.inProgress()
-                    group.addTask {
-                        try? await Task.sleep(for: interval)
-                        return .heartbeat
-                    }
+                    _ = group.addTaskUnlessCancelled { await Self.heartbeat(after: interval) }
+                case .heartbeatStopped:
+                    continue  // cancelled: wait for the handler alone
                 }
             }
             return nil

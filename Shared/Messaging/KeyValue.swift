@@ -123,7 +123,9 @@ public final class KeyValueBucket: @unchecked Sendable {
     /// error; read it right here, on the failing thread.
     private static func kvError(_ status: natsStatus, context: String) -> NATSError {
         var lastStatus = NATS_OK
-        let text = nats_GetLastError(&lastStatus).map { String(cString: $0) } ?? ""
+        let last = nats_GetLastError(&lastStatus).map { String(cString: $0) } ?? ""
+        // Only this failure's text: nats.c never clears the thread-local last error on success.
+        let text = lastStatus == status ? last : ""
         if text.contains("10071") || text.lowercased().contains("wrong last sequence") {
             return NATSError(.wrongLastRevision, context: context, status: "wrong last sequence", jetStreamCode: 10071)
         }

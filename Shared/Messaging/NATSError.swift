@@ -67,7 +67,10 @@ public struct NATSError: Error, Sendable, Hashable, CustomStringConvertible {
         let last = nats_GetLastError(&lastStatus).map { String(cString: $0) } ?? ""
         let statusText = String(cString: natsStatus_GetText(status))
         // The last error belongs to this failure only if nats.c recorded one with the same status.
-        let text = !last.isEmpty && lastStatus == status && last != statusText ? "\(statusText): \(last)" : statusText
+        // nats.c never clears it on success, so it may belong to an earlier failure with the same status on this
+        // thread: label it as what it is.
+        let text = !last.isEmpty && lastStatus == status && last != statusText
+            ? "\(statusText); last nats.c error: \(last)" : statusText
         let js = Int(jsErr.rawValue)
         var mapped = code
         if status == NATS_TIMEOUT { mapped = .timeout }

@@ -98,7 +98,8 @@ public final class PullConsumer: @unchecked Sendable {
     private let lane: BlockingLane
     public let stream: String
     public let durable: String
-    private let buffer = Mutex<[(JetStreamDelivery, CMessageBox)]>([])
+    /// Fetched but not yet handed out by `next`; `nil` once stopped (late fetches are nak'ed, not buffered).
+    private let buffer = Mutex<[(JetStreamDelivery, CMessageBox)]?>([])
 
     private let handle: PullSubscriptionHandle
 
@@ -182,27 +183,46 @@ public final class PullConsumer: @unchecked Sendable {
 
     /// The next message, or `nil` when none arrived within `timeout`.
     public func next(timeout: Duration, batch: Int = 64) async throws(NATSError) -> JetStreamMessage? {
-        if let item = buffer.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) {
+        if let item = buffer.withLock({ buffer -> (JetStreamDelivery, CMessageBox)? in
+            guard let first = buffer?.first else { return nil }
+            buffer?.removeFirst()
+            return first
+        }) {
             return JetStreamMessage(delivery: item.0, box: item.1)
         }
         let fetched = try await fetchBatch(batch, timeout: timeout)
         guard let first = fetched.first else { return nil }
-        buffer.withLock { $0.append(contentsOf: fetched.dropFirst()) }
+        let rest = Array(fetched.dropFirst())
+        let stopped = buffer.withLock { buffer -> Bool in
+            guard buffer != nil else { return true }
+            buffer?.append(contentsOf: rest)
+            return false
+        }
+        if stopped { Self.nak(rest) }
         return JetStreamMessage(delivery: first.0, box: first.1)
+    }
+
+    /// Gives messages back to the server at once (another replica gets them without waiting for AckWait).
+    private static func nak(_ items: [(JetStreamDelivery, CMessageBox)]) {
+        for (delivery, box) in items {
+            let message = JetStreamMessage(delivery: delivery, box: box)
+            try? message.nak()
+        }
     }
 
     /// Stops this subscription; the durable consumer stays on the server for other replicas. Messages fetched
     /// but not yet handed out by ``next(timeout:batch:)`` are nak'ed, so another replica gets them at once.
     public func stop() {
-        let buffered = buffer.withLock { buffer in
-            defer { buffer.removeAll() }
-            return buffer
-        }
-        for (delivery, box) in buffered {
-            let message = JetStreamMessage(delivery: delivery, box: box)
-            try? message.nak()
-        }
+        Self.nak(buffer.withLock { buffer in
+            defer { buffer = nil }
+            return buffer ?? []
+        })
         natsSubscription_Unsubscribe(subscription)
+    }
+
+    deinit {
+        // Dropped without `stop()`: whatever is still buffered goes back to the server too.
+        Self.nak(buffer.withLock { $0 ?? [] })
     }
 }
 

@@ -83,8 +83,10 @@ public struct EnvironmentReader: Sendable {
     public func hexSecret(_ name: String, minimumBytes: Int, expectation: String? = nil)
         throws(ConfigurationError) -> [UInt8]?
     {
-        guard let raw = optional(name) else { return nil }
-        guard let bytes = Hex.decode(raw), bytes.count >= minimumBytes else {
+        // Unset or empty means "none"; anything else must be valid: a blank or garbled secret is an error, not a
+        // silent "unsigned" / "no pepper".
+        guard let raw = environment[name], !raw.isEmpty else { return nil }
+        guard let bytes = Hex.decode(raw.trimmingCharacters(in: .whitespaces)), bytes.count >= minimumBytes else {
             throw ConfigurationError(code: .invalidChoice, variable: name,
                                      expectation: expectation ?? "at least \(minimumBytes) bytes, hex-encoded")
         }

@@ -8,9 +8,10 @@ import Tenancy
 
 /// The scaffold every service is built on (docs/adr/0010). A `build<Service>` function connects a builder,
 /// adds the pieces it needs — streams, the tenancy mirror, PostgreSQL (ServiceKitPostgres), typed JetStream
-/// consumers, an HTTP listener, its own services — and returns ``serviceGroup(signals:)``. The builder starts
-/// nothing itself: services start in the order they were added, after the ops server and the NATS drain
-/// guard, and shut down in reverse.
+/// consumers, an HTTP listener, its own services — and returns ``serviceGroup(signals:)``. Connections,
+/// streams, durables and migrations are set up while building (in call order); the long-running services run
+/// concurrently once the group runs (launched in the order they were added, after the ops server and the NATS
+/// drain guard) and shut down in reverse order — which is why a typed consumer waits for the tenancy mirror.
 ///
 /// Not `Sendable`: it lives only inside one `build<Service>` call.
 public final class ServiceBuilder {
@@ -85,7 +86,8 @@ public final class ServiceBuilder {
 
     // MARK: anything else
 
-    /// A long-running service of this process, started after everything added before it.
+    /// A long-running service of this process, launched after everything added before it and shut down before
+    /// it.
     public func add(_ service: any Service) {
         services.append(service)
     }

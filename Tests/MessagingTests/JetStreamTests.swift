@@ -219,4 +219,42 @@ struct JetStreamTests {
             #expect(try await h.jetStream.streamState("DEADLETTER").messages == 2)
         }
     }
+
+    @Test("a handler cancelled by shutdown gives its message back at once (no backoff, no dead letter)")
+    func cancelledHandlerIsNotDeadLettered() async throws {
+        try await withHarness { h in
+            try await h.jetStream.ensureStream(Self.stream)
+            try await h.jetStream.ensureStream(StreamSpec(name: "DEADLETTER", subjects: [DeadLetter.allSubjects]))
+            // A long nak backoff and a long AckWait: only the immediate give-back can bring the message back within
+            // the 5 s the test waits for it.
+            let spec = ConsumerSpec(durable: "cancelled", ackWait: .seconds(60), maxDeliver: 2, backoff: [.seconds(600)])
+            try await h.jetStream.ensureConsumer(stream: "ORDERS", spec)
+            try await h.jetStream.publish(OutboundMessage(subject: "orders.acme", payload: bytes("slow")))
+            let started = AsyncStream<Void>.makeStream()
+            let service = JetStreamConsumerService(
+                jetStream: h.jetStream, stream: "ORDERS", consumer: spec, batchSize: 1, keepAlive: true,
+                fetchTimeout: .milliseconds(100), logger: Harness.logger
+            ) { _ in
+                started.continuation.yield()
+                // Ignores cancellation for a while (like a libpq call on a lane), then notices it.
+                let until = ContinuousClock.now + .milliseconds(700)
+                while ContinuousClock.now < until { try? await Task.sleep(for: .milliseconds(50)) }
+                try Task.checkCancellation()
+            }
+            let running = Task { try await service.run() }
+            var iterator = started.stream.makeAsyncIterator()
+            await iterator.next()
+            running.cancel()
+            _ = try? await running.value
+            // The message went back at once: a new consumer gets it, on delivery 2, and nothing was parked.
+            let consumer = try await PullConsumer.bind(jetStream: h.jetStream, stream: "ORDERS", durable: "cancelled")
+            defer { consumer.stop() }
+            let fetched = try await consumer.next(timeout: .seconds(5))
+            let message = try required(fetched)
+            #expect(text(message.delivery.payload) == "slow")
+            #expect(message.delivery.deliveryCount == 2)
+            try message.term()
+            #expect(try await h.jetStream.streamState("DEADLETTER").messages == 0)
+        }
+    }
 }

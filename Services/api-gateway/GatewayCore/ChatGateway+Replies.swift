@@ -27,14 +27,14 @@ extension ChatGateway {
 
     /// The first completed/failed reply, or nil when the inbox ends the stream at the deadline.
     static func firstFinal(_ replies: AsyncStream<NATSMessage>) async -> NATSMessage? {
-        for await message in replies where message.headers[Headers.eventType] != StreamChunk.protoName {
+        for await message in replies where !ReplyType.isChunk(message.headers[Headers.eventType]) {
             return message
         }
         return nil
     }
 
     func finalResponse(_ message: NATSMessage, context: Exchange) -> Response {
-        if message.headers[Headers.eventType] == ChatFailed.protoName {
+        if ReplyType.isFailure(message.headers[Headers.eventType]) {
             guard let failed = try? ChatFailed(protobuf: message.payload) else {
                 return Self.errorResponse(.upstreamError(), requestID: context.requestID)
             }
@@ -82,7 +82,7 @@ extension ChatGateway {
             // The inbox ends the reply stream at the deadline, which ends this loop with no outcome.
             var outcome: NATSMessage?
             for await message in replies {
-                if message.headers[Headers.eventType] == StreamChunk.protoName {
+                if ReplyType.isChunk(message.headers[Headers.eventType]) {
                     guard let chunk = try? StreamChunk(protobuf: message.payload) else { continue }
                     // A client that went away stops the writes, not the recording of usage.
                     try? await writer.write(ByteBuffer(bytes: encoder.contentChunk(chunk.delta)))
@@ -97,7 +97,7 @@ extension ChatGateway {
                 try await writer.finish(nil)
                 return
             }
-            if outcome.headers[Headers.eventType] == ChatFailed.protoName {
+            if ReplyType.isFailure(outcome.headers[Headers.eventType]) {
                 let error = (try? ChatFailed(protobuf: outcome.payload)).map(GatewayError.init(failed:)) ?? .upstreamError()
                 self.limiter.refund(key: context.keyID, tokens: context.charged, nowNanos: EventClock.nowUnixNanos())
                 try await writer.write(ByteBuffer(bytes: error.sseEvent))

@@ -8,9 +8,15 @@ import Synchronization
 
 /// Per-tenant BM25 indexes over the knowledge base, reloaded from PostgreSQL at most every `ttl`.
 public final class KnowledgeCache: Sendable {
+    private struct State {
+        var indexes: [String: (index: KnowledgeIndex, loaded: ContinuousClock.Instant)] = [:]
+        /// Bumped by every invalidation, so a load that started before one doesn't store a stale index.
+        var generations: [String: UInt64] = [:]
+    }
+
     private let store: KnowledgeStore
     private let ttl: Duration
-    private let cache = Mutex<[String: (index: KnowledgeIndex, loaded: ContinuousClock.Instant)]>([:])
+    private let state = Mutex(State())
 
     public init(store: KnowledgeStore, ttl: Duration = .seconds(5)) {
         self.store = store
@@ -19,15 +25,21 @@ public final class KnowledgeCache: Sendable {
 
     public func index(tenant: String) async throws -> KnowledgeIndex {
         let now = ContinuousClock.now
-        if let cached = cache.withLock({ $0[tenant] }), now - cached.loaded < ttl { return cached.index }
+        let (cached, generation) = state.withLock { ($0.indexes[tenant], $0.generations[tenant] ?? 0) }
+        if let cached, now - cached.loaded < ttl { return cached.index }
         let index = KnowledgeIndex(entries: try await store.entries(tenant: tenant))
-        cache.withLock { $0[tenant] = (index, now) }
+        state.withLock { state in
+            if (state.generations[tenant] ?? 0) == generation { state.indexes[tenant] = (index, now) }
+        }
         return index
     }
 
     /// Drops a tenant's index so the next request reloads it (after a knowledge-base change).
     public func invalidate(tenant: String) {
-        _ = cache.withLock { $0.removeValue(forKey: tenant) }
+        state.withLock { state in
+            state.indexes.removeValue(forKey: tenant)
+            state.generations[tenant, default: 0] &+= 1
+        }
     }
 }
 
