@@ -20,8 +20,10 @@ UPSTREAM_PORT=9999
 
 ./scripts/deps.sh
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
-echo "building release…"
-swift build -c release 2>&1 | grep -E "error|Build" | tail -2
+echo "building release (the first build takes about ten minutes on 2 cores; progress every 50 steps)…"
+swift build -c release 2>&1 | grep --line-buffered -E '^\[[0-9]+/[0-9]+\]|error|Build complete' \
+  | awk '/error|Build complete/ {print; fflush(); next} NR % 50 == 1 {print; fflush()}'
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "release build failed" >&2; exit 1; }
 BIN="$(swift build -c release --show-bin-path)"
 ./scripts/run.sh down >/dev/null 2>&1 || true
 ./scripts/infra.sh up >/dev/null
