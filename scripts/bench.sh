@@ -4,8 +4,10 @@
 # service, seeds the demo tenant through its admin commands, starts the router, orchestrator and api-gateway
 # (release builds; each as its own NATS user with the password from .run/secrets.env); drives POST
 # /v1/chat/completions with wrk at concurrency 16 and 64, non-stream and stream, through the upstream path
-# (agent `concierge`) and the built-in local knowledge-base path (agent `restaurant-host`). Prints RPS,
-# p50/p90/p99, errors, and each service's peak RSS. Everything it started is stopped at the end.
+# (agent `concierge`) and the built-in local knowledge-base path (agent `restaurant-host`). Prints per case RPS,
+# p50/p90/p99, errors and CPU milliseconds per request of each process (nats-server, gateway, router,
+# orchestrator, upstream; "platform" = all but the upstream; wrk's own for reference), then the per-hop
+# breakdown from the event log and each service's peak RSS. Everything it started is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${BENCH_DURATION:-10s}"
@@ -77,6 +79,13 @@ for _ in $(seq 1 150); do
 done
 
 lua="$RUN/bench/post.lua"
+# CPU accounting per case: utime+stime (clock ticks) of each process of the path, before and after the case.
+upstream_pid="${pids[0]}"
+cpu_names=(nats-server api-gateway router orchestrator upstream)
+cpu_pids=("$(cat "$RUN/nats/pid")" "$(cat "$RUN/bench/api-gateway.pid")" "$(cat "$RUN/bench/router.pid")"
+          "$(cat "$RUN/bench/orchestrator.pid")" "$upstream_pid")
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+hz="$(getconf CLK_TCK)"
 run_case() {  # name agent stream concurrency
   local name="$1" agent="$2" stream="$3" conns="$4"
   cat >"$lua" <<LUA
@@ -85,8 +94,15 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $SWITCHYARD_API_KEY"
 wrk.body = '{"model":"$agent","stream":$stream,"messages":[{"role":"user","content":"When are you open on Sunday?"}]}'
 LUA
-  local out
-  out="$(wrk -t2 -c"$conns" -d"$DURATION" --latency -s "$lua" "http://127.0.0.1:$HTTP_PORT/v1/chat/completions")"
+  local out before=() i
+  for i in "${!cpu_pids[@]}"; do before[i]="$(ticks "${cpu_pids[i]}")"; done
+  local TIMEFORMAT='%U %S' wrk_cpu
+  { time wrk -t2 -c"$conns" -d"$DURATION" --latency -s "$lua" "http://127.0.0.1:$HTTP_PORT/v1/chat/completions" \
+      >"$RUN/bench/wrk.out"; } 2>"$RUN/bench/wrk.time"
+  out="$(cat "$RUN/bench/wrk.out")"
+  wrk_cpu="$(awk '{print $1 + $2}' "$RUN/bench/wrk.time")"
+  local requests cpu_line="" total=0 ms
+  requests="$(awk '/requests in/ {print $1}' <<<"$out")"; requests="${requests:-0}"
   local rps p50 p90 p99 non2xx errors
   rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   p50="$(awk '$1=="50%" {print $2}' <<<"$out")"; p90="$(awk '$1=="90%" {print $2}' <<<"$out")"
@@ -96,6 +112,17 @@ LUA
   printf '%s\n' "$out" >"$RUN/bench/wrk-$agent-$stream-$conns.txt"
   printf "%-34s c=%-3s %9s req/s   p50 %-9s p90 %-9s p99 %-9s errors %s\n" "$name" "$conns" "$rps" "$p50" "$p90" "$p99" \
     "$(( ${non2xx:-0} + ${errors:-0} ))"
+  if [ "$requests" -gt 0 ]; then
+    for i in "${!cpu_pids[@]}"; do
+      ms="$(awk -v a="${before[i]}" -v b="$(ticks "${cpu_pids[i]}")" -v hz="$hz" -v n="$requests" \
+        'BEGIN {printf "%.3f", (b - a) * 1000 / hz / n}')"
+      cpu_line+="${cpu_names[i]} $ms  "
+      total="$(awk -v t="$total" -v m="$ms" 'BEGIN {printf "%.3f", t + m}')"
+    done
+    ms="$(awk -v c="$wrk_cpu" -v n="$requests" 'BEGIN {printf "%.3f", c * 1000 / n}')"
+    printf "%-34s CPU ms/request: %s| platform %s  (wrk %s)\n" "" "$cpu_line" \
+      "$(awk -v t="$total" -v u="${cpu_line##*upstream }" 'BEGIN {printf "%.3f", t - u}')" "$ms"
+  fi
 }
 
 echo
