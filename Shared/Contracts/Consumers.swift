@@ -15,25 +15,34 @@ public struct ConsumerContract: Sendable, Equatable {
     }
 }
 
-/// Every durable consumer of the platform.
+/// Every durable consumer of the platform. Work durables on the event log start at most
+/// ``Consumers/replayWindow`` back when (re)created, so a recreated durable never replays the whole log; what
+/// it does replay is harmless (idempotent effects, and work past its deadline is dropped, docs/adr/0011).
 public enum Consumers {
-    /// The router's consumer of chat requests.
-    public static let routerRequests = ConsumerContract(
-        stream: Streams.requests,
-        ConsumerSpec(durable: "router-requests", ackWait: .seconds(10), maxDeliver: 5),
+    /// How far back a recreated work durable starts: longer than any request may wait (the gateway's timeout is
+    /// at most 10 min).
+    public static let replayWindow: Duration = .seconds(15 * 60)
+
+    /// The router's consumer of chat requests (`evt.chat.requested.*`).
+    public static let routerRequested = ConsumerContract(
+        stream: Streams.events,
+        ConsumerSpec(durable: "router-requested", filterSubject: Subjects.eventAll(.chatRequested),
+                     ackWait: .seconds(10), maxDeliver: 5, maxAckPending: 10_000, start: .recent(replayWindow)),
         owner: .router)
-    /// The orchestrator's consumer of routed tasks. AckWait covers a slow provider: the consume loop also sends
-    /// in-progress acks while a task runs (`SWITCHYARD_TASK_ACK_WAIT_MS` overrides it).
-    public static let orchestratorTasks = ConsumerContract(
-        stream: Streams.tasks,
-        ConsumerSpec(durable: "orchestrator-tasks", ackWait: .seconds(30), maxDeliver: 5),
+    /// The orchestrator's consumer of routed requests (`evt.chat.routed.*`). AckWait covers a slow provider: the
+    /// consume loop also sends in-progress acks while a task runs (`SWITCHYARD_TASK_ACK_WAIT_MS` overrides it).
+    /// MaxAckPending covers throughput × the slowest upstream (5,000 req/s × 4 s).
+    public static let orchestratorRouted = ConsumerContract(
+        stream: Streams.events,
+        ConsumerSpec(durable: "orchestrator-routed", filterSubject: Subjects.eventAll(.chatRouted),
+                     ackWait: .seconds(30), maxDeliver: 5, maxAckPending: 20_000, start: .recent(replayWindow)),
         owner: .orchestrator)
-    /// The tenant service's consumer of `evt.chat.requested.*` (API key last use).
+    /// The tenant service's consumer of `evt.chat.requested.*` (API key last use; idempotent, so a day back).
     public static let tenantKeyUsage = ConsumerContract(
         stream: Streams.events,
         ConsumerSpec(durable: "tenant-key-usage", filterSubject: Subjects.eventAll(.chatRequested),
-                     ackWait: .seconds(30), maxDeliver: 5),
+                     ackWait: .seconds(30), maxDeliver: 5, start: .recent(.seconds(24 * 3600))),
         owner: .tenant)
 
-    public static let all = [routerRequests, orchestratorTasks, tenantKeyUsage]
+    public static let all = [routerRequested, orchestratorRouted, tenantKeyUsage]
 }

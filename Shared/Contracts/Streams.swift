@@ -16,31 +16,21 @@ public struct StreamContract: Sendable, Equatable {
 }
 
 public enum StreamNames {
-    public static let requests = "REQUESTS"
-    public static let tasks = "TASKS"
     public static let events = "EVENTS"
     public static let usage = "USAGE"
     public static let deadLetter = "DEADLETTER"
 }
 
-/// The platform's streams (docs/ARCHITECTURE.md, "Subjects, streams and consumers").
+/// The platform's streams (docs/ARCHITECTURE.md, "Subjects, streams and consumers"; docs/adr/0011).
 public enum Streams {
-    /// Chat requests from the gateways; the router's work queue.
-    public static let requests = StreamContract(
-        StreamSpec(name: StreamNames.requests, subjects: [Subjects.chatRequestAll], retention: .workQueue,
-                   maxAge: .seconds(3600)),
-        owner: .router)
-    /// Routed tasks; the orchestrator's work queue.
-    public static let tasks = StreamContract(
-        StreamSpec(name: StreamNames.tasks, subjects: [Subjects.agentTaskAll], retention: .workQueue,
-                   maxAge: .seconds(3600)),
-        owner: .orchestrator)
-    /// The event log: every decision, replayable; the public contract for outside consumers.
+    /// The event log: every decision, one message per fact. Its events are also the work items: the router's
+    /// durable reads `evt.chat.requested.*`, the orchestrator's `evt.chat.routed.*` (docs/adr/0011). Bounded by
+    /// age and size; the public contract for outside consumers.
     public static let events = StreamContract(
         StreamSpec(name: StreamNames.events, subjects: [Subjects.eventsAll], retention: .limits,
-                   maxAge: .seconds(30 * 24 * 3600)),
+                   maxAge: .seconds(30 * 24 * 3600), maxBytes: 8 << 30),
         owner: .router)
-    /// Usage records: long retention, no delete or purge, a wide de-duplication window.
+    /// Usage records: long retention, no delete or purge, a wide de-duplication window (billing's ledger source).
     public static let usage = StreamContract(
         StreamSpec(name: StreamNames.usage, subjects: [Subjects.usageAll], retention: .limits,
                    maxAge: .seconds(400 * 24 * 3600), duplicateWindow: .seconds(600), denyDelete: true,
@@ -52,5 +42,5 @@ public enum Streams {
                    maxAge: .seconds(30 * 24 * 3600)),
         owner: .router)
 
-    public static let all = [requests, tasks, events, usage, deadLetter]
+    public static let all = [events, usage, deadLetter]
 }

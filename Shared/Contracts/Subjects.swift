@@ -4,10 +4,6 @@ import Schemas
 /// Every subject of the platform, declared once (docs/adr/0002, docs/ARCHITECTURE.md).
 /// Tenant ids passed here must already be validated (`TenantID.isValid`) at the edge.
 public enum Subjects {
-    public static func chatRequest(tenant: String) -> String { "chat.request.\(tenant)" }
-    public static let chatRequestAll = "chat.request.*"
-    public static func agentTask(agent: String) -> String { "agent.task.\(agent)" }
-    public static let agentTaskAll = "agent.task.*"
     public static func usage(tenant: String) -> String { "usage.\(tenant)" }
     public static let usageAll = "usage.*"
     /// Event log: `evt.<kind>.<tenant>`, e.g. `evt.chat.completed.demo-restaurant`.

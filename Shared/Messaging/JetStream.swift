@@ -54,12 +54,28 @@ public struct ConsumerSpec: Sendable, Equatable {
     /// Server-side redelivery delays after a *missing* ack. Empty by default, because nats-server then
     /// replaces AckWait by the first entry (see docs/adr/0004).
     public var ackTimeoutBackoff: [Duration]
+    /// Unacknowledged messages the server lets the durable have out at once (all replicas together): size it
+    /// for throughput × latency of the slowest handler, or it caps throughput.
     public var maxAckPending: Int
+    /// Where a durable starts when it is created. Never changed afterwards (the server refuses to), so a
+    /// recreated durable starts again by this policy.
+    public var start: StartPolicy
+
+    /// Where a new durable starts reading its stream.
+    public enum StartPolicy: Sendable, Equatable {
+        /// From the first message the stream still holds (work-queue streams, replays into empty tables).
+        case all
+        /// Only messages stored after the durable was created.
+        case new
+        /// Messages stored within `window` before the durable was created: a durable recreated on a long event
+        /// log picks up what is still worth handling instead of replaying the whole log.
+        case recent(Duration)
+    }
 
     public init(durable: String, filterSubject: String? = nil, ackWait: Duration = .seconds(30),
                 maxDeliver: Int = 5,
                 backoff: [Duration] = [.milliseconds(250), .seconds(1), .seconds(4), .seconds(15)],
-                ackTimeoutBackoff: [Duration] = [], maxAckPending: Int = 10_000) {
+                ackTimeoutBackoff: [Duration] = [], maxAckPending: Int = 10_000, start: StartPolicy = .all) {
         self.durable = durable
         self.filterSubject = filterSubject
         self.ackWait = ackWait
@@ -67,6 +83,7 @@ public struct ConsumerSpec: Sendable, Equatable {
         self.backoff = backoff
         self.ackTimeoutBackoff = ackTimeoutBackoff
         self.maxAckPending = maxAckPending
+        self.start = start
     }
 
     /// Nak delay after the given delivery attempt (1-based): the backoff entry, or the last one.
@@ -291,7 +308,17 @@ public final class JetStream: @unchecked Sendable {
             config.Name = arena.string(spec.durable)
             config.FilterSubject = arena.string(spec.filterSubject)
             config.AckPolicy = js_AckExplicit
-            config.DeliverPolicy = js_DeliverAll
+            switch spec.start {
+            case .all:
+                config.DeliverPolicy = js_DeliverAll
+            case .new:
+                config.DeliverPolicy = js_DeliverNew
+            case .recent(let window):
+                config.DeliverPolicy = js_DeliverByStartTime
+                // Whole seconds: the time travels as RFC 3339 text and must read back identical on later updates.
+                let start = Self.unixNanosNow() - window.nanoseconds
+                config.OptStartTime = start - start % 1_000_000_000
+            }
             config.AckWait = spec.ackWait.nanoseconds
             config.MaxDeliver = Int64(spec.maxDeliver)
             config.MaxAckPending = Int64(spec.maxAckPending)
@@ -301,17 +328,48 @@ public final class JetStream: @unchecked Sendable {
             }
             var info: UnsafeMutablePointer<jsConsumerInfo>?
             var jsErr = jsErrCode(0)
-            var status = js_AddConsumer(&info, ctx.pointer, stream, &config, nil, &jsErr)
-            if status != NATS_OK && (jsErr.rawValue == 10013 || jsErr.rawValue == 10148) {
+            // Existing: update what may change, keep where it started (immutable on the server), and send
+            // nothing when nothing changed. Missing: create it with its start policy.
+            var existing: UnsafeMutablePointer<jsConsumerInfo>?
+            var status = js_GetConsumerInfo(&existing, ctx.pointer, stream, spec.durable, nil, &jsErr)
+            if status == NATS_OK, let existing, let current = existing.pointee.Config {
+                let unchanged = Self.sameUpdatableSettings(current.pointee, spec)
+                config.DeliverPolicy = current.pointee.DeliverPolicy
+                config.OptStartSeq = current.pointee.OptStartSeq
+                config.OptStartTime = current.pointee.OptStartTime
+                if !unchanged {
+                    jsErr = jsErrCode(0)
+                    status = js_UpdateConsumer(&info, ctx.pointer, stream, &config, nil, &jsErr)
+                }
+            } else if status == NATS_NOT_FOUND || jsErr.rawValue == 10014 {  // JSConsumerNotFoundErr
                 jsErr = jsErrCode(0)
-                status = js_UpdateConsumer(&info, ctx.pointer, stream, &config, nil, &jsErr)
+                status = js_AddConsumer(&info, ctx.pointer, stream, &config, nil, &jsErr)
+                // Created meanwhile by another replica with the same contract: fine.
+                if status != NATS_OK && (jsErr.rawValue == 10013 || jsErr.rawValue == 10148) { status = NATS_OK }
             }
+            if let existing { jsConsumerInfo_Destroy(existing) }
             if let info { jsConsumerInfo_Destroy(info) }
             if status != NATS_OK {
                 throw NATSError.fromStatus(status, code: .jetStream, context: "provisioning consumer", jsErr: jsErr)
             }
         }
         logger.debug("consumer provisioned", metadata: ["stream": "\(stream)", "consumer": "\(spec.durable)"])
+    }
+
+    /// Whether an existing durable already has `spec`'s updatable settings (then nothing is sent: a restart
+    /// doesn't touch the durable at all).
+    static func sameUpdatableSettings(_ current: jsConsumerConfig, _ spec: ConsumerSpec) -> Bool {
+        let filter = current.FilterSubject.map { String(cString: $0) }
+        let backoff = (0..<Int(current.BackOffLen)).compactMap { current.BackOff?[$0] }
+        return current.AckWait == spec.ackWait.nanoseconds && current.MaxDeliver == Int64(spec.maxDeliver)
+            && current.MaxAckPending == Int64(spec.maxAckPending) && (filter ?? "") == (spec.filterSubject ?? "")
+            && backoff == spec.ackTimeoutBackoff.map(\.nanoseconds)
+    }
+
+    static func unixNanosNow() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
     }
 
     // MARK: publishing

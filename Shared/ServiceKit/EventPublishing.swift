@@ -35,3 +35,16 @@ extension NATSConnection {
         try publish(subject, payload: message.protobufBytes(), headers: headers)
     }
 }
+
+/// Work read again long after its deadline — a work durable recreated on the event log starts up to
+/// `Consumers.replayWindow` back (docs/adr/0011). The client got its 504 long ago, and whatever the handler
+/// published now would fall outside the event log's de-duplication window and be stored twice, so such work is
+/// acked without effect. Work that is merely late (within the window) is still handled: the orchestrator
+/// records it as failed with `deadline_exceeded`.
+public enum StaleWork {
+    /// Past its deadline by more than the event log's duplicate window.
+    public static func isStale(deadlineUnixNanos: Int64, nowUnixNanos: Int64,
+                               window: Duration = Streams.events.spec.duplicateWindow) -> Bool {
+        deadlineUnixNanos > 0 && nowUnixNanos - deadlineUnixNanos > window.nanosecondsValue
+    }
+}

@@ -58,22 +58,22 @@ struct InfrastructureTests {
                 NATSConfiguration(servers: [server.url], connectAttempts: 3), logger: logger)
             defer { connection.close() }
             let jetStream = try JetStream(connection: connection)
-            try await jetStream.ensureStream(Streams.requests.spec)
+            try await jetStream.ensureStream(Streams.events.spec)
             try await jetStream.ensureStream(Streams.deadLetter.spec)
-            let spec = ConsumerSpec(durable: "router-requests", maxDeliver: 5)
-            try await jetStream.ensureConsumer(stream: StreamNames.requests, spec)
+            let spec = Consumers.routerRequested.spec
+            try await jetStream.ensureConsumer(stream: StreamNames.events, spec)
 
             var valid = ChatRequested()
             valid.meta = EventMeta.make(tenantID: "acme", producer: "test")
             valid.model = "host"
-            try await jetStream.publish(OutboundMessage(subject: Subjects.chatRequest(tenant: "acme"),
+            try await jetStream.publish(OutboundMessage(subject: Subjects.event(.chatRequested, tenant: "acme"),
                                                         payload: [0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F]))
-            try await jetStream.publish(OutboundMessage(subject: Subjects.chatRequest(tenant: "acme"),
+            try await jetStream.publish(OutboundMessage(subject: Subjects.event(.chatRequested, tenant: "acme"),
                                                         payload: valid.protobufBytes()))
             let attempts = Mutex(0)
             let decoded = Mutex<[ChatRequested]>([])
             let service = JetStreamConsumerService(
-                jetStream: jetStream, stream: StreamNames.requests, consumer: spec,
+                jetStream: jetStream, stream: StreamNames.events, consumer: spec,
                 fetchTimeout: .milliseconds(100), logger: logger
             ) { delivery in
                 attempts.withLock { $0 += 1 }

@@ -145,9 +145,10 @@ public struct ChatGateway: Sendable {
                                      deadlineUnixNanos: deadline, now: now)
         let replies = inbox.register(requestID, deadline: clock + configuration.requestTimeout)
         do {
-            try await jetStream.publish(OutboundMessage(
-                subject: Subjects.chatRequest(tenant: auth.tenantID), payload: chat.protobufBytes(), headers: headers,
-                messageID: "\(auth.tenantID):\(chat.meta?.eventID ?? requestID)"))
+            // The request is an event on the log, and the router's work item at the same time (docs/adr/0011).
+            try await jetStream.publishEvent(.chatRequested, tenant: auth.tenantID,
+                                             eventID: chat.meta?.eventID ?? requestID, payload: chat.protobufBytes(),
+                                             headers: headers)
         } catch {
             inbox.unregister(requestID)
             limiter.refund(key: auth.keyID, tokens: charged, nowNanos: EventClock.nowUnixNanos())

@@ -5,12 +5,12 @@ import ServiceKit
 import ServiceLifecycle
 import Telemetry
 
-/// Builds the gateway process: NATS, the REQUESTS stream, the KV mirror, the reply inbox, the HTTP server.
+/// Builds the gateway process: NATS, the event log, the KV mirror, the reply inbox, the HTTP server.
 public func buildGateway(configuration: ServiceConfiguration, gateway: GatewayConfiguration, logger: Logger,
                          metrics: TelemetryMetrics = TelemetryMetrics(), signals: Bool = true,
                          onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws -> ServiceGroup {
     let builder = try await ServiceBuilder.connect(configuration: configuration, logger: logger, metrics: metrics)
-    try await builder.streams(Streams.requests)
+    try await builder.streams(Streams.events)
     let directory = builder.tenancyMirror()
     let inbox = try ReplyInbox(connection: builder.connection, instanceID: configuration.instanceID)
     let limiter = RateLimiterRegistry()

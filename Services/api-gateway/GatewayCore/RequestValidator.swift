@@ -458,7 +458,7 @@ public struct RequestValidator: Sendable {
 
 // MARK: - Event construction
 
-/// Builds the `ChatRequested` event the gateway publishes on `chat.request.<tenant>`.
+/// Builds the `ChatRequested` event the gateway publishes on `evt.chat.requested.<tenant>`.
 ///
 /// `developer` messages are sent as `system` (the event contract lists system/user/assistant/tool). A
 /// `gateway.in` hop stamp is added at `now`.

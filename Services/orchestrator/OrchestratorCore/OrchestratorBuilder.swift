@@ -12,7 +12,7 @@ public func buildOrchestrator(configuration: ServiceConfiguration, orchestrator:
                               logger: Logger, metrics: TelemetryMetrics = TelemetryMetrics(),
                               signals: Bool = true) async throws -> ServiceGroup {
     let builder = try await ServiceBuilder.connect(configuration: configuration, logger: logger, metrics: metrics)
-    try await builder.streams(Streams.tasks, Streams.events, Streams.usage, Streams.deadLetter)
+    try await builder.streams(Streams.events, Streams.usage, Streams.deadLetter)
     let pool = try await builder.postgres { pool, logger in
         try await OrchestratorStore(pool: pool).migrate(logger: logger)
         try await KnowledgeStore(pool: pool).migrate(logger: logger)
@@ -25,9 +25,9 @@ public func buildOrchestrator(configuration: ServiceConfiguration, orchestrator:
         knowledge: knowledge, providers: providers, breakers: CircuitBreakers(configuration: orchestrator.breaker),
         configuration: orchestrator, metrics: metrics, logger: logger)
     builder.add(KnowledgeInvalidationService(connection: builder.connection, cache: knowledge, logger: logger))
-    var tasks = Consumers.orchestratorTasks.spec
+    var tasks = Consumers.orchestratorRouted.spec
     tasks.ackWait = orchestrator.taskAckWait
-    try await builder.consume(Consumers.orchestratorTasks, ChatRouted.self, spec: tasks, batchSize: 64,
+    try await builder.consume(Consumers.orchestratorRouted, ChatRouted.self, spec: tasks, batchSize: 64,
                               meta: OrchestratorHandler.requestMeta, handler: handler.handle)
     return builder.serviceGroup(signals: signals)
 }

@@ -47,6 +47,12 @@ public struct OrchestratorHandler: Sendable {
         let tenant = meta.tenantID
         let headers = event.hopHeaders
         let started = EventClock.nowUnixNanos()
+        if StaleWork.isStale(deadlineUnixNanos: request.deadlineUnixNanos, nowUnixNanos: started) {
+            // Replayed long after its deadline (a recreated durable): already answered 504, effects would double.
+            metrics.counter(.agentErrorsTotal, [(.tenant, tenant), (.agent, routed.agent), (.outcome, "stale")])
+                .increment()
+            return
+        }
         let clockStart = ContinuousClock.now
         let snapshot = directory.snapshot(tenant: tenant)
         let manifest = snapshot?.manifest?.agents.first { $0.agent == routed.agent }

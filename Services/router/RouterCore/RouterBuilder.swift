@@ -9,10 +9,10 @@ import Telemetry
 public func buildRouter(configuration: ServiceConfiguration, logger: Logger,
                         metrics: TelemetryMetrics = TelemetryMetrics(), signals: Bool = true) async throws -> ServiceGroup {
     let builder = try await ServiceBuilder.connect(configuration: configuration, logger: logger, metrics: metrics)
-    try await builder.streams(Streams.requests, Streams.tasks, Streams.events, Streams.deadLetter)
+    try await builder.streams(Streams.events, Streams.deadLetter)
     let handler = RouterHandler(jetStream: builder.jetStream, directory: builder.tenancyMirror(), metrics: metrics,
                                 logger: logger)
-    try await builder.consume(Consumers.routerRequests, ChatRequested.self, batchSize: 128, keepAlive: false,
+    try await builder.consume(Consumers.routerRequested, ChatRequested.self, batchSize: 128, keepAlive: false,
                               handler: handler.handle)
     return builder.serviceGroup(signals: signals)
 }

@@ -12,9 +12,10 @@ public enum RouterNames {
     public static let producer = ServiceName.router.rawValue
 }
 
-/// Handles one `ChatRequested`: decides the agent, then publishes `ChatRouted` to the agent's task subject and
-/// the event log (plus the request itself to `evt.chat.requested`), or answers the gateway with a `ChatFailed`
-/// when the request can't be routed. All publishes carry deterministic ids, so a redelivery is harmless.
+/// Handles one `ChatRequested` (an `evt.chat.requested` event, which is also the router's work item): decides the
+/// agent, then publishes one `ChatRouted` event — the orchestrator's work item — or answers the gateway with a
+/// `ChatFailed` when the request can't be routed. All publishes carry deterministic ids, so a redelivery is
+/// harmless; a request replayed long after its deadline (a recreated durable) is dropped (docs/adr/0011).
 public struct RouterHandler: Sendable {
     let jetStream: JetStream
     let directory: TenantDirectory
@@ -34,6 +35,10 @@ public struct RouterHandler: Sendable {
         let meta = context.meta
         let tenant = meta.tenantID
         let headers = context.hopHeaders
+        if StaleWork.isStale(deadlineUnixNanos: request.deadlineUnixNanos, nowUnixNanos: EventClock.nowUnixNanos()) {
+            metrics.counter(.chatRequestsTotal, [(.tenant, tenant), (.agent, ""), (.outcome, "stale")]).increment()
+            return
+        }
         let outcome: RoutingOutcome
         if let snapshot = directory.snapshot(tenant: tenant) {
             outcome = policy.decide(RoutingInput(tenant: snapshot.tenant, manifest: snapshot.manifest,
@@ -42,19 +47,14 @@ public struct RouterHandler: Sendable {
             outcome = .rejected(RoutingRejection(.tenantSuspended, httpStatus: 403,
                                                  message: "The tenant is not active."))
         }
-        async let requestedEvent: Void = publishRequested(context.delivery.payload, meta: meta, headers: headers)
         switch outcome {
         case .routed(let decision):
             let routed = makeRouted(request, decision: decision, producer: RouterNames.producer,
                                     nowUnixNanos: EventClock.nowUnixNanos())
             let bytes = routed.protobufBytes()
             let eventID = routed.meta?.eventID ?? ""
-            async let task = jetStream.publish(OutboundMessage(
-                subject: Subjects.agentTask(agent: decision.agent), payload: bytes, headers: headers,
-                messageID: "\(tenant):\(eventID)"))
-            async let event = jetStream.publishEvent(.chatRouted, tenant: tenant, eventID: eventID,
-                                                     payload: bytes, headers: headers)
-            _ = try await (task, event, requestedEvent)
+            try await jetStream.publishEvent(.chatRouted, tenant: tenant, eventID: eventID, payload: bytes,
+                                             headers: headers)
             metrics.counter(.chatRequestsTotal, [(.tenant, tenant), (.agent, decision.agent), (.outcome, "routed")])
                 .increment()
             logger.debug("request routed", metadata: [
@@ -76,13 +76,7 @@ public struct RouterHandler: Sendable {
             }
             try await jetStream.publishEvent(.chatFailed, tenant: tenant, eventID: failed.meta?.eventID ?? "",
                                              payload: bytes, headers: headers)
-            try await requestedEvent
             metrics.counter(.chatRequestsTotal, [(.tenant, tenant), (.agent, ""), (.outcome, "rejected")]).increment()
         }
-    }
-
-    private func publishRequested(_ payload: [UInt8], meta: EventMeta, headers: NATSHeaders) async throws {
-        try await jetStream.publishEvent(.chatRequested, tenant: meta.tenantID, eventID: meta.eventID,
-                                         payload: payload, headers: headers)
     }
 }

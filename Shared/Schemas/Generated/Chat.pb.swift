@@ -4,7 +4,7 @@
 internal import SwitchyardProtoC
 internal import CProtobufC
 
-/// ChatRequested: the gateway accepted a chat completion (subject chat.request.<tenant>).
+/// ChatRequested: the gateway accepted a chat completion (subject evt.chat.requested.<tenant>; the router's work item).
 public struct ChatRequested: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.ChatRequested"
 
@@ -266,7 +266,7 @@ extension ChatRequested: Codable {
     }
 }
 
-/// ChatRouted: the router's decision; carries the whole request (subject agent.task.<agent>).
+/// ChatRouted: the router's decision; carries the whole request (subject evt.chat.routed.<tenant>; the orchestrator's work item).
 public struct ChatRouted: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.ChatRouted"
 

@@ -45,7 +45,7 @@ struct  Switchyard__V1__ChatRequested__MetadataEntry
 
 
 /*
- * ChatRequested: the gateway accepted a chat completion (subject chat.request.<tenant>).
+ * ChatRequested: the gateway accepted a chat completion (subject evt.chat.requested.<tenant>; the router's work item).
  */
 struct  Switchyard__V1__ChatRequested
 {
@@ -91,7 +91,7 @@ struct  Switchyard__V1__ChatRequested
 
 
 /*
- * ChatRouted: the router's decision; carries the whole request (subject agent.task.<agent>).
+ * ChatRouted: the router's decision; carries the whole request (subject evt.chat.routed.<tenant>; the orchestrator's work item).
  */
 struct  Switchyard__V1__ChatRouted
 {
