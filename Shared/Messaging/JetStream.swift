@@ -68,7 +68,8 @@ public struct ConsumerSpec: Sendable, Equatable {
         /// Only messages stored after the durable was created.
         case new
         /// Messages stored within `window` before the durable was created: a durable recreated on a long event
-        /// log picks up what is still worth handling instead of replaying the whole log.
+        /// log picks up what is still worth handling instead of replaying the whole log. Resolved to a start
+        /// sequence when the durable is created.
         case recent(Duration)
     }
 
@@ -314,10 +315,16 @@ public final class JetStream: @unchecked Sendable {
             case .new:
                 config.DeliverPolicy = js_DeliverNew
             case .recent(let window):
-                config.DeliverPolicy = js_DeliverByStartTime
-                // Whole seconds: the time travels as RFC 3339 text and must read back identical on later updates.
-                let start = Self.unixNanosNow() - window.nanoseconds
-                config.OptStartTime = start - start % 1_000_000_000
+                // As a start *sequence*: nats-server 2.9 refuses any later update of a durable created with a
+                // start time ("start time can not be updated"), even with the identical time.
+                let sequence = try Self.firstSequence(storedSince: Self.unixNanosNow() - window.nanoseconds,
+                                                      stream: stream, context: ctx.pointer)
+                if sequence > 1 {
+                    config.DeliverPolicy = js_DeliverByStartSequence
+                    config.OptStartSeq = sequence
+                } else {
+                    config.DeliverPolicy = js_DeliverAll
+                }
             }
             config.AckWait = spec.ackWait.nanoseconds
             config.MaxDeliver = Int64(spec.maxDeliver)
@@ -364,6 +371,41 @@ public final class JetStream: @unchecked Sendable {
         return current.AckWait == spec.ackWait.nanoseconds && current.MaxDeliver == Int64(spec.maxDeliver)
             && current.MaxAckPending == Int64(spec.maxAckPending) && (filter ?? "") == (spec.filterSubject ?? "")
             && backoff == spec.ackTimeoutBackoff.map(\.nanoseconds)
+    }
+
+    /// The first sequence of `stream` stored at or after `unixNanos` (one past the last if none is), by binary
+    /// search over stored times: about log2(messages) direct gets, once, when a durable is created. A missing
+    /// sequence (deleted) counts as older.
+    static func firstSequence(storedSince unixNanos: Int64, stream: String, context: OpaquePointer)
+        throws(NATSError) -> UInt64
+    {
+        var info: UnsafeMutablePointer<jsStreamInfo>?
+        var jsErr = jsErrCode(0)
+        let status = js_GetStreamInfo(&info, context, stream, nil, &jsErr)
+        guard status == NATS_OK, let info else {
+            throw NATSError.fromStatus(status, code: .jetStream, context: "reading stream info", jsErr: jsErr)
+        }
+        let first = info.pointee.State.FirstSeq
+        let last = info.pointee.State.LastSeq
+        jsStreamInfo_Destroy(info)
+        guard last >= first, last > 0 else { return last + 1 }
+        var low = first
+        var high = last + 1  // invariant: everything below `low` is older; `high` is at or after the time
+        while low < high {
+            let middle = low + (high - low) / 2
+            var message: OpaquePointer?
+            var getErr = jsErrCode(0)
+            let got = js_GetMsg(&message, context, stream, middle, nil, &getErr)
+            var stored: Int64 = .min
+            if got == NATS_OK, let message {
+                stored = natsMsg_GetTime(message)
+                natsMsg_Destroy(message)
+            } else if got != NATS_NOT_FOUND {
+                throw NATSError.fromStatus(got, code: .jetStream, context: "reading a stream message", jsErr: getErr)
+            }
+            if stored >= unixNanos { high = middle } else { low = middle + 1 }
+        }
+        return low
     }
 
     static func unixNanosNow() -> Int64 {

@@ -257,4 +257,34 @@ struct JetStreamTests {
             #expect(try await h.jetStream.streamState("DEADLETTER").messages == 0)
         }
     }
+
+    @Test("a durable created with a recent start skips older messages, and keeps its start across updates")
+    func recentStartPolicy() async throws {
+        try await withHarness { h in
+            let log = StreamSpec(name: "LOG", subjects: ["log.*"])
+            try await h.jetStream.ensureStream(log)
+            try await h.jetStream.publish(OutboundMessage(subject: "log.a", payload: bytes("old")))
+            // Older than the window (1 s) by a margin a slow machine only widens.
+            try await Task.sleep(for: .milliseconds(2000))
+            var spec = ConsumerSpec(durable: "recent", ackWait: .seconds(30), start: .recent(.seconds(1)))
+            try await h.jetStream.ensureConsumer(stream: "LOG", spec)
+            try await h.jetStream.publish(OutboundMessage(subject: "log.a", payload: bytes("new")))
+            // A later start (another replica, a new release with another AckWait) updates it but keeps its start.
+            try await h.jetStream.ensureConsumer(stream: "LOG", spec)
+            spec.ackWait = .seconds(20)
+            try await h.jetStream.ensureConsumer(stream: "LOG", spec)
+            let consumer = try await PullConsumer.bind(jetStream: h.jetStream, stream: "LOG", durable: "recent")
+            defer { consumer.stop() }
+            let first = try required(try await consumer.next(timeout: .seconds(5)))
+            #expect(text(first.delivery.payload) == "new", "the recreated durable must not replay older messages")
+            try first.ack()
+            // The whole log is still there for durables that want it.
+            try await h.jetStream.ensureConsumer(stream: "LOG", ConsumerSpec(durable: "everything"))
+            let all = try await PullConsumer.bind(jetStream: h.jetStream, stream: "LOG", durable: "everything")
+            defer { all.stop() }
+            let oldest = try required(try await all.next(timeout: .seconds(5)))
+            #expect(text(oldest.delivery.payload) == "old")
+            try oldest.ack()
+        }
+    }
 }

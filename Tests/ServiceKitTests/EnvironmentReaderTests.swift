@@ -36,3 +36,15 @@ struct EnvironmentReaderTests {
         }
     }
 }
+
+@Suite("Stale work on the event log")
+struct StaleWorkTests {
+    @Test func onlyWorkPastItsDeadlineByMoreThanTheDuplicateWindowIsStale() {
+        let deadline: Int64 = 1_000_000_000_000
+        let window = Duration.seconds(120)
+        #expect(!StaleWork.isStale(deadlineUnixNanos: deadline, nowUnixNanos: deadline - 1, window: window))
+        #expect(!StaleWork.isStale(deadlineUnixNanos: deadline, nowUnixNanos: deadline + 119_000_000_000, window: window))
+        #expect(StaleWork.isStale(deadlineUnixNanos: deadline, nowUnixNanos: deadline + 121_000_000_000, window: window))
+        #expect(!StaleWork.isStale(deadlineUnixNanos: 0, nowUnixNanos: deadline, window: window), "no deadline")
+    }
+}
