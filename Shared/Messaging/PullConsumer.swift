@@ -94,7 +94,6 @@ public struct JetStreamMessage: ~Copyable, Sendable {
 /// `@unchecked Sendable`: the subscription handle is used for fetching from one lane (serial queue) only;
 /// the buffer is behind a `Mutex`.
 public final class PullConsumer: @unchecked Sendable {
-    private let subscription: OpaquePointer
     private let lane: BlockingLane
     public let stream: String
     public let durable: String
@@ -105,7 +104,6 @@ public final class PullConsumer: @unchecked Sendable {
 
     private init(subscription: OpaquePointer, jetStream: JetStream, stream: String, durable: String) {
         self.handle = PullSubscriptionHandle(subscription, jetStream: jetStream)
-        self.subscription = subscription
         self.lane = BlockingLane(label: "pull.\(stream).\(durable)")
         self.stream = stream
         self.durable = durable
@@ -140,7 +138,7 @@ public final class PullConsumer: @unchecked Sendable {
     /// Fetches up to `batch` messages, waiting at most `timeout` for the first. Returns an empty array on
     /// timeout. Runs the blocking fetch off the cooperative pool.
     func fetchBatch(_ batch: Int, timeout: Duration) async throws(NATSError) -> [(JetStreamDelivery, CMessageBox)] {
-        let sub = SendablePointer(subscription)
+        let sub = SendablePointer(handle.pointer)
         let handle = self.handle
         let millis = max(timeout.milliseconds, 1)
         let stream = self.stream
@@ -217,7 +215,7 @@ public final class PullConsumer: @unchecked Sendable {
             defer { buffer = nil }
             return buffer ?? []
         })
-        natsSubscription_Unsubscribe(subscription)
+        natsSubscription_Unsubscribe(handle.pointer)
     }
 
     deinit {

@@ -26,14 +26,6 @@ public struct EnvironmentReader: Sendable {
         return optional(name) ?? value
     }
 
-    /// A required value.
-    public func required(_ name: String, expectation: String) throws(ConfigurationError) -> String {
-        guard let value = optional(name) else {
-            throw ConfigurationError(code: .empty, variable: name, expectation: expectation)
-        }
-        return value
-    }
-
     /// An integer in `range`, or `value` when unset.
     public func integer(_ name: String, default value: Int, range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
         guard let raw = optional(name) else { return value }
