@@ -45,11 +45,14 @@ public enum DeadLetter {
     }
 }
 
-/// A pull-fetch consume loop as a swift-service-lifecycle `Service`: fetches a batch (backpressure: it never
-/// holds more than `batchSize` unacked messages), runs the handler for each concurrently, then settles:
-/// success → ack; retriable error → nak with the consumer's backoff; poison, or a failure on the last
-/// allowed delivery → dead-letter, then term. On graceful shutdown it stops fetching, finishes in-flight
-/// messages and returns.
+/// A consume loop as a swift-service-lifecycle `Service`: a ``ContinuousPull`` on the durable (never more than
+/// `maxInFlight` messages unsettled, each handed to its handler as soon as it arrives), one child task per
+/// message, then the settlement: success → ack; retriable error → nak with the consumer's backoff; poison, or a
+/// failure on the last allowed delivery → dead-letter, then term. Acks are one-way publishes. With `keepAlive`,
+/// one ticker sends in-progress acks every AckWait/2 for every message still being handled, so a slow handler
+/// isn't redelivered to another replica meanwhile. On graceful shutdown it stops pulling (late arrivals go
+/// back at once), finishes the messages it holds and returns; when cancelled, handlers see the cancellation
+/// and their messages are given back at once.
 public struct JetStreamConsumerService: Service {
     public typealias Handler = @Sendable (JetStreamDelivery) async throws -> Void
 
@@ -57,82 +60,69 @@ public struct JetStreamConsumerService: Service {
     private let stream: String
     private let spec: ConsumerSpec
     private let batchSize: Int
-    private let workers: Int
+    private let maxInFlight: Int
     private let keepAlive: Bool
-    private let fetchTimeout: Duration
+    private let expires: Duration
     private let handler: Handler
     private let logger: Logger
 
     /// - Parameters:
-    ///   - batchSize: messages per fetch.
-    ///   - workers: concurrent fetch loops (default 1); at most `workers × batchSize` messages are in flight.
-    ///     More workers cut head-of-line waits behind a slow batch but cost CPU (measured: 4 workers × 32 were
-    ///     slower than 1 × 64 on 2 cores under `make bench`).
-    ///   - keepAlive: send in-progress acks for handlers that run longer than AckWait/2 (costs a timer task
-    ///     per message; fast handlers such as the router's turn it off).
+    ///   - batchSize: the most messages one pull request asks for.
+    ///   - maxInFlight: the most messages held unsettled at once (default: twice `batchSize`); this replica's
+    ///     share of the durable's MaxAckPending.
+    ///   - keepAlive: send in-progress acks for handlers that run longer than AckWait/2 (fast handlers such as
+    ///     the router's turn it off).
+    ///   - expires: how long one pull request waits for messages on an idle stream.
     public init(jetStream: JetStream, stream: String, consumer spec: ConsumerSpec, batchSize: Int = 64,
-                workers: Int = 1, keepAlive: Bool = true,
-                fetchTimeout: Duration = .milliseconds(500), logger: Logger, handler: @escaping Handler) {
-        self.workers = max(1, workers)
-        self.keepAlive = keepAlive
+                maxInFlight: Int? = nil, keepAlive: Bool = true, expires: Duration = .seconds(5), logger: Logger,
+                handler: @escaping Handler) {
         self.jetStream = jetStream
         self.stream = stream
         self.spec = spec
-        self.batchSize = batchSize
-        self.fetchTimeout = fetchTimeout
+        self.batchSize = max(1, batchSize)
+        self.maxInFlight = max(1, maxInFlight ?? 2 * batchSize)
+        self.keepAlive = keepAlive
+        self.expires = expires
         self.logger = logger
         self.handler = handler
     }
 
     public func run() async throws {
-        // `workers` independent fetch loops on the same durable: while one worker's batch is being handled,
-        // another is already fetching, so one slow message holds up at most its own batch.
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for _ in 0..<workers {
-                group.addTask { try await self.workerLoop() }
-            }
-            try await group.waitForAll()
-        }
-    }
-
-    private func workerLoop() async throws {
-        let consumer = try await PullConsumer.bind(jetStream: jetStream, stream: stream, durable: spec.durable)
-        defer { consumer.stop() }
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            let batch: [(JetStreamDelivery, CMessageBox)]
-            do {
-                batch = try await consumer.fetchBatch(batchSize, timeout: fetchTimeout)
-            } catch {
-                logger.warning("fetch failed", metadata: ["stream": "\(stream)", "error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(200))
-                continue
-            }
-            if batch.isEmpty { continue }
-            let items = batch.map { SendableFetched(delivery: $0.0, box: $0.1) }
-            // Graceful shutdown lets the batch finish: nothing fetched is left unsettled.
-            await withTaskGroup(of: Void.self) { group in
-                for item in items {
-                    group.addTask { await self.process(JetStreamMessage(delivery: item.delivery, box: item.box)) }
+        let pull = try await ContinuousPull.start(
+            jetStream: jetStream, stream: stream, durable: spec.durable, maxInFlight: maxInFlight,
+            maxBatch: batchSize, expires: expires, keepAliveInterval: keepAlive ? spec.ackWait / 2 : nil,
+            logger: logger)
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await pull.runTicker() }
+                while let batch = await pull.queue.next() {
+                    for item in batch {
+                        pull.keepAlive(item.box)
+                        group.addTask { await self.process(JetStreamMessage(delivery: item.delivery, box: item.box)) }
+                    }
                 }
+                // Finished (drained after a graceful shutdown) or cancelled: stop pulling either way.
+                pull.stop()
             }
+        } onGracefulShutdown: {
+            pull.stop()
+        }
+        // Cancelled before the loop took them: give them back at once.
+        for item in pull.queue.removeAll() {
+            let message = JetStreamMessage(delivery: item.delivery, box: item.box)
+            try? message.nak()
         }
     }
 
-    /// Runs the handler and settles the message exactly once. With `keepAlive`, while a slow handler runs the
-    /// loop tells the server every AckWait/2 through the message's own handle that work is in progress, so it
-    /// isn't redelivered to another replica meanwhile.
+    /// Runs the handler and settles the message exactly once.
     func process(_ message: consuming JetStreamMessage) async {
         let delivery = message.delivery
         let failure: (any Error)?
-        if keepAlive {
-            failure = await runKeepingAlive(message)
-        } else {
-            do {
-                try await handler(delivery)
-                failure = nil
-            } catch {
-                failure = error
-            }
+        do {
+            try await handler(delivery)
+            failure = nil
+        } catch {
+            failure = error
         }
         guard let error = failure else {
             do {
@@ -165,53 +155,6 @@ public struct JetStreamConsumerService: Service {
             return
         }
         await deadLetter(message, reason: "\(error)")
-    }
-
-    private enum HandlerEvent: Sendable {
-        case finished((any Error)?)
-        case heartbeat
-        /// The heartbeat's sleep was cancelled: no more heartbeats (re-arming would spin).
-        case heartbeatStopped
-    }
-
-    private static func heartbeat(after interval: Duration) async -> HandlerEvent {
-        do {
-            try await Task.sleep(for: interval)
-            return .heartbeat
-        } catch {
-            return .heartbeatStopped
-        }
-    }
-
-    /// Runs the handler while sending in-progress acks every AckWait/2; returns the handler's error, if any.
-    private func runKeepingAlive(_ message: borrowing JetStreamMessage) async -> (any Error)? {
-        let delivery = message.delivery
-        let handler = self.handler
-        let interval = spec.ackWait / 2
-        return await withTaskGroup(of: HandlerEvent.self) { group in
-            group.addTask {
-                do {
-                    try await handler(delivery)
-                    return .finished(nil)
-                } catch {
-                    return .finished(error)
-                }
-            }
-            group.addTask { await Self.heartbeat(after: interval) }
-            while let event = await group.next() {
-                switch event {
-                case .finished(let error):
-                    group.cancelAll()
-                    return error
-                case .heartbeat:
-                    try? message.inProgress()
-                    _ = group.addTaskUnlessCancelled { await Self.heartbeat(after: interval) }
-                case .heartbeatStopped:
-                    continue  // cancelled: wait for the handler alone
-                }
-            }
-            return nil
-        }
     }
 
     private func deadLetter(_ message: consuming JetStreamMessage, reason: String) async {

@@ -363,6 +363,22 @@ public final class JetStream: @unchecked Sendable {
         logger.debug("consumer provisioned", metadata: ["stream": "\(stream)", "consumer": "\(spec.durable)"])
     }
 
+    /// Fails with `.notFound` (naming stream and durable) unless the durable exists: consume loops bind only to
+    /// durables their owner provisioned, never create one implicitly (docs/adr/0002).
+    func requireConsumer(stream: String, durable: String) async throws(NATSError) {
+        let ctx = SendablePointer(context)
+        try await connection.lane.run { () throws(NATSError) in
+            var info: UnsafeMutablePointer<jsConsumerInfo>?
+            var jsErr = jsErrCode(0)
+            let status = js_GetConsumerInfo(&info, ctx.pointer, stream, durable, nil, &jsErr)
+            if let info { jsConsumerInfo_Destroy(info) }
+            if status != NATS_OK {
+                throw NATSError.fromStatus(status, code: .jetStream,
+                                           context: "looking up consumer \(durable) of stream \(stream)", jsErr: jsErr)
+            }
+        }
+    }
+
     /// Whether an existing durable already has `spec`'s updatable settings (then nothing is sent: a restart
     /// doesn't touch the durable at all).
     static func sameUpdatableSettings(_ current: jsConsumerConfig, _ spec: ConsumerSpec) -> Bool {

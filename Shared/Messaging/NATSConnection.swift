@@ -20,6 +20,8 @@ public final class NATSConnection: @unchecked Sendable {
     let lane: BlockingLane
     private let requests: RequestMultiplexer
     private let closed = Atomic<Bool>(false)
+    /// Shared with the event callbacks (which may outlive this object by a moment, see `deinit`).
+    private let eventCounts: ConnectionEventCounts
 
     private init(handle: OpaquePointer, options: NATSOptionsHandle, events: Unmanaged<ConnectionEvents>,
                  configuration: NATSConfiguration, logger: Logger, lane: BlockingLane) throws(NATSError) {
@@ -29,6 +31,7 @@ public final class NATSConnection: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         self.lane = lane
+        self.eventCounts = events.takeUnretainedValue().counts
         self.requests = try RequestMultiplexer(connection: handle, inboxPrefix: configuration.inboxPrefix)
     }
 
@@ -120,6 +123,10 @@ public final class NATSConnection: @unchecked Sendable {
         // `events` is released by the closed callback: nats.c calls it on its own thread, possibly after
         // this deinit returned, so releasing here would leave it a dangling pointer.
     }
+
+    /// How many times nats.c has reconnected this connection. Server-side state bound to the old connection
+    /// (waiting pull requests) is gone after a reconnect; ``ContinuousPull`` watches this to re-issue them.
+    public var reconnectCount: Int { eventCounts.reconnects.load(ordering: .acquiring) }
 
     /// Whether the connection is currently connected (not reconnecting or closed).
     public var isConnected: Bool {
@@ -227,9 +234,15 @@ final class NATSOptionsHandle: @unchecked Sendable {
     deinit { natsOptions_Destroy(pointer) }
 }
 
-/// Connection event callbacks: logged, never touching payloads.
+/// Counts of connection events, shared by the callbacks and the connection.
+final class ConnectionEventCounts: Sendable {
+    let reconnects = Atomic<Int>(0)
+}
+
+/// Connection event callbacks: logged (never touching payloads) and counted.
 final class ConnectionEvents: Sendable {
     let logger: Logger
+    let counts = ConnectionEventCounts()
     init(logger: Logger) { self.logger = logger }
 
     static let disconnected: natsConnectionHandler = { _, closure in
@@ -238,7 +251,9 @@ final class ConnectionEvents: Sendable {
     }
     static let reconnected: natsConnectionHandler = { _, closure in
         guard let closure else { return }
-        Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue().logger.info("nats reconnected")
+        let events = Unmanaged<ConnectionEvents>.fromOpaque(closure).takeUnretainedValue()
+        events.counts.reconnects.add(1, ordering: .releasing)
+        events.logger.info("nats reconnected")
     }
     /// The last callback nats.c makes for a connection: it takes back the retain made at connect.
     static let closed: natsConnectionHandler = { _, closure in

@@ -16,25 +16,72 @@ public struct JetStreamDelivery: Sendable {
     public var storedAtUnixNanos: Int64
 }
 
-/// Owns a fetched `natsMsg` until it is destroyed, and keeps the subscription it came from alive (nats.c acks
-/// through the message's subscription). Settling is recorded here, so a handle dropped unsettled is noticed.
+/// How a received message is settled (or kept alive).
+enum AckKind: Sendable {
+    case ack
+    case nak(delay: Duration?)
+    case term
+    case inProgress
+
+    /// Ack, nak and term end the server's wait for this delivery; an in-progress ack does not.
+    var settles: Bool {
+        if case .inProgress = self { return false }
+        return true
+    }
+}
+
+/// Owns a received `natsMsg` until it is destroyed, and what it is settled through: the pull subscription it
+/// was fetched on (nats.c's ack calls), or the ``ContinuousPull`` it was delivered by (a publish to its
+/// `$JS.ACK…` reply subject). Settling is recorded here, so a handle dropped unsettled is noticed.
 ///
-/// `@unchecked Sendable`: the pointer is only used through nats.c ack calls, which are thread-safe, by one
-/// owner at a time (the `~Copyable` ``JetStreamMessage``); the settled flag is atomic.
+/// `@unchecked Sendable`: the pointer is only read (reply subject) and passed to thread-safe nats.c calls, by
+/// one owner at a time (the `~Copyable` ``JetStreamMessage``); the settled flag is atomic.
 final class CMessageBox: @unchecked Sendable {
+    enum Origin {
+        case fetched(PullSubscriptionHandle)
+        case pulled(ContinuousPull)
+    }
+
     let msg: OpaquePointer
-    let subscription: PullSubscriptionHandle
+    let origin: Origin
     private let settledFlag = Atomic<Bool>(false)
 
     init(_ msg: OpaquePointer, subscription: PullSubscriptionHandle) {
         self.msg = msg
-        self.subscription = subscription
+        self.origin = .fetched(subscription)
+    }
+
+    init(_ msg: OpaquePointer, pull: ContinuousPull) {
+        self.msg = msg
+        self.origin = .pulled(pull)
     }
 
     deinit { natsMsg_Destroy(msg) }
 
+    var counters: HandleCounters {
+        switch origin {
+        case .fetched(let subscription): subscription.jetStream.counters
+        case .pulled(let pull): pull.jetStream.counters
+        }
+    }
+
     /// Marks the message settled; false if it already was.
     func markSettled() -> Bool { !settledFlag.exchange(true, ordering: .acquiringAndReleasing) }
+
+    func send(_ kind: AckKind) -> natsStatus {
+        switch origin {
+        case .fetched:
+            switch kind {
+            case .ack: return natsMsg_Ack(msg, nil)
+            case .nak(let delay?): return natsMsg_NakWithDelay(msg, delay.milliseconds, nil)
+            case .nak(nil): return natsMsg_Nak(msg, nil)
+            case .term: return natsMsg_Term(msg, nil)
+            case .inProgress: return natsMsg_InProgress(msg, nil)
+            }
+        case .pulled(let pull):
+            return pull.send(kind, for: self)
+        }
+    }
 }
 
 /// A received JetStream message and its ack handle. `~Copyable` with `consuming` settle operations, so a
@@ -52,36 +99,32 @@ public struct JetStreamMessage: ~Copyable, Sendable {
 
     deinit {
         if box.markSettled() {
-            box.subscription.jetStream.counters.droppedUnsettled.add(1, ordering: .relaxed)
-            _ = natsMsg_Nak(box.msg, nil)
+            box.counters.droppedUnsettled.add(1, ordering: .relaxed)
+            _ = box.send(.nak(delay: nil))
         }
     }
 
     /// Acknowledges: the effect is committed; the server will not redeliver.
     public consuming func ack() throws(NATSError) {
         _ = box.markSettled()
-        try Self.check(natsMsg_Ack(box.msg, nil), "acking")
+        try Self.check(box.send(.ack), "acking")
     }
 
     /// Negative ack: redeliver after `delay` (or at once).
     public consuming func nak(delay: Duration? = nil) throws(NATSError) {
         _ = box.markSettled()
-        if let delay {
-            try Self.check(natsMsg_NakWithDelay(box.msg, delay.milliseconds, nil), "nak with delay")
-        } else {
-            try Self.check(natsMsg_Nak(box.msg, nil), "nak")
-        }
+        try Self.check(box.send(.nak(delay: delay)), delay == nil ? "nak" : "nak with delay")
     }
 
     /// Terminates: never redeliver (after dead-lettering it, see `JetStreamConsumerService`).
     public consuming func term() throws(NATSError) {
         _ = box.markSettled()
-        try Self.check(natsMsg_Term(box.msg, nil), "term")
+        try Self.check(box.send(.term), "term")
     }
 
     /// Tells the server work is still going on, resetting the ack timer. May be called repeatedly.
     public func inProgress() throws(NATSError) {
-        try Self.check(natsMsg_InProgress(box.msg, nil), "in progress")
+        try Self.check(box.send(.inProgress), "in progress")
     }
 
     private static func check(_ status: natsStatus, _ what: String) throws(NATSError) {

@@ -61,16 +61,7 @@ final class RequestMultiplexer: Sendable {
     }
 
     init(connection: OpaquePointer, inboxPrefix: String = "_INBOX") throws(NATSError) {
-        var inbox: UnsafeMutablePointer<natsInbox>?
-        let inboxStatus = natsInbox_Create(&inbox)
-        guard inboxStatus == NATS_OK, let inbox else {
-            throw NATSError.fromStatus(inboxStatus, code: .subscribeFailed, context: "creating inbox")
-        }
-        // natsInbox_Create always yields `_INBOX.<nuid>`; swap in the connection's prefix.
-        let created = String(cString: inbox)
-        let unique = created.hasPrefix("_INBOX.") ? String(created.dropFirst("_INBOX.".count)) : created
-        prefix = inboxPrefix + "." + unique + "."
-        natsInbox_Destroy(inbox)
+        prefix = try uniqueInbox(prefix: inboxPrefix) + "."
         let state = State(prefixLength: prefix.utf8.count)
         let retained = Unmanaged.passRetained(state)
         var sub: OpaquePointer?
@@ -182,6 +173,20 @@ final class RequestMultiplexer: Sendable {
         guard let closure else { return }
         Unmanaged<State>.fromOpaque(closure).release()
     }
+}
+
+/// `<prefix>.<nuid>`: a fresh inbox subject under the connection's inbox prefix.
+func uniqueInbox(prefix: String) throws(NATSError) -> String {
+    var inbox: UnsafeMutablePointer<natsInbox>?
+    let status = natsInbox_Create(&inbox)
+    guard status == NATS_OK, let inbox else {
+        throw NATSError.fromStatus(status, code: .subscribeFailed, context: "creating inbox")
+    }
+    defer { natsInbox_Destroy(inbox) }
+    // natsInbox_Create always yields `_INBOX.<nuid>`; swap in the connection's prefix.
+    let created = String(cString: inbox)
+    let unique = created.hasPrefix("_INBOX.") ? String(created.dropFirst("_INBOX.".count)) : created
+    return prefix + "." + unique
 }
 
 /// A C pointer handed between threads. `@unchecked Sendable`: the pointee is a nats.c object whose API is

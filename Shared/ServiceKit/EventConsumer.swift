@@ -62,22 +62,23 @@ extension ServiceBuilder {
     /// its own). `spec` overrides the contract's settings (e.g. an operator-configured AckWait).
     ///
     /// - Parameters:
-    ///   - batchSize: messages per fetch; at most `workers × batchSize` are in flight.
+    ///   - batchSize: the most messages one pull request asks for.
+    ///   - maxInFlight: the most messages this replica holds unsettled (default: twice `batchSize`).
     ///   - keepAlive: send in-progress acks while a handler runs longer than AckWait/2.
     public func consume<Event: EventMessage>(
         _ contract: ConsumerContract, _ type: Event.Type, spec: ConsumerSpec? = nil, batchSize: Int = 64,
-        workers: Int = 1, keepAlive: Bool = true,
+        maxInFlight: Int? = nil, keepAlive: Bool = true,
         meta: @escaping @Sendable (Event) -> EventMeta? = { $0.meta },
         handler: @escaping TypedEventHandler<Event>.Handler
     ) async throws {
         let typed = TypedEventHandler(directory: directory, meta: meta, handler: handler)
-        try await consume(contract, spec: spec, batchSize: batchSize, workers: workers, keepAlive: keepAlive,
-                          handler: typed.handle)
+        try await consume(contract, spec: spec, batchSize: batchSize, maxInFlight: maxInFlight,
+                          keepAlive: keepAlive, handler: typed.handle)
     }
 
     /// A durable consumer with a raw handler (for consumers that batch or read several event types).
     public func consume(
-        _ contract: ConsumerContract, spec: ConsumerSpec? = nil, batchSize: Int = 64, workers: Int = 1,
+        _ contract: ConsumerContract, spec: ConsumerSpec? = nil, batchSize: Int = 64, maxInFlight: Int? = nil,
         keepAlive: Bool = true, handler: @escaping JetStreamConsumerService.Handler
     ) async throws {
         precondition(contract.owner.rawValue == configuration.service,
@@ -87,6 +88,6 @@ extension ServiceBuilder {
         try await jetStream.ensureConsumer(stream: contract.stream.name, spec)
         add(JetStreamConsumerService(
             jetStream: jetStream, stream: contract.stream.name, consumer: spec, batchSize: batchSize,
-            workers: workers, keepAlive: keepAlive, logger: logger, handler: handler))
+            maxInFlight: maxInFlight, keepAlive: keepAlive, logger: logger, handler: handler))
     }
 }

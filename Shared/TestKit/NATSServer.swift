@@ -1,19 +1,36 @@
 import Foundation
+import Synchronization
 
 /// A throwaway `nats-server -js` on a free loopback port with its store in a temporary directory.
 /// Use `withServer` so it is stopped (and its store removed) even when the test fails.
 public final class NATSServer: Sendable {
     public let port: Int
     public let storeDirectory: String
-    private let process: TestProcess
+    private let binary: String
+    private let arguments: [String]
+    private let current: Mutex<TestProcess>
+    private var process: TestProcess { current.withLock { $0 } }
 
     /// `nats://127.0.0.1:<port>`
     public var url: String { "nats://127.0.0.1:\(port)" }
 
-    private init(port: Int, storeDirectory: String, process: TestProcess) {
+    private init(port: Int, storeDirectory: String, binary: String, arguments: [String], process: TestProcess) {
         self.port = port
         self.storeDirectory = storeDirectory
-        self.process = process
+        self.binary = binary
+        self.arguments = arguments
+        self.current = Mutex(process)
+    }
+
+    /// Stops the server (SIGTERM, like an operator's restart) and starts it again on the same port with the same
+    /// store, so clients reconnect to it and find their streams. Returns once it accepts connections again.
+    public func restart() async throws {
+        _ = await process.terminateAndWait(grace: .seconds(5))
+        let next = try TestProcess(executable: binary, arguments: arguments)
+        current.withLock { $0 = next }
+        guard await Self.waitForReady(process: next, port: port) else {
+            throw TestProcessError("nats-server did not come back on port \(port): \(next.output)")
+        }
     }
 
     /// Starts a server, retrying on another port if the chosen one was taken in the meantime.
@@ -49,12 +66,12 @@ public final class NATSServer: Sendable {
         var lastError: (any Error)?
         for _ in 0..<5 {
             let port = try freeTCPPort()
-            let process = try TestProcess(
-                executable: binary,
-                arguments: configArguments + ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", store]
-                    + extraArguments)
+            let arguments = configArguments + ["-js", "-a", "127.0.0.1", "-p", String(port), "-sd", store]
+                + extraArguments
+            let process = try TestProcess(executable: binary, arguments: arguments)
             if await waitForReady(process: process, port: port) {
-                return NATSServer(port: port, storeDirectory: store, process: process)
+                return NATSServer(port: port, storeDirectory: store, binary: binary, arguments: arguments,
+                                  process: process)
             }
             lastError = TestProcessError("nats-server did not become ready on port \(port): \(process.output)")
             _ = await process.terminateAndWait(grace: .seconds(2))

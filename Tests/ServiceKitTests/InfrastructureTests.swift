@@ -73,8 +73,7 @@ struct InfrastructureTests {
             let attempts = Mutex(0)
             let decoded = Mutex<[ChatRequested]>([])
             let service = JetStreamConsumerService(
-                jetStream: jetStream, stream: StreamNames.events, consumer: spec,
-                fetchTimeout: .milliseconds(100), logger: logger
+                jetStream: jetStream, stream: StreamNames.events, consumer: spec, logger: logger
             ) { delivery in
                 attempts.withLock { $0 += 1 }
                 let request = try ChatRequested(protobuf: delivery.payload)

@@ -27,7 +27,7 @@ public func buildOrchestrator(configuration: ServiceConfiguration, orchestrator:
     builder.add(KnowledgeInvalidationService(connection: builder.connection, cache: knowledge, logger: logger))
     var tasks = Consumers.orchestratorRouted.spec
     tasks.ackWait = orchestrator.taskAckWait
-    try await builder.consume(Consumers.orchestratorRouted, ChatRouted.self, spec: tasks, batchSize: 64,
+    try await builder.consume(Consumers.orchestratorRouted, ChatRouted.self, spec: tasks, batchSize: 128, maxInFlight: 1024,
                               meta: OrchestratorHandler.requestMeta, handler: handler.handle)
     return builder.serviceGroup(signals: signals)
 }
