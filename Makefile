@@ -57,7 +57,7 @@ bench-shared: deps ## Measure the Shared layer (JetStream publish/consume, proto
 	$(SWIFT) run -c release shared-bench
 
 .PHONY: bench
-bench: ## Full chat path under load (wrk, concurrency 16/64, stream + non-stream, fake upstream + local)
+bench: ## Full chat path under load (wrk, concurrency 1/16/64, stream + non-stream, fake upstream + local)
 	./scripts/bench.sh
 
 .PHONY: infra-up

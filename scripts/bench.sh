@@ -7,7 +7,7 @@
 # (agent `concierge`) and the built-in local knowledge-base path (agent `restaurant-host`). Prints per case RPS,
 # p50/p90/p99, errors and CPU milliseconds per request of each process (nats-server, gateway, router,
 # orchestrator, upstream; "platform" = all but the upstream; wrk's own for reference), then the per-hop
-# breakdown from the event log and each service's peak RSS. Everything it started is stopped at the end.
+# breakdown from the event log and each service's peak RSS. Concurrency 1 first (latency when nothing queues). Everything it started is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${BENCH_DURATION:-10s}"
@@ -97,7 +97,7 @@ LUA
   local out before=() i
   for i in "${!cpu_pids[@]}"; do before[i]="$(ticks "${cpu_pids[i]}")"; done
   local TIMEFORMAT='%U %S' wrk_cpu
-  { time wrk -t2 -c"$conns" -d"$DURATION" --latency -s "$lua" "http://127.0.0.1:$HTTP_PORT/v1/chat/completions" \
+  { time wrk -t"$(( conns < 2 ? 1 : 2 ))" -c"$conns" -d"$DURATION" --latency -s "$lua" "http://127.0.0.1:$HTTP_PORT/v1/chat/completions" \
       >"$RUN/bench/wrk.out"; } 2>"$RUN/bench/wrk.time"
   out="$(cat "$RUN/bench/wrk.out")"
   wrk_cpu="$(awk '{print $1 + $2}' "$RUN/bench/wrk.time")"
@@ -127,6 +127,8 @@ LUA
 
 echo
 echo "Switchyard full-path benchmark — $(nproc) cores, $DURATION per case, wrk -t2"
+# One connection first: the latency of the chain when nothing queues (each hop's own cost).
+run_case "upstream (fake OpenAI) non-stream" concierge false 1
 for conns in 16 64; do
   if [ "$conns" = 64 ]; then
     SWITCHYARD_NATS_USER=admin SWITCHYARD_NATS_PASSWORD="$SWITCHYARD_NATS_PASSWORD_ADMIN" \

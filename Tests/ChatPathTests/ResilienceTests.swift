@@ -48,11 +48,7 @@ struct ResilienceTests {
         let fake = FakeOpenAI()
         try await fake.start()
         try await Stack.with(inProcessOrchestrator: false) { stack in
-            let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-                .appendingPathComponent("orchestrator").path
-            let binaryDirectory = URL(fileURLWithPath: Bundle.main.bundlePath).deletingLastPathComponent().path
-            let executable = FileManager.default.isExecutableFile(atPath: binary) ? binary : binaryDirectory + "/orchestrator"
-            try #require(FileManager.default.isExecutableFile(atPath: executable), "build the orchestrator first")
+            let executable = try Stack.binary("orchestrator")
             var environment = Stack.environment(stack.nats, stack.postgres, instance: "orch-a")
             environment["SWITCHYARD_OPENAI_BASE_URL"] = fake.baseURL
             environment["SWITCHYARD_PROVIDER_TIMEOUT_MS"] = "20000"

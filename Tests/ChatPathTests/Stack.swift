@@ -61,7 +61,8 @@ final class Stack: Sendable {
 
     static func start(orchestrator: OrchestratorConfiguration = OrchestratorConfiguration(endpoints: []),
                       gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
-                      consentPolicy: String = "none", inProcessOrchestrator: Bool = true) async throws -> Stack {
+                      consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
+                      inProcessRouter: Bool = true) async throws -> Stack {
         let nats = try await NATSServer.start()
         let postgres = try await PostgresServer.start()
         let (admin, adminJS) = try await connect(nats)
@@ -72,11 +73,13 @@ final class Stack: Sendable {
                                                         nowUnixNanos: EventClock.nowUnixNanos())
         try await writer.put(record)
 
-        let router = try await buildRouter(
-            configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "router-1"),
-                                                    service: "router"),
-            logger: logger, signals: false)
-        var groups = [router]
+        var groups: [ServiceGroup] = []
+        if inProcessRouter {
+            groups.append(try await buildRouter(
+                configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "router-1"),
+                                                        service: "router"),
+                logger: logger, signals: false))
+        }
         if inProcessOrchestrator {
             groups.append(try await buildOrchestrator(
                 configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "orch-1"),
@@ -100,7 +103,7 @@ final class Stack: Sendable {
         let stack = Stack(nats: nats, postgres: postgres, gatewayPort: port.withLock { $0 }, apiKey: apiKey,
                           keyRecord: record, writer: writer, admin: admin, adminJS: adminJS, groups: allGroups,
                           runner: runner)
-        if inProcessOrchestrator { try await stack.waitUntilReady() }
+        if inProcessOrchestrator && inProcessRouter { try await stack.waitUntilReady() }
         return stack
     }
 
@@ -188,10 +191,11 @@ final class Stack: Sendable {
     }
 
     static func with<T>(orchestrator: OrchestratorConfiguration = OrchestratorConfiguration(endpoints: []),
+                        gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
                         consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
-                        _ body: (Stack) async throws -> T) async throws -> T {
-        let stack = try await start(orchestrator: orchestrator, consentPolicy: consentPolicy,
-                                    inProcessOrchestrator: inProcessOrchestrator)
+                        inProcessRouter: Bool = true, _ body: (Stack) async throws -> T) async throws -> T {
+        let stack = try await start(orchestrator: orchestrator, gateway: gateway, consentPolicy: consentPolicy,
+                                    inProcessOrchestrator: inProcessOrchestrator, inProcessRouter: inProcessRouter)
         do {
             let result = try await body(stack)
             await stack.stop()
@@ -200,6 +204,18 @@ final class Stack: Sendable {
             await stack.stop()
             throw error
         }
+    }
+
+    /// The path of a service binary built next to the test bundle (`swift build` builds them all).
+    static func binary(_ name: String) throws -> String {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent(name).path
+        if FileManager.default.isExecutableFile(atPath: beside) { return beside }
+        let bundled = URL(fileURLWithPath: Bundle.main.bundlePath).deletingLastPathComponent().path + "/" + name
+        guard FileManager.default.isExecutableFile(atPath: bundled) else {
+            throw TestProcessError("\(name) binary not found: build it first (swift build)")
+        }
+        return bundled
     }
 
     // MARK: HTTP
