@@ -127,6 +127,18 @@ LUA
 
 echo
 echo "Switchyard full-path benchmark — $(nproc) cores, $DURATION per case, wrk -t2"
+# Warm every path first (connection pools, caches, lazily built tables): unmeasured, 2 s per path.
+echo "warming up (6 s, not measured)…"
+for warm in "concierge false" "concierge true" "restaurant-host false"; do
+  set -- $warm
+  cat >"$lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $SWITCHYARD_API_KEY"
+wrk.body = '{"model":"$1","stream":$2,"messages":[{"role":"user","content":"When are you open on Sunday?"}]}'
+LUA
+  wrk -t2 -c8 -d2s -s "$lua" "http://127.0.0.1:$HTTP_PORT/v1/chat/completions" >/dev/null
+done
 # One connection first: the latency of the chain when nothing queues (each hop's own cost).
 run_case "upstream (fake OpenAI) non-stream" concierge false 1
 for conns in 16 64; do

@@ -5,4 +5,6 @@
 #include <openssl/rand.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <openssl/params.h>
+#include <openssl/core_names.h>
 #endif

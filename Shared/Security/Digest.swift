@@ -1,5 +1,20 @@
 import COpenSSL
 
+/// OpenSSL algorithm implementations fetched once per process (an explicit fetch, instead of the lookup by name
+/// that `EVP_Q_digest` / `EVP_Q_mac` make on every call). Fetched objects are immutable and may be shared by
+/// threads.
+private enum Fetched {
+    /// Only nil when the OpenSSL installation is broken; nothing sensible can continue without a hash function.
+    nonisolated(unsafe) static let sha256: OpaquePointer = {
+        guard let md = EVP_MD_fetch(nil, "SHA256", nil) else { preconditionFailure("OpenSSL SHA-256 unavailable") }
+        return md
+    }()
+    nonisolated(unsafe) static let hmac: OpaquePointer = {
+        guard let mac = EVP_MAC_fetch(nil, "HMAC", nil) else { preconditionFailure("OpenSSL HMAC unavailable") }
+        return mac
+    }()
+}
+
 /// SHA-256 through OpenSSL's EVP API.
 public enum SHA256 {
     /// Length of a SHA-256 digest in bytes.
@@ -8,21 +23,21 @@ public enum SHA256 {
     /// The SHA-256 digest of `bytes`.
     public static func hash(_ bytes: some Collection<UInt8>) -> [UInt8] {
         var output = [UInt8](repeating: 0, count: byteCount)
-        var outputLength: UInt = 0
+        var outputLength: UInt32 = 0
         let ok: Int32 = withContiguousBytes(bytes) { input in
             output.withUnsafeMutableBufferPointer { out in
-                EVP_Q_digest(nil, "SHA256", nil, input.baseAddress, input.count, out.baseAddress, &outputLength)
+                EVP_Digest(input.baseAddress, input.count, out.baseAddress,
+                           &outputLength, Fetched.sha256, nil)
             }
         }
-        // EVP_Q_digest only fails when the SHA256 implementation can't be fetched, which means the OpenSSL
-        // installation is broken; nothing sensible can continue without a hash function.
-        precondition(ok == 1 && outputLength == UInt(byteCount), "OpenSSL SHA-256 unavailable")
+        precondition(ok == 1 && outputLength == UInt32(byteCount), "OpenSSL SHA-256 failed")
         return output
     }
 
     /// The SHA-256 digest of the UTF-8 bytes of `string`.
     public static func hash(_ string: String) -> [UInt8] {
-        hash(Array(string.utf8))
+        var string = string
+        return string.withUTF8 { hash($0) }
     }
 }
 
@@ -37,20 +52,27 @@ public enum HMACSHA256 {
         var outputLength = 0
         // OpenSSL rejects a NULL key pointer even for an empty key, so always pass a real buffer.
         let keyBytes = Array(key)
-        let result: UnsafeMutablePointer<UInt8>? = keyBytes.withUnsafeBufferPointer { keyBuffer in
-            let keyPointer = keyBuffer.baseAddress ?? UnsafePointer(emptyByte)
-            return withContiguousBytes(message) { input in
-                output.withUnsafeMutableBufferPointer { out in
-                    EVP_Q_mac(
-                        nil, "HMAC", nil, "SHA256", nil,
-                        keyPointer, keyBuffer.count,
-                        input.baseAddress, input.count,
-                        out.baseAddress, byteCount, &outputLength
-                    )
+        guard let context = EVP_MAC_CTX_new(Fetched.hmac) else { preconditionFailure("OpenSSL HMAC context") }
+        defer { EVP_MAC_CTX_free(context) }
+        let ok: Bool = OSSL_MAC_PARAM_DIGEST.withCString { name in
+            "SHA256".withCString { digest in
+                var params = [
+                    OSSL_PARAM_construct_utf8_string(name, UnsafeMutablePointer(mutating: digest), 0),
+                    OSSL_PARAM_construct_end(),
+                ]
+                return keyBytes.withUnsafeBufferPointer { keyBuffer in
+                    withContiguousBytes(message) { input in
+                        output.withUnsafeMutableBufferPointer { out in
+                            EVP_MAC_init(context, keyBuffer.baseAddress ?? UnsafePointer(emptyByte), keyBuffer.count,
+                                         &params) == 1
+                                && EVP_MAC_update(context, input.baseAddress, input.count) == 1
+                                && EVP_MAC_final(context, out.baseAddress, &outputLength, byteCount) == 1
+                        }
+                    }
                 }
             }
         }
-        precondition(result != nil && outputLength == byteCount, "OpenSSL HMAC-SHA-256 unavailable")
+        precondition(ok && outputLength == byteCount, "OpenSSL HMAC-SHA-256 failed")
         return output
     }
 

@@ -29,7 +29,7 @@ struct ChatPathTests {
             // Every hop left its event, decodable with Proto/, all in the caller's trace.
             var seen: [String: String] = [:]
             var iterator = events.messages.makeAsyncIterator()
-            while seen.count < 3, let message = await iterator.next() {
+            while seen.count < 4, let message = await iterator.next() {
                 guard message.subject.hasSuffix(".\(Stack.tenant)") else { continue }
                 let kind = message.subject.split(separator: ".").dropFirst().prefix(2).joined(separator: ".")
                 switch kind {
@@ -46,6 +46,12 @@ struct ChatPathTests {
                         #expect(event.agent == "host")
                         #expect(event.hops.map(\.hop).contains("router"))
                     }
+                case "agent.decision":
+                    let event = try AgentDecision(protobuf: message.payload)
+                    if event.meta?.requestID == requestID {
+                        seen[kind] = event.meta?.traceID
+                        #expect(event.decision == "answered")
+                    }
                 default: continue
                 }
             }
@@ -59,7 +65,7 @@ struct ChatPathTests {
                     #expect(event.completionTokens > 0)
                 }
             }
-            #expect(Set(seen.keys) == ["chat.requested", "chat.routed", "chat.completed"])
+            #expect(Set(seen.keys) == ["chat.requested", "chat.routed", "chat.completed", "agent.decision"])
             #expect(Set(seen.values) == ["4bf92f3577b34da6a3ce929d0e0e4736"])
             #expect(usageTrace == "4bf92f3577b34da6a3ce929d0e0e4736")
         }
@@ -160,19 +166,24 @@ struct ChatPathTests {
         try await Stack.with { stack in
             let handoffs = try stack.admin.subscribe("evt.handoff.requested.>")
             try await stack.admin.flush()
+            let trace = "0af7651916cd43dd8448eb211c80319c"
             let human = try await stack.chat(["model": "host", "messages": [
-                ["role": "user", "content": "I want to speak to a human"]]])
+                ["role": "user", "content": "I want to speak to a human"]]],
+                headers: stack.withKey(stack.apiKey).merging(["traceparent": "00-\(trace)-b7ad6b7169203331-01"]) { $1 })
             #expect(human.status == 200)
             #expect((human.json["switchyard"] as? [String: Any])?["handed_off"] as? Bool == true)
             let unsure = try await stack.chat(["model": "host", "messages": [
                 ["role": "user", "content": "Do you sell quantum flux capacitors?"]]])
             #expect((unsure.json["switchyard"] as? [String: Any])?["handed_off"] as? Bool == true)
-            var reasons: [String] = []
+            var reasons: [String: String] = [:]
             var iterator = handoffs.messages.makeAsyncIterator()
             while reasons.count < 2, let message = await iterator.next() {
-                reasons.append(try HandoffRequested(protobuf: message.payload).reason)
+                let event = try HandoffRequested(protobuf: message.payload)
+                reasons[event.reason] = event.meta?.traceID
             }
-            #expect(Set(reasons) == ["user_asked_for_human", "low_confidence"])
+            #expect(Set(reasons.keys) == ["user_asked_for_human", "low_confidence"])
+            // Outside consumers can join the handoff to its chat by trace id.
+            #expect(reasons["user_asked_for_human"] == trace)
         }
     }
 
@@ -249,6 +260,8 @@ struct ChatPathTests {
     @Test("a consent-requiring tenant is asked first; the answer is recorded")
     func consent() async throws {
         try await Stack.with(consentPolicy: "required") { stack in
+            let checks = try stack.admin.subscribe("evt.consent.checked.>")
+            try await stack.admin.flush()
             let conversation = ["x-switchyard-conversation-id": "conv-consent-1"]
             let headers = stack.withKey(stack.apiKey).merging(conversation) { $1 }
             let first = try await stack.chat(["model": "host", "messages": [
@@ -260,6 +273,17 @@ struct ChatPathTests {
             let answer = try await stack.chat(["model": "host", "messages": [
                 ["role": "user", "content": "When are you open on Sunday?"]]], headers: headers)
             #expect(answer.content?.contains("Tuesday to Sunday") == true)
+            // Each turn's check is on the event log, in that turn's trace.
+            var outcomes: [String] = []
+            var iterator = checks.messages.makeAsyncIterator()
+            while outcomes.count < 3, let message = await iterator.next() {
+                let event = try ConsentChecked(protobuf: message.payload)
+                #expect(event.conversationID == "conv-consent-1")
+                #expect(event.meta?.traceID.isEmpty == false)
+                outcomes.append(event.outcome)
+            }
+            #expect(outcomes.first == "asked")
+            #expect(outcomes.count == 3)
         }
     }
 }
