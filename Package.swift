@@ -31,10 +31,12 @@ let package = Package(
         .library(name: "TestKit", targets: ["TestKit"]),
         .executable(name: "shared-bench", targets: ["SharedBench"]),
         .executable(name: "fake-upstream", targets: ["FakeUpstream"]),
+        .executable(name: "billing-bench", targets: ["BillingBench"]),
         .executable(name: "api-gateway", targets: ["api-gateway"]),
         .executable(name: "router", targets: ["router"]),
         .executable(name: "orchestrator", targets: ["orchestrator"]),
         .executable(name: "tenant", targets: ["tenant"]),
+        .executable(name: "billing", targets: ["billing"]),
         .executable(name: "switchyard", targets: ["switchyard"]),
     ],
     dependencies: [
@@ -147,6 +149,14 @@ let package = Package(
         .executableTarget(name: "tenant", dependencies: ["TenantCore", "ServiceKit"],
                           path: "Services/tenant/App", swiftSettings: swiftSettings),
 
+        .target(name: "BillingCore", dependencies: [
+            "ServiceKit", "ServiceKitPostgres", "Contracts", "Tenancy", "Messaging", "Schemas", "Storage", "Telemetry",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], path: "Services/billing/BillingCore", swiftSettings: swiftSettings),
+        .executableTarget(name: "billing", dependencies: ["BillingCore", "ServiceKit"],
+                          path: "Services/billing/App", swiftSettings: swiftSettings),
+
         .executableTarget(name: "switchyard", dependencies: [
             "Messaging", "Schemas", "Contracts", "Tenancy",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -158,6 +168,11 @@ let package = Package(
         .executableTarget(name: "SharedBench", dependencies: [
             "Schemas", "Messaging", "Storage", "TestKit",
         ], path: "Benchmarks/SharedBench", swiftSettings: swiftSettings),
+
+        .executableTarget(name: "BillingBench", dependencies: [
+            "Schemas", "Messaging", "Storage", "Contracts", "Tenancy", "TestKit",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Benchmarks/BillingBench", swiftSettings: swiftSettings),
 
         .executableTarget(name: "FakeUpstream", dependencies: [
             .product(name: "Hummingbird", package: "hummingbird"),
@@ -180,6 +195,12 @@ let package = Package(
             "TenantCore", "GatewayCore", "RouterCore", "OrchestratorCore", "Tenancy", "TestKit", "ServiceKit",
             "Messaging", "Schemas", "Storage", "Telemetry", "Contracts", "KnowledgeBase",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        .testTarget(name: "BillingTests", dependencies: [
+            "BillingCore", "Tenancy", "TestKit", "ServiceKit", "Messaging", "Schemas", "Storage", "Telemetry",
+            "Contracts",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),

@@ -44,5 +44,13 @@ public enum Consumers {
                      ackWait: .seconds(30), maxDeliver: 5, start: .recent(.seconds(24 * 3600))),
         owner: .tenant)
 
-    public static let all = [routerRequested, orchestratorRouted, tenantKeyUsage]
+    /// Billing's consumer of the usage log. It starts at the first record the stream holds: a recreated durable
+    /// replays everything, which the ledger's (tenant, event id) key makes harmless, and nothing is ever skipped.
+    public static let billingUsage = ConsumerContract(
+        stream: Streams.usage,
+        ConsumerSpec(durable: "billing-usage", filterSubject: Subjects.usageAll, ackWait: .seconds(30),
+                     maxDeliver: 10, maxAckPending: 20_000, start: .all),
+        owner: .billing)
+
+    public static let all = [routerRequested, orchestratorRouted, tenantKeyUsage, billingUsage]
 }

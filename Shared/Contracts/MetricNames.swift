@@ -31,6 +31,14 @@ extension MetricName {
     public static let adminCommandsTotal = MetricName(
         "admin_commands_total", help: "Admin commands handled by the tenant service, by command and outcome.")
 
+    // Billing.
+    public static let billingUsageEventsTotal = MetricName(
+        "billing_usage_events_total",
+        help: "Usage events handled by billing, by outcome (recorded, duplicate, unpriced, rejected, failed).")
+    public static let billingLedgerLagSeconds = MetricName(
+        "billing_ledger_lag_seconds",
+        help: "Seconds between a usage event's time and its recording in the ledger (last batch).")
+
     // Messaging and storage.
     public static let natsMessagesPublishedTotal = MetricName(
         "nats_messages_published_total", help: "Messages published to NATS.")
@@ -47,6 +55,7 @@ extension MetricName {
         .httpRequestDurationSeconds, .chatRequestsTotal, .chatCompletionsTotal, .agentDecisionDurationSeconds,
         .natsMessagesPublishedTotal, .natsMessagesConsumedTotal, .natsMessagesDeadLetteredTotal,
         .dbQueryDurationSeconds, .providerAttemptsTotal, .providerLatencySeconds, .adminCommandsTotal,
+        .billingUsageEventsTotal, .billingLedgerLagSeconds,
     ]
 }
 

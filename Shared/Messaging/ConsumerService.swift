@@ -55,6 +55,15 @@ public enum DeadLetter {
 /// and their messages are given back at once.
 public struct JetStreamConsumerService: Service {
     public typealias Handler = @Sendable (JetStreamDelivery) async throws -> Void
+    /// Handles a batch at once (e.g. one database transaction for all of it) and returns one outcome per
+    /// delivery, in order: nil = done (acked), an error = settled like a handler error (nak with backoff, or
+    /// dead letter when poison or on the last delivery). Throwing fails the whole batch with that error.
+    public typealias BatchHandler = @Sendable ([JetStreamDelivery]) async throws -> [(any Error)?]
+
+    enum Work: Sendable {
+        case each(Handler)
+        case batch(BatchHandler)
+    }
 
     private let jetStream: JetStream
     private let stream: String
@@ -63,7 +72,7 @@ public struct JetStreamConsumerService: Service {
     private let maxInFlight: Int
     private let keepAlive: Bool
     private let expires: Duration
-    private let handler: Handler
+    private let work: Work
     private let logger: Logger
 
     /// - Parameters:
@@ -76,6 +85,24 @@ public struct JetStreamConsumerService: Service {
     public init(jetStream: JetStream, stream: String, consumer spec: ConsumerSpec, batchSize: Int = 64,
                 maxInFlight: Int? = nil, keepAlive: Bool = true, expires: Duration = .seconds(5), logger: Logger,
                 handler: @escaping Handler) {
+        self.init(jetStream: jetStream, stream: stream, spec: spec, batchSize: batchSize, maxInFlight: maxInFlight,
+                  keepAlive: keepAlive, expires: expires, logger: logger, work: .each(handler))
+    }
+
+    /// A consume loop whose handler takes what arrived together, up to `batchSize` deliveries at a time (fewer
+    /// when the stream is quiet: nothing waits for a batch to fill). Batches run concurrently up to
+    /// `maxInFlight` deliveries.
+    public static func batches(jetStream: JetStream, stream: String, consumer spec: ConsumerSpec,
+                               batchSize: Int = 256, maxInFlight: Int? = nil, keepAlive: Bool = true,
+                               expires: Duration = .seconds(5), logger: Logger,
+                               handler: @escaping BatchHandler) -> JetStreamConsumerService {
+        JetStreamConsumerService(jetStream: jetStream, stream: stream, spec: spec, batchSize: batchSize,
+                                 maxInFlight: maxInFlight, keepAlive: keepAlive, expires: expires, logger: logger,
+                                 work: .batch(handler))
+    }
+
+    private init(jetStream: JetStream, stream: String, spec: ConsumerSpec, batchSize: Int, maxInFlight: Int?,
+                 keepAlive: Bool, expires: Duration, logger: Logger, work: Work) {
         self.jetStream = jetStream
         self.stream = stream
         self.spec = spec
@@ -84,7 +111,7 @@ public struct JetStreamConsumerService: Service {
         self.keepAlive = keepAlive
         self.expires = expires
         self.logger = logger
-        self.handler = handler
+        self.work = work
     }
 
     public func run() async throws {
@@ -95,10 +122,22 @@ public struct JetStreamConsumerService: Service {
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 group.addTask { await pull.runTicker() }
-                while let batch = await pull.queue.next() {
-                    for item in batch {
-                        pull.keepAlive(item.box)
-                        group.addTask { await self.process(JetStreamMessage(delivery: item.delivery, box: item.box)) }
+                while let arrived = await pull.queue.next() {
+                    for item in arrived { pull.keepAlive(item.box) }
+                    switch work {
+                    case .each(let handler):
+                        for item in arrived {
+                            group.addTask {
+                                await self.process(JetStreamMessage(delivery: item.delivery, box: item.box), handler)
+                            }
+                        }
+                    case .batch(let handler):
+                        var start = 0
+                        while start < arrived.count {
+                            let chunk = Array(arrived[start..<min(start + batchSize, arrived.count)])
+                            start += batchSize
+                            group.addTask { await self.processBatch(chunk, handler) }
+                        }
                     }
                 }
                 // Finished (drained after a graceful shutdown) or cancelled: stop pulling either way.
@@ -115,15 +154,40 @@ public struct JetStreamConsumerService: Service {
     }
 
     /// Runs the handler and settles the message exactly once.
-    func process(_ message: consuming JetStreamMessage) async {
-        let delivery = message.delivery
+    func process(_ message: consuming JetStreamMessage, _ handler: Handler) async {
         let failure: (any Error)?
         do {
-            try await handler(delivery)
+            try await handler(message.delivery)
             failure = nil
         } catch {
             failure = error
         }
+        await settle(message, failure)
+    }
+
+    /// Runs the batch handler, then settles every message of the batch by its outcome.
+    func processBatch(_ items: [ContinuousPull.Item], _ handler: BatchHandler) async {
+        var outcomes: [(any Error)?]
+        do {
+            outcomes = try await handler(items.map(\.delivery))
+            if outcomes.count != items.count {
+                logger.error("batch handler returned the wrong number of outcomes", metadata: [
+                    "stream": "\(stream)", "deliveries": "\(items.count)", "outcomes": "\(outcomes.count)",
+                ])
+                outcomes = Array(repeating: NATSError(.invalidArgument, context: "batch outcome count mismatch"),
+                                 count: items.count)
+            }
+        } catch {
+            outcomes = Array(repeating: error, count: items.count)
+        }
+        for (item, outcome) in zip(items, outcomes) {
+            await settle(JetStreamMessage(delivery: item.delivery, box: item.box), outcome)
+        }
+    }
+
+    /// Settles a handled message exactly once: ack, nak (with backoff, or at once when cancelled), or dead letter.
+    private func settle(_ message: consuming JetStreamMessage, _ failure: (any Error)?) async {
+        let delivery = message.delivery
         guard let error = failure else {
             do {
                 try message.ack()

@@ -42,6 +42,12 @@ public struct TypedEventHandler<Event: EventMessage>: Sendable {
     }
 
     public func handle(_ delivery: JetStreamDelivery) async throws {
+        let (event, context) = try await prepare(delivery)
+        try await handler(event, context)
+    }
+
+    /// The prologue alone: the decoded event and its context, or the error that settles the delivery.
+    public func prepare(_ delivery: JetStreamDelivery) async throws -> (Event, EventContext) {
         if let directory, !directory.isSynced { try await directory.waitUntilSynced() }
         let event = try Event(protobuf: delivery.payload)
         guard let meta = meta(event), TenantID.isValid(meta.tenantID), !meta.eventID.isEmpty else {
@@ -52,9 +58,14 @@ public struct TypedEventHandler<Event: EventMessage>: Sendable {
         if hopHeaders[Headers.traceparent] != nil {
             W3CTracer().extract(hopHeaders, into: &trace, using: DictionaryExtractor())
         }
-        try await handler(event, EventContext(delivery: delivery, meta: meta, hopHeaders: hopHeaders, trace: trace))
+        return (event, EventContext(delivery: delivery, meta: meta, hopHeaders: hopHeaders, trace: trace))
     }
 }
+
+/// A typed batch handler's input and output: the events that passed the prologue, and one outcome per event
+/// (nil = done; an error settles that delivery like a handler error, e.g. ``PoisonMessage`` → dead letter).
+public typealias TypedBatchHandler<Event: EventMessage> =
+    @Sendable ([(Event, EventContext)]) async throws -> [(any Error)?]
 
 extension ServiceBuilder {
     /// A durable consumer with a typed handler: provisions the consumer's stream (see ``streams(_:)``) and the
@@ -76,18 +87,67 @@ extension ServiceBuilder {
                           keepAlive: keepAlive, handler: typed.handle)
     }
 
+    /// A durable consumer whose handler takes events in batches (what arrived together, up to `batchSize`), e.g.
+    /// to write them in one transaction. Deliveries failing the prologue (undecodable, invalid meta) are
+    /// dead-lettered without reaching the handler. When the handler throws, every event it was given is settled
+    /// with that error (retriable → nak with backoff).
+    public func consumeBatches<Event: EventMessage>(
+        _ contract: ConsumerContract, _ type: Event.Type, spec: ConsumerSpec? = nil, batchSize: Int = 256,
+        maxInFlight: Int? = nil, keepAlive: Bool = true,
+        meta: @escaping @Sendable (Event) -> EventMeta? = { $0.meta },
+        handler: @escaping TypedBatchHandler<Event>
+    ) async throws {
+        let typed = TypedEventHandler<Event>(directory: directory, meta: meta) { _, _ in }
+        let spec = try await provision(contract, spec: spec)
+        add(JetStreamConsumerService.batches(
+            jetStream: jetStream, stream: contract.stream.name, consumer: spec, batchSize: batchSize,
+            maxInFlight: maxInFlight, keepAlive: keepAlive, logger: logger
+        ) { deliveries in
+            var outcomes = [(any Error)?](repeating: nil, count: deliveries.count)
+            var prepared: [(Event, EventContext)] = []
+            var positions: [Int] = []
+            for (index, delivery) in deliveries.enumerated() {
+                do {
+                    prepared.append(try await typed.prepare(delivery))
+                    positions.append(index)
+                } catch {
+                    outcomes[index] = error
+                }
+            }
+            guard !prepared.isEmpty else { return outcomes }
+            do {
+                let results = try await handler(prepared)
+                guard results.count == prepared.count else {
+                    throw NATSError(.invalidArgument, context: "batch handler returned the wrong number of outcomes")
+                }
+                for (position, result) in zip(positions, results) { outcomes[position] = result }
+            } catch {
+                for position in positions { outcomes[position] = error }
+            }
+            return outcomes
+        })
+    }
+
     /// A durable consumer with a raw handler (for consumers that batch or read several event types).
     public func consume(
         _ contract: ConsumerContract, spec: ConsumerSpec? = nil, batchSize: Int = 64, maxInFlight: Int? = nil,
         keepAlive: Bool = true, handler: @escaping JetStreamConsumerService.Handler
     ) async throws {
+        let spec = try await provision(contract, spec: spec)
+        add(JetStreamConsumerService(
+            jetStream: jetStream, stream: contract.stream.name, consumer: spec, batchSize: batchSize,
+            maxInFlight: maxInFlight, keepAlive: keepAlive, logger: logger, handler: handler))
+    }
+}
+
+extension ServiceBuilder {
+    /// The consumer's stream (see ``streams(_:)``) and its durable; this service must own the durable.
+    func provision(_ contract: ConsumerContract, spec: ConsumerSpec?) async throws -> ConsumerSpec {
         precondition(contract.owner.rawValue == configuration.service,
                      "\(configuration.service) consumes \(contract.durable), which \(contract.owner.rawValue) owns")
         try await streams(contract.stream)
         let spec = spec ?? contract.spec
         try await jetStream.ensureConsumer(stream: contract.stream.name, spec)
-        add(JetStreamConsumerService(
-            jetStream: jetStream, stream: contract.stream.name, consumer: spec, batchSize: batchSize,
-            maxInFlight: maxInFlight, keepAlive: keepAlive, logger: logger, handler: handler))
+        return spec
     }
 }

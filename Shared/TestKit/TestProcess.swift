@@ -303,3 +303,16 @@ public func changeOwner(ofPath path: String, toUser user: String) throws {
         }
     }
 }
+
+/// The path of an executable product (a service binary) built next to the running test bundle: `swift build`
+/// builds them all into the same directory.
+public func builtProduct(_ name: String) throws -> String {
+    let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        .appendingPathComponent(name).path
+    if FileManager.default.isExecutableFile(atPath: beside) { return beside }
+    let bundled = URL(fileURLWithPath: Bundle.main.bundlePath).deletingLastPathComponent().path + "/" + name
+    guard FileManager.default.isExecutableFile(atPath: bundled) else {
+        throw TestProcessError("\(name) binary not found: build it first (swift build)")
+    }
+    return bundled
+}

@@ -206,17 +206,8 @@ final class Stack: Sendable {
         }
     }
 
-    /// The path of a service binary built next to the test bundle (`swift build` builds them all).
-    static func binary(_ name: String) throws -> String {
-        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            .appendingPathComponent(name).path
-        if FileManager.default.isExecutableFile(atPath: beside) { return beside }
-        let bundled = URL(fileURLWithPath: Bundle.main.bundlePath).deletingLastPathComponent().path + "/" + name
-        guard FileManager.default.isExecutableFile(atPath: bundled) else {
-            throw TestProcessError("\(name) binary not found: build it first (swift build)")
-        }
-        return bundled
-    }
+    /// The path of a service binary built next to the test bundle.
+    static func binary(_ name: String) throws -> String { try builtProduct(name) }
 
     // MARK: HTTP
 

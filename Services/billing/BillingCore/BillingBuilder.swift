@@ -1,0 +1,121 @@
+import Contracts
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+import Messaging
+import Schemas
+import ServiceKit
+import ServiceKitPostgres
+import ServiceLifecycle
+import Storage
+import Telemetry
+import Tenancy
+
+/// Builds the billing process: NATS, PostgreSQL with its migrations, the tenancy mirror (usage for an unknown
+/// tenant is rejected) and the batch consumer of the usage log that feeds the ledger.
+public func buildBilling(configuration: ServiceConfiguration, billing: BillingConfiguration = BillingConfiguration(),
+                         logger: Logger, metrics: TelemetryMetrics = TelemetryMetrics(),
+                         signals: Bool = true) async throws -> ServiceGroup {
+    let builder = try await ServiceBuilder.connect(configuration: configuration, logger: logger, metrics: metrics)
+    try await builder.streams(Streams.usage, Streams.deadLetter)
+    let pool = try await builder.postgres { pool, logger in
+        try await migrate(pool: pool, service: ServiceName.billing.rawValue, migrations: BillingSchema.migrations,
+                          logger: logger)
+    }
+    var ingest = UsageIngest(ledger: Ledger(pool: pool), directory: builder.tenancyMirror(), metrics: metrics,
+                             logger: logger)
+    ingest.killAfterCommits = billing.killAfterCommits.map(CommitFailpoint.init)
+    try await builder.consumeBatches(Consumers.billingUsage, UsageRecorded.self, batchSize: UsageIngest.batchSize,
+                                     maxInFlight: 2 * UsageIngest.batchSize, handler: ingest.handle)
+    return builder.serviceGroup(signals: signals)
+}
+
+/// The usage log → ledger step: validate each event (poison → dead letter, never billed), record the valid
+/// ones in one statement, and ride out a PostgreSQL outage by retrying (the consume loop keeps the messages
+/// alive meanwhile) rather than dead-lettering billable usage.
+public struct UsageIngest: Sendable {
+    /// Events per ledger statement (and per transaction).
+    public static let batchSize = 512
+
+    let ledger: Ledger
+    let directory: TenantDirectory?
+    let metrics: TelemetryMetrics
+    let logger: Logger
+    /// How long a batch keeps retrying a database that is down before it is given back (nak).
+    var retryBudget: Duration = .seconds(600)
+    /// Fault injection for the crash tests (``BillingConfiguration/killAfterCommits``).
+    var killAfterCommits: CommitFailpoint?
+
+    public init(ledger: Ledger, directory: TenantDirectory?, metrics: TelemetryMetrics, logger: Logger) {
+        self.ledger = ledger
+        self.directory = directory
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    public func handle(_ batch: [(UsageRecorded, EventContext)]) async throws -> [(any Error)?] {
+        var outcomes = [(any Error)?](repeating: nil, count: batch.count)
+        var lines: [UsageLine] = []
+        lines.reserveCapacity(batch.count)
+        for (index, (event, context)) in batch.enumerated() {
+            do throws(PoisonMessage) {
+                lines.append(try UsageLine(event, context: context, directory: directory))
+            } catch {
+                outcomes[index] = error
+                metrics.counter(.billingUsageEventsTotal, [(.outcome, "rejected")]).increment()
+                logger.warning("usage event rejected", metadata: [
+                    "tenant": "\(context.tenant)", "event.id": "\(context.meta.eventID)", "reason": "\(error.reason)",
+                ])
+            }
+        }
+        guard !lines.isEmpty else { return outcomes }
+        let outcome = try await recordRetrying(lines)
+        killAfterCommits?.committed()
+        metrics.counter(.billingUsageEventsTotal, [(.outcome, "recorded")]).increment(by: outcome.inserted)
+        metrics.counter(.billingUsageEventsTotal, [(.outcome, "duplicate")]).increment(by: lines.count - outcome.inserted)
+        if outcome.unpriced > 0 {
+            metrics.counter(.billingUsageEventsTotal, [(.outcome, "unpriced")]).increment(by: outcome.unpriced)
+        }
+        if let newest = lines.map(\.occurredAtUnixNanos).max() {
+            let lag = Double(EventClock.nowUnixNanos() - newest) / 1e9
+            metrics.gauge(.billingLedgerLagSeconds).record(max(0, lag))
+        }
+        return outcomes
+    }
+
+    /// Records the lines, retrying with backoff while PostgreSQL is unreachable or the transaction hit a
+    /// transient error (deadlock, serialization), up to ``retryBudget``.
+    func recordRetrying(_ lines: [UsageLine]) async throws -> Ledger.Outcome {
+        let clock = ContinuousClock()
+        let deadline = clock.now + retryBudget
+        var delay: Duration = .milliseconds(100)
+        while true {
+            do {
+                return try await ledger.record(lines)
+            } catch let error as PostgresError where error.isRetriable && clock.now < deadline {
+                metrics.counter(.billingUsageEventsTotal, [(.outcome, "failed")]).increment(by: lines.count)
+                logger.warning("ledger write failed, retrying", metadata: [
+                    "error": "\(error)", "events": "\(lines.count)", "retry": "\(delay)",
+                ])
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+}
+
+/// Kills the process with SIGKILL after the n-th committed batch (see ``BillingConfiguration``).
+final class CommitFailpoint: Sendable {
+    private let remaining: Mutex<Int>
+    init(_ commits: Int) { remaining = Mutex(commits) }
+
+    func committed() {
+        let fire = remaining.withLock { remaining -> Bool in
+            remaining -= 1
+            return remaining == 0
+        }
+        if fire { kill(getpid(), SIGKILL) }
+    }
+}

@@ -1,0 +1,70 @@
+import Storage
+
+/// The billing service's tables (docs/adr/0013). Money is integer micro-units of the platform currency; token
+/// counts are bigint. The ledger is keyed by (tenant, event id): a redelivered or republished usage event
+/// finds its row and changes nothing. Running totals change only in the statement that inserts the ledger
+/// rows, so they always equal the ledger.
+public enum BillingSchema {
+    public static let migrations: [Migration] = [
+        Migration(version: 1, name: "prices, ledger and running totals", sql: """
+            CREATE TABLE billing_prices (
+                id                        bigserial   PRIMARY KEY,
+                provider                  text        NOT NULL,
+                model                     text        NOT NULL,
+                effective_from            timestamptz NOT NULL,
+                input_micros_per_million  bigint      NOT NULL CHECK (input_micros_per_million >= 0),
+                output_micros_per_million bigint      NOT NULL CHECK (output_micros_per_million >= 0),
+                currency                  text        NOT NULL,
+                created_at                timestamptz NOT NULL DEFAULT now(),
+                created_by                text        NOT NULL DEFAULT '',
+                UNIQUE (provider, model, effective_from)
+            );
+            CREATE TABLE billing_ledger (
+                tenant_id         text        NOT NULL,
+                event_id          text        NOT NULL,
+                request_id        text        NOT NULL,
+                conversation_id   text        NOT NULL,
+                agent             text        NOT NULL,
+                provider          text        NOT NULL,
+                model             text        NOT NULL,
+                prompt_tokens     bigint      NOT NULL CHECK (prompt_tokens >= 0),
+                completion_tokens bigint      NOT NULL CHECK (completion_tokens >= 0),
+                estimated         boolean     NOT NULL,
+                occurred_at       timestamptz NOT NULL,
+                price_id          bigint      REFERENCES billing_prices (id),
+                cost_micros       bigint      NOT NULL,
+                unpriced          boolean     NOT NULL,
+                stream_sequence   bigint      NOT NULL,
+                recorded_at       timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (tenant_id, event_id)
+            );
+            CREATE INDEX billing_ledger_tenant_time ON billing_ledger (tenant_id, occurred_at);
+            CREATE TABLE billing_totals (
+                tenant_id          text   NOT NULL,
+                period             text   NOT NULL CHECK (period IN ('day', 'month')),
+                period_start       date   NOT NULL,
+                agent              text   NOT NULL,
+                provider           text   NOT NULL,
+                model              text   NOT NULL,
+                requests           bigint NOT NULL,
+                prompt_tokens      bigint NOT NULL,
+                completion_tokens  bigint NOT NULL,
+                cost_micros        bigint NOT NULL,
+                unpriced_requests  bigint NOT NULL,
+                estimated_requests bigint NOT NULL,
+                PRIMARY KEY (tenant_id, period, period_start, agent, provider, model)
+            );
+            CREATE TABLE billing_conversations (
+                tenant_id         text        NOT NULL,
+                conversation_id   text        NOT NULL,
+                requests          bigint      NOT NULL,
+                prompt_tokens     bigint      NOT NULL,
+                completion_tokens bigint      NOT NULL,
+                cost_micros       bigint      NOT NULL,
+                first_at          timestamptz NOT NULL,
+                last_at           timestamptz NOT NULL,
+                PRIMARY KEY (tenant_id, conversation_id)
+            );
+            """),
+    ]
+}

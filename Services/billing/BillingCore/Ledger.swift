@@ -1,0 +1,147 @@
+import Storage
+import Synchronization
+
+/// Writes usage lines into the ledger and the running totals — one statement per batch, so one round trip
+/// and one transaction for hundreds of events:
+/// - the lines arrive as a multi-row `VALUES` list (every value a parameter, never spliced into SQL);
+/// - each is priced by the price of its provider and model in effect when the usage occurred (no price →
+///   cost 0 and `unpriced`, so it shows up as such instead of silently billing nothing);
+/// - `INSERT … ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING` yields only the lines that are new;
+/// - the day and month totals (per tenant × agent × provider × model) and the per-conversation totals are
+///   increased from exactly those lines, in the same statement.
+///
+/// A redelivered event (a crash between COMMIT and ack, a replay, a republish after the de-duplication
+/// window) therefore changes nothing, and the totals always equal the sums over the ledger.
+public struct Ledger: Sendable {
+    public let pool: PostgresPool
+
+    public init(pool: PostgresPool) { self.pool = pool }
+
+    /// What one batch did.
+    public struct Outcome: Sendable, Equatable {
+        /// Lines new to the ledger (the rest were already there).
+        public var inserted: Int
+        /// New lines without a price.
+        public var unpriced: Int
+    }
+
+    static let columnsPerLine = 12
+    /// PostgreSQL allows 65,535 parameters per statement.
+    public static let maxLinesPerStatement = 65_535 / columnsPerLine
+
+    /// Records `lines` (at most ``maxLinesPerStatement``) in one transaction.
+    public func record(_ lines: [UsageLine]) async throws -> Outcome {
+        guard !lines.isEmpty else { return Outcome(inserted: 0, unpriced: 0) }
+        precondition(lines.count <= Self.maxLinesPerStatement, "split batches above \(Self.maxLinesPerStatement) lines")
+        var parameters: [PostgresValue] = []
+        parameters.reserveCapacity(lines.count * Self.columnsPerLine)
+        for line in lines {
+            parameters += [
+                .text(line.tenantID), .text(line.eventID), .text(line.requestID), .text(line.conversationID),
+                .text(line.agent), .text(line.provider), .text(line.model), .int64(line.promptTokens),
+                .int64(line.completionTokens), .bool(line.estimated), .int64(line.occurredAtUnixNanos),
+                .int64(line.streamSequence),
+            ]
+        }
+        let rows = try await pool.transaction { connection in
+            try await connection.query(Self.statement(lines: lines.count), parameters)
+        }
+        guard let row = rows.first else { return Outcome(inserted: 0, unpriced: 0) }
+        return Outcome(inserted: Int(try row.decode(Int64.self, column: "inserted")),
+                       unpriced: Int(try row.decode(Int64.self, column: "unpriced")))
+    }
+
+    private static let statements = Mutex<[Int: String]>([:])
+
+    /// The statement for `lines` lines (cached per count).
+    static func statement(lines: Int) -> String {
+        if let cached = statements.withLock({ $0[lines] }) { return cached }
+        var values: [String] = []
+        values.reserveCapacity(lines)
+        let types = ["text", "text", "text", "text", "text", "text", "text", "bigint", "bigint", "boolean", "bigint",
+                     "bigint"]
+        for line in 0..<lines {
+            let base = line * columnsPerLine
+            values.append("(" + types.enumerated().map { "$\(base + $0.offset + 1)::\($0.element)" }
+                .joined(separator: ",") + ")")
+        }
+        let sql = """
+            WITH input (tenant_id, event_id, request_id, conversation_id, agent, provider, model, prompt_tokens,
+                        completion_tokens, estimated, occurred_at_ns, stream_sequence) AS (
+                VALUES \(values.joined(separator: ",\n"))
+            ),
+            priced AS (
+                SELECT i.*, to_timestamp(i.occurred_at_ns::double precision / 1e9) AS occurred_at, p.id AS price_id,
+                       COALESCE((i.prompt_tokens * p.input_micros_per_million
+                                 + i.completion_tokens * p.output_micros_per_million + 500000) / 1000000, 0) AS cost_micros,
+                       p.id IS NULL AS unpriced
+                FROM input i
+                LEFT JOIN LATERAL (
+                    SELECT id, input_micros_per_million, output_micros_per_million
+                    FROM billing_prices
+                    WHERE provider = i.provider AND model = i.model
+                      AND effective_from <= to_timestamp(i.occurred_at_ns::double precision / 1e9)
+                    ORDER BY effective_from DESC
+                    LIMIT 1
+                ) p ON true
+            ),
+            inserted AS (
+                INSERT INTO billing_ledger (tenant_id, event_id, request_id, conversation_id, agent, provider, model,
+                                            prompt_tokens, completion_tokens, estimated, occurred_at, price_id,
+                                            cost_micros, unpriced, stream_sequence)
+                SELECT tenant_id, event_id, request_id, conversation_id, agent, provider, model, prompt_tokens,
+                       completion_tokens, estimated, occurred_at, price_id, cost_micros, unpriced, stream_sequence
+                FROM priced
+                ON CONFLICT (tenant_id, event_id) DO NOTHING
+                RETURNING tenant_id, conversation_id, agent, provider, model, prompt_tokens, completion_tokens,
+                          estimated, occurred_at, cost_micros, unpriced
+            ),
+            totals AS (
+                INSERT INTO billing_totals AS t (tenant_id, period, period_start, agent, provider, model, requests,
+                                                 prompt_tokens, completion_tokens, cost_micros, unpriced_requests,
+                                                 estimated_requests)
+                SELECT n.tenant_id, p.period, p.period_start, n.agent, n.provider, n.model, count(*),
+                       sum(n.prompt_tokens), sum(n.completion_tokens), sum(n.cost_micros),
+                       count(*) FILTER (WHERE n.unpriced), count(*) FILTER (WHERE n.estimated)
+                FROM inserted n,
+                     LATERAL (VALUES ('day', (n.occurred_at AT TIME ZONE 'UTC')::date),
+                                     ('month', date_trunc('month', n.occurred_at AT TIME ZONE 'UTC')::date))
+                         AS p (period, period_start)
+                GROUP BY 1, 2, 3, 4, 5, 6
+                ORDER BY 1, 2, 3, 4, 5, 6
+                ON CONFLICT (tenant_id, period, period_start, agent, provider, model) DO UPDATE SET
+                    requests = t.requests + EXCLUDED.requests,
+                    prompt_tokens = t.prompt_tokens + EXCLUDED.prompt_tokens,
+                    completion_tokens = t.completion_tokens + EXCLUDED.completion_tokens,
+                    cost_micros = t.cost_micros + EXCLUDED.cost_micros,
+                    unpriced_requests = t.unpriced_requests + EXCLUDED.unpriced_requests,
+                    estimated_requests = t.estimated_requests + EXCLUDED.estimated_requests
+                RETURNING 1
+            ),
+            conversations AS (
+                INSERT INTO billing_conversations AS c (tenant_id, conversation_id, requests, prompt_tokens,
+                                                        completion_tokens, cost_micros, first_at, last_at)
+                SELECT tenant_id, conversation_id, count(*), sum(prompt_tokens), sum(completion_tokens),
+                       sum(cost_micros), min(occurred_at), max(occurred_at)
+                FROM inserted
+                WHERE conversation_id <> ''
+                GROUP BY 1, 2
+                ORDER BY 1, 2
+                ON CONFLICT (tenant_id, conversation_id) DO UPDATE SET
+                    requests = c.requests + EXCLUDED.requests,
+                    prompt_tokens = c.prompt_tokens + EXCLUDED.prompt_tokens,
+                    completion_tokens = c.completion_tokens + EXCLUDED.completion_tokens,
+                    cost_micros = c.cost_micros + EXCLUDED.cost_micros,
+                    first_at = least(c.first_at, EXCLUDED.first_at),
+                    last_at = greatest(c.last_at, EXCLUDED.last_at)
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM inserted) AS inserted,
+                   (SELECT count(*) FROM inserted WHERE unpriced) AS unpriced,
+                   (SELECT count(*) FROM totals) AS total_rows,
+                   (SELECT count(*) FROM conversations) AS conversation_rows
+            """
+        statements.withLock { $0[lines] = sql }
+        return sql
+    }
+}
