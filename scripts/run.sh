@@ -19,10 +19,12 @@ HTTP_PORT="${SWITCHYARD_HTTP_PORT:-8080}"
 TENANT_HTTP_PORT="${SWITCHYARD_TENANT_HTTP_PORT:-8084}"
 # Start order: the tenant service first (it owns the tenants/apikeys KV buckets and serves the admin commands
 # the seed uses), then the rest.
-SERVICES=(tenant router orchestrator api-gateway)
+SERVICES=(tenant router orchestrator billing api-gateway)
 # Ops port (/health, /ready, /metrics) and NATS user of each service.
 ops_port() {
-  case "$1" in tenant) echo 9084 ;; router) echo 9081 ;; orchestrator) echo 9082 ;; api-gateway) echo 9083 ;; esac
+  case "$1" in
+    tenant) echo 9084 ;; router) echo 9081 ;; orchestrator) echo 9082 ;; api-gateway) echo 9083 ;; billing) echo 9085 ;;
+  esac
 }
 nats_user() { case "$1" in api-gateway) echo gateway ;; *) echo "$1" ;; esac; }
 
@@ -86,7 +88,7 @@ up() {
   cat <<TXT
 
 Switchyard is running. Services: ${SERVICES[*]} (logs in .run/logs/; ops ports: tenant 9084, router 9081,
-orchestrator 9082, api-gateway 9083; tenant admin HTTP on $TENANT_HTTP_PORT).
+orchestrator 9082, billing 9085, api-gateway 9083; tenant admin HTTP on $TENANT_HTTP_PORT).
 Demo credentials are in .run/demo.env. Try:
 
   source .run/demo.env

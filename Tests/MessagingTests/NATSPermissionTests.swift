@@ -11,7 +11,7 @@ import Testing
 /// the same connection, and a subscriber that sees the marker would have seen the denied message first.
 @Suite("NATS users and subject permissions (scripts/nats-auth.conf.tmpl)")
 struct NATSPermissionTests {
-    static let serviceUsers = ["gateway", "router", "orchestrator"]
+    static let serviceUsers = ["gateway", "router", "orchestrator", "billing"]
 
     // MARK: the template itself
 
@@ -28,7 +28,7 @@ struct NATSPermissionTests {
         missing["router"] = nil
         #expect(throws: TestProcessError.self) { try NATSAuthTemplate.render(passwords: missing) }
         var unknown = passwords
-        unknown["billing"] = "abc"
+        unknown["analytics"] = "abc"
         #expect(throws: TestProcessError.self) { try NATSAuthTemplate.render(passwords: unknown) }
         for unsafe in ["", "a\"b", "a b", "a\nb", "a\\b", "a|b", "a&b", "pässword"] {
             var bad = passwords

@@ -1,9 +1,9 @@
 import Storage
-import Synchronization
 
 /// Writes usage lines into the ledger and the running totals — one statement per batch, so one round trip
 /// and one transaction for hundreds of events:
-/// - the lines arrive as a multi-row `VALUES` list (every value a parameter, never spliced into SQL);
+/// - the lines arrive as twelve array parameters, one per column, unnested into rows (nothing is spliced into
+///   SQL, and the statement text is the same for every batch);
 /// - each is priced by the price of its provider and model in effect when the usage occurred (no price →
 ///   cost 0 and `unpriced`, so it shows up as such instead of silently billing nothing);
 /// - `INSERT … ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING` yields only the lines that are new;
@@ -25,50 +25,42 @@ public struct Ledger: Sendable {
         public var unpriced: Int
     }
 
-    static let columnsPerLine = 12
-    /// PostgreSQL allows 65,535 parameters per statement.
-    public static let maxLinesPerStatement = 65_535 / columnsPerLine
-
-    /// Records `lines` (at most ``maxLinesPerStatement``) in one transaction.
+    /// Records `lines` in one transaction.
     public func record(_ lines: [UsageLine]) async throws -> Outcome {
         guard !lines.isEmpty else { return Outcome(inserted: 0, unpriced: 0) }
-        precondition(lines.count <= Self.maxLinesPerStatement, "split batches above \(Self.maxLinesPerStatement) lines")
-        var parameters: [PostgresValue] = []
-        parameters.reserveCapacity(lines.count * Self.columnsPerLine)
+        var text = Array(repeating: PostgresArrayLiteral(), count: 7)
+        var numbers = Array(repeating: PostgresArrayLiteral(), count: 4)
+        var flags = PostgresArrayLiteral()
         for line in lines {
-            parameters += [
-                .text(line.tenantID), .text(line.eventID), .text(line.requestID), .text(line.conversationID),
-                .text(line.agent), .text(line.provider), .text(line.model), .int64(line.promptTokens),
-                .int64(line.completionTokens), .bool(line.estimated), .int64(line.occurredAtUnixNanos),
-                .int64(line.streamSequence),
-            ]
+            for (column, value) in [line.tenantID, line.eventID, line.requestID, line.conversationID, line.agent,
+                                    line.provider, line.model].enumerated() {
+                text[column].append(text: value)
+            }
+            for (column, value) in [line.promptTokens, line.completionTokens, line.occurredAtUnixNanos,
+                                    line.streamSequence].enumerated() {
+                numbers[column].append(number: value)
+            }
+            flags.append(flag: line.estimated)
         }
+        let parameters: [PostgresValue] = text.map { .text($0.literal) } + numbers.prefix(2).map { .text($0.literal) }
+            + [.text(flags.literal)] + numbers.suffix(2).map { .text($0.literal) }
         let rows = try await pool.transaction { connection in
-            try await connection.query(Self.statement(lines: lines.count), parameters)
+            try await connection.query(Self.statement, parameters)
         }
         guard let row = rows.first else { return Outcome(inserted: 0, unpriced: 0) }
         return Outcome(inserted: Int(try row.decode(Int64.self, column: "inserted")),
                        unpriced: Int(try row.decode(Int64.self, column: "unpriced")))
     }
 
-    private static let statements = Mutex<[Int: String]>([:])
-
-    /// The statement for `lines` lines (cached per count).
-    static func statement(lines: Int) -> String {
-        if let cached = statements.withLock({ $0[lines] }) { return cached }
-        var values: [String] = []
-        values.reserveCapacity(lines)
-        let types = ["text", "text", "text", "text", "text", "text", "text", "bigint", "bigint", "boolean", "bigint",
-                     "bigint"]
-        for line in 0..<lines {
-            let base = line * columnsPerLine
-            values.append("(" + types.enumerated().map { "$\(base + $0.offset + 1)::\($0.element)" }
-                .joined(separator: ",") + ")")
-        }
+    /// The statement: twelve array parameters (one per column), so its text is the same for every batch and
+    /// cheap to parse, whatever the batch size.
+    static let statement: String = {
         let sql = """
             WITH input (tenant_id, event_id, request_id, conversation_id, agent, provider, model, prompt_tokens,
                         completion_tokens, estimated, occurred_at_ns, stream_sequence) AS (
-                VALUES \(values.joined(separator: ",\n"))
+                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                     $7::text[], $8::bigint[], $9::bigint[], $10::boolean[], $11::bigint[],
+                                     $12::bigint[])
             ),
             priced AS (
                 SELECT i.*, to_timestamp(i.occurred_at_ns::double precision / 1e9) AS occurred_at, p.id AS price_id,
@@ -141,7 +133,39 @@ public struct Ledger: Sendable {
                    (SELECT count(*) FROM totals) AS total_rows,
                    (SELECT count(*) FROM conversations) AS conversation_rows
             """
-        statements.withLock { $0[lines] = sql }
         return sql
+    }()
+}
+
+/// A PostgreSQL array literal (`{"a","b"}`, `{1,2}`, `{t,f}`) built element by element. Text elements are
+/// double-quoted with `\\` and `"` escaped, so any string (NUL excluded, which text parameters can't carry)
+/// arrives verbatim; the literal travels as one parameter, never spliced into SQL.
+struct PostgresArrayLiteral {
+    private var body: [UInt8] = [UInt8(ascii: "{")]
+
+    mutating func append(text value: String) {
+        separate()
+        body.append(UInt8(ascii: "\""))
+        for byte in value.utf8 {
+            if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { body.append(UInt8(ascii: "\\")) }
+            body.append(byte)
+        }
+        body.append(UInt8(ascii: "\""))
     }
+
+    mutating func append(number value: Int64) {
+        separate()
+        body.append(contentsOf: String(value).utf8)
+    }
+
+    mutating func append(flag value: Bool) {
+        separate()
+        body.append(value ? UInt8(ascii: "t") : UInt8(ascii: "f"))
+    }
+
+    private mutating func separate() {
+        if body.count > 1 { body.append(UInt8(ascii: ",")) }
+    }
+
+    var literal: String { String(decoding: body + [UInt8(ascii: "}")], as: UTF8.self) }
 }
