@@ -120,6 +120,35 @@ struct LedgerTests {
         }
     }
 
+    @Test("PostgreSQL restarted during the load: nothing lost or doubled, and billing recovers by itself")
+    func postgresRestartDuringLoad() async throws {
+        try await BillingHarness.with { h in
+            var events: [UsageRecorded] = []
+            var expectedPrompt: Int64 = 0
+            var expectedCompletion: Int64 = 0
+            for index in 0..<20_000 {
+                let prompt = UInt32(1 + index % 700)
+                let completion = UInt32(index % 300)
+                events.append(BillingHarness.usage(tenant: index % 2 == 0 ? "acme" : "globex", prompt: prompt,
+                                                   completion: completion))
+                expectedPrompt += Int64(prompt)
+                expectedCompletion += Int64(completion)
+            }
+            let batches = [Array(events[0..<10_000]), Array(events[10_000...])]
+            try await h.runBilling {
+                try await h.publish(batches[0])
+                try await BillingHarness.eventually { try await h.ledgerRows() > 0 }
+                try await h.postgres.restart()
+                try await h.publish(batches[1])
+                try await BillingHarness.eventually(.seconds(120)) { try await h.ledgerRows() >= 20_000 }
+            }
+            #expect(try await h.ledgerRows() == 20_000)
+            #expect(try await h.scalar("SELECT sum(prompt_tokens) FROM billing_ledger") == expectedPrompt)
+            #expect(try await h.scalar("SELECT sum(completion_tokens) FROM billing_ledger") == expectedCompletion)
+            try await Self.expectTotalsMatchLedger(h)
+        }
+    }
+
     /// Every total equals the sum of its ledger lines.
     static func expectTotalsMatchLedger(_ h: BillingHarness) async throws {
         for period in ["day", "month"] {
