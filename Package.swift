@@ -151,6 +151,7 @@ let package = Package(
 
         .target(name: "BillingCore", dependencies: [
             "ServiceKit", "ServiceKitPostgres", "Contracts", "Tenancy", "Messaging", "Schemas", "Storage", "Telemetry",
+            .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Services/billing/BillingCore", swiftSettings: swiftSettings),

@@ -15,7 +15,7 @@ struct Switchyard: AsyncParsableCommand {
             """,
         subcommands: [
             TenantCommand.self, PlanCommand.self, KeyCommand.self, ManifestCommand.self, RolloutCommand.self,
-            KnowledgeCommand.self, Events.self, Demo.self,
+            KnowledgeCommand.self, PriceCommand.self, UsageCommand.self, Events.self, Demo.self,
         ])
 }
 

@@ -87,7 +87,7 @@ struct AdminOptions: ParsableArguments {
     @OptionGroup var nats: NATSOptions
 
     @Option(name: .customLong("admin-token"),
-            help: ArgumentHelp("Admin token of the tenant service (env \(CLIEnvironment.adminToken)); never printed.",
+            help: ArgumentHelp("Admin token (env \(CLIEnvironment.adminToken)); never printed.",
                                valueName: "token"))
     var adminTokenOption: String?
 
@@ -99,7 +99,7 @@ struct AdminOptions: ParsableArguments {
     @Flag(help: "Print the response as JSON (pretty-printed, sorted keys) instead of text.")
     var json = false
 
-    @Option(help: ArgumentHelp("Seconds to wait for the tenant service to answer each command.",
+    @Option(help: ArgumentHelp("Seconds to wait for the service to answer each command.",
                                valueName: "seconds"))
     var timeout: Double = 10
 
@@ -138,6 +138,12 @@ struct AdminSession {
 
     func call<Request: AdminRequest, Response: AdminResponse>(
         _ command: AdminCommand, _ request: Request, as _: Response.Type = Response.self
+    ) async throws(AdminFailure) -> Response {
+        try await client.call(command, request, as: Response.self)
+    }
+
+    func call<Request: AdminRequest, Response: AdminResponse>(
+        _ command: BillingAdminCommand, _ request: Request, as _: Response.Type = Response.self
     ) async throws(AdminFailure) -> Response {
         try await client.call(command, request, as: Response.self)
     }

@@ -119,6 +119,20 @@ public struct JetStreamConsumerService: Service {
             jetStream: jetStream, stream: stream, durable: spec.durable, maxInFlight: maxInFlight,
             maxBatch: batchSize, expires: expires, keepAliveInterval: keepAlive ? spec.ackWait / 2 : nil,
             logger: logger)
+        // Cancelled: stop pulling before the handlers see the cancellation and give their messages back.
+        await withTaskCancellationHandler {
+            await consume(pull)
+        } onCancel: {
+            pull.stop()
+        }
+        // Cancelled before the loop took them: give them back at once.
+        for item in pull.queue.removeAll() {
+            let message = JetStreamMessage(delivery: item.delivery, box: item.box)
+            try? message.nak()
+        }
+    }
+
+    private func consume(_ pull: ContinuousPull) async {
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 group.addTask { await pull.runTicker() }
@@ -145,11 +159,6 @@ public struct JetStreamConsumerService: Service {
             }
         } onGracefulShutdown: {
             pull.stop()
-        }
-        // Cancelled before the loop took them: give them back at once.
-        for item in pull.queue.removeAll() {
-            let message = JetStreamMessage(delivery: item.delivery, box: item.box)
-            try? message.nak()
         }
     }
 

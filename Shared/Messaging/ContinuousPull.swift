@@ -57,6 +57,10 @@ final class ContinuousPull: @unchecked Sendable {
         var writeOffAt: UInt64 = 0
         var reconnects = 0
         var stopping = false
+        /// The drain's UNSUB has been processed by the server (see ``stop()``).
+        var unsubscribed = false
+        /// Naks waiting for `unsubscribed`.
+        var heldNaks: [CMessageBox] = []
     }
 
     private init(jetStream: JetStream, stream: String, durable: String, maxInFlight: Int, maxBatch: Int,
@@ -106,19 +110,39 @@ final class ContinuousPull: @unchecked Sendable {
         if let subscription { natsSubscription_Destroy(subscription) }
     }
 
-    /// Stops pulling: the subscription is drained (the server stops delivering; what already arrived is
-    /// nak'ed for another replica), then ``queue`` finishes. Messages already handed out are still settled by
-    /// their holders. Idempotent.
+    /// Stops pulling, without blocking the caller: no new pull request goes out, and the subscription is
+    /// drained on a background thread (UNSUB, a flush round trip, then what already arrived is delivered and
+    /// nak'ed for another replica), after which ``queue`` finishes. Messages already handed out are still
+    /// settled by their holders. Idempotent; safe from a cancellation handler.
+    ///
+    /// Naks sent while stopping are held back until the server has processed the UNSUB: our own pull request
+    /// may still be waiting there, and a nak'ed message redelivered to it would only bounce back to us and burn
+    /// a delivery attempt. Acks and terms go out at once (they never cause a redelivery).
     func stop() {
         let first = state.withLock { state -> Bool in
             defer { state.stopping = true }
             return !state.stopping
         }
         guard first, let subscription else { return }
-        if natsSubscription_Drain(subscription) != NATS_OK {
-            natsSubscription_Unsubscribe(subscription)
-            queue.finish()
+        let pointer = SendablePointer(subscription)
+        DispatchQueue.global().async { [self] in
+            // Returns after the UNSUB's flush round trip: from then on the server delivers nothing to this inbox.
+            if natsSubscription_Drain(pointer.pointer) != NATS_OK {
+                natsSubscription_Unsubscribe(pointer.pointer)
+                queue.finish()
+            }
+            releaseHeldNaks()
         }
+    }
+
+    /// Sends the naks held back while the subscription was being drained.
+    private func releaseHeldNaks() {
+        let held = state.withLock { state -> [CMessageBox] in
+            state.unsubscribed = true
+            defer { state.heldNaks.removeAll() }
+            return state.heldNaks
+        }
+        for box in held { _ = send(.nak(delay: nil), for: box, released: true) }
     }
 
     var isStopped: Bool { state.withLock { $0.stopping } }
@@ -171,6 +195,18 @@ final class ContinuousPull: @unchecked Sendable {
     // MARK: settling
 
     func send(_ kind: AckKind, for box: CMessageBox) -> natsStatus {
+        send(kind, for: box, released: false)
+    }
+
+    private func send(_ kind: AckKind, for box: CMessageBox, released: Bool) -> natsStatus {
+        if case .nak(nil) = kind, !released {
+            let held = state.withLock { state -> Bool in
+                guard state.stopping && !state.unsubscribed else { return false }
+                state.heldNaks.append(box)
+                return true
+            }
+            if held { return NATS_OK }
+        }
         let status: natsStatus
         if let reply = natsMsg_GetReply(box.msg) {
             let connection = jetStream.connection.handle

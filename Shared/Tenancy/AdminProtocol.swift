@@ -37,6 +37,19 @@ public enum AdminCommand: String, Sendable, CaseIterable {
     }
 }
 
+/// The billing service's admin commands: `admin.billing.<command>` (Proto/switchyard/v1/billing.proto), and
+/// `POST /admin/v1/billing/<command>` as JSON.
+public enum BillingAdminCommand: String, Sendable, CaseIterable {
+    case priceSet = "price-set"
+    case priceList = "price-list"
+    case usage
+
+    public static let service = "billing"
+
+    /// `admin.billing.<command>`
+    public var subject: String { Subjects.admin(service: Self.service, command: rawValue) }
+}
+
 /// Every admin request carries the caller's admin token and a declared actor name.
 public protocol AdminRequest: ProtoMessage {
     var adminToken: String { get set }
@@ -65,6 +78,9 @@ extension SetRolloutRequest: AdminRequest {}
 extension KnowledgeUpsertRequest: AdminRequest {}
 extension KnowledgeDeleteRequest: AdminRequest {}
 extension KnowledgeListRequest: AdminRequest {}
+extension SetPriceRequest: AdminRequest {}
+extension ListPricesRequest: AdminRequest {}
+extension UsageReportRequest: AdminRequest {}
 
 extension CreateTenantResponse: AdminResponse {}
 extension UpdateTenantResponse: AdminResponse {}
@@ -82,6 +98,9 @@ extension SetRolloutResponse: AdminResponse {}
 extension KnowledgeUpsertResponse: AdminResponse {}
 extension KnowledgeDeleteResponse: AdminResponse {}
 extension KnowledgeListResponse: AdminResponse {}
+extension SetPriceResponse: AdminResponse {}
+extension ListPricesResponse: AdminResponse {}
+extension UsageReportResponse: AdminResponse {}
 
 /// The error codes of `AdminError.code`, with their HTTP statuses for the admin HTTP API.
 public enum AdminErrorCode: String, Sendable, CaseIterable {
@@ -137,24 +156,40 @@ public struct AdminClient: Sendable {
         self.timeout = timeout
     }
 
-    /// Sends `request` (with this client's token and actor) and returns the response, or throws the
-    /// `AdminFailure` it carries. Transport problems surface as `AdminFailure(.unavailable, …)`.
+    /// Sends a tenant service command.
     public func call<Request: AdminRequest, Response: AdminResponse>(
         _ command: AdminCommand, _ request: Request, as _: Response.Type = Response.self
+    ) async throws(AdminFailure) -> Response {
+        try await call(subject: command.subject, service: "tenant service", request)
+    }
+
+    /// Sends a billing service command.
+    public func call<Request: AdminRequest, Response: AdminResponse>(
+        _ command: BillingAdminCommand, _ request: Request, as _: Response.Type = Response.self
+    ) async throws(AdminFailure) -> Response {
+        try await call(subject: command.subject, service: "billing service", request)
+    }
+
+    /// Sends `request` (with this client's token and actor) to `subject` and returns the response, or throws
+    /// the `AdminFailure` it carries. Transport problems surface as `AdminFailure(.unavailable, …)` naming
+    /// `service`.
+    public func call<Request: AdminRequest, Response: AdminResponse>(
+        subject: String, service: String, _ request: Request, as _: Response.Type = Response.self
     ) async throws(AdminFailure) -> Response {
         var request = request
         request.adminToken = token
         request.actor = actor
         let reply: NATSMessage
         do {
-            reply = try await connection.request(command.subject, payload: request.protobufBytes(), timeout: timeout)
+            reply = try await connection.request(subject, payload: request.protobufBytes(), timeout: timeout)
         } catch {
             if error.code == .noResponders {
-                throw AdminFailure(.unavailable, "no tenant service is answering admin commands (is it running?)")
+                throw AdminFailure(.unavailable, "no \(service) is answering admin commands (is it running?)")
             }
             if error.code == .timeout {
-                throw AdminFailure(.unavailable, "the tenant service did not answer within \(timeout) "
-                    + "(is it running, and may this NATS user publish to admin.tenant.*?)")
+                let pattern = subject.split(separator: ".").dropLast().joined(separator: ".") + ".*"
+                throw AdminFailure(.unavailable, "the \(service) did not answer within \(timeout) "
+                    + "(is it running, and may this NATS user publish to \(pattern)?)")
             }
             throw AdminFailure(.unavailable, "NATS request failed: \(error)")
         }
@@ -162,7 +197,7 @@ public struct AdminClient: Sendable {
         do {
             response = try Response(protobuf: reply.payload)
         } catch {
-            throw AdminFailure(.internalError, "undecodable response from the tenant service: \(error)")
+            throw AdminFailure(.internalError, "undecodable response from the \(service): \(error)")
         }
         if let failure = response.error, !failure.code.isEmpty { throw AdminFailure(failure) }
         return response

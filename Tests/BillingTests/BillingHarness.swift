@@ -59,13 +59,26 @@ struct BillingHarness: Sendable {
     }
 
     /// Runs billing in-process while `body` runs, then shuts it down gracefully.
+    static let adminToken = "billing-test-admin-token-0123456789"
+
     func runBilling<T: Sendable>(metrics: TelemetryMetrics = TelemetryMetrics(),
                                  _ body: @Sendable () async throws -> T) async throws -> T {
         let group = try await buildBilling(
             configuration: try ServiceConfiguration(environment: environment(instance: "billing-1"), service: "billing"),
+            billing: BillingConfiguration(adminTokens: [(name: "operator", token: Self.adminToken)]),
             logger: Self.logger, metrics: metrics, signals: false)
         return try await withThrowingTaskGroup(of: T?.self) { tasks in
             tasks.addTask { try await group.run(); return nil }
+            // Started once the admin commands are served (the last thing the builder wires up).
+            let probe = AdminClient(connection: connection, token: Self.adminToken, actor: "test", timeout: .seconds(1))
+            for _ in 0..<200 {
+                do {
+                    _ = try await probe.call(.priceList, ListPricesRequest(), as: ListPricesResponse.self)
+                    break
+                } catch let failure as AdminFailure where failure.code == .unavailable {
+                    try await Task.sleep(for: .milliseconds(25))
+                }
+            }
             let result = try await body()
             await group.triggerGracefulShutdown()
             while let value = try await tasks.next() { _ = value }

@@ -1,4 +1,5 @@
 import Contracts
+import Hummingbird
 import Logging
 import Synchronization
 #if canImport(Glibc)
@@ -16,8 +17,8 @@ import Tenancy
 /// Builds the billing process: NATS, PostgreSQL with its migrations, the tenancy mirror (usage for an unknown
 /// tenant is rejected) and the batch consumer of the usage log that feeds the ledger.
 public func buildBilling(configuration: ServiceConfiguration, billing: BillingConfiguration = BillingConfiguration(),
-                         logger: Logger, metrics: TelemetryMetrics = TelemetryMetrics(),
-                         signals: Bool = true) async throws -> ServiceGroup {
+                         logger: Logger, metrics: TelemetryMetrics = TelemetryMetrics(), signals: Bool = true,
+                         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws -> ServiceGroup {
     let builder = try await ServiceBuilder.connect(configuration: configuration, logger: logger, metrics: metrics)
     try await builder.streams(Streams.usage, Streams.deadLetter)
     let pool = try await builder.postgres { pool, logger in
@@ -29,6 +30,14 @@ public func buildBilling(configuration: ServiceConfiguration, billing: BillingCo
     ingest.killAfterCommits = billing.killAfterCommits.map(CommitFailpoint.init)
     try await builder.consumeBatches(Consumers.billingUsage, UsageRecorded.self, batchSize: UsageIngest.batchSize,
                                      maxInFlight: 2 * UsageIngest.batchSize, handler: ingest.handle)
+    // Admin commands over NATS (`admin.billing.*`) and as JSON over HTTP (`POST /admin/v1/billing/*`).
+    let dispatcher = BillingAdminDispatcher(admin: BillingAdmin(
+        pool: pool, authenticator: AdminAuthenticator(tokens: billing.adminTokens), logger: logger))
+    builder.add(AdminNATSService(connection: builder.connection, dispatcher: dispatcher, metrics: metrics,
+                                 logger: logger))
+    let router = Router(context: BasicRequestContext.self)
+    AdminHTTPRoutes(dispatcher: dispatcher, metrics: metrics, logger: logger).add(to: router)
+    builder.http(router, onServerRunning: onServerRunning)
     return builder.serviceGroup(signals: signals)
 }
 

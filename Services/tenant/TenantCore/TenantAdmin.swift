@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Messaging
 import Schemas
+import ServiceKit
 import Security
 import Storage
 import Telemetry

@@ -38,6 +38,14 @@ let allSampleableTypes: [any Sampleable.Type] = [
     KnowledgeDeleteResponse.self,
     KnowledgeListRequest.self,
     KnowledgeListResponse.self,
+    Price.self,
+    SetPriceRequest.self,
+    SetPriceResponse.self,
+    ListPricesRequest.self,
+    ListPricesResponse.self,
+    UsageRow.self,
+    UsageReportRequest.self,
+    UsageReportResponse.self,
     ChatRequested.self,
     ChatRouted.self,
     ChatCompleted.self,
@@ -399,6 +407,97 @@ extension KnowledgeListResponse: Sampleable {
         var m = KnowledgeListResponse()
         if g.present() { m.error = AdminError.sample(&g) }
         for _ in 0..<g.count() { m.entries.append(KnowledgeEntry.sample(&g)) }
+        return m
+    }
+}
+
+extension Price: Sampleable {
+    static func sample(_ g: inout SampleGen) -> Price {
+        var m = Price()
+        m.id = g.int64()
+        m.provider = g.string()
+        m.model = g.string()
+        m.effectiveFromUnixNanos = g.int64()
+        m.inputMicrosPerMillion = g.int64()
+        m.outputMicrosPerMillion = g.int64()
+        m.currency = g.string()
+        m.createdBy = g.string()
+        return m
+    }
+}
+
+extension SetPriceRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> SetPriceRequest {
+        var m = SetPriceRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        if g.present() { m.price = Price.sample(&g) }
+        return m
+    }
+}
+
+extension SetPriceResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> SetPriceResponse {
+        var m = SetPriceResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        if g.present() { m.price = Price.sample(&g) }
+        return m
+    }
+}
+
+extension ListPricesRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> ListPricesRequest {
+        var m = ListPricesRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.provider = g.string()
+        m.model = g.string()
+        return m
+    }
+}
+
+extension ListPricesResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> ListPricesResponse {
+        var m = ListPricesResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        for _ in 0..<g.count() { m.prices.append(Price.sample(&g)) }
+        return m
+    }
+}
+
+extension UsageRow: Sampleable {
+    static func sample(_ g: inout SampleGen) -> UsageRow {
+        var m = UsageRow()
+        m.key = g.string()
+        m.requests = g.int64()
+        m.promptTokens = g.int64()
+        m.completionTokens = g.int64()
+        m.costMicros = g.int64()
+        m.unpricedRequests = g.int64()
+        m.estimatedRequests = g.int64()
+        return m
+    }
+}
+
+extension UsageReportRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> UsageReportRequest {
+        var m = UsageReportRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.fromUnixNanos = g.int64()
+        m.toUnixNanos = g.int64()
+        m.by = g.string()
+        return m
+    }
+}
+
+extension UsageReportResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> UsageReportResponse {
+        var m = UsageReportResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        for _ in 0..<g.count() { m.rows.append(UsageRow.sample(&g)) }
+        if g.present() { m.total = UsageRow.sample(&g) }
         return m
     }
 }
