@@ -17,6 +17,7 @@ NATS_PORT="${SWITCHYARD_NATS_PORT:-4222}"
 PG_PORT="${SWITCHYARD_PG_PORT:-5432}"
 HTTP_PORT="${SWITCHYARD_HTTP_PORT:-8080}"
 TENANT_HTTP_PORT="${SWITCHYARD_TENANT_HTTP_PORT:-8084}"
+BILLING_HTTP_PORT="${SWITCHYARD_BILLING_HTTP_PORT:-8085}"
 # Start order: the tenant service first (it owns the tenants/apikeys KV buckets and serves the admin commands
 # the seed uses), then the rest.
 SERVICES=(tenant router orchestrator billing api-gateway)
@@ -88,7 +89,8 @@ up() {
   cat <<TXT
 
 Switchyard is running. Services: ${SERVICES[*]} (logs in .run/logs/; ops ports: tenant 9084, router 9081,
-orchestrator 9082, billing 9085, api-gateway 9083; tenant admin HTTP on $TENANT_HTTP_PORT).
+orchestrator 9082, billing 9085, api-gateway 9083; admin HTTP: tenant on $TENANT_HTTP_PORT, billing on
+$BILLING_HTTP_PORT).
 Demo credentials are in .run/demo.env. Try:
 
   source .run/demo.env
@@ -100,6 +102,8 @@ Administer it with the CLI (NATS user \`admin\` and the admin token are in .run/
 
   source .run/admin.env
   $BIN/switchyard tenant list
+  $BIN/switchyard price set --provider openai --model gpt-4o-mini --input-micros 150000 --output-micros 600000
+  $BIN/switchyard usage --tenant demo-restaurant --by model
 
 TXT
 }
@@ -130,6 +134,9 @@ start_service() {
     if [ "$name" = tenant ]; then
       export SWITCHYARD_HTTP_PORT="$TENANT_HTTP_PORT" SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN" \
         SWITCHYARD_MIRROR_SIGNING_KEY="$SWITCHYARD_MIRROR_SIGNING_KEY"
+    fi
+    if [ "$name" = billing ]; then
+      export SWITCHYARD_HTTP_PORT="$BILLING_HTTP_PORT" SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN"
     fi
     exec nohup "$BIN/$name" >"$RUN/logs/$name.log" 2>&1
   ) &

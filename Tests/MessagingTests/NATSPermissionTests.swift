@@ -122,6 +122,39 @@ struct NATSPermissionTests {
         }
     }
 
+    @Test("billing serves admin.billing.* (answering into the admin inbox) but never receives the tenant service's commands")
+    func billingServesOnlyItsOwnAdminCommands() async throws {
+        try await withAuthServer { server, passwords in
+            let billing = try await connect(server, user: "billing", password: passwords["billing"])
+            defer { billing.close() }
+            let own = try billing.subscribe("admin.billing.ping", queue: "billing")
+            let responder = Task {
+                for await message in own.messages {
+                    guard let reply = message.reply else { continue }
+                    try? billing.publish(reply, payload: bytes("pong:" + text(message.payload)))
+                }
+            }
+            defer { responder.cancel(); own.unsubscribe() }
+            try await billing.flush()
+            let tenantCommands = try billing.subscribe("admin.tenant.ping")
+            try await billing.flush()
+            #expect(await refusedSubscription(billing, "admin.tenant.ping"))
+            let replySniffer = try billing.subscribe("_INBOX_admin.>")
+            try await billing.flush()
+            #expect(await refusedSubscription(billing, "_INBOX_admin.>"))
+
+            let admin = try await connect(server, user: "admin", password: passwords["admin"])
+            defer { admin.close() }
+            let reply = try await admin.request("admin.billing.ping", payload: bytes("from-admin"), timeout: .seconds(5))
+            #expect(text(reply.payload) == "pong:from-admin")
+            await #expect(throws: NATSError.self, "billing must not send admin commands") {
+                _ = try await billing.request("admin.tenant.ping", payload: bytes("x"), timeout: .seconds(1))
+            }
+            tenantCommands.unsubscribe()
+            replySniffer.unsubscribe()
+        }
+    }
+
     // MARK: KV ownership
 
     @Test("service users cannot write, purge or delete the tenants/apikeys buckets")
