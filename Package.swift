@@ -186,7 +186,8 @@ let package = Package(
         .testTarget(name: "OrchestratorCoreTests", dependencies: ["OrchestratorCore", "KnowledgeBase", "TestKit"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ChatPathTests", dependencies: [
-            "GatewayCore", "RouterCore", "OrchestratorCore", "Tenancy", "TestKit", "ServiceKit", "Messaging", "Schemas",
+            "GatewayCore", "RouterCore", "OrchestratorCore", "BillingCore", "Tenancy", "TestKit", "ServiceKit",
+            "Messaging", "Schemas",
             "Storage", "Telemetry", "Contracts", "KnowledgeBase",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import BillingCore
 import Foundation
 import GatewayCore
 import Hummingbird
@@ -62,7 +63,7 @@ final class Stack: Sendable {
     static func start(orchestrator: OrchestratorConfiguration = OrchestratorConfiguration(endpoints: []),
                       gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
                       consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
-                      inProcessRouter: Bool = true) async throws -> Stack {
+                      inProcessRouter: Bool = true, billing: Bool = false) async throws -> Stack {
         let nats = try await NATSServer.start()
         let postgres = try await PostgresServer.start()
         let (admin, adminJS) = try await connect(nats)
@@ -85,6 +86,12 @@ final class Stack: Sendable {
                 configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "orch-1"),
                                                         service: "orchestrator"),
                 orchestrator: orchestrator, logger: logger, signals: false))
+        }
+        if billing {
+            groups.append(try await buildBilling(
+                configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "billing-1"),
+                                                        service: "billing"),
+                logger: logger, signals: false))
         }
         let port = Mutex<Int>(0)
         let gatewayGroup = try await buildGateway(
@@ -193,9 +200,11 @@ final class Stack: Sendable {
     static func with<T>(orchestrator: OrchestratorConfiguration = OrchestratorConfiguration(endpoints: []),
                         gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
                         consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
-                        inProcessRouter: Bool = true, _ body: (Stack) async throws -> T) async throws -> T {
+                        inProcessRouter: Bool = true, billing: Bool = false,
+                        _ body: (Stack) async throws -> T) async throws -> T {
         let stack = try await start(orchestrator: orchestrator, gateway: gateway, consentPolicy: consentPolicy,
-                                    inProcessOrchestrator: inProcessOrchestrator, inProcessRouter: inProcessRouter)
+                                    inProcessOrchestrator: inProcessOrchestrator, inProcessRouter: inProcessRouter,
+                                    billing: billing)
         do {
             let result = try await body(stack)
             await stack.stop()
