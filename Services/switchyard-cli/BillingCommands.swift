@@ -135,3 +135,87 @@ struct UsageCommand: AsyncParsableCommand {
         }
     }
 }
+
+struct InvoiceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "invoice",
+        abstract: "A tenant's invoice for a month (UTC): a line per model and price, with totals.",
+        discussion: "A closed month's invoice is final: produced again, it is the same byte for byte.")
+
+    @OptionGroup(title: "Connection and output options") var options: AdminOptions
+    @OptionGroup var tenant: TenantOption
+    @Option(help: ArgumentHelp("The month.", valueName: "YYYY-MM")) var month: String
+    @Flag(help: "Print CSV (a header, one line per model and price, then the total).") var csv = false
+
+    func validate() throws {
+        if csv && options.json { throw ValidationError("choose one of --json and --csv") }
+    }
+
+    func run() async throws {
+        try await options.withSession { session in
+            let response: InvoiceResponse = try await session.call(
+                .invoice, InvoiceRequest(tenantID: tenant.tenant, month: month))
+            let invoice = response.invoice ?? Invoice()
+            if csv {
+                print("provider,model,price_id,input_per_million,output_per_million,requests,prompt_tokens,completion_tokens,amount,currency")
+                for line in invoice.lines {
+                    print("\(line.provider),\(line.model),\(line.priceID),\(money(line.inputMicrosPerMillion)),"
+                          + "\(money(line.outputMicrosPerMillion)),\(line.requests),\(line.promptTokens),"
+                          + "\(line.completionTokens),\(money(line.amountMicros)),\(invoice.currency)")
+                }
+                print("total,,,,,\(invoice.requests),\(invoice.promptTokens),\(invoice.completionTokens),"
+                      + "\(money(invoice.totalMicros)),\(invoice.currency)")
+                return
+            }
+            try session.output(json: response) {
+                print("invoice \(invoice.tenantID) \(invoice.month) (\(invoice.closed ? "closed" : "open, still changing")), "
+                      + "\(invoice.currency)")
+                var table = TextTable("PROVIDER", "MODEL", "INPUT/M", "OUTPUT/M", "REQUESTS", "PROMPT", "COMPLETION", "AMOUNT")
+                for line in invoice.lines {
+                    table.add(line.provider, cell(line.model), line.priceID == 0 ? "unpriced" : money(line.inputMicrosPerMillion),
+                              line.priceID == 0 ? "unpriced" : money(line.outputMicrosPerMillion), String(line.requests),
+                              String(line.promptTokens), String(line.completionTokens), money(line.amountMicros))
+                }
+                table.add("total", "", "", "", String(invoice.requests), String(invoice.promptTokens),
+                          String(invoice.completionTokens), money(invoice.totalMicros))
+                table.print(ifEmpty: "no usage")
+            }
+        }
+    }
+}
+
+struct BillingCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "billing",
+        abstract: "Billing maintenance.",
+        subcommands: [Recompute.self])
+
+    struct Recompute: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "recompute",
+            abstract: "Re-price a tenant's usage in a time range with the prices now in the table (audited).",
+            discussion: """
+                After a price fix: every ledger line in [--from, --to) gets the price version in effect at its \
+                time, the day and month totals it touches are rebuilt from the ledger, and stored invoices of those \
+                months are replaced on their next request. The change is recorded in the billing audit log.
+                """)
+
+        @OptionGroup(title: "Connection and output options") var options: AdminOptions
+        @OptionGroup var tenant: TenantOption
+        @Option(help: "From (inclusive): a date (UTC) or a UTC time.") var from: String
+        @Option(help: "To (exclusive): a date (UTC) or a UTC time.") var to: String
+
+        func run() async throws {
+            let fromNanos = try parseTime(from, option: "--from")
+            let toNanos = try parseTime(to, option: "--to")
+            try await options.withSession { session in
+                let response: RecomputeResponse = try await session.call(.recompute, RecomputeRequest(
+                    tenantID: tenant.tenant, fromUnixNanos: fromNanos, toUnixNanos: toNanos))
+                try session.output(json: response) {
+                    print("recomputed \(response.lines) lines of \(tenant.tenant): \(response.changedLines) changed, "
+                          + "cost \(money(response.costBeforeMicros)) → \(money(response.costAfterMicros))")
+                }
+            }
+        }
+    }
+}

@@ -15,7 +15,8 @@ struct Switchyard: AsyncParsableCommand {
             """,
         subcommands: [
             TenantCommand.self, PlanCommand.self, KeyCommand.self, ManifestCommand.self, RolloutCommand.self,
-            KnowledgeCommand.self, PriceCommand.self, UsageCommand.self, Events.self, Demo.self,
+            KnowledgeCommand.self, PriceCommand.self, UsageCommand.self, InvoiceCommand.self,
+            BillingCommand.self, Events.self, Demo.self,
         ])
 }
 

@@ -43,6 +43,8 @@ public enum BillingAdminCommand: String, Sendable, CaseIterable {
     case priceSet = "price-set"
     case priceList = "price-list"
     case usage
+    case invoice
+    case recompute
 
     public static let service = "billing"
 
@@ -81,6 +83,8 @@ extension KnowledgeListRequest: AdminRequest {}
 extension SetPriceRequest: AdminRequest {}
 extension ListPricesRequest: AdminRequest {}
 extension UsageReportRequest: AdminRequest {}
+extension InvoiceRequest: AdminRequest {}
+extension RecomputeRequest: AdminRequest {}
 
 extension CreateTenantResponse: AdminResponse {}
 extension UpdateTenantResponse: AdminResponse {}
@@ -101,6 +105,8 @@ extension KnowledgeListResponse: AdminResponse {}
 extension SetPriceResponse: AdminResponse {}
 extension ListPricesResponse: AdminResponse {}
 extension UsageReportResponse: AdminResponse {}
+extension InvoiceResponse: AdminResponse {}
+extension RecomputeResponse: AdminResponse {}
 
 /// The error codes of `AdminError.code`, with their HTTP statuses for the admin HTTP API.
 public enum AdminErrorCode: String, Sendable, CaseIterable {

@@ -112,4 +112,76 @@ struct BillingAdminTests {
             }
         }
     }
+
+    @Test("a closed month's invoice is the same byte for byte, also after a recompute with unchanged prices; a price fix recompute re-prices, rebuilds totals and is audited")
+    func invoicesAndRecompute() async throws {
+        let october1: Int64 = 1_790_812_800 * 1_000_000_000  // 2026-10-01T00:00:00Z
+        let day: Int64 = 86_400 * 1_000_000_000
+        try await BillingHarness.with { h in
+            try await h.runBilling {
+                let admin = client(h)
+                _ = try await admin.call(.priceSet, SetPriceRequest(price: Price(
+                    provider: "openai", model: "gpt-test", effectiveFromUnixNanos: october1,
+                    inputMicrosPerMillion: 2_000_000, outputMicrosPerMillion: 8_000_000, currency: "USD")),
+                    as: SetPriceResponse.self)
+                try await h.publish([
+                    BillingHarness.usage(tenant: "acme", at: october1 + 9 * day),
+                    BillingHarness.usage(tenant: "acme", at: october1 + 19 * day),
+                    BillingHarness.usage(tenant: "acme", at: october1 + 20 * day),
+                    BillingHarness.usage(tenant: "acme", model: "unlisted", at: october1 + 20 * day),
+                ])
+                try await BillingHarness.eventually { try await h.ledgerRows() == 4 }
+
+                let first: InvoiceResponse = try await admin.call(.invoice, InvoiceRequest(tenantID: "acme", month: "2026-10"))
+                let invoice = try #require(first.invoice)
+                #expect(invoice.closed)
+                #expect(invoice.lines.map(\.model) == ["gpt-test", "unlisted"])
+                #expect(invoice.totalMicros == 1_800)
+                #expect(invoice.unpricedRequests == 1)
+                let again: InvoiceResponse = try await admin.call(.invoice, InvoiceRequest(tenantID: "acme", month: "2026-10"))
+                #expect(again.protobufBytes() == first.protobufBytes())
+
+                let unchanged: RecomputeResponse = try await admin.call(.recompute, RecomputeRequest(
+                    tenantID: "acme", fromUnixNanos: october1, toUnixNanos: october1 + 31 * day))
+                #expect(unchanged.lines == 4)
+                #expect(unchanged.changedLines == 0)
+                let afterNoop: InvoiceResponse = try await admin.call(.invoice, InvoiceRequest(tenantID: "acme", month: "2026-10"))
+                #expect(afterNoop.protobufBytes() == first.protobufBytes())
+
+                // The price fix: from October 15 the model cost ten times as much, and "unlisted" gets a price.
+                _ = try await admin.call(.priceSet, SetPriceRequest(price: Price(
+                    provider: "openai", model: "gpt-test", effectiveFromUnixNanos: october1 + 14 * day,
+                    inputMicrosPerMillion: 20_000_000, outputMicrosPerMillion: 80_000_000, currency: "USD")),
+                    as: SetPriceResponse.self)
+                _ = try await admin.call(.priceSet, SetPriceRequest(price: Price(
+                    provider: "openai", model: "unlisted", effectiveFromUnixNanos: october1,
+                    inputMicrosPerMillion: 1_000_000, outputMicrosPerMillion: 1_000_000, currency: "USD")),
+                    as: SetPriceResponse.self)
+                let fixed: RecomputeResponse = try await admin.call(.recompute, RecomputeRequest(
+                    tenantID: "acme", fromUnixNanos: october1, toUnixNanos: october1 + 31 * day))
+                #expect(fixed.changedLines == 3)
+                #expect(fixed.costBeforeMicros == 1_800)
+                // 600 + 6,000 + 6,000 + (100 + 50) × $1/M = 12,750 µ$.
+                #expect(fixed.costAfterMicros == 12_750)
+                try await LedgerTests.expectTotalsMatchLedger(h)
+                #expect(try await h.scalar("SELECT sum(cost_micros) FROM billing_totals WHERE tenant_id = 'acme' AND period = 'month'") == 12_750)
+                let corrected: InvoiceResponse = try await admin.call(.invoice, InvoiceRequest(tenantID: "acme", month: "2026-10"))
+                #expect(corrected.invoice?.totalMicros == 12_750)
+                #expect(corrected.invoice?.lines.count == 3)  // gpt-test at two prices, unlisted now priced
+                #expect(corrected.invoice?.unpricedRequests == 0)
+                #expect(try await h.scalar("SELECT count(*) FROM billing_audit WHERE action = 'billing.recompute' AND actor = 'operator (test)'") == 2)
+
+                // The operator's path: the same invoice through the CLI, twice, identical.
+                let cli = try builtProduct("switchyard")
+                let environment = ["SWITCHYARD_NATS_URL": h.nats.url, "SWITCHYARD_ADMIN_TOKEN": BillingHarness.adminToken]
+                let one = try await TestProcess.run(cli, ["invoice", "--tenant", "acme", "--month", "2026-10", "--csv"],
+                                                    environment: environment, check: false)
+                let two = try await TestProcess.run(cli, ["invoice", "--tenant", "acme", "--month", "2026-10", "--csv"],
+                                                    environment: environment, check: false)
+                #expect(one.status == 0)
+                #expect(one.output == two.output)
+                #expect(one.output.contains("total,,,,,4,400,200,0.012750,USD"))
+            }
+        }
+    }
 }

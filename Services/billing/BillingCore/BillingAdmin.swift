@@ -218,6 +218,14 @@ public struct BillingAdminDispatcher: AdminCommandDispatcher {
             return await AdminCall.run(body, wire, bearerToken, UsageReportRequest.self) { r throws(AdminFailure) in
                 try await a.usage(r)
             }
+        case .invoice:
+            return await AdminCall.run(body, wire, bearerToken, InvoiceRequest.self) { r throws(AdminFailure) in
+                try await a.invoice(r)
+            }
+        case .recompute:
+            return await AdminCall.run(body, wire, bearerToken, RecomputeRequest.self) { r throws(AdminFailure) in
+                try await a.recompute(r)
+            }
         }
     }
 }

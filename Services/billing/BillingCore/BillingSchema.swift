@@ -66,5 +66,22 @@ public enum BillingSchema {
                 PRIMARY KEY (tenant_id, conversation_id)
             );
             """),
+        Migration(version: 2, name: "stored invoices and the billing audit log", sql: """
+            CREATE TABLE billing_invoices (
+                tenant_id  text        NOT NULL,
+                month      date        NOT NULL,
+                body       bytea       NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (tenant_id, month)
+            );
+            CREATE TABLE billing_audit (
+                id        bigserial   PRIMARY KEY,
+                at        timestamptz NOT NULL DEFAULT now(),
+                actor     text        NOT NULL,
+                action    text        NOT NULL,
+                tenant_id text        NOT NULL,
+                detail    text        NOT NULL
+            );
+            """),
     ]
 }

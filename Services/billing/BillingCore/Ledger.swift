@@ -25,6 +25,9 @@ public struct Ledger: Sendable {
         public var unpriced: Int
     }
 
+    /// The advisory lock key (`pg_advisory_xact_lock`) that orders ledger batches against recomputes.
+    public static let writeLock: Int64 = 0x5359_4249_4C4C  // "SYBILL"
+
     /// Records `lines` in one transaction.
     public func record(_ lines: [UsageLine]) async throws -> Outcome {
         guard !lines.isEmpty else { return Outcome(inserted: 0, unpriced: 0) }
@@ -45,7 +48,9 @@ public struct Ledger: Sendable {
         let parameters: [PostgresValue] = text.map { .text($0.literal) } + numbers.prefix(2).map { .text($0.literal) }
             + [.text(flags.literal)] + numbers.suffix(2).map { .text($0.literal) }
         let rows = try await pool.transaction { connection in
-            try await connection.query(Self.statement, parameters)
+            // Shared: batches run side by side; a recompute takes it exclusively while it rebuilds totals.
+            _ = try await connection.query("SELECT pg_advisory_xact_lock_shared($1)", [.int64(Self.writeLock)])
+            return try await connection.query(Self.statement, parameters)
         }
         guard let row = rows.first else { return Outcome(inserted: 0, unpriced: 0) }
         return Outcome(inserted: Int(try row.decode(Int64.self, column: "inserted")),

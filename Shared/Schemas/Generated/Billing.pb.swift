@@ -836,3 +836,715 @@ extension UsageReportResponse: Codable {
         try c.encodeIfPresent(self.total, forKey: .total)
     }
 }
+
+/// InvoiceLine: one provider model at one price version within the month.
+public struct InvoiceLine: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.InvoiceLine"
+
+    /// `provider = 1`
+    public var provider: String = ""
+    /// `model = 2`
+    public var model: String = ""
+    /// `price_id = 3`: 0 = no price (the line is unpriced and its amount 0)
+    public var priceID: Int64 = 0
+    /// `input_micros_per_million = 4`
+    public var inputMicrosPerMillion: Int64 = 0
+    /// `output_micros_per_million = 5`
+    public var outputMicrosPerMillion: Int64 = 0
+    /// `requests = 6`
+    public var requests: Int64 = 0
+    /// `prompt_tokens = 7`
+    public var promptTokens: Int64 = 0
+    /// `completion_tokens = 8`
+    public var completionTokens: Int64 = 0
+    /// `amount_micros = 9`: the sum of the requests' costs
+    public var amountMicros: Int64 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        provider: String = "",
+        model: String = "",
+        priceID: Int64 = 0,
+        inputMicrosPerMillion: Int64 = 0,
+        outputMicrosPerMillion: Int64 = 0,
+        requests: Int64 = 0,
+        promptTokens: Int64 = 0,
+        completionTokens: Int64 = 0,
+        amountMicros: Int64 = 0
+    ) {
+        self.provider = provider
+        self.model = model
+        self.priceID = priceID
+        self.inputMicrosPerMillion = inputMicrosPerMillion
+        self.outputMicrosPerMillion = outputMicrosPerMillion
+        self.requests = requests
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.amountMicros = amountMicros
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension InvoiceLine: _CMessage {
+    typealias _CType = Switchyard__V1__InvoiceLine
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__invoice_line__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__invoice_line__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__invoice_line__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__invoice_line__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__invoice_line__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.provider.isEmpty { c.pointee.provider = arena.cString(self.provider) }
+        if !self.model.isEmpty { c.pointee.model = arena.cString(self.model) }
+        c.pointee.price_id = self.priceID
+        c.pointee.input_micros_per_million = self.inputMicrosPerMillion
+        c.pointee.output_micros_per_million = self.outputMicrosPerMillion
+        c.pointee.requests = self.requests
+        c.pointee.prompt_tokens = self.promptTokens
+        c.pointee.completion_tokens = self.completionTokens
+        c.pointee.amount_micros = self.amountMicros
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.provider = try _swiftString(p.pointee.provider, Self.protoName)
+        self.model = try _swiftString(p.pointee.model, Self.protoName)
+        self.priceID = p.pointee.price_id
+        self.inputMicrosPerMillion = p.pointee.input_micros_per_million
+        self.outputMicrosPerMillion = p.pointee.output_micros_per_million
+        self.requests = p.pointee.requests
+        self.promptTokens = p.pointee.prompt_tokens
+        self.completionTokens = p.pointee.completion_tokens
+        self.amountMicros = p.pointee.amount_micros
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension InvoiceLine: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case provider
+        case model
+        case priceID = "priceId"
+        case inputMicrosPerMillion
+        case outputMicrosPerMillion
+        case requests
+        case promptTokens
+        case completionTokens
+        case amountMicros
+
+        var protoFieldName: String {
+            switch self {
+            case .priceID: "price_id"
+            case .inputMicrosPerMillion: "input_micros_per_million"
+            case .outputMicrosPerMillion: "output_micros_per_million"
+            case .promptTokens: "prompt_tokens"
+            case .completionTokens: "completion_tokens"
+            case .amountMicros: "amount_micros"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.provider = try json.decode(String.self, .provider) ?? ""
+        self.model = try json.decode(String.self, .model) ?? ""
+        self.priceID = try json.decode(_ProtoJSONNumber<Int64>.self, .priceID)?.value ?? 0
+        self.inputMicrosPerMillion = try json.decode(_ProtoJSONNumber<Int64>.self, .inputMicrosPerMillion)?.value ?? 0
+        self.outputMicrosPerMillion = try json.decode(_ProtoJSONNumber<Int64>.self, .outputMicrosPerMillion)?.value ?? 0
+        self.requests = try json.decode(_ProtoJSONNumber<Int64>.self, .requests)?.value ?? 0
+        self.promptTokens = try json.decode(_ProtoJSONNumber<Int64>.self, .promptTokens)?.value ?? 0
+        self.completionTokens = try json.decode(_ProtoJSONNumber<Int64>.self, .completionTokens)?.value ?? 0
+        self.amountMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .amountMicros)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.provider, forKey: .provider)
+        try c.encode(self.model, forKey: .model)
+        try c.encode(self.priceID, forKey: .priceID)
+        try c.encode(self.inputMicrosPerMillion, forKey: .inputMicrosPerMillion)
+        try c.encode(self.outputMicrosPerMillion, forKey: .outputMicrosPerMillion)
+        try c.encode(self.requests, forKey: .requests)
+        try c.encode(self.promptTokens, forKey: .promptTokens)
+        try c.encode(self.completionTokens, forKey: .completionTokens)
+        try c.encode(self.amountMicros, forKey: .amountMicros)
+    }
+}
+
+/// Invoice: a tenant's month (UTC). A closed month's invoice is stored when first produced and returned
+/// unchanged afterwards (until a recompute over that month replaces it).
+public struct Invoice: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.Invoice"
+
+    /// `tenant_id = 1`
+    public var tenantID: String = ""
+    /// `month = 2`: YYYY-MM
+    public var month: String = ""
+    /// `currency = 3`
+    public var currency: String = ""
+    /// `lines = 4`
+    public var lines: [InvoiceLine] = []
+    /// `requests = 5`
+    public var requests: Int64 = 0
+    /// `prompt_tokens = 6`
+    public var promptTokens: Int64 = 0
+    /// `completion_tokens = 7`
+    public var completionTokens: Int64 = 0
+    /// `total_micros = 8`
+    public var totalMicros: Int64 = 0
+    /// `unpriced_requests = 9`
+    public var unpricedRequests: Int64 = 0
+    /// `closed = 10`: the month is over: the invoice is final
+    public var closed: Bool = false
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        tenantID: String = "",
+        month: String = "",
+        currency: String = "",
+        lines: [InvoiceLine] = [],
+        requests: Int64 = 0,
+        promptTokens: Int64 = 0,
+        completionTokens: Int64 = 0,
+        totalMicros: Int64 = 0,
+        unpricedRequests: Int64 = 0,
+        closed: Bool = false
+    ) {
+        self.tenantID = tenantID
+        self.month = month
+        self.currency = currency
+        self.lines = lines
+        self.requests = requests
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.totalMicros = totalMicros
+        self.unpricedRequests = unpricedRequests
+        self.closed = closed
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension Invoice: _CMessage {
+    typealias _CType = Switchyard__V1__Invoice
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__invoice__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__invoice__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__invoice__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__invoice__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__invoice__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        if !self.month.isEmpty { c.pointee.month = arena.cString(self.month) }
+        if !self.currency.isEmpty { c.pointee.currency = arena.cString(self.currency) }
+        if !self.lines.isEmpty {
+            let arr = arena.allocateArray(UnsafeMutablePointer<Switchyard__V1__InvoiceLine>?.self, count: self.lines.count)
+            for (i, v) in self.lines.enumerated() {
+                arr[i] = v._cMake(&arena)
+            }
+            c.pointee.n_lines = self.lines.count
+            c.pointee.lines = arr
+        }
+        c.pointee.requests = self.requests
+        c.pointee.prompt_tokens = self.promptTokens
+        c.pointee.completion_tokens = self.completionTokens
+        c.pointee.total_micros = self.totalMicros
+        c.pointee.unpriced_requests = self.unpricedRequests
+        c.pointee.closed = (self.closed ? 1 : 0)
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.month = try _swiftString(p.pointee.month, Self.protoName)
+        self.currency = try _swiftString(p.pointee.currency, Self.protoName)
+        var lines_: [InvoiceLine] = []
+        if let arr = p.pointee.lines {
+            lines_.reserveCapacity(p.pointee.n_lines)
+            for i in 0..<p.pointee.n_lines {
+                guard let e = arr[i] else { throw SchemaError(.malformed, messageType: Self.protoName) }
+                lines_.append(try InvoiceLine(_c: e))
+            }
+        }
+        self.lines = lines_
+        self.requests = p.pointee.requests
+        self.promptTokens = p.pointee.prompt_tokens
+        self.completionTokens = p.pointee.completion_tokens
+        self.totalMicros = p.pointee.total_micros
+        self.unpricedRequests = p.pointee.unpriced_requests
+        self.closed = (p.pointee.closed != 0)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension Invoice: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case tenantID = "tenantId"
+        case month
+        case currency
+        case lines
+        case requests
+        case promptTokens
+        case completionTokens
+        case totalMicros
+        case unpricedRequests
+        case closed
+
+        var protoFieldName: String {
+            switch self {
+            case .tenantID: "tenant_id"
+            case .promptTokens: "prompt_tokens"
+            case .completionTokens: "completion_tokens"
+            case .totalMicros: "total_micros"
+            case .unpricedRequests: "unpriced_requests"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.month = try json.decode(String.self, .month) ?? ""
+        self.currency = try json.decode(String.self, .currency) ?? ""
+        self.lines = try json.decode([InvoiceLine].self, .lines) ?? []
+        self.requests = try json.decode(_ProtoJSONNumber<Int64>.self, .requests)?.value ?? 0
+        self.promptTokens = try json.decode(_ProtoJSONNumber<Int64>.self, .promptTokens)?.value ?? 0
+        self.completionTokens = try json.decode(_ProtoJSONNumber<Int64>.self, .completionTokens)?.value ?? 0
+        self.totalMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .totalMicros)?.value ?? 0
+        self.unpricedRequests = try json.decode(_ProtoJSONNumber<Int64>.self, .unpricedRequests)?.value ?? 0
+        self.closed = try json.decode(Bool.self, .closed) ?? false
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.month, forKey: .month)
+        try c.encode(self.currency, forKey: .currency)
+        try c.encode(self.lines, forKey: .lines)
+        try c.encode(self.requests, forKey: .requests)
+        try c.encode(self.promptTokens, forKey: .promptTokens)
+        try c.encode(self.completionTokens, forKey: .completionTokens)
+        try c.encode(self.totalMicros, forKey: .totalMicros)
+        try c.encode(self.unpricedRequests, forKey: .unpricedRequests)
+        try c.encode(self.closed, forKey: .closed)
+    }
+}
+
+/// admin.billing.invoice
+public struct InvoiceRequest: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.InvoiceRequest"
+
+    /// `admin_token = 1`
+    public var adminToken: String = ""
+    /// `actor = 2`
+    public var actor: String = ""
+    /// `tenant_id = 3`
+    public var tenantID: String = ""
+    /// `month = 4`: YYYY-MM
+    public var month: String = ""
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        adminToken: String = "",
+        actor: String = "",
+        tenantID: String = "",
+        month: String = ""
+    ) {
+        self.adminToken = adminToken
+        self.actor = actor
+        self.tenantID = tenantID
+        self.month = month
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension InvoiceRequest: _CMessage {
+    typealias _CType = Switchyard__V1__InvoiceRequest
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__invoice_request__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__invoice_request__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__invoice_request__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__invoice_request__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__invoice_request__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.adminToken.isEmpty { c.pointee.admin_token = arena.cString(self.adminToken) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        if !self.month.isEmpty { c.pointee.month = arena.cString(self.month) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.month = try _swiftString(p.pointee.month, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension InvoiceRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case month
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.month = try json.decode(String.self, .month) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.month, forKey: .month)
+    }
+}
+
+public struct InvoiceResponse: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.InvoiceResponse"
+
+    /// `error = 1`
+    public var error: AdminError? = nil
+    /// `invoice = 2`
+    public var invoice: Invoice? = nil
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        error: AdminError? = nil,
+        invoice: Invoice? = nil
+    ) {
+        self.error = error
+        self.invoice = invoice
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension InvoiceResponse: _CMessage {
+    typealias _CType = Switchyard__V1__InvoiceResponse
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__invoice_response__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__invoice_response__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__invoice_response__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__invoice_response__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__invoice_response__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.error { c.pointee.error = v._cMake(&arena) }
+        if let v = self.invoice { c.pointee.invoice = v._cMake(&arena) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
+        if let q = p.pointee.invoice { self.invoice = try Invoice(_c: q) } else { self.invoice = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension InvoiceResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case invoice
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.invoice = try json.decode(Invoice.self, .invoice)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.invoice, forKey: .invoice)
+    }
+}
+
+/// admin.billing.recompute: re-prices a tenant's ledger lines in [from, to) with the price versions now in the
+/// table, rebuilds the affected running totals, drops stored invoices of the affected months, and is audited.
+public struct RecomputeRequest: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.RecomputeRequest"
+
+    /// `admin_token = 1`
+    public var adminToken: String = ""
+    /// `actor = 2`
+    public var actor: String = ""
+    /// `tenant_id = 3`
+    public var tenantID: String = ""
+    /// `from_unix_nanos = 4`
+    public var fromUnixNanos: Int64 = 0
+    /// `to_unix_nanos = 5`
+    public var toUnixNanos: Int64 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        adminToken: String = "",
+        actor: String = "",
+        tenantID: String = "",
+        fromUnixNanos: Int64 = 0,
+        toUnixNanos: Int64 = 0
+    ) {
+        self.adminToken = adminToken
+        self.actor = actor
+        self.tenantID = tenantID
+        self.fromUnixNanos = fromUnixNanos
+        self.toUnixNanos = toUnixNanos
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension RecomputeRequest: _CMessage {
+    typealias _CType = Switchyard__V1__RecomputeRequest
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__recompute_request__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__recompute_request__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__recompute_request__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__recompute_request__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__recompute_request__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.adminToken.isEmpty { c.pointee.admin_token = arena.cString(self.adminToken) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        c.pointee.from_unix_nanos = self.fromUnixNanos
+        c.pointee.to_unix_nanos = self.toUnixNanos
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.fromUnixNanos = p.pointee.from_unix_nanos
+        self.toUnixNanos = p.pointee.to_unix_nanos
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension RecomputeRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case fromUnixNanos
+        case toUnixNanos
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            case .fromUnixNanos: "from_unix_nanos"
+            case .toUnixNanos: "to_unix_nanos"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.fromUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .fromUnixNanos)?.value ?? 0
+        self.toUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .toUnixNanos)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.fromUnixNanos, forKey: .fromUnixNanos)
+        try c.encode(self.toUnixNanos, forKey: .toUnixNanos)
+    }
+}
+
+public struct RecomputeResponse: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.RecomputeResponse"
+
+    /// `error = 1`
+    public var error: AdminError? = nil
+    /// `lines = 2`: ledger lines in the range
+    public var lines: Int64 = 0
+    /// `changed_lines = 3`: lines whose price or cost changed
+    public var changedLines: Int64 = 0
+    /// `cost_before_micros = 4`
+    public var costBeforeMicros: Int64 = 0
+    /// `cost_after_micros = 5`
+    public var costAfterMicros: Int64 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        error: AdminError? = nil,
+        lines: Int64 = 0,
+        changedLines: Int64 = 0,
+        costBeforeMicros: Int64 = 0,
+        costAfterMicros: Int64 = 0
+    ) {
+        self.error = error
+        self.lines = lines
+        self.changedLines = changedLines
+        self.costBeforeMicros = costBeforeMicros
+        self.costAfterMicros = costAfterMicros
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension RecomputeResponse: _CMessage {
+    typealias _CType = Switchyard__V1__RecomputeResponse
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__recompute_response__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__recompute_response__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__recompute_response__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__recompute_response__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__recompute_response__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.error { c.pointee.error = v._cMake(&arena) }
+        c.pointee.lines = self.lines
+        c.pointee.changed_lines = self.changedLines
+        c.pointee.cost_before_micros = self.costBeforeMicros
+        c.pointee.cost_after_micros = self.costAfterMicros
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
+        self.lines = p.pointee.lines
+        self.changedLines = p.pointee.changed_lines
+        self.costBeforeMicros = p.pointee.cost_before_micros
+        self.costAfterMicros = p.pointee.cost_after_micros
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension RecomputeResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case lines
+        case changedLines
+        case costBeforeMicros
+        case costAfterMicros
+
+        var protoFieldName: String {
+            switch self {
+            case .changedLines: "changed_lines"
+            case .costBeforeMicros: "cost_before_micros"
+            case .costAfterMicros: "cost_after_micros"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.lines = try json.decode(_ProtoJSONNumber<Int64>.self, .lines)?.value ?? 0
+        self.changedLines = try json.decode(_ProtoJSONNumber<Int64>.self, .changedLines)?.value ?? 0
+        self.costBeforeMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .costBeforeMicros)?.value ?? 0
+        self.costAfterMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .costAfterMicros)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encode(self.lines, forKey: .lines)
+        try c.encode(self.changedLines, forKey: .changedLines)
+        try c.encode(self.costBeforeMicros, forKey: .costBeforeMicros)
+        try c.encode(self.costAfterMicros, forKey: .costAfterMicros)
+    }
+}

@@ -46,6 +46,12 @@ let allSampleableTypes: [any Sampleable.Type] = [
     UsageRow.self,
     UsageReportRequest.self,
     UsageReportResponse.self,
+    InvoiceLine.self,
+    Invoice.self,
+    InvoiceRequest.self,
+    InvoiceResponse.self,
+    RecomputeRequest.self,
+    RecomputeResponse.self,
     ChatRequested.self,
     ChatRouted.self,
     ChatCompleted.self,
@@ -498,6 +504,83 @@ extension UsageReportResponse: Sampleable {
         if g.present() { m.error = AdminError.sample(&g) }
         for _ in 0..<g.count() { m.rows.append(UsageRow.sample(&g)) }
         if g.present() { m.total = UsageRow.sample(&g) }
+        return m
+    }
+}
+
+extension InvoiceLine: Sampleable {
+    static func sample(_ g: inout SampleGen) -> InvoiceLine {
+        var m = InvoiceLine()
+        m.provider = g.string()
+        m.model = g.string()
+        m.priceID = g.int64()
+        m.inputMicrosPerMillion = g.int64()
+        m.outputMicrosPerMillion = g.int64()
+        m.requests = g.int64()
+        m.promptTokens = g.int64()
+        m.completionTokens = g.int64()
+        m.amountMicros = g.int64()
+        return m
+    }
+}
+
+extension Invoice: Sampleable {
+    static func sample(_ g: inout SampleGen) -> Invoice {
+        var m = Invoice()
+        m.tenantID = g.string()
+        m.month = g.string()
+        m.currency = g.string()
+        for _ in 0..<g.count() { m.lines.append(InvoiceLine.sample(&g)) }
+        m.requests = g.int64()
+        m.promptTokens = g.int64()
+        m.completionTokens = g.int64()
+        m.totalMicros = g.int64()
+        m.unpricedRequests = g.int64()
+        m.closed = g.bool()
+        return m
+    }
+}
+
+extension InvoiceRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> InvoiceRequest {
+        var m = InvoiceRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.month = g.string()
+        return m
+    }
+}
+
+extension InvoiceResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> InvoiceResponse {
+        var m = InvoiceResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        if g.present() { m.invoice = Invoice.sample(&g) }
+        return m
+    }
+}
+
+extension RecomputeRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> RecomputeRequest {
+        var m = RecomputeRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.fromUnixNanos = g.int64()
+        m.toUnixNanos = g.int64()
+        return m
+    }
+}
+
+extension RecomputeResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> RecomputeResponse {
+        var m = RecomputeResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        m.lines = g.int64()
+        m.changedLines = g.int64()
+        m.costBeforeMicros = g.int64()
+        m.costAfterMicros = g.int64()
         return m
     }
 }

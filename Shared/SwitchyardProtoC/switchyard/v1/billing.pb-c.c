@@ -367,6 +367,276 @@ void   switchyard__v1__usage_report_response__free_unpacked
   assert(message->base.descriptor == &switchyard__v1__usage_report_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   switchyard__v1__invoice_line__init
+                     (Switchyard__V1__InvoiceLine         *message)
+{
+  static const Switchyard__V1__InvoiceLine init_value = SWITCHYARD__V1__INVOICE_LINE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__invoice_line__get_packed_size
+                     (const Switchyard__V1__InvoiceLine *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__invoice_line__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__invoice_line__pack
+                     (const Switchyard__V1__InvoiceLine *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__invoice_line__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__invoice_line__pack_to_buffer
+                     (const Switchyard__V1__InvoiceLine *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__invoice_line__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__InvoiceLine *
+       switchyard__v1__invoice_line__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__InvoiceLine *)
+     protobuf_c_message_unpack (&switchyard__v1__invoice_line__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__invoice_line__free_unpacked
+                     (Switchyard__V1__InvoiceLine *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__invoice_line__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__invoice__init
+                     (Switchyard__V1__Invoice         *message)
+{
+  static const Switchyard__V1__Invoice init_value = SWITCHYARD__V1__INVOICE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__invoice__get_packed_size
+                     (const Switchyard__V1__Invoice *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__invoice__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__invoice__pack
+                     (const Switchyard__V1__Invoice *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__invoice__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__invoice__pack_to_buffer
+                     (const Switchyard__V1__Invoice *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__invoice__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__Invoice *
+       switchyard__v1__invoice__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__Invoice *)
+     protobuf_c_message_unpack (&switchyard__v1__invoice__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__invoice__free_unpacked
+                     (Switchyard__V1__Invoice *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__invoice__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__invoice_request__init
+                     (Switchyard__V1__InvoiceRequest         *message)
+{
+  static const Switchyard__V1__InvoiceRequest init_value = SWITCHYARD__V1__INVOICE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__invoice_request__get_packed_size
+                     (const Switchyard__V1__InvoiceRequest *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__invoice_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__invoice_request__pack
+                     (const Switchyard__V1__InvoiceRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__invoice_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__invoice_request__pack_to_buffer
+                     (const Switchyard__V1__InvoiceRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__invoice_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__InvoiceRequest *
+       switchyard__v1__invoice_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__InvoiceRequest *)
+     protobuf_c_message_unpack (&switchyard__v1__invoice_request__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__invoice_request__free_unpacked
+                     (Switchyard__V1__InvoiceRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__invoice_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__invoice_response__init
+                     (Switchyard__V1__InvoiceResponse         *message)
+{
+  static const Switchyard__V1__InvoiceResponse init_value = SWITCHYARD__V1__INVOICE_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__invoice_response__get_packed_size
+                     (const Switchyard__V1__InvoiceResponse *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__invoice_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__invoice_response__pack
+                     (const Switchyard__V1__InvoiceResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__invoice_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__invoice_response__pack_to_buffer
+                     (const Switchyard__V1__InvoiceResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__invoice_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__InvoiceResponse *
+       switchyard__v1__invoice_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__InvoiceResponse *)
+     protobuf_c_message_unpack (&switchyard__v1__invoice_response__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__invoice_response__free_unpacked
+                     (Switchyard__V1__InvoiceResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__invoice_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__recompute_request__init
+                     (Switchyard__V1__RecomputeRequest         *message)
+{
+  static const Switchyard__V1__RecomputeRequest init_value = SWITCHYARD__V1__RECOMPUTE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__recompute_request__get_packed_size
+                     (const Switchyard__V1__RecomputeRequest *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__recompute_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__recompute_request__pack
+                     (const Switchyard__V1__RecomputeRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__recompute_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__recompute_request__pack_to_buffer
+                     (const Switchyard__V1__RecomputeRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__recompute_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__RecomputeRequest *
+       switchyard__v1__recompute_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__RecomputeRequest *)
+     protobuf_c_message_unpack (&switchyard__v1__recompute_request__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__recompute_request__free_unpacked
+                     (Switchyard__V1__RecomputeRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__recompute_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__recompute_response__init
+                     (Switchyard__V1__RecomputeResponse         *message)
+{
+  static const Switchyard__V1__RecomputeResponse init_value = SWITCHYARD__V1__RECOMPUTE_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__recompute_response__get_packed_size
+                     (const Switchyard__V1__RecomputeResponse *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__recompute_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__recompute_response__pack
+                     (const Switchyard__V1__RecomputeResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__recompute_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__recompute_response__pack_to_buffer
+                     (const Switchyard__V1__RecomputeResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__recompute_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__RecomputeResponse *
+       switchyard__v1__recompute_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__RecomputeResponse *)
+     protobuf_c_message_unpack (&switchyard__v1__recompute_response__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__recompute_response__free_unpacked
+                     (Switchyard__V1__RecomputeResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__recompute_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor switchyard__v1__price__field_descriptors[8] =
 {
   {
@@ -1020,5 +1290,610 @@ const ProtobufCMessageDescriptor switchyard__v1__usage_report_response__descript
   switchyard__v1__usage_report_response__field_indices_by_name,
   1,  switchyard__v1__usage_report_response__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__usage_report_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__invoice_line__field_descriptors[9] =
+{
+  {
+    "provider",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceLine, provider),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "model",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceLine, model),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "price_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceLine, price_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "input_micros_per_million",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceLine, input_micros_per_million),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "output_micros_per_million",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceLine, output_micros_per_million),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "requests",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceLine, requests),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "prompt_tokens",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceLine, prompt_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "completion_tokens",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceLine, completion_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "amount_micros",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceLine, amount_micros),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__invoice_line__field_indices_by_name[] = {
+  8,   /* field[8] = amount_micros */
+  7,   /* field[7] = completion_tokens */
+  3,   /* field[3] = input_micros_per_million */
+  1,   /* field[1] = model */
+  4,   /* field[4] = output_micros_per_million */
+  2,   /* field[2] = price_id */
+  6,   /* field[6] = prompt_tokens */
+  0,   /* field[0] = provider */
+  5,   /* field[5] = requests */
+};
+static const ProtobufCIntRange switchyard__v1__invoice_line__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 9 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__invoice_line__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.InvoiceLine",
+  "InvoiceLine",
+  "Switchyard__V1__InvoiceLine",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__InvoiceLine),
+  9,
+  switchyard__v1__invoice_line__field_descriptors,
+  switchyard__v1__invoice_line__field_indices_by_name,
+  1,  switchyard__v1__invoice_line__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__invoice_line__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__invoice__field_descriptors[10] =
+{
+  {
+    "tenant_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Invoice, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "month",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Invoice, month),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "currency",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Invoice, currency),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "lines",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Switchyard__V1__Invoice, n_lines),
+    offsetof(Switchyard__V1__Invoice, lines),
+    &switchyard__v1__invoice_line__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "requests",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Invoice, requests),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "prompt_tokens",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Invoice, prompt_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "completion_tokens",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Invoice, completion_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "total_micros",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Invoice, total_micros),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "unpriced_requests",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Invoice, unpriced_requests),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "closed",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Invoice, closed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__invoice__field_indices_by_name[] = {
+  9,   /* field[9] = closed */
+  6,   /* field[6] = completion_tokens */
+  2,   /* field[2] = currency */
+  3,   /* field[3] = lines */
+  1,   /* field[1] = month */
+  5,   /* field[5] = prompt_tokens */
+  4,   /* field[4] = requests */
+  0,   /* field[0] = tenant_id */
+  7,   /* field[7] = total_micros */
+  8,   /* field[8] = unpriced_requests */
+};
+static const ProtobufCIntRange switchyard__v1__invoice__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 10 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__invoice__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.Invoice",
+  "Invoice",
+  "Switchyard__V1__Invoice",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__Invoice),
+  10,
+  switchyard__v1__invoice__field_descriptors,
+  switchyard__v1__invoice__field_indices_by_name,
+  1,  switchyard__v1__invoice__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__invoice__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__invoice_request__field_descriptors[4] =
+{
+  {
+    "admin_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "month",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceRequest, month),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__invoice_request__field_indices_by_name[] = {
+  1,   /* field[1] = actor */
+  0,   /* field[0] = admin_token */
+  3,   /* field[3] = month */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange switchyard__v1__invoice_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__invoice_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.InvoiceRequest",
+  "InvoiceRequest",
+  "Switchyard__V1__InvoiceRequest",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__InvoiceRequest),
+  4,
+  switchyard__v1__invoice_request__field_descriptors,
+  switchyard__v1__invoice_request__field_indices_by_name,
+  1,  switchyard__v1__invoice_request__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__invoice_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__invoice_response__field_descriptors[2] =
+{
+  {
+    "error",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceResponse, error),
+    &switchyard__v1__admin_error__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "invoice",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__InvoiceResponse, invoice),
+    &switchyard__v1__invoice__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__invoice_response__field_indices_by_name[] = {
+  0,   /* field[0] = error */
+  1,   /* field[1] = invoice */
+};
+static const ProtobufCIntRange switchyard__v1__invoice_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__invoice_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.InvoiceResponse",
+  "InvoiceResponse",
+  "Switchyard__V1__InvoiceResponse",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__InvoiceResponse),
+  2,
+  switchyard__v1__invoice_response__field_descriptors,
+  switchyard__v1__invoice_response__field_indices_by_name,
+  1,  switchyard__v1__invoice_response__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__invoice_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__recompute_request__field_descriptors[5] =
+{
+  {
+    "admin_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RecomputeRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RecomputeRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RecomputeRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "from_unix_nanos",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RecomputeRequest, from_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "to_unix_nanos",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RecomputeRequest, to_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__recompute_request__field_indices_by_name[] = {
+  1,   /* field[1] = actor */
+  0,   /* field[0] = admin_token */
+  3,   /* field[3] = from_unix_nanos */
+  2,   /* field[2] = tenant_id */
+  4,   /* field[4] = to_unix_nanos */
+};
+static const ProtobufCIntRange switchyard__v1__recompute_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__recompute_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.RecomputeRequest",
+  "RecomputeRequest",
+  "Switchyard__V1__RecomputeRequest",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__RecomputeRequest),
+  5,
+  switchyard__v1__recompute_request__field_descriptors,
+  switchyard__v1__recompute_request__field_indices_by_name,
+  1,  switchyard__v1__recompute_request__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__recompute_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__recompute_response__field_descriptors[5] =
+{
+  {
+    "error",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RecomputeResponse, error),
+    &switchyard__v1__admin_error__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "lines",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RecomputeResponse, lines),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "changed_lines",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RecomputeResponse, changed_lines),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cost_before_micros",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RecomputeResponse, cost_before_micros),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cost_after_micros",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RecomputeResponse, cost_after_micros),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__recompute_response__field_indices_by_name[] = {
+  2,   /* field[2] = changed_lines */
+  4,   /* field[4] = cost_after_micros */
+  3,   /* field[3] = cost_before_micros */
+  0,   /* field[0] = error */
+  1,   /* field[1] = lines */
+};
+static const ProtobufCIntRange switchyard__v1__recompute_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__recompute_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.RecomputeResponse",
+  "RecomputeResponse",
+  "Switchyard__V1__RecomputeResponse",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__RecomputeResponse),
+  5,
+  switchyard__v1__recompute_response__field_descriptors,
+  switchyard__v1__recompute_response__field_indices_by_name,
+  1,  switchyard__v1__recompute_response__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__recompute_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

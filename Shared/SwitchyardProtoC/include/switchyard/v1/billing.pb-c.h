@@ -24,6 +24,12 @@ typedef struct Switchyard__V1__ListPricesResponse Switchyard__V1__ListPricesResp
 typedef struct Switchyard__V1__UsageRow Switchyard__V1__UsageRow;
 typedef struct Switchyard__V1__UsageReportRequest Switchyard__V1__UsageReportRequest;
 typedef struct Switchyard__V1__UsageReportResponse Switchyard__V1__UsageReportResponse;
+typedef struct Switchyard__V1__InvoiceLine Switchyard__V1__InvoiceLine;
+typedef struct Switchyard__V1__Invoice Switchyard__V1__Invoice;
+typedef struct Switchyard__V1__InvoiceRequest Switchyard__V1__InvoiceRequest;
+typedef struct Switchyard__V1__InvoiceResponse Switchyard__V1__InvoiceResponse;
+typedef struct Switchyard__V1__RecomputeRequest Switchyard__V1__RecomputeRequest;
+typedef struct Switchyard__V1__RecomputeResponse Switchyard__V1__RecomputeResponse;
 
 
 /* --- enums --- */
@@ -174,6 +180,131 @@ struct  Switchyard__V1__UsageReportResponse
 #define SWITCHYARD__V1__USAGE_REPORT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__usage_report_response__descriptor) \
     , NULL, 0,NULL, NULL }
+
+
+/*
+ * InvoiceLine: one provider model at one price version within the month.
+ */
+struct  Switchyard__V1__InvoiceLine
+{
+  ProtobufCMessage base;
+  char *provider;
+  char *model;
+  /*
+   * 0 = no price (the line is unpriced and its amount 0)
+   */
+  int64_t price_id;
+  int64_t input_micros_per_million;
+  int64_t output_micros_per_million;
+  int64_t requests;
+  int64_t prompt_tokens;
+  int64_t completion_tokens;
+  /*
+   * the sum of the requests' costs
+   */
+  int64_t amount_micros;
+};
+#define SWITCHYARD__V1__INVOICE_LINE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__invoice_line__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0 }
+
+
+/*
+ * Invoice: a tenant's month (UTC). A closed month's invoice is stored when first produced and returned
+ * unchanged afterwards (until a recompute over that month replaces it).
+ */
+struct  Switchyard__V1__Invoice
+{
+  ProtobufCMessage base;
+  char *tenant_id;
+  /*
+   * YYYY-MM
+   */
+  char *month;
+  char *currency;
+  size_t n_lines;
+  Switchyard__V1__InvoiceLine **lines;
+  int64_t requests;
+  int64_t prompt_tokens;
+  int64_t completion_tokens;
+  int64_t total_micros;
+  int64_t unpriced_requests;
+  /*
+   * the month is over: the invoice is final
+   */
+  protobuf_c_boolean closed;
+};
+#define SWITCHYARD__V1__INVOICE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__invoice__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, 0 }
+
+
+/*
+ * admin.billing.invoice
+ */
+struct  Switchyard__V1__InvoiceRequest
+{
+  ProtobufCMessage base;
+  char *admin_token;
+  char *actor;
+  char *tenant_id;
+  /*
+   * YYYY-MM
+   */
+  char *month;
+};
+#define SWITCHYARD__V1__INVOICE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__invoice_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Switchyard__V1__InvoiceResponse
+{
+  ProtobufCMessage base;
+  Switchyard__V1__AdminError *error;
+  Switchyard__V1__Invoice *invoice;
+};
+#define SWITCHYARD__V1__INVOICE_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__invoice_response__descriptor) \
+    , NULL, NULL }
+
+
+/*
+ * admin.billing.recompute: re-prices a tenant's ledger lines in [from, to) with the price versions now in the
+ * table, rebuilds the affected running totals, drops stored invoices of the affected months, and is audited.
+ */
+struct  Switchyard__V1__RecomputeRequest
+{
+  ProtobufCMessage base;
+  char *admin_token;
+  char *actor;
+  char *tenant_id;
+  int64_t from_unix_nanos;
+  int64_t to_unix_nanos;
+};
+#define SWITCHYARD__V1__RECOMPUTE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__recompute_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0 }
+
+
+struct  Switchyard__V1__RecomputeResponse
+{
+  ProtobufCMessage base;
+  Switchyard__V1__AdminError *error;
+  /*
+   * ledger lines in the range
+   */
+  int64_t lines;
+  /*
+   * lines whose price or cost changed
+   */
+  int64_t changed_lines;
+  int64_t cost_before_micros;
+  int64_t cost_after_micros;
+};
+#define SWITCHYARD__V1__RECOMPUTE_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__recompute_response__descriptor) \
+    , NULL, 0, 0, 0, 0 }
 
 
 /* Switchyard__V1__Price methods */
@@ -328,6 +459,120 @@ Switchyard__V1__UsageReportResponse *
 void   switchyard__v1__usage_report_response__free_unpacked
                      (Switchyard__V1__UsageReportResponse *message,
                       ProtobufCAllocator *allocator);
+/* Switchyard__V1__InvoiceLine methods */
+void   switchyard__v1__invoice_line__init
+                     (Switchyard__V1__InvoiceLine         *message);
+size_t switchyard__v1__invoice_line__get_packed_size
+                     (const Switchyard__V1__InvoiceLine   *message);
+size_t switchyard__v1__invoice_line__pack
+                     (const Switchyard__V1__InvoiceLine   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__invoice_line__pack_to_buffer
+                     (const Switchyard__V1__InvoiceLine   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__InvoiceLine *
+       switchyard__v1__invoice_line__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__invoice_line__free_unpacked
+                     (Switchyard__V1__InvoiceLine *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__Invoice methods */
+void   switchyard__v1__invoice__init
+                     (Switchyard__V1__Invoice         *message);
+size_t switchyard__v1__invoice__get_packed_size
+                     (const Switchyard__V1__Invoice   *message);
+size_t switchyard__v1__invoice__pack
+                     (const Switchyard__V1__Invoice   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__invoice__pack_to_buffer
+                     (const Switchyard__V1__Invoice   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__Invoice *
+       switchyard__v1__invoice__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__invoice__free_unpacked
+                     (Switchyard__V1__Invoice *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__InvoiceRequest methods */
+void   switchyard__v1__invoice_request__init
+                     (Switchyard__V1__InvoiceRequest         *message);
+size_t switchyard__v1__invoice_request__get_packed_size
+                     (const Switchyard__V1__InvoiceRequest   *message);
+size_t switchyard__v1__invoice_request__pack
+                     (const Switchyard__V1__InvoiceRequest   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__invoice_request__pack_to_buffer
+                     (const Switchyard__V1__InvoiceRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__InvoiceRequest *
+       switchyard__v1__invoice_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__invoice_request__free_unpacked
+                     (Switchyard__V1__InvoiceRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__InvoiceResponse methods */
+void   switchyard__v1__invoice_response__init
+                     (Switchyard__V1__InvoiceResponse         *message);
+size_t switchyard__v1__invoice_response__get_packed_size
+                     (const Switchyard__V1__InvoiceResponse   *message);
+size_t switchyard__v1__invoice_response__pack
+                     (const Switchyard__V1__InvoiceResponse   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__invoice_response__pack_to_buffer
+                     (const Switchyard__V1__InvoiceResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__InvoiceResponse *
+       switchyard__v1__invoice_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__invoice_response__free_unpacked
+                     (Switchyard__V1__InvoiceResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__RecomputeRequest methods */
+void   switchyard__v1__recompute_request__init
+                     (Switchyard__V1__RecomputeRequest         *message);
+size_t switchyard__v1__recompute_request__get_packed_size
+                     (const Switchyard__V1__RecomputeRequest   *message);
+size_t switchyard__v1__recompute_request__pack
+                     (const Switchyard__V1__RecomputeRequest   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__recompute_request__pack_to_buffer
+                     (const Switchyard__V1__RecomputeRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__RecomputeRequest *
+       switchyard__v1__recompute_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__recompute_request__free_unpacked
+                     (Switchyard__V1__RecomputeRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__RecomputeResponse methods */
+void   switchyard__v1__recompute_response__init
+                     (Switchyard__V1__RecomputeResponse         *message);
+size_t switchyard__v1__recompute_response__get_packed_size
+                     (const Switchyard__V1__RecomputeResponse   *message);
+size_t switchyard__v1__recompute_response__pack
+                     (const Switchyard__V1__RecomputeResponse   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__recompute_response__pack_to_buffer
+                     (const Switchyard__V1__RecomputeResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__RecomputeResponse *
+       switchyard__v1__recompute_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__recompute_response__free_unpacked
+                     (Switchyard__V1__RecomputeResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Switchyard__V1__Price_Closure)
@@ -354,6 +599,24 @@ typedef void (*Switchyard__V1__UsageReportRequest_Closure)
 typedef void (*Switchyard__V1__UsageReportResponse_Closure)
                  (const Switchyard__V1__UsageReportResponse *message,
                   void *closure_data);
+typedef void (*Switchyard__V1__InvoiceLine_Closure)
+                 (const Switchyard__V1__InvoiceLine *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__Invoice_Closure)
+                 (const Switchyard__V1__Invoice *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__InvoiceRequest_Closure)
+                 (const Switchyard__V1__InvoiceRequest *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__InvoiceResponse_Closure)
+                 (const Switchyard__V1__InvoiceResponse *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__RecomputeRequest_Closure)
+                 (const Switchyard__V1__RecomputeRequest *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__RecomputeResponse_Closure)
+                 (const Switchyard__V1__RecomputeResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -368,6 +631,12 @@ extern const ProtobufCMessageDescriptor switchyard__v1__list_prices_response__de
 extern const ProtobufCMessageDescriptor switchyard__v1__usage_row__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__usage_report_request__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__usage_report_response__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__invoice_line__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__invoice__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__invoice_request__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__invoice_response__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__recompute_request__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__recompute_response__descriptor;
 
 PROTOBUF_C__END_DECLS
 
