@@ -18,6 +18,9 @@ public enum Subjects {
     public static let deadLetterAll = DeadLetter.allSubjects
     /// Admin commands (core request/reply): `admin.<service>.<command>`.
     public static func admin(service: String, command: String) -> String { "admin.\(service).\(command)" }
+    /// Billing's usage query for the gateways' `GET /v1/usage` (core request/reply; `UsageReportRequest` whose
+    /// tenant the gateway took from the caller's API key, never from the caller).
+    public static let billingUsageQuery = "billing.query.usage"
 }
 
 /// The kinds of event on the event log. The raw value is the subject token (`evt.<raw value>.<tenant>`); the

@@ -286,4 +286,40 @@ struct ChatPathTests {
             #expect(outcomes.count == 3)
         }
     }
+
+    @Test("GET /v1/usage: a tenant's key sees its own usage from the billing ledger, never another tenant's")
+    func tenantUsage() async throws {
+        try await Stack.with(billing: true) { stack in
+            let otherKey = try await stack.addTenant("other-bistro")
+            for _ in 0..<3 {
+                #expect(try await stack.chat(["model": "host", "messages": [["role": "user", "content": "Opening hours?"]]]).status == 200)
+            }
+            #expect(try await stack.chat(["model": "host", "messages": [["role": "user", "content": "Where are you?"]]],
+                                         headers: stack.withKey(otherKey)).status == 200)
+            var usage = Stack.HTTPResult(status: 0, headers: [:], body: [])
+            for _ in 0..<400 {
+                usage = try await stack.send(.GET, path: "/usage?group_by=model", headers: stack.withKey(stack.apiKey))
+                // Three chats here plus the one the stack's readiness check sent.
+                if ((usage.json["total"] as? [String: Any])?["requests"] as? Int) == 4 { break }
+                try await Task.sleep(for: .milliseconds(25))
+            }
+            #expect(usage.status == 200)
+            #expect(usage.json["object"] as? String == "usage")
+            #expect(usage.json["tenant"] as? String == Stack.tenant)
+            let total = try #require(usage.json["total"] as? [String: Any])
+            #expect(total["requests"] as? Int == 4)
+            #expect((total["completion_tokens"] as? Int ?? 0) > 0)
+            let other = try await stack.send(.GET, path: "/usage", headers: stack.withKey(otherKey))
+            #expect(other.json["tenant"] as? String == "other-bistro")
+            #expect(((other.json["total"] as? [String: Any])?["requests"] as? Int ?? 0) <= 1)
+
+            let badGrouping = try await stack.send(.GET, path: "/usage?group_by=tenant", headers: stack.withKey(stack.apiKey))
+            #expect(badGrouping.status == 400)
+            #expect(badGrouping.errorCode == "invalid_request_error")
+            let badTime = try await stack.send(.GET, path: "/usage?from=yesterday", headers: stack.withKey(stack.apiKey))
+            #expect(badTime.status == 400)
+            let anonymous = try await stack.send(.GET, path: "/usage", headers: [:])
+            #expect(anonymous.status == 401)
+        }
+    }
 }

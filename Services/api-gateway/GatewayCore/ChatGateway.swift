@@ -48,6 +48,10 @@ public struct ChatGateway: Sendable {
             if let unavailable = await self.waitForDirectory() { return unavailable }
             return self.models(request)
         }
+        router.get("/v1/usage") { request, _ in
+            if let unavailable = await self.waitForDirectory() { return unavailable }
+            return await self.usage(request)
+        }
     }
 
     /// Right after start the KV mirror may still be loading: wait for it (bounded) rather than answering a

@@ -139,6 +139,13 @@ public struct BillingAdmin: Sendable {
 
     public func usage(_ request: UsageReportRequest) async throws(AdminFailure) -> UsageReportResponse {
         _ = try authenticate(request)
+        return try await Self.usageReport(request, pool: pool)
+    }
+
+    /// A tenant's usage from the ledger, grouped (shared by the admin command and the gateways' query).
+    static func usageReport(_ request: UsageReportRequest, pool: PostgresPool) async throws(AdminFailure)
+        -> UsageReportResponse
+    {
         guard TenantID.isValid(request.tenantID) else {
             throw AdminFailure(.invalidArgument, "tenant_id must match [a-z0-9][a-z0-9-]{0,62}")
         }
@@ -161,7 +168,11 @@ public struct BillingAdmin: Sendable {
                   AND ($3 = 9223372036854775807 OR occurred_at < to_timestamp($3::double precision / 1e9))
                 GROUP BY 1
                 ORDER BY 1
+                LIMIT 10001
                 """, [.text(request.tenantID), .int64(request.fromUnixNanos), .int64(to)])
+            guard rows.count <= 10_000 else {
+                throw AdminFailure(.invalidArgument, "more than 10,000 groups: narrow the time range")
+            }
             var total = UsageRow(key: "total")
             let groups = try rows.map { row -> UsageRow in
                 let usage = UsageRow(
@@ -178,6 +189,8 @@ public struct BillingAdmin: Sendable {
                 return usage
             }
             return UsageReportResponse(rows: groups, total: total)
+        } catch let failure as AdminFailure {
+            throw failure
         } catch {
             throw Self.storageFailure(error)
         }
