@@ -35,6 +35,10 @@ extension MetricName {
     public static let billingUsageEventsTotal = MetricName(
         "billing_usage_events_total",
         help: "Usage events handled by billing, by outcome (recorded, duplicate, unpriced, rejected, failed).")
+    public static let billingSpendMicrosTotal = MetricName(
+        "billing_spend_micros_total",
+        help: "Cost recorded in the ledger, in micro-units of the billing currency, by tenant (the first 100 tenants "
+            + "a billing process sees; the rest as `other`).")
     public static let billingLedgerLagSeconds = MetricName(
         "billing_ledger_lag_seconds",
         help: "Seconds between a usage event's time and its recording in the ledger (last batch).")
@@ -55,7 +59,7 @@ extension MetricName {
         .httpRequestDurationSeconds, .chatRequestsTotal, .chatCompletionsTotal, .agentDecisionDurationSeconds,
         .natsMessagesPublishedTotal, .natsMessagesConsumedTotal, .natsMessagesDeadLetteredTotal,
         .dbQueryDurationSeconds, .providerAttemptsTotal, .providerLatencySeconds, .adminCommandsTotal,
-        .billingUsageEventsTotal, .billingLedgerLagSeconds,
+        .billingUsageEventsTotal, .billingSpendMicrosTotal, .billingLedgerLagSeconds,
     ]
 }
 

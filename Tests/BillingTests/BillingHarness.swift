@@ -133,7 +133,12 @@ struct BillingHarness: Sendable {
 
 /// The value of `name{outcome="…"}` in a Prometheus text rendering (0 when absent).
 func counterValue(_ text: String, _ name: String, outcome: String) -> Double {
-    for line in text.split(separator: "\n") where line.hasPrefix(name + "{") && line.contains("outcome=\"\(outcome)\"") {
+    counterValue(text, name, label: "outcome", outcome)
+}
+
+/// The value of `name{label="value"}` in a Prometheus text rendering (0 when absent).
+func counterValue(_ text: String, _ name: String, label: String, _ value: String) -> Double {
+    for line in text.split(separator: "\n") where line.hasPrefix(name + "{") && line.contains("\(label)=\"\(value)\"") {
         if let value = line.split(separator: " ").last.flatMap({ Double($0) }) { return value }
     }
     return 0

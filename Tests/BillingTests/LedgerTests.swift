@@ -60,6 +60,9 @@ struct LedgerTests {
                 #expect(try await h.scalar("SELECT requests FROM billing_conversations WHERE tenant_id = 'globex' AND conversation_id = 'c1'") == 2)
                 #expect(try await h.scalar("SELECT count(*) FROM billing_conversations WHERE tenant_id = 'acme'") == 0)
                 try await Self.expectTotalsMatchLedger(h)
+                // Spend per tenant, as a metric: 600 + 600 + 0 (unpriced) + 2,000 + 256.
+                #expect(counterValue(metrics.renderPrometheusText(), "billing_spend_micros_total",
+                                     label: "tenant", "acme") == 3_456)
 
                 // The same events again, under new message ids (as after the de-duplication window): no new line,
                 // no total changed.

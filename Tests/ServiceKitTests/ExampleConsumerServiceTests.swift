@@ -60,12 +60,17 @@ struct ExampleConsumerServiceTests {
             return (response.status.code, String(buffer: body))
         }
         // Wait for observable facts: both poison events parked, and the counts the valid ones produce.
+        // (Messages are handled concurrently, so each count is waited for on its own.)
         var acme = ""
+        var globex = ""
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             let parked = (try? await jetStream.streamState(StreamNames.deadLetter).messages) ?? 0
-            if port.load(ordering: .relaxed) != 0 { acme = try await count("acme").body }
-            if parked == 2 && acme.contains(#""completions":5"#) { break }
+            if port.load(ordering: .relaxed) != 0 {
+                acme = try await count("acme").body
+                globex = try await count("globex").body
+            }
+            if parked == 2 && acme.contains(#""completions":5"#) && globex.contains(#""completions":1"#) { break }
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(acme == #"{"completions":5,"tenant":"acme"}"#)

@@ -57,6 +57,8 @@ public struct UsageIngest: Sendable {
     var retryBudget: Duration = .seconds(600)
     /// Fault injection for the crash tests (``BillingConfiguration/killAfterCommits``).
     var killAfterCommits: CommitFailpoint?
+    /// The bounded `tenant` label of the spend metric.
+    let spendLabels = BoundedLabels(limit: 100)
 
     public init(ledger: Ledger, directory: TenantDirectory?, metrics: TelemetryMetrics, logger: Logger) {
         self.ledger = ledger
@@ -87,6 +89,10 @@ public struct UsageIngest: Sendable {
         metrics.counter(.billingUsageEventsTotal, [(.outcome, "duplicate")]).increment(by: lines.count - outcome.inserted)
         if outcome.unpriced > 0 {
             metrics.counter(.billingUsageEventsTotal, [(.outcome, "unpriced")]).increment(by: outcome.unpriced)
+        }
+        for (tenant, spend) in outcome.spendByTenant where spend > 0 {
+            metrics.counter(.billingSpendMicrosTotal, [(.tenant, spendLabels.label(for: tenant))])
+                .increment(by: Int(clamping: spend))
         }
         if let newest = lines.map(\.occurredAtUnixNanos).max() {
             let lag = Double(EventClock.nowUnixNanos() - newest) / 1e9
@@ -127,5 +133,24 @@ final class CommitFailpoint: Sendable {
             return remaining == 0
         }
         if fire { kill(getpid(), SIGKILL) }
+    }
+}
+
+/// A bounded label set (metric cardinality): the first `limit` distinct values this process sees keep their own
+/// label, every later one is reported as `other`. Per-tenant figures beyond that come from the ledger
+/// (`switchyard usage`), not from metrics.
+final class BoundedLabels: Sendable {
+    private let limit: Int
+    private let known = Mutex<Set<String>>([])
+
+    init(limit: Int) { self.limit = limit }
+
+    func label(for value: String) -> String {
+        known.withLock { known in
+            if known.contains(value) { return value }
+            guard known.count < limit else { return "other" }
+            known.insert(value)
+            return value
+        }
     }
 }

@@ -23,6 +23,8 @@ public struct Ledger: Sendable {
         public var inserted: Int
         /// New lines without a price.
         public var unpriced: Int
+        /// Cost of the new lines per tenant, in micro-units.
+        public var spendByTenant: [String: Int64] = [:]
     }
 
     /// The advisory lock key (`pg_advisory_xact_lock`) that orders ledger batches against recomputes.
@@ -52,9 +54,14 @@ public struct Ledger: Sendable {
             _ = try await connection.query("SELECT pg_advisory_xact_lock_shared($1)", [.int64(Self.writeLock)])
             return try await connection.query(Self.statement, parameters)
         }
-        guard let row = rows.first else { return Outcome(inserted: 0, unpriced: 0) }
-        return Outcome(inserted: Int(try row.decode(Int64.self, column: "inserted")),
-                       unpriced: Int(try row.decode(Int64.self, column: "unpriced")))
+        var outcome = Outcome(inserted: 0, unpriced: 0)
+        for row in rows {
+            outcome.inserted += Int(try row.decode(Int64.self, column: "inserted"))
+            outcome.unpriced += Int(try row.decode(Int64.self, column: "unpriced"))
+            outcome.spendByTenant[try row.decode(String.self, column: "tenant_id")] = try row.decode(Int64.self,
+                                                                                                    column: "spend")
+        }
+        return outcome
     }
 
     /// The statement: twelve array parameters (one per column), so its text is the same for every batch and
@@ -133,10 +140,10 @@ public struct Ledger: Sendable {
                     last_at = greatest(c.last_at, EXCLUDED.last_at)
                 RETURNING 1
             )
-            SELECT (SELECT count(*) FROM inserted) AS inserted,
-                   (SELECT count(*) FROM inserted WHERE unpriced) AS unpriced,
-                   (SELECT count(*) FROM totals) AS total_rows,
-                   (SELECT count(*) FROM conversations) AS conversation_rows
+            SELECT tenant_id, count(*) AS inserted, count(*) FILTER (WHERE unpriced) AS unpriced,
+                   sum(cost_micros)::bigint AS spend
+            FROM inserted
+            GROUP BY tenant_id
             """
         return sql
     }()
