@@ -264,15 +264,15 @@ final class ContinuousPull: @unchecked Sendable {
             }
             for box in boxes { _ = send(.inProgress, for: box) }
         }
+        // A request whose end never came (a reconnect dropped it, or its status was lost) is written off.
         let reconnects = jetStream.connection.reconnectCount
-        let lost = state.withLock { state -> Bool in
-            guard state.outstanding, !state.stopping else { return false }
-            guard state.reconnects != reconnects || now >= state.writeOffAt else { return false }
+        state.withLock { state in
+            guard state.outstanding, !state.stopping else { return }
+            guard state.reconnects != reconnects || now >= state.writeOffAt else { return }
             state.outstanding = false
             state.owed = 0
-            return true
         }
-        if lost || !state.withLock({ $0.outstanding }) { pullIfRoom() }
+        pullIfRoom()  // does nothing while a request is outstanding or the room is short
     }
 
     /// Ticks until the pull is stopped and nothing it delivered is still unsettled (or the task is cancelled).

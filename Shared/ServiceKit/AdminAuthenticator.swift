@@ -40,6 +40,21 @@ public struct AdminAuthenticator: Sendable {
 
     public var isConfigured: Bool { !credentials.isEmpty }
 
+    /// The audited actor of an admin request: the name of the credential its token matches, plus the caller's
+    /// declared name when it differs (at most 100 bytes, no control characters). Unauthorized otherwise.
+    public func actor(for request: some AdminRequest) throws(AdminFailure) -> String {
+        guard let name = authenticate(request.adminToken) else {
+            throw AdminFailure(.unauthorized, isConfigured
+                ? "missing or invalid admin token" : "no admin tokens are configured (SWITCHYARD_ADMIN_TOKENS)")
+        }
+        let declared = request.actor
+        guard declared.utf8.count <= 100 else { throw AdminFailure(.invalidArgument, "actor is longer than 100 bytes") }
+        guard !declared.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+            throw AdminFailure(.invalidArgument, "actor contains control characters")
+        }
+        return declared.isEmpty || declared == name ? name : "\(name) (\(declared))"
+    }
+
     /// The name of the credential `token` matches, or nil. Every credential is compared (no early exit).
     public func authenticate(_ token: String) -> String? {
         guard !token.isEmpty, token.utf8.count <= 512 else { return nil }

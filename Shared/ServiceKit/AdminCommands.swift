@@ -93,26 +93,31 @@ public enum AdminCall {
     }
 }
 
-/// Serves `admin.<service>.*` in the `<service>` queue group, so replicas share the commands.
-public struct AdminNATSService: Service {
-    let connection: NATSConnection
-    let dispatcher: any AdminCommandDispatcher
-    let metrics: TelemetryMetrics
-    let logger: Logger
-    let maxInFlight: Int
+/// Answers core NATS requests on `subject` in a queue group (replicas share them), at most `maxInFlight` at
+/// once. Replies only go to inboxes: a caller must not make a service (which may write KV and events) publish
+/// an answer onto `$KV.…` or `evt.…`.
+public struct NATSResponderService: Service {
+    public typealias Respond = @Sendable (NATSMessage) async -> [UInt8]
 
-    public init(connection: NATSConnection, dispatcher: any AdminCommandDispatcher, metrics: TelemetryMetrics,
-                logger: Logger, maxInFlight: Int = 32) {
+    let connection: NATSConnection
+    let subject: String
+    let queueGroup: String
+    let maxInFlight: Int
+    let logger: Logger
+    let respond: Respond
+
+    public init(connection: NATSConnection, subject: String, queueGroup: String, maxInFlight: Int = 32,
+                logger: Logger, respond: @escaping Respond) {
         self.connection = connection
-        self.dispatcher = dispatcher
-        self.metrics = metrics
+        self.subject = subject
+        self.queueGroup = queueGroup
+        self.maxInFlight = max(1, maxInFlight)
         self.logger = logger
-        self.maxInFlight = maxInFlight
+        self.respond = respond
     }
 
     public func run() async throws {
-        let subscription = try connection.subscribe(
-            Subjects.admin(service: dispatcher.service, command: "*"), queue: dispatcher.service)
+        let subscription = try connection.subscribe(subject, queue: queueGroup)
         try await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 var inFlight = 0
@@ -122,20 +127,45 @@ public struct AdminNATSService: Service {
                         inFlight -= 1
                     }
                     inFlight += 1
-                    group.addTask { await self.serve(message) }
+                    group.addTask { await self.answer(message) }
                 }
             }
         }
         subscription.unsubscribe()
     }
 
-    func serve(_ message: NATSMessage) async {
-        // Replies only go to inboxes: a caller must not make this service (which may write KV and events)
-        // publish an answer onto `$KV.…` or `evt.…`.
+    func answer(_ message: NATSMessage) async {
         guard let reply = message.reply, ReplySubjects.isInbox(reply) else {
-            logger.warning("admin command without an inbox reply subject ignored")
+            logger.warning("request without an inbox reply subject ignored", metadata: ["subject": "\(subject)"])
             return
         }
+        let body = await respond(message)
+        do {
+            try connection.publish(reply, payload: body)
+        } catch {
+            logger.warning("reply failed", metadata: ["subject": "\(subject)", "error": "\(error)"])
+        }
+    }
+}
+
+/// Serves `admin.<service>.*` in the `<service>` queue group, so replicas share the commands.
+public struct AdminNATSService: Service {
+    let responder: NATSResponderService
+
+    public init(connection: NATSConnection, dispatcher: any AdminCommandDispatcher, metrics: TelemetryMetrics,
+                logger: Logger, maxInFlight: Int = 32) {
+        responder = NATSResponderService(
+            connection: connection, subject: Subjects.admin(service: dispatcher.service, command: "*"),
+            queueGroup: dispatcher.service, maxInFlight: maxInFlight, logger: logger
+        ) { message in
+            await Self.serve(message, dispatcher: dispatcher, metrics: metrics, logger: logger)
+        }
+    }
+
+    public func run() async throws { try await responder.run() }
+
+    static func serve(_ message: NATSMessage, dispatcher: any AdminCommandDispatcher, metrics: TelemetryMetrics,
+                      logger: Logger) async -> [UInt8] {
         let name = String(message.subject.split(separator: ".").last ?? "")
         let response: [UInt8]
         let outcome: String
@@ -150,11 +180,7 @@ public struct AdminNATSService: Service {
             metrics.counter(.adminCommandsTotal, [(.command, "unknown"), (.outcome, outcome)]).increment()
         }
         logger.info("admin command", metadata: ["command": "\(name.prefix(32))", "outcome": "\(outcome)", "via": "nats"])
-        do {
-            try connection.publish(reply, payload: response)
-        } catch {
-            logger.warning("admin reply failed", metadata: ["error": "\(error)"])
-        }
+        return response
     }
 }
 

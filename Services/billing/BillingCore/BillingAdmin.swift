@@ -23,16 +23,9 @@ public struct BillingAdmin: Sendable {
         self.logger = logger
     }
 
+    /// The audited actor (see `AdminAuthenticator.actor(for:)`).
     func authenticate(_ request: some AdminRequest) throws(AdminFailure) -> String {
-        guard let name = authenticator.authenticate(request.adminToken) else {
-            throw AdminFailure(.unauthorized, authenticator.isConfigured
-                ? "missing or invalid admin token" : "billing has no admin tokens configured (SWITCHYARD_ADMIN_TOKENS)")
-        }
-        let declared = request.actor.trimmingCharacters(in: .whitespaces)
-        guard declared.utf8.count <= 100, !declared.utf8.contains(0) else {
-            throw AdminFailure(.invalidArgument, "actor must be at most 100 bytes")
-        }
-        return declared.isEmpty || declared == name ? name : "\(name) (\(declared))"
+        try authenticator.actor(for: request)
     }
 
     /// Provider and model names: what providers use (`gpt-4o-mini`, `claude-3-5-sonnet-20241022`,

@@ -35,7 +35,7 @@ public func buildBilling(configuration: ServiceConfiguration, billing: BillingCo
         pool: pool, authenticator: AdminAuthenticator(tokens: billing.adminTokens), logger: logger))
     builder.add(AdminNATSService(connection: builder.connection, dispatcher: dispatcher, metrics: metrics,
                                  logger: logger))
-    builder.add(UsageQueryService(connection: builder.connection, pool: pool, logger: logger))
+    builder.add(UsageQueryService.responder(connection: builder.connection, pool: pool, logger: logger))
     let router = Router(context: BasicRequestContext.self)
     AdminHTTPRoutes(dispatcher: dispatcher, metrics: metrics, logger: logger).add(to: router)
     builder.http(router, onServerRunning: onServerRunning)

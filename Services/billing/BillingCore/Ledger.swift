@@ -66,8 +66,7 @@ public struct Ledger: Sendable {
 
     /// The statement: twelve array parameters (one per column), so its text is the same for every batch and
     /// cheap to parse, whatever the batch size.
-    static let statement: String = {
-        let sql = """
+    static let statement = """
             WITH input (tenant_id, event_id, request_id, conversation_id, agent, provider, model, prompt_tokens,
                         completion_tokens, estimated, occurred_at_ns, stream_sequence) AS (
                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
@@ -145,8 +144,6 @@ public struct Ledger: Sendable {
             FROM inserted
             GROUP BY tenant_id
             """
-        return sql
-    }()
 }
 
 /// A PostgreSQL array literal (`{"a","b"}`, `{1,2}`, `{t,f}`) built element by element. Text elements are

@@ -51,13 +51,9 @@ public struct TenantAdmin: Sendable {
 
     // MARK: authentication
 
-    /// The audited actor: the admin token's name, plus the caller's declared name when it differs.
+    /// The audited actor (see `AdminAuthenticator.actor(for:)`).
     func authenticate(_ request: some AdminRequest) throws(AdminFailure) -> String {
-        guard let name = authenticator.authenticate(request.adminToken) else {
-            throw AdminFailure(.unauthorized, "missing or invalid admin token")
-        }
-        let declared = try AdminValidation.text(request.actor, field: "actor", maxBytes: 100)
-        return declared.isEmpty || declared == name ? name : "\(name) (\(declared))"
+        try authenticator.actor(for: request)
     }
 
     // MARK: tenants
