@@ -18,3 +18,4 @@ extension AgentDecision: EventMessage {}
 extension TenantChanged: EventMessage {}
 extension AuditRecorded: EventMessage {}
 extension BudgetExceeded: EventMessage {}
+extension BudgetWarning: EventMessage {}

@@ -43,6 +43,13 @@ extension MetricName {
         "billing_ledger_lag_seconds",
         help: "Seconds between a usage event's time and its recording in the ledger (last batch).")
 
+    // Budgets (gateway admission, docs/adr/0014).
+    public static let gatewayBudgetRejectionsTotal = MetricName(
+        "gateway_budget_rejections_total",
+        help: "Requests the gateway did not admit because of a budget, by tenant, period (daily, monthly, none) and "
+            + "outcome (refused = 429 insufficient_quota; probing = the first request of a budgeted account is still "
+            + "being priced; unavailable = the budget figures could not be read).")
+
     // Messaging and storage.
     public static let natsMessagesPublishedTotal = MetricName(
         "nats_messages_published_total", help: "Messages published to NATS.")
@@ -59,7 +66,7 @@ extension MetricName {
         .httpRequestDurationSeconds, .chatRequestsTotal, .chatCompletionsTotal, .agentDecisionDurationSeconds,
         .natsMessagesPublishedTotal, .natsMessagesConsumedTotal, .natsMessagesDeadLetteredTotal,
         .dbQueryDurationSeconds, .providerAttemptsTotal, .providerLatencySeconds, .adminCommandsTotal,
-        .billingUsageEventsTotal, .billingSpendMicrosTotal, .billingLedgerLagSeconds,
+        .billingUsageEventsTotal, .billingSpendMicrosTotal, .billingLedgerLagSeconds, .gatewayBudgetRejectionsTotal,
     ]
 }
 
@@ -76,6 +83,8 @@ extension MetricLabel {
     public static let service = MetricLabel("service")
     /// Result class, e.g. `ok`, `error`, `timeout`, `granted`, `denied`.
     public static let outcome = MetricLabel("outcome")
+    /// Budget period: `daily`, `monthly` (or `none`).
+    public static let period = MetricLabel("period")
     /// Upstream provider name (operator-configured: `local`, `openai`, `anthropic`, …).
     public static let provider = MetricLabel("provider")
 

@@ -36,6 +36,7 @@ public enum EventKind: String, Sendable, CaseIterable {
     case agentDecision = "agent.decision"
     case tenantChanged = "tenant.changed"
     case budgetExceeded = "budget.exceeded"
+    case budgetWarning = "budget.warning"
     case auditRecorded = "audit.recorded"
 
     /// The payload's Swift type.
@@ -50,6 +51,7 @@ public enum EventKind: String, Sendable, CaseIterable {
         case .agentDecision: AgentDecision.self
         case .tenantChanged: TenantChanged.self
         case .budgetExceeded: BudgetExceeded.self
+        case .budgetWarning: BudgetWarning.self
         case .auditRecorded: AuditRecorded.self
         }
     }

@@ -61,6 +61,18 @@ public final class TenantDirectory: Sendable {
 
     public func apiKey(lookup: String) -> ApiKeyRecord? { state.withLock { $0.keys[lookup] } }
 
+    /// The tenants whose plan has a daily or monthly budget, with their budgets.
+    public func budgetedTenants() -> [String: BudgetLimits] {
+        state.withLock { state in
+            var result: [String: BudgetLimits] = [:]
+            for (tenant, plan) in state.plans where state.tenants[tenant] != nil {
+                let limits = BudgetLimits(plan: plan)
+                if limits.isLimited { result[tenant] = limits }
+            }
+            return result
+        }
+    }
+
     /// True once both buckets' initial values have been loaded.
     public var isSynced: Bool { state.withLock { $0.tenantsSynced && $0.keysSynced } }
 

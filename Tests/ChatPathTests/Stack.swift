@@ -28,6 +28,8 @@ final class Stack: Sendable {
     let nats: NATSServer
     let postgres: PostgresServer
     let gatewayPort: Int
+    /// Every gateway replica's port (the first is `gatewayPort`).
+    let gatewayPorts: [Int]
     let apiKey: String
     let keyRecord: ApiKeyRecord
     let writer: TenancyWriter
@@ -37,12 +39,13 @@ final class Stack: Sendable {
     private let groups: [ServiceGroup]
     private let runner: Task<Void, any Error>
 
-    private init(nats: NATSServer, postgres: PostgresServer, gatewayPort: Int, apiKey: String, keyRecord: ApiKeyRecord,
+    private init(nats: NATSServer, postgres: PostgresServer, gatewayPorts: [Int], apiKey: String, keyRecord: ApiKeyRecord,
                  writer: TenancyWriter, admin: NATSConnection, adminJS: JetStream, groups: [ServiceGroup],
                  runner: Task<Void, any Error>) {
         self.nats = nats
         self.postgres = postgres
-        self.gatewayPort = gatewayPort
+        self.gatewayPort = gatewayPorts[0]
+        self.gatewayPorts = gatewayPorts
         self.apiKey = apiKey
         self.keyRecord = keyRecord
         self.writer = writer
@@ -63,7 +66,8 @@ final class Stack: Sendable {
     static func start(orchestrator: OrchestratorConfiguration = OrchestratorConfiguration(endpoints: []),
                       gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
                       consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
-                      inProcessRouter: Bool = true, billing: Bool = false) async throws -> Stack {
+                      inProcessRouter: Bool = true, billing: Bool = false,
+                      gatewayReplicas: Int = 1) async throws -> Stack {
         let nats = try await NATSServer.start()
         let postgres = try await PostgresServer.start()
         let (admin, adminJS) = try await connect(nats)
@@ -93,12 +97,14 @@ final class Stack: Sendable {
                                                         service: "billing"),
                 logger: logger, signals: false))
         }
-        let port = Mutex<Int>(0)
-        let gatewayGroup = try await buildGateway(
-            configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "gw-1"),
-                                                    service: "api-gateway"),
-            gateway: gateway, logger: logger, signals: false, onServerRunning: { bound in port.withLock { $0 = bound } })
-        groups.append(gatewayGroup)
+        let ports = Mutex<[Int]>(Array(repeating: 0, count: gatewayReplicas))
+        for replica in 0..<gatewayReplicas {
+            groups.append(try await buildGateway(
+                configuration: try ServiceConfiguration(
+                    environment: environment(nats, postgres, instance: "gw-\(replica + 1)"), service: "api-gateway"),
+                gateway: gateway, logger: logger, signals: false,
+                onServerRunning: { bound in ports.withLock { $0[replica] = bound } }))
+        }
         let allGroups = groups
         let runner = Task {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
@@ -106,8 +112,8 @@ final class Stack: Sendable {
                 try await tasks.waitForAll()
             }
         }
-        for _ in 0..<400 where port.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(10)) }
-        let stack = Stack(nats: nats, postgres: postgres, gatewayPort: port.withLock { $0 }, apiKey: apiKey,
+        for _ in 0..<400 where ports.withLock({ $0.contains(0) }) { try await Task.sleep(for: .milliseconds(10)) }
+        let stack = Stack(nats: nats, postgres: postgres, gatewayPorts: ports.withLock { $0 }, apiKey: apiKey,
                           keyRecord: record, writer: writer, admin: admin, adminJS: adminJS, groups: allGroups,
                           runner: runner)
         if inProcessOrchestrator && inProcessRouter { try await stack.waitUntilReady() }
@@ -200,11 +206,11 @@ final class Stack: Sendable {
     static func with<T>(orchestrator: OrchestratorConfiguration = OrchestratorConfiguration(endpoints: []),
                         gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
                         consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
-                        inProcessRouter: Bool = true, billing: Bool = false,
+                        inProcessRouter: Bool = true, billing: Bool = false, gatewayReplicas: Int = 1,
                         _ body: (Stack) async throws -> T) async throws -> T {
         let stack = try await start(orchestrator: orchestrator, gateway: gateway, consentPolicy: consentPolicy,
                                     inProcessOrchestrator: inProcessOrchestrator, inProcessRouter: inProcessRouter,
-                                    billing: billing)
+                                    billing: billing, gatewayReplicas: gatewayReplicas)
         do {
             let result = try await body(stack)
             await stack.stop()
@@ -233,8 +239,8 @@ final class Stack: Sendable {
     }
 
     func send(_ method: HTTPMethod = .POST, path: String = "/chat/completions", body: [UInt8]? = nil,
-              headers: [String: String]? = nil) async throws -> HTTPResult {
-        var request = HTTPClientRequest(url: baseURL + path)
+              headers: [String: String]? = nil, replica: Int = 0) async throws -> HTTPResult {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(gatewayPorts[replica])/v1" + path)
         request.method = method
         for (name, value) in headers ?? ["authorization": "Bearer \(apiKey)", "content-type": "application/json"] {
             request.headers.add(name: name, value: value)
@@ -247,8 +253,8 @@ final class Stack: Sendable {
         return HTTPResult(status: Int(response.status.code), headers: flat, body: Array(collected.readableBytesView))
     }
 
-    func chat(_ json: [String: Any], headers: [String: String]? = nil) async throws -> HTTPResult {
-        try await send(body: Array(try JSONSerialization.data(withJSONObject: json)), headers: headers)
+    func chat(_ json: [String: Any], headers: [String: String]? = nil, replica: Int = 0) async throws -> HTTPResult {
+        try await send(body: Array(try JSONSerialization.data(withJSONObject: json)), headers: headers, replica: replica)
     }
 
     func withKey(_ key: String) -> [String: String] {

@@ -158,7 +158,7 @@ struct GatewayErrorTests {
         (.modelNotFound(), 404, "invalid_request_error", "model_not_found"),
         (.requestTooLarge(limitBytes: 10), 413, "invalid_request_error", "request_too_large"),
         (.rateLimitExceeded(retryAfterSeconds: 3), 429, "rate_limit_error", "rate_limit_exceeded"),
-        (.budgetExceeded(), 429, "insufficient_quota", "budget_exceeded"),
+        (.budgetExceeded(), 429, "insufficient_quota", "insufficient_quota"),
         (.internalError(), 500, "api_error", "internal_error"),
         (.upstreamError(), 502, "api_error", "upstream_error"),
         (.serviceUnavailable(), 503, "api_error", "service_unavailable"),
@@ -206,6 +206,7 @@ struct GatewayErrorTests {
         #expect(mapped("rate_limit_exceeded", 0).retryAfterSeconds == 1)
         #expect(mapped("tenant_suspended", 0).status == 403)
         #expect(mapped("budget_exceeded", 0).code == .budgetExceeded)
+        #expect(mapped("insufficient_quota", 0).status == 429)
         #expect(mapped("invalid_request_error", 0).status == 400)
         #expect(mapped("internal_error", 0).status == 500)
         #expect(mapped("weird", 404).code == .modelNotFound)

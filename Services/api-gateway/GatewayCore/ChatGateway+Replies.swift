@@ -23,6 +23,8 @@ extension ChatGateway {
         let started: ContinuousClock.Instant
         let includeUsage: Bool
         let timeout: Duration
+        /// The request holds budget (docs/adr/0014).
+        var budgeted = false
     }
 
     /// The first completed/failed reply, or nil when the inbox ends the stream at the deadline.
@@ -33,12 +35,21 @@ extension ChatGateway {
         return nil
     }
 
+    /// A failed request's budget hold is dropped right away (its failed attempts cost nothing) rather than
+    /// counting until its lease ends; in the background, as the answer doesn't depend on it.
+    func releaseBudgetHold(_ context: Exchange) {
+        guard context.budgeted else { return }
+        let budgets = self.budgets
+        Task { await budgets.release(tenant: context.tenant, requestID: context.requestID) }
+    }
+
     func finalResponse(_ message: NATSMessage, context: Exchange) -> Response {
         if ReplyType.isFailure(message.headers[Headers.eventType]) {
             guard let failed = try? ChatFailed(protobuf: message.payload) else {
                 return Self.errorResponse(.upstreamError(), requestID: context.requestID)
             }
             limiter.refund(key: context.keyID, tokens: context.charged, nowNanos: EventClock.nowUnixNanos())
+            releaseBudgetHold(context)
             return Self.errorResponse(GatewayError(failed: failed), requestID: context.requestID)
         }
         guard let completed = try? ChatCompleted(protobuf: message.payload) else {
@@ -100,6 +111,7 @@ extension ChatGateway {
             if ReplyType.isFailure(outcome.headers[Headers.eventType]) {
                 let error = (try? ChatFailed(protobuf: outcome.payload)).map(GatewayError.init(failed:)) ?? .upstreamError()
                 self.limiter.refund(key: context.keyID, tokens: context.charged, nowNanos: EventClock.nowUnixNanos())
+                self.releaseBudgetHold(context)
                 try await writer.write(ByteBuffer(bytes: error.sseEvent))
             } else if let completed = try? ChatCompleted(protobuf: outcome.payload) {
                 self.reconcile(completed, context: context)

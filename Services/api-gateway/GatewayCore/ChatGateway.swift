@@ -21,19 +21,22 @@ public struct ChatGateway: Sendable {
     let validator: RequestValidator
     let verifier: APIKeyVerifier
     let limiter: RateLimiterRegistry
+    let budgets: BudgetGate
     let configuration: GatewayConfiguration
     let metrics: TelemetryMetrics
     let tracer: W3CTracer
     let logger: Logger
 
     public init(jetStream: JetStream, directory: TenantDirectory, inbox: ReplyInbox, limiter: RateLimiterRegistry,
-                configuration: GatewayConfiguration, metrics: TelemetryMetrics, logger: Logger) {
+                budgets: BudgetBook, configuration: GatewayConfiguration, metrics: TelemetryMetrics, logger: Logger) {
         self.jetStream = jetStream
         self.directory = directory
         self.inbox = inbox
         self.validator = RequestValidator(limits: configuration.limits)
         self.verifier = APIKeyVerifier(pepper: configuration.keyPepper)
         self.limiter = limiter
+        self.budgets = BudgetGate(book: budgets, jetStream: jetStream, lease: configuration.budgetHoldLease,
+                                  metrics: metrics, logger: logger)
         self.configuration = configuration
         self.metrics = metrics
         self.tracer = W3CTracer()
@@ -129,6 +132,14 @@ public struct ChatGateway: Sendable {
         let charged = UInt32(clamping: validated.upfrontTokenEstimate)
         let decision = limiter.acquire(key: auth.keyID, limit: limit, estimatedTokens: charged, nowNanos: now)
         if let error = decision.error { return Self.errorResponse(error, requestID: requestID) }
+        // Budgets: admitted requests hold the tenant's request estimate until billing has priced them.
+        let limits = snapshot.plan.map(BudgetLimits.init(plan:)) ?? BudgetLimits(dailyMicros: 0, monthlyMicros: 0)
+        if limits.isLimited,
+           let error = await budgets.admit(tenant: auth.tenantID, requestID: requestID, limits: limits)
+        {
+            limiter.refund(key: auth.keyID, tokens: charged, nowNanos: EventClock.nowUnixNanos())
+            return Self.errorResponse(error, requestID: requestID)
+        }
 
         // Trace context: continue the caller's trace if it sent one.
         var incoming: [String: String] = [:]
@@ -156,6 +167,7 @@ public struct ChatGateway: Sendable {
         } catch {
             inbox.unregister(requestID)
             limiter.refund(key: auth.keyID, tokens: charged, nowNanos: EventClock.nowUnixNanos())
+            if limits.isLimited { await budgets.release(tenant: auth.tenantID, requestID: requestID) }
             logger.error("request publish failed", metadata: [LogKey.tenantID: "\(auth.tenantID)",
                                                               LogKey.requestID: "\(requestID)", "error": "\(error)"])
             return Self.errorResponse(.serviceUnavailable(), requestID: requestID)
@@ -163,7 +175,7 @@ public struct ChatGateway: Sendable {
         metrics.counter(.chatRequestsTotal, [(.tenant, auth.tenantID), (.outcome, "accepted")]).increment()
         let context = Exchange(requestID: requestID, tenant: auth.tenantID, keyID: auth.keyID, model: validated.model,
                                charged: charged, started: clock, includeUsage: validated.includeUsage,
-                               timeout: configuration.requestTimeout)
+                               timeout: configuration.requestTimeout, budgeted: limits.isLimited)
         if validated.stream {
             return streamResponse(replies, context: context)
         }

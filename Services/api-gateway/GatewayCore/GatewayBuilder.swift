@@ -4,6 +4,7 @@ import Logging
 import ServiceKit
 import ServiceLifecycle
 import Telemetry
+import Tenancy
 
 /// Builds the gateway process: NATS, the event log, the KV mirror, the reply inbox, the HTTP server.
 public func buildGateway(configuration: ServiceConfiguration, gateway: GatewayConfiguration, logger: Logger,
@@ -14,8 +15,9 @@ public func buildGateway(configuration: ServiceConfiguration, gateway: GatewayCo
     let directory = builder.tenancyMirror()
     let inbox = try ReplyInbox(connection: builder.connection, instanceID: configuration.instanceID)
     let limiter = RateLimiterRegistry()
-    let chat = ChatGateway(jetStream: builder.jetStream, directory: directory, inbox: inbox,
-                           limiter: limiter, configuration: gateway, metrics: metrics, logger: logger)
+    let budgets = BudgetBook(bucket: try await builder.jetStream.keyValue(Budgets.bucket))
+    let chat = ChatGateway(jetStream: builder.jetStream, directory: directory, inbox: inbox, limiter: limiter,
+                           budgets: budgets, configuration: gateway, metrics: metrics, logger: logger)
     let router = Router(context: BasicRequestContext.self)
     chat.addRoutes(to: router)  // ops routes (/health, /metrics) stay on the ops port, off the public API
     builder.add(ReplyInboxService(inbox: inbox))

@@ -20,7 +20,7 @@ public struct GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
             case modelNotFound = "model_not_found"
             case requestTooLarge = "request_too_large"
             case rateLimitExceeded = "rate_limit_exceeded"
-            case budgetExceeded = "budget_exceeded"
+            case budgetExceeded = "insufficient_quota"
             case upstreamError = "upstream_error"
             case serviceUnavailable = "service_unavailable"
             case deadlineExceeded = "deadline_exceeded"
@@ -43,7 +43,8 @@ public struct GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let requestTooLarge = Code(base: .requestTooLarge)
         /// 429: RPM/TPM limit reached; carries `retryAfterSeconds`.
         public static let rateLimitExceeded = Code(base: .rateLimitExceeded)
-        /// 429: the tenant's budget is exhausted (flag in KV `budgets`).
+        /// 429 `insufficient_quota` (OpenAI's code): the request would exceed the tenant's remaining budget
+        /// (KV `budgets`, docs/adr/0014).
         public static let budgetExceeded = Code(base: .budgetExceeded)
         /// 502: the agent/provider failed.
         public static let upstreamError = Code(base: .upstreamError)
@@ -176,9 +177,11 @@ extension GatewayError {
                      retryAfterSeconds: max(1, retryAfterSeconds))
     }
 
-    /// 429 `budget_exceeded` (type `insufficient_quota`): the tenant's budget is exhausted; not retriable soon.
-    public static func budgetExceeded() -> GatewayError {
-        GatewayError(.budgetExceeded, status: 429, message: "The account's usage budget is exhausted.")
+    /// 429 `insufficient_quota` (type and code, as OpenAI sends it): the request would exceed the tenant's
+    /// remaining budget. Not retriable soon; `Retry-After`, when given, is the time until the period resets.
+    public static func budgetExceeded(_ message: String = "The account's usage budget is exhausted.",
+                                      retryAfterSeconds: Int? = nil) -> GatewayError {
+        GatewayError(.budgetExceeded, status: 429, message: message, retryAfterSeconds: retryAfterSeconds.map { max(1, $0) })
     }
 
     /// 502 `upstream_error`.
@@ -223,7 +226,7 @@ extension GatewayError {
             self = .tenantSuspended()
         case "rate_limit_exceeded", "rate_limited":
             self = .rateLimitExceeded(retryAfterSeconds: 1, message: "The agent's provider is rate limited.")
-        case "budget_exceeded":
+        case "budget_exceeded", "insufficient_quota":
             self = .budgetExceeded()
         case "deadline_exceeded", "timeout":
             self = .deadlineExceeded()

@@ -178,6 +178,7 @@ extension BillingAdmin {
             }
             logger.info("billing recomputed", metadata: ["tenant": "\(tenant)", "actor": "\(actor)",
                                                          "changed": "\(response.changedLines)"])
+            await afterRecompute?()
             return response
         } catch let failure as AdminFailure {
             throw failure

@@ -12,6 +12,8 @@ public struct BillingAdmin: Sendable {
     let pool: PostgresPool
     let authenticator: AdminAuthenticator
     let logger: Logger
+    /// Runs after a recompute committed (billing republishes the budget figures, which it may have lowered).
+    var afterRecompute: (@Sendable () async -> Void)?
 
     /// The highest price accepted, in micro-units per million tokens (100,000 currency units): it keeps
     /// `tokens × price` far inside 64 bits for the largest request billing accepts.

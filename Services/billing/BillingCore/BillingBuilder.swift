@@ -25,14 +25,21 @@ public func buildBilling(configuration: ServiceConfiguration, billing: BillingCo
         try await migrate(pool: pool, service: ServiceName.billing.rawValue, migrations: BillingSchema.migrations,
                           logger: logger)
     }
-    var ingest = UsageIngest(ledger: Ledger(pool: pool), directory: builder.tenancyMirror(), metrics: metrics,
-                             logger: logger)
+    let directory = builder.tenancyMirror()
+    // Budgets (docs/adr/0014): the settled spend of budgeted tenants, written to KV `budgets` after every batch
+    // and once a second.
+    let settlement = BudgetSettlement(book: BudgetBook(bucket: try await builder.jetStream.keyValue(Budgets.bucket)),
+                                      pool: pool, directory: directory, logger: logger)
+    builder.add(BudgetSyncService(settlement: settlement))
+    var ingest = UsageIngest(ledger: Ledger(pool: pool), directory: directory, metrics: metrics, logger: logger)
+    ingest.budgets = settlement
     ingest.killAfterCommits = billing.killAfterCommits.map(CommitFailpoint.init)
     try await builder.consumeBatches(Consumers.billingUsage, UsageRecorded.self, batchSize: UsageIngest.batchSize,
                                      maxInFlight: 2 * UsageIngest.batchSize, handler: ingest.handle)
     // Admin commands over NATS (`admin.billing.*`) and as JSON over HTTP (`POST /admin/v1/billing/*`).
-    let dispatcher = BillingAdminDispatcher(admin: BillingAdmin(
-        pool: pool, authenticator: AdminAuthenticator(tokens: billing.adminTokens), logger: logger))
+    var admin = BillingAdmin(pool: pool, authenticator: AdminAuthenticator(tokens: billing.adminTokens), logger: logger)
+    admin.afterRecompute = { await settlement.syncAll(exact: true) }
+    let dispatcher = BillingAdminDispatcher(admin: admin)
     builder.add(AdminNATSService(connection: builder.connection, dispatcher: dispatcher, metrics: metrics,
                                  logger: logger))
     builder.add(UsageQueryService.responder(connection: builder.connection, pool: pool, logger: logger))
@@ -55,6 +62,8 @@ public struct UsageIngest: Sendable {
     let logger: Logger
     /// How long a batch keeps retrying a database that is down before it is given back (nak).
     var retryBudget: Duration = .seconds(600)
+    /// Budget settlement after each committed batch (nil: no budgets, e.g. the benchmark).
+    var budgets: BudgetSettlement?
     /// Fault injection for the crash tests (``BillingConfiguration/killAfterCommits``).
     var killAfterCommits: CommitFailpoint?
     /// The bounded `tenant` label of the spend metric.
@@ -85,6 +94,7 @@ public struct UsageIngest: Sendable {
         guard !lines.isEmpty else { return outcomes }
         let outcome = try await recordRetrying(lines)
         killAfterCommits?.committed()
+        await budgets?.settle(lines, outcome: outcome)
         metrics.counter(.billingUsageEventsTotal, [(.outcome, "recorded")]).increment(by: outcome.inserted)
         metrics.counter(.billingUsageEventsTotal, [(.outcome, "duplicate")]).increment(by: lines.count - outcome.inserted)
         if outcome.unpriced > 0 {

@@ -25,6 +25,8 @@ public struct Ledger: Sendable {
         public var unpriced: Int
         /// Cost of the new lines per tenant, in micro-units.
         public var spendByTenant: [String: Int64] = [:]
+        /// The costliest new line per tenant (the budgets' request estimate, docs/adr/0014).
+        public var maxCostByTenant: [String: Int64] = [:]
     }
 
     /// The advisory lock key (`pg_advisory_xact_lock`) that orders ledger batches against recomputes.
@@ -58,8 +60,9 @@ public struct Ledger: Sendable {
         for row in rows {
             outcome.inserted += Int(try row.decode(Int64.self, column: "inserted"))
             outcome.unpriced += Int(try row.decode(Int64.self, column: "unpriced"))
-            outcome.spendByTenant[try row.decode(String.self, column: "tenant_id")] = try row.decode(Int64.self,
-                                                                                                    column: "spend")
+            let tenant = try row.decode(String.self, column: "tenant_id")
+            outcome.spendByTenant[tenant] = try row.decode(Int64.self, column: "spend")
+            outcome.maxCostByTenant[tenant] = try row.decode(Int64.self, column: "max_cost")
         }
         return outcome
     }
@@ -140,7 +143,7 @@ public struct Ledger: Sendable {
                 RETURNING 1
             )
             SELECT tenant_id, count(*) AS inserted, count(*) FILTER (WHERE unpriced) AS unpriced,
-                   sum(cost_micros)::bigint AS spend
+                   sum(cost_micros)::bigint AS spend, max(cost_micros)::bigint AS max_cost
             FROM inserted
             GROUP BY tenant_id
             """

@@ -1548,3 +1548,278 @@ extension RecomputeResponse: Codable {
         try c.encode(self.costAfterMicros, forKey: .costAfterMicros)
     }
 }
+
+/// BudgetHold: a request a gateway admitted against a budget and billing has not settled yet.
+public struct BudgetHold: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.BudgetHold"
+
+    /// `request_id = 1`
+    public var requestID: String = ""
+    /// `micros = 2`: what the gateway reserved for it (the tenant's request estimate)
+    public var micros: Int64 = 0
+    /// `expires_at_unix_nanos = 3`: dropped after this even if never settled (a request without usage)
+    public var expiresAtUnixNanos: Int64 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        requestID: String = "",
+        micros: Int64 = 0,
+        expiresAtUnixNanos: Int64 = 0
+    ) {
+        self.requestID = requestID
+        self.micros = micros
+        self.expiresAtUnixNanos = expiresAtUnixNanos
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension BudgetHold: _CMessage {
+    typealias _CType = Switchyard__V1__BudgetHold
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__budget_hold__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__budget_hold__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__budget_hold__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__budget_hold__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__budget_hold__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.requestID.isEmpty { c.pointee.request_id = arena.cString(self.requestID) }
+        c.pointee.micros = self.micros
+        c.pointee.expires_at_unix_nanos = self.expiresAtUnixNanos
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.requestID = try _swiftString(p.pointee.request_id, Self.protoName)
+        self.micros = p.pointee.micros
+        self.expiresAtUnixNanos = p.pointee.expires_at_unix_nanos
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension BudgetHold: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case requestID = "requestId"
+        case micros
+        case expiresAtUnixNanos
+
+        var protoFieldName: String {
+            switch self {
+            case .requestID: "request_id"
+            case .expiresAtUnixNanos: "expires_at_unix_nanos"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.requestID = try json.decode(String.self, .requestID) ?? ""
+        self.micros = try json.decode(_ProtoJSONNumber<Int64>.self, .micros)?.value ?? 0
+        self.expiresAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .expiresAtUnixNanos)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.requestID, forKey: .requestID)
+        try c.encode(self.micros, forKey: .micros)
+        try c.encode(self.expiresAtUnixNanos, forKey: .expiresAtUnixNanos)
+    }
+}
+
+/// BudgetState: KV bucket `budgets`, key `<tenant>` (docs/adr/0014). Billing writes the settled spend of the
+/// current UTC day and month from the ledger and removes the holds of settled requests; gateways add a hold per
+/// admitted request. Every write is a compare-and-set on the entry's revision.
+public struct BudgetState: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.BudgetState"
+
+    /// `day = 1`: "2026-11-29": the day `day_spent_micros` belongs to
+    public var day: String = ""
+    /// `day_spent_micros = 2`
+    public var daySpentMicros: Int64 = 0
+    /// `month = 3`: "2026-11"
+    public var month: String = ""
+    /// `month_spent_micros = 4`
+    public var monthSpentMicros: Int64 = 0
+    /// `request_estimate_micros = 5`: what one request of this tenant is expected to cost; 0 = not known yet
+    public var requestEstimateMicros: Int64 = 0
+    /// `holds = 6`
+    public var holds: [BudgetHold] = []
+    /// `warned_day = 7`: the periods whose warning / exhaustion event has been sent
+    public var warnedDay: String = ""
+    /// `exceeded_day = 8`
+    public var exceededDay: String = ""
+    /// `warned_month = 9`
+    public var warnedMonth: String = ""
+    /// `exceeded_month = 10`
+    public var exceededMonth: String = ""
+    /// `settled_at_unix_nanos = 11`: when billing last wrote the spend figures
+    public var settledAtUnixNanos: Int64 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        day: String = "",
+        daySpentMicros: Int64 = 0,
+        month: String = "",
+        monthSpentMicros: Int64 = 0,
+        requestEstimateMicros: Int64 = 0,
+        holds: [BudgetHold] = [],
+        warnedDay: String = "",
+        exceededDay: String = "",
+        warnedMonth: String = "",
+        exceededMonth: String = "",
+        settledAtUnixNanos: Int64 = 0
+    ) {
+        self.day = day
+        self.daySpentMicros = daySpentMicros
+        self.month = month
+        self.monthSpentMicros = monthSpentMicros
+        self.requestEstimateMicros = requestEstimateMicros
+        self.holds = holds
+        self.warnedDay = warnedDay
+        self.exceededDay = exceededDay
+        self.warnedMonth = warnedMonth
+        self.exceededMonth = exceededMonth
+        self.settledAtUnixNanos = settledAtUnixNanos
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension BudgetState: _CMessage {
+    typealias _CType = Switchyard__V1__BudgetState
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__budget_state__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__budget_state__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__budget_state__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__budget_state__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__budget_state__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.day.isEmpty { c.pointee.day = arena.cString(self.day) }
+        c.pointee.day_spent_micros = self.daySpentMicros
+        if !self.month.isEmpty { c.pointee.month = arena.cString(self.month) }
+        c.pointee.month_spent_micros = self.monthSpentMicros
+        c.pointee.request_estimate_micros = self.requestEstimateMicros
+        if !self.holds.isEmpty {
+            let arr = arena.allocateArray(UnsafeMutablePointer<Switchyard__V1__BudgetHold>?.self, count: self.holds.count)
+            for (i, v) in self.holds.enumerated() {
+                arr[i] = v._cMake(&arena)
+            }
+            c.pointee.n_holds = self.holds.count
+            c.pointee.holds = arr
+        }
+        if !self.warnedDay.isEmpty { c.pointee.warned_day = arena.cString(self.warnedDay) }
+        if !self.exceededDay.isEmpty { c.pointee.exceeded_day = arena.cString(self.exceededDay) }
+        if !self.warnedMonth.isEmpty { c.pointee.warned_month = arena.cString(self.warnedMonth) }
+        if !self.exceededMonth.isEmpty { c.pointee.exceeded_month = arena.cString(self.exceededMonth) }
+        c.pointee.settled_at_unix_nanos = self.settledAtUnixNanos
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.day = try _swiftString(p.pointee.day, Self.protoName)
+        self.daySpentMicros = p.pointee.day_spent_micros
+        self.month = try _swiftString(p.pointee.month, Self.protoName)
+        self.monthSpentMicros = p.pointee.month_spent_micros
+        self.requestEstimateMicros = p.pointee.request_estimate_micros
+        var holds_: [BudgetHold] = []
+        if let arr = p.pointee.holds {
+            holds_.reserveCapacity(p.pointee.n_holds)
+            for i in 0..<p.pointee.n_holds {
+                guard let e = arr[i] else { throw SchemaError(.malformed, messageType: Self.protoName) }
+                holds_.append(try BudgetHold(_c: e))
+            }
+        }
+        self.holds = holds_
+        self.warnedDay = try _swiftString(p.pointee.warned_day, Self.protoName)
+        self.exceededDay = try _swiftString(p.pointee.exceeded_day, Self.protoName)
+        self.warnedMonth = try _swiftString(p.pointee.warned_month, Self.protoName)
+        self.exceededMonth = try _swiftString(p.pointee.exceeded_month, Self.protoName)
+        self.settledAtUnixNanos = p.pointee.settled_at_unix_nanos
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension BudgetState: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case day
+        case daySpentMicros
+        case month
+        case monthSpentMicros
+        case requestEstimateMicros
+        case holds
+        case warnedDay
+        case exceededDay
+        case warnedMonth
+        case exceededMonth
+        case settledAtUnixNanos
+
+        var protoFieldName: String {
+            switch self {
+            case .daySpentMicros: "day_spent_micros"
+            case .monthSpentMicros: "month_spent_micros"
+            case .requestEstimateMicros: "request_estimate_micros"
+            case .warnedDay: "warned_day"
+            case .exceededDay: "exceeded_day"
+            case .warnedMonth: "warned_month"
+            case .exceededMonth: "exceeded_month"
+            case .settledAtUnixNanos: "settled_at_unix_nanos"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.day = try json.decode(String.self, .day) ?? ""
+        self.daySpentMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .daySpentMicros)?.value ?? 0
+        self.month = try json.decode(String.self, .month) ?? ""
+        self.monthSpentMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .monthSpentMicros)?.value ?? 0
+        self.requestEstimateMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .requestEstimateMicros)?.value ?? 0
+        self.holds = try json.decode([BudgetHold].self, .holds) ?? []
+        self.warnedDay = try json.decode(String.self, .warnedDay) ?? ""
+        self.exceededDay = try json.decode(String.self, .exceededDay) ?? ""
+        self.warnedMonth = try json.decode(String.self, .warnedMonth) ?? ""
+        self.exceededMonth = try json.decode(String.self, .exceededMonth) ?? ""
+        self.settledAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .settledAtUnixNanos)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.day, forKey: .day)
+        try c.encode(self.daySpentMicros, forKey: .daySpentMicros)
+        try c.encode(self.month, forKey: .month)
+        try c.encode(self.monthSpentMicros, forKey: .monthSpentMicros)
+        try c.encode(self.requestEstimateMicros, forKey: .requestEstimateMicros)
+        try c.encode(self.holds, forKey: .holds)
+        try c.encode(self.warnedDay, forKey: .warnedDay)
+        try c.encode(self.exceededDay, forKey: .exceededDay)
+        try c.encode(self.warnedMonth, forKey: .warnedMonth)
+        try c.encode(self.exceededMonth, forKey: .exceededMonth)
+        try c.encode(self.settledAtUnixNanos, forKey: .settledAtUnixNanos)
+    }
+}

@@ -52,6 +52,8 @@ public enum SchemaCatalog {
         InvoiceResponse.self,
         RecomputeRequest.self,
         RecomputeResponse.self,
+        BudgetHold.self,
+        BudgetState.self,
         ChatRequested.self,
         ChatRouted.self,
         ChatCompleted.self,
@@ -77,6 +79,7 @@ public enum SchemaCatalog {
         TenantChanged.self,
         AuditRecorded.self,
         BudgetExceeded.self,
+        BudgetWarning.self,
     ]
 
     /// The Swift type for a fully qualified protobuf name such as `switchyard.v1.ChatRequested`.

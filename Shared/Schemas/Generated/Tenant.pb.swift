@@ -1345,6 +1345,8 @@ public struct BudgetExceeded: ProtoMessage, Hashable {
     public var limitMicros: Int64 = 0
     /// `spent_micros = 4`
     public var spentMicros: Int64 = 0
+    /// `period_start = 5`: "2026-11-29" (daily) or "2026-11" (monthly), in UTC
+    public var periodStart: String = ""
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -1353,12 +1355,14 @@ public struct BudgetExceeded: ProtoMessage, Hashable {
         meta: EventMeta? = nil,
         period: String = "",
         limitMicros: Int64 = 0,
-        spentMicros: Int64 = 0
+        spentMicros: Int64 = 0,
+        periodStart: String = ""
     ) {
         self.meta = meta
         self.period = period
         self.limitMicros = limitMicros
         self.spentMicros = spentMicros
+        self.periodStart = periodStart
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -1388,6 +1392,7 @@ extension BudgetExceeded: _CMessage {
         if !self.period.isEmpty { c.pointee.period = arena.cString(self.period) }
         c.pointee.limit_micros = self.limitMicros
         c.pointee.spent_micros = self.spentMicros
+        if !self.periodStart.isEmpty { c.pointee.period_start = arena.cString(self.periodStart) }
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -1395,6 +1400,7 @@ extension BudgetExceeded: _CMessage {
         self.period = try _swiftString(p.pointee.period, Self.protoName)
         self.limitMicros = p.pointee.limit_micros
         self.spentMicros = p.pointee.spent_micros
+        self.periodStart = try _swiftString(p.pointee.period_start, Self.protoName)
     }
 }
 
@@ -1405,11 +1411,13 @@ extension BudgetExceeded: Codable {
         case period
         case limitMicros
         case spentMicros
+        case periodStart
 
         var protoFieldName: String {
             switch self {
             case .limitMicros: "limit_micros"
             case .spentMicros: "spent_micros"
+            case .periodStart: "period_start"
             default: rawValue
             }
         }
@@ -1421,6 +1429,7 @@ extension BudgetExceeded: Codable {
         self.period = try json.decode(String.self, .period) ?? ""
         self.limitMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .limitMicros)?.value ?? 0
         self.spentMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .spentMicros)?.value ?? 0
+        self.periodStart = try json.decode(String.self, .periodStart) ?? ""
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -1429,5 +1438,126 @@ extension BudgetExceeded: Codable {
         try c.encode(self.period, forKey: .period)
         try c.encode(self.limitMicros, forKey: .limitMicros)
         try c.encode(self.spentMicros, forKey: .spentMicros)
+        try c.encode(self.periodStart, forKey: .periodStart)
+    }
+}
+
+/// BudgetWarning: a tenant committed 80 % of its budget for a period (evt.budget.warning.<tenant>); once per
+/// tenant, period kind and period.
+public struct BudgetWarning: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.BudgetWarning"
+
+    /// `meta = 1`
+    public var meta: EventMeta? = nil
+    /// `period = 2`: "daily" | "monthly"
+    public var period: String = ""
+    /// `limit_micros = 3`
+    public var limitMicros: Int64 = 0
+    /// `committed_micros = 4`: settled spend plus admitted requests not yet in the ledger
+    public var committedMicros: Int64 = 0
+    /// `period_start = 5`
+    public var periodStart: String = ""
+    /// `threshold_percent = 6`
+    public var thresholdPercent: UInt32 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        meta: EventMeta? = nil,
+        period: String = "",
+        limitMicros: Int64 = 0,
+        committedMicros: Int64 = 0,
+        periodStart: String = "",
+        thresholdPercent: UInt32 = 0
+    ) {
+        self.meta = meta
+        self.period = period
+        self.limitMicros = limitMicros
+        self.committedMicros = committedMicros
+        self.periodStart = periodStart
+        self.thresholdPercent = thresholdPercent
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension BudgetWarning: _CMessage {
+    typealias _CType = Switchyard__V1__BudgetWarning
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__budget_warning__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__budget_warning__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__budget_warning__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__budget_warning__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__budget_warning__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.meta { c.pointee.meta = v._cMake(&arena) }
+        if !self.period.isEmpty { c.pointee.period = arena.cString(self.period) }
+        c.pointee.limit_micros = self.limitMicros
+        c.pointee.committed_micros = self.committedMicros
+        if !self.periodStart.isEmpty { c.pointee.period_start = arena.cString(self.periodStart) }
+        c.pointee.threshold_percent = self.thresholdPercent
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.meta { self.meta = try EventMeta(_c: q) } else { self.meta = nil }
+        self.period = try _swiftString(p.pointee.period, Self.protoName)
+        self.limitMicros = p.pointee.limit_micros
+        self.committedMicros = p.pointee.committed_micros
+        self.periodStart = try _swiftString(p.pointee.period_start, Self.protoName)
+        self.thresholdPercent = p.pointee.threshold_percent
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension BudgetWarning: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case period
+        case limitMicros
+        case committedMicros
+        case periodStart
+        case thresholdPercent
+
+        var protoFieldName: String {
+            switch self {
+            case .limitMicros: "limit_micros"
+            case .committedMicros: "committed_micros"
+            case .periodStart: "period_start"
+            case .thresholdPercent: "threshold_percent"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.period = try json.decode(String.self, .period) ?? ""
+        self.limitMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .limitMicros)?.value ?? 0
+        self.committedMicros = try json.decode(_ProtoJSONNumber<Int64>.self, .committedMicros)?.value ?? 0
+        self.periodStart = try json.decode(String.self, .periodStart) ?? ""
+        self.thresholdPercent = try json.decode(_ProtoJSONNumber<UInt32>.self, .thresholdPercent)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encode(self.period, forKey: .period)
+        try c.encode(self.limitMicros, forKey: .limitMicros)
+        try c.encode(self.committedMicros, forKey: .committedMicros)
+        try c.encode(self.periodStart, forKey: .periodStart)
+        try c.encode(self.thresholdPercent, forKey: .thresholdPercent)
     }
 }

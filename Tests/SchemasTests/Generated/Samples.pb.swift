@@ -52,6 +52,8 @@ let allSampleableTypes: [any Sampleable.Type] = [
     InvoiceResponse.self,
     RecomputeRequest.self,
     RecomputeResponse.self,
+    BudgetHold.self,
+    BudgetState.self,
     ChatRequested.self,
     ChatRouted.self,
     ChatCompleted.self,
@@ -77,6 +79,7 @@ let allSampleableTypes: [any Sampleable.Type] = [
     TenantChanged.self,
     AuditRecorded.self,
     BudgetExceeded.self,
+    BudgetWarning.self,
 ]
 
 extension AdminError: Sampleable {
@@ -585,6 +588,34 @@ extension RecomputeResponse: Sampleable {
     }
 }
 
+extension BudgetHold: Sampleable {
+    static func sample(_ g: inout SampleGen) -> BudgetHold {
+        var m = BudgetHold()
+        m.requestID = g.string()
+        m.micros = g.int64()
+        m.expiresAtUnixNanos = g.int64()
+        return m
+    }
+}
+
+extension BudgetState: Sampleable {
+    static func sample(_ g: inout SampleGen) -> BudgetState {
+        var m = BudgetState()
+        m.day = g.string()
+        m.daySpentMicros = g.int64()
+        m.month = g.string()
+        m.monthSpentMicros = g.int64()
+        m.requestEstimateMicros = g.int64()
+        for _ in 0..<g.count() { m.holds.append(BudgetHold.sample(&g)) }
+        m.warnedDay = g.string()
+        m.exceededDay = g.string()
+        m.warnedMonth = g.string()
+        m.exceededMonth = g.string()
+        m.settledAtUnixNanos = g.int64()
+        return m
+    }
+}
+
 extension ChatRequested: Sampleable {
     static func sample(_ g: inout SampleGen) -> ChatRequested {
         var m = ChatRequested()
@@ -932,6 +963,20 @@ extension BudgetExceeded: Sampleable {
         m.period = g.string()
         m.limitMicros = g.int64()
         m.spentMicros = g.int64()
+        m.periodStart = g.string()
+        return m
+    }
+}
+
+extension BudgetWarning: Sampleable {
+    static func sample(_ g: inout SampleGen) -> BudgetWarning {
+        var m = BudgetWarning()
+        if g.present() { m.meta = EventMeta.sample(&g) }
+        m.period = g.string()
+        m.limitMicros = g.int64()
+        m.committedMicros = g.int64()
+        m.periodStart = g.string()
+        m.thresholdPercent = g.uint32()
         return m
     }
 }

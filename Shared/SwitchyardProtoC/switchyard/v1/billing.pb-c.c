@@ -637,6 +637,96 @@ void   switchyard__v1__recompute_response__free_unpacked
   assert(message->base.descriptor == &switchyard__v1__recompute_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   switchyard__v1__budget_hold__init
+                     (Switchyard__V1__BudgetHold         *message)
+{
+  static const Switchyard__V1__BudgetHold init_value = SWITCHYARD__V1__BUDGET_HOLD__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__budget_hold__get_packed_size
+                     (const Switchyard__V1__BudgetHold *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__budget_hold__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__budget_hold__pack
+                     (const Switchyard__V1__BudgetHold *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__budget_hold__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__budget_hold__pack_to_buffer
+                     (const Switchyard__V1__BudgetHold *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__budget_hold__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__BudgetHold *
+       switchyard__v1__budget_hold__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__BudgetHold *)
+     protobuf_c_message_unpack (&switchyard__v1__budget_hold__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__budget_hold__free_unpacked
+                     (Switchyard__V1__BudgetHold *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__budget_hold__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__budget_state__init
+                     (Switchyard__V1__BudgetState         *message)
+{
+  static const Switchyard__V1__BudgetState init_value = SWITCHYARD__V1__BUDGET_STATE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__budget_state__get_packed_size
+                     (const Switchyard__V1__BudgetState *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__budget_state__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__budget_state__pack
+                     (const Switchyard__V1__BudgetState *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__budget_state__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__budget_state__pack_to_buffer
+                     (const Switchyard__V1__BudgetState *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__budget_state__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__BudgetState *
+       switchyard__v1__budget_state__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__BudgetState *)
+     protobuf_c_message_unpack (&switchyard__v1__budget_state__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__budget_state__free_unpacked
+                     (Switchyard__V1__BudgetState *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__budget_state__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor switchyard__v1__price__field_descriptors[8] =
 {
   {
@@ -1895,5 +1985,237 @@ const ProtobufCMessageDescriptor switchyard__v1__recompute_response__descriptor 
   switchyard__v1__recompute_response__field_indices_by_name,
   1,  switchyard__v1__recompute_response__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__recompute_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__budget_hold__field_descriptors[3] =
+{
+  {
+    "request_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetHold, request_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "micros",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetHold, micros),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "expires_at_unix_nanos",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetHold, expires_at_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__budget_hold__field_indices_by_name[] = {
+  2,   /* field[2] = expires_at_unix_nanos */
+  1,   /* field[1] = micros */
+  0,   /* field[0] = request_id */
+};
+static const ProtobufCIntRange switchyard__v1__budget_hold__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__budget_hold__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.BudgetHold",
+  "BudgetHold",
+  "Switchyard__V1__BudgetHold",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__BudgetHold),
+  3,
+  switchyard__v1__budget_hold__field_descriptors,
+  switchyard__v1__budget_hold__field_indices_by_name,
+  1,  switchyard__v1__budget_hold__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__budget_hold__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__budget_state__field_descriptors[11] =
+{
+  {
+    "day",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetState, day),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "day_spent_micros",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetState, day_spent_micros),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "month",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetState, month),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "month_spent_micros",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetState, month_spent_micros),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "request_estimate_micros",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetState, request_estimate_micros),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "holds",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Switchyard__V1__BudgetState, n_holds),
+    offsetof(Switchyard__V1__BudgetState, holds),
+    &switchyard__v1__budget_hold__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "warned_day",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetState, warned_day),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "exceeded_day",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetState, exceeded_day),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "warned_month",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetState, warned_month),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "exceeded_month",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetState, exceeded_month),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "settled_at_unix_nanos",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetState, settled_at_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__budget_state__field_indices_by_name[] = {
+  0,   /* field[0] = day */
+  1,   /* field[1] = day_spent_micros */
+  7,   /* field[7] = exceeded_day */
+  9,   /* field[9] = exceeded_month */
+  5,   /* field[5] = holds */
+  2,   /* field[2] = month */
+  3,   /* field[3] = month_spent_micros */
+  4,   /* field[4] = request_estimate_micros */
+  10,   /* field[10] = settled_at_unix_nanos */
+  6,   /* field[6] = warned_day */
+  8,   /* field[8] = warned_month */
+};
+static const ProtobufCIntRange switchyard__v1__budget_state__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 11 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__budget_state__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.BudgetState",
+  "BudgetState",
+  "Switchyard__V1__BudgetState",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__BudgetState),
+  11,
+  switchyard__v1__budget_state__field_descriptors,
+  switchyard__v1__budget_state__field_indices_by_name,
+  1,  switchyard__v1__budget_state__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__budget_state__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

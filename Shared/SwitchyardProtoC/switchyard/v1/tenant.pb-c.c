@@ -508,6 +508,51 @@ void   switchyard__v1__budget_exceeded__free_unpacked
   assert(message->base.descriptor == &switchyard__v1__budget_exceeded__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   switchyard__v1__budget_warning__init
+                     (Switchyard__V1__BudgetWarning         *message)
+{
+  static const Switchyard__V1__BudgetWarning init_value = SWITCHYARD__V1__BUDGET_WARNING__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__budget_warning__get_packed_size
+                     (const Switchyard__V1__BudgetWarning *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__budget_warning__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__budget_warning__pack
+                     (const Switchyard__V1__BudgetWarning *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__budget_warning__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__budget_warning__pack_to_buffer
+                     (const Switchyard__V1__BudgetWarning *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__budget_warning__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__BudgetWarning *
+       switchyard__v1__budget_warning__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__BudgetWarning *)
+     protobuf_c_message_unpack (&switchyard__v1__budget_warning__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__budget_warning__free_unpacked
+                     (Switchyard__V1__BudgetWarning *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__budget_warning__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor switchyard__v1__tenant__feature_flags_entry__field_descriptors[2] =
 {
   {
@@ -1680,7 +1725,7 @@ const ProtobufCMessageDescriptor switchyard__v1__audit_recorded__descriptor =
   (ProtobufCMessageInit) switchyard__v1__audit_recorded__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__budget_exceeded__field_descriptors[4] =
+static const ProtobufCFieldDescriptor switchyard__v1__budget_exceeded__field_descriptors[5] =
 {
   {
     "meta",
@@ -1730,17 +1775,30 @@ static const ProtobufCFieldDescriptor switchyard__v1__budget_exceeded__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "period_start",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetExceeded, period_start),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__budget_exceeded__field_indices_by_name[] = {
   2,   /* field[2] = limit_micros */
   0,   /* field[0] = meta */
   1,   /* field[1] = period */
+  4,   /* field[4] = period_start */
   3,   /* field[3] = spent_micros */
 };
 static const ProtobufCIntRange switchyard__v1__budget_exceeded__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__budget_exceeded__descriptor =
 {
@@ -1750,10 +1808,113 @@ const ProtobufCMessageDescriptor switchyard__v1__budget_exceeded__descriptor =
   "Switchyard__V1__BudgetExceeded",
   "switchyard.v1",
   sizeof(Switchyard__V1__BudgetExceeded),
-  4,
+  5,
   switchyard__v1__budget_exceeded__field_descriptors,
   switchyard__v1__budget_exceeded__field_indices_by_name,
   1,  switchyard__v1__budget_exceeded__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__budget_exceeded__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__budget_warning__field_descriptors[6] =
+{
+  {
+    "meta",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetWarning, meta),
+    &switchyard__v1__event_meta__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "period",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetWarning, period),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit_micros",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetWarning, limit_micros),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "committed_micros",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetWarning, committed_micros),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "period_start",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetWarning, period_start),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "threshold_percent",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__BudgetWarning, threshold_percent),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__budget_warning__field_indices_by_name[] = {
+  3,   /* field[3] = committed_micros */
+  2,   /* field[2] = limit_micros */
+  0,   /* field[0] = meta */
+  1,   /* field[1] = period */
+  4,   /* field[4] = period_start */
+  5,   /* field[5] = threshold_percent */
+};
+static const ProtobufCIntRange switchyard__v1__budget_warning__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__budget_warning__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.BudgetWarning",
+  "BudgetWarning",
+  "Switchyard__V1__BudgetWarning",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__BudgetWarning),
+  6,
+  switchyard__v1__budget_warning__field_descriptors,
+  switchyard__v1__budget_warning__field_indices_by_name,
+  1,  switchyard__v1__budget_warning__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__budget_warning__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -30,6 +30,8 @@ typedef struct Switchyard__V1__InvoiceRequest Switchyard__V1__InvoiceRequest;
 typedef struct Switchyard__V1__InvoiceResponse Switchyard__V1__InvoiceResponse;
 typedef struct Switchyard__V1__RecomputeRequest Switchyard__V1__RecomputeRequest;
 typedef struct Switchyard__V1__RecomputeResponse Switchyard__V1__RecomputeResponse;
+typedef struct Switchyard__V1__BudgetHold Switchyard__V1__BudgetHold;
+typedef struct Switchyard__V1__BudgetState Switchyard__V1__BudgetState;
 
 
 /* --- enums --- */
@@ -307,6 +309,68 @@ struct  Switchyard__V1__RecomputeResponse
     , NULL, 0, 0, 0, 0 }
 
 
+/*
+ * BudgetHold: a request a gateway admitted against a budget and billing has not settled yet.
+ */
+struct  Switchyard__V1__BudgetHold
+{
+  ProtobufCMessage base;
+  char *request_id;
+  /*
+   * what the gateway reserved for it (the tenant's request estimate)
+   */
+  int64_t micros;
+  /*
+   * dropped after this even if never settled (a request without usage)
+   */
+  int64_t expires_at_unix_nanos;
+};
+#define SWITCHYARD__V1__BUDGET_HOLD__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__budget_hold__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0 }
+
+
+/*
+ * BudgetState: KV bucket `budgets`, key `<tenant>` (docs/adr/0014). Billing writes the settled spend of the
+ * current UTC day and month from the ledger and removes the holds of settled requests; gateways add a hold per
+ * admitted request. Every write is a compare-and-set on the entry's revision.
+ */
+struct  Switchyard__V1__BudgetState
+{
+  ProtobufCMessage base;
+  /*
+   * "2026-11-29": the day `day_spent_micros` belongs to
+   */
+  char *day;
+  int64_t day_spent_micros;
+  /*
+   * "2026-11"
+   */
+  char *month;
+  int64_t month_spent_micros;
+  /*
+   * what one request of this tenant is expected to cost; 0 = not known yet
+   */
+  int64_t request_estimate_micros;
+  size_t n_holds;
+  Switchyard__V1__BudgetHold **holds;
+  /*
+   * the periods whose warning / exhaustion event has been sent
+   */
+  char *warned_day;
+  char *exceeded_day;
+  char *warned_month;
+  char *exceeded_month;
+  /*
+   * when billing last wrote the spend figures
+   */
+  int64_t settled_at_unix_nanos;
+};
+#define SWITCHYARD__V1__BUDGET_STATE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__budget_state__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
 /* Switchyard__V1__Price methods */
 void   switchyard__v1__price__init
                      (Switchyard__V1__Price         *message);
@@ -573,6 +637,44 @@ Switchyard__V1__RecomputeResponse *
 void   switchyard__v1__recompute_response__free_unpacked
                      (Switchyard__V1__RecomputeResponse *message,
                       ProtobufCAllocator *allocator);
+/* Switchyard__V1__BudgetHold methods */
+void   switchyard__v1__budget_hold__init
+                     (Switchyard__V1__BudgetHold         *message);
+size_t switchyard__v1__budget_hold__get_packed_size
+                     (const Switchyard__V1__BudgetHold   *message);
+size_t switchyard__v1__budget_hold__pack
+                     (const Switchyard__V1__BudgetHold   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__budget_hold__pack_to_buffer
+                     (const Switchyard__V1__BudgetHold   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__BudgetHold *
+       switchyard__v1__budget_hold__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__budget_hold__free_unpacked
+                     (Switchyard__V1__BudgetHold *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__BudgetState methods */
+void   switchyard__v1__budget_state__init
+                     (Switchyard__V1__BudgetState         *message);
+size_t switchyard__v1__budget_state__get_packed_size
+                     (const Switchyard__V1__BudgetState   *message);
+size_t switchyard__v1__budget_state__pack
+                     (const Switchyard__V1__BudgetState   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__budget_state__pack_to_buffer
+                     (const Switchyard__V1__BudgetState   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__BudgetState *
+       switchyard__v1__budget_state__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__budget_state__free_unpacked
+                     (Switchyard__V1__BudgetState *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Switchyard__V1__Price_Closure)
@@ -617,6 +719,12 @@ typedef void (*Switchyard__V1__RecomputeRequest_Closure)
 typedef void (*Switchyard__V1__RecomputeResponse_Closure)
                  (const Switchyard__V1__RecomputeResponse *message,
                   void *closure_data);
+typedef void (*Switchyard__V1__BudgetHold_Closure)
+                 (const Switchyard__V1__BudgetHold *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__BudgetState_Closure)
+                 (const Switchyard__V1__BudgetState *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -637,6 +745,8 @@ extern const ProtobufCMessageDescriptor switchyard__v1__invoice_request__descrip
 extern const ProtobufCMessageDescriptor switchyard__v1__invoice_response__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__recompute_request__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__recompute_response__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__budget_hold__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__budget_state__descriptor;
 
 PROTOBUF_C__END_DECLS
 

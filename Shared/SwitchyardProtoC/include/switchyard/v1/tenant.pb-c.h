@@ -28,6 +28,7 @@ typedef struct Switchyard__V1__KnowledgeEntry Switchyard__V1__KnowledgeEntry;
 typedef struct Switchyard__V1__TenantChanged Switchyard__V1__TenantChanged;
 typedef struct Switchyard__V1__AuditRecorded Switchyard__V1__AuditRecorded;
 typedef struct Switchyard__V1__BudgetExceeded Switchyard__V1__BudgetExceeded;
+typedef struct Switchyard__V1__BudgetWarning Switchyard__V1__BudgetWarning;
 
 
 /* --- enums --- */
@@ -314,10 +315,39 @@ struct  Switchyard__V1__BudgetExceeded
   char *period;
   int64_t limit_micros;
   int64_t spent_micros;
+  /*
+   * "2026-11-29" (daily) or "2026-11" (monthly), in UTC
+   */
+  char *period_start;
 };
 #define SWITCHYARD__V1__BUDGET_EXCEEDED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__budget_exceeded__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, 0, 0 }
+    , NULL, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * BudgetWarning: a tenant committed 80 % of its budget for a period (evt.budget.warning.<tenant>); once per
+ * tenant, period kind and period.
+ */
+struct  Switchyard__V1__BudgetWarning
+{
+  ProtobufCMessage base;
+  Switchyard__V1__EventMeta *meta;
+  /*
+   * "daily" | "monthly"
+   */
+  char *period;
+  int64_t limit_micros;
+  /*
+   * settled spend plus admitted requests not yet in the ledger
+   */
+  int64_t committed_micros;
+  char *period_start;
+  uint32_t threshold_percent;
+};
+#define SWITCHYARD__V1__BUDGET_WARNING__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__budget_warning__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 /* Switchyard__V1__Tenant__FeatureFlagsEntry methods */
@@ -532,6 +562,25 @@ Switchyard__V1__BudgetExceeded *
 void   switchyard__v1__budget_exceeded__free_unpacked
                      (Switchyard__V1__BudgetExceeded *message,
                       ProtobufCAllocator *allocator);
+/* Switchyard__V1__BudgetWarning methods */
+void   switchyard__v1__budget_warning__init
+                     (Switchyard__V1__BudgetWarning         *message);
+size_t switchyard__v1__budget_warning__get_packed_size
+                     (const Switchyard__V1__BudgetWarning   *message);
+size_t switchyard__v1__budget_warning__pack
+                     (const Switchyard__V1__BudgetWarning   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__budget_warning__pack_to_buffer
+                     (const Switchyard__V1__BudgetWarning   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__BudgetWarning *
+       switchyard__v1__budget_warning__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__budget_warning__free_unpacked
+                     (Switchyard__V1__BudgetWarning *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Switchyard__V1__Tenant__FeatureFlagsEntry_Closure)
@@ -570,6 +619,9 @@ typedef void (*Switchyard__V1__AuditRecorded_Closure)
 typedef void (*Switchyard__V1__BudgetExceeded_Closure)
                  (const Switchyard__V1__BudgetExceeded *message,
                   void *closure_data);
+typedef void (*Switchyard__V1__BudgetWarning_Closure)
+                 (const Switchyard__V1__BudgetWarning *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -588,6 +640,7 @@ extern const ProtobufCMessageDescriptor switchyard__v1__knowledge_entry__descrip
 extern const ProtobufCMessageDescriptor switchyard__v1__tenant_changed__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__audit_recorded__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__budget_exceeded__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__budget_warning__descriptor;
 
 PROTOBUF_C__END_DECLS
 

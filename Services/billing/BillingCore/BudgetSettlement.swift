@@ -1,0 +1,138 @@
+import Contracts
+import Logging
+import Messaging
+import Schemas
+import ServiceLifecycle
+import Storage
+import Telemetry
+import Tenancy
+
+/// Billing's half of budget enforcement (docs/adr/0014): it writes each budgeted tenant's settled spend of the
+/// current UTC day and month — read from the running totals, so always the ledger's figure — into the tenant's
+/// KV `budgets` entry, and drops the holds of the requests it has just recorded.
+///
+/// - after every ledger batch, for the budgeted tenants in it (before the batch is acked, so a crash repeats
+///   the step on redelivery);
+/// - once a second for every budgeted tenant (``BudgetSyncService``): a tenant that just got a budget, a new
+///   day or month, holds whose lease ran out.
+public struct BudgetSettlement: Sendable {
+    let book: BudgetBook
+    let pool: PostgresPool
+    let directory: TenantDirectory
+    let logger: Logger
+
+    public init(book: BudgetBook, pool: PostgresPool, directory: TenantDirectory, logger: Logger) {
+        self.book = book
+        self.pool = pool
+        self.directory = directory
+        self.logger = logger
+    }
+
+    /// After a committed batch: the spend figures of the batch's budgeted tenants, their settled requests'
+    /// holds dropped, their request estimate from the costliest line recorded.
+    func settle(_ lines: [UsageLine], outcome: Ledger.Outcome) async {
+        let budgeted = directory.budgetedTenants()
+        guard !budgeted.isEmpty else { return }
+        var settled: [String: Set<String>] = [:]
+        for line in lines where budgeted[line.tenantID] != nil {
+            settled[line.tenantID, default: []].insert(line.requestID)
+        }
+        guard !settled.isEmpty else { return }
+        await write(tenants: Array(settled.keys), settled: settled, observed: outcome.maxCostByTenant, exact: false)
+    }
+
+    /// Every budgeted tenant's figures; `exact` after a recompute, which may have lowered them.
+    public func syncAll(exact: Bool = false) async {
+        let tenants = Array(directory.budgetedTenants().keys)
+        guard !tenants.isEmpty else { return }
+        await write(tenants: tenants, settled: [:], observed: [:], exact: exact)
+    }
+
+    private func write(tenants: [String], settled: [String: Set<String>], observed: [String: Int64], exact: Bool) async {
+        let now = EventClock.nowUnixNanos()
+        let periods = BudgetPeriods(unixNanos: now)
+        let spend: [String: (day: Int64, month: Int64)]
+        do {
+            spend = try await self.spend(of: tenants, periods: periods)
+        } catch {
+            logger.warning("budget figures not read; the next pass retries", metadata: ["error": "\(error)"])
+            return
+        }
+        for tenant in tenants {
+            do {
+                var observedMax = observed[tenant]
+                if observedMax == nil, try await book.state(tenant: tenant)?.requestEstimateMicros ?? 0 == 0 {
+                    observedMax = try await recentMaxCost(tenant: tenant)
+                }
+                let figures = spend[tenant] ?? (0, 0)
+                let ids = settled[tenant] ?? []
+                try await book.modify(tenant: tenant, replaceMalformed: true) { state -> (write: Bool, result: Void) in
+                    var next = state ?? BudgetState()
+                    next.settle(periods: periods, daySpent: figures.day, monthSpent: figures.month, settled: ids,
+                                observedMaxCost: observedMax, exact: exact, nowUnixNanos: now)
+                    // Skip the write when nothing but the timestamp would change.
+                    var previous = state
+                    previous?.settledAtUnixNanos = now
+                    guard previous != next else { return (false, ()) }
+                    state = next
+                    return (true, ())
+                }
+            } catch {
+                logger.warning("budget figures not written; the next pass retries", metadata: [
+                    LogKey.tenantID: "\(tenant)", "error": "\(error)",
+                ])
+            }
+        }
+    }
+
+    /// Settled spend per tenant of the current UTC day and month, from the running totals.
+    func spend(of tenants: [String], periods: BudgetPeriods) async throws -> [String: (day: Int64, month: Int64)] {
+        var list = PostgresArrayLiteral()
+        for tenant in tenants { list.append(text: tenant) }
+        let rows = try await pool.query("""
+            SELECT tenant_id, period, sum(cost_micros)::bigint AS spend
+            FROM billing_totals
+            WHERE tenant_id = ANY($1::text[])
+              AND ((period = 'day' AND period_start = $2::date) OR (period = 'month' AND period_start = $3::date))
+            GROUP BY 1, 2
+            """, [.text(list.literal), .text(periods.day), .text(periods.month + "-01")])
+        var result: [String: (day: Int64, month: Int64)] = [:]
+        for row in rows {
+            let tenant = try row.decode(String.self, column: "tenant_id")
+            let amount = try row.decode(Int64.self, column: "spend")
+            var entry = result[tenant] ?? (0, 0)
+            if try row.decode(String.self, column: "period") == "day" { entry.day = amount } else { entry.month = amount }
+            result[tenant] = entry
+        }
+        return result
+    }
+
+    /// The costliest of the tenant's 50 most recent requests (nil without any): the starting estimate for a
+    /// tenant whose budget was set after it had usage.
+    func recentMaxCost(tenant: String) async throws -> Int64? {
+        let rows = try await pool.query("""
+            SELECT max(cost_micros)::bigint AS cost FROM (
+                SELECT cost_micros FROM billing_ledger WHERE tenant_id = $1 ORDER BY occurred_at DESC LIMIT 50
+            ) recent
+            """, [.text(tenant)])
+        return try rows.first?.decode(Int64?.self, column: "cost")
+    }
+}
+
+/// Runs ``BudgetSettlement/syncAll(exact:)`` every `interval` until shutdown.
+public struct BudgetSyncService: Service {
+    let settlement: BudgetSettlement
+    let interval: Duration
+
+    public init(settlement: BudgetSettlement, interval: Duration = .seconds(1)) {
+        self.settlement = settlement
+        self.interval = interval
+    }
+
+    public func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            if settlement.directory.isSynced { await settlement.syncAll() }
+            try? await Task.sleep(for: interval)
+        }
+    }
+}
