@@ -63,7 +63,7 @@ bench-billing: deps ## Billing ledger ingest rate: 200,000 pre-filled usage even
 	  | awk '/error|Build complete/ {print; fflush(); next} NR % 50 == 1 {print; fflush()}'
 	@set -o pipefail; $(SWIFT) build -c release --product billing-bench 2>&1 \
 	  | awk '/error|Build complete/ {print; fflush(); next} NR % 50 == 1 {print; fflush()}'
-	"$$($(SWIFT) build -c release --show-bin-path)/billing-bench" "$$($(SWIFT) build -c release --show-bin-path)/billing"
+	stdbuf -oL "$$($(SWIFT) build -c release --show-bin-path)/billing-bench" "$$($(SWIFT) build -c release --show-bin-path)/billing"
 
 .PHONY: bench
 bench: ## Full chat path under load (wrk, concurrency 1/16/64, stream + non-stream, fake upstream + local)

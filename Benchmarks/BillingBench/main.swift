@@ -95,17 +95,22 @@ do {
         return (try? rows?.first?.decode(Int64.self, at: 0)).map { Int($0) } ?? 0
     }
     let postgresCPUBefore = cpuSeconds(matching: "postgres")
+    let opsPort = try freeTCPPort()
     let billing = try TestProcess(executable: billingBinary, environment: [
         "SWITCHYARD_NATS_URL": nats.url, "SWITCHYARD_DATABASE_URL": postgres.connectionString,
-        "SWITCHYARD_HTTP_HOST": "127.0.0.1", "SWITCHYARD_HTTP_PORT": "0", "SWITCHYARD_OPS_PORT": "0",
+        "SWITCHYARD_HTTP_HOST": "127.0.0.1", "SWITCHYARD_HTTP_PORT": "0", "SWITCHYARD_OPS_PORT": "\(opsPort)",
         "SWITCHYARD_INSTANCE_ID": "billing-bench", "SWITCHYARD_DB_POOL_SIZE": "4", "SWITCHYARD_LOG_LEVEL": "warning",
     ])
+    // Progress from billing's own counter of recorded events (its /metrics), not from `count(*)` on the ledger: a
+    // scan of a growing table every few milliseconds would compete with the ingest it measures. The ledger is
+    // counted once at the end.
+    func recorded() -> Int { RecordedCounter.read(port: opsPort) }
     // From the first ledger line on (startup, migrations and the mirror load are not ingest).
     var rows = 0
     while rows == 0 {
         guard billing.isRunning else { print("billing exited:\n\(billing.output)"); exit(1) }
         try await Task.sleep(for: .milliseconds(5))
-        rows = await ledgerRows()
+        rows = recorded()
     }
     let start = ContinuousClock.now
     let startRows = rows
@@ -114,7 +119,7 @@ do {
     while rows < eventCount {
         guard billing.isRunning else { print("billing exited:\n\(billing.output)"); exit(1) }
         try await Task.sleep(for: .milliseconds(20))
-        rows = await ledgerRows()
+        rows = recorded()
         if ContinuousClock.now - lastReport > .seconds(2) {
             lastReport = ContinuousClock.now
             print("  \(rows) / \(eventCount) in the ledger")
@@ -123,6 +128,11 @@ do {
     let seconds = (ContinuousClock.now - start) / .seconds(1)
     let billingCPU = cpuSeconds(billing.pid) - billingCPUStart
     let postgresCPU = cpuSeconds(matching: "postgres") - postgresCPUBefore
+    let ledgerLines = await ledgerRows()
+    guard ledgerLines == eventCount else {
+        print("the ledger holds \(ledgerLines) lines, expected \(eventCount)")
+        exit(1)
+    }
     let ingested = Double(rows - startRows)
     print(String(format: "ledger ingest: %.0f usage events/s (%d events in %.2f s)", ingested / seconds,
                  rows - startRows, seconds))
@@ -134,3 +144,40 @@ do {
 }
 await nats.stop()
 await postgres.stop()
+
+/// Reads `billing_usage_events_total{outcome="recorded"}` from billing's ops port with one blocking HTTP GET
+/// (0 while the server isn't up). The
+/// response is read until the server closes the connection.
+enum RecordedCounter {
+    static func read(port: Int) -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return 0 }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { return 0 }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let request = Array("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+        guard send(fd, request, request.count, 0) == request.count else { return 0 }
+        var response: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count <= 0 { break }
+            response += buffer[0..<count]
+        }
+        let prefix = "billing_usage_events_total{outcome=\"recorded\"} "
+        for line in String(decoding: response, as: UTF8.self).split(separator: "\n") where line.hasPrefix(prefix) {
+            return Int(Double(line.dropFirst(prefix.count).trimmingCharacters(in: .whitespaces)) ?? 0)
+        }
+        return 0
+    }
+}

@@ -1,6 +1,7 @@
 @preconcurrency import CNats
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Errors a message handler can throw to say whether a redelivery may help.
 public protocol ClassifiedError: Error {
@@ -73,6 +74,8 @@ public struct JetStreamConsumerService: Service {
     private let keepAlive: Bool
     private let expires: Duration
     private let work: Work
+    /// Batch mode: how many batches run at once.
+    private let concurrentBatches: Int
     private let logger: Logger
 
     /// - Parameters:
@@ -86,23 +89,26 @@ public struct JetStreamConsumerService: Service {
                 maxInFlight: Int? = nil, keepAlive: Bool = true, expires: Duration = .seconds(5), logger: Logger,
                 handler: @escaping Handler) {
         self.init(jetStream: jetStream, stream: stream, spec: spec, batchSize: batchSize, maxInFlight: maxInFlight,
-                  keepAlive: keepAlive, expires: expires, logger: logger, work: .each(handler))
+                  keepAlive: keepAlive, expires: expires, logger: logger, work: .each(handler), concurrentBatches: 1)
     }
 
     /// A consume loop whose handler takes what arrived together, up to `batchSize` deliveries at a time (fewer
-    /// when the stream is quiet: nothing waits for a batch to fill). Batches run concurrently up to
-    /// `maxInFlight` deliveries.
+    /// when the stream is quiet: nothing waits for a batch to fill). At most `concurrentBatches` batches run at
+    /// once; what arrives meanwhile makes the next batch. `maxInFlight` (default: one batch more than can run,
+    /// so a full batch can gather while the others run) bounds the deliveries held.
     public static func batches(jetStream: JetStream, stream: String, consumer spec: ConsumerSpec,
-                               batchSize: Int = 256, maxInFlight: Int? = nil, keepAlive: Bool = true,
-                               expires: Duration = .seconds(5), logger: Logger,
+                               batchSize: Int = 256, concurrentBatches: Int = 2, maxInFlight: Int? = nil,
+                               keepAlive: Bool = true, expires: Duration = .seconds(5), logger: Logger,
                                handler: @escaping BatchHandler) -> JetStreamConsumerService {
-        JetStreamConsumerService(jetStream: jetStream, stream: stream, spec: spec, batchSize: batchSize,
-                                 maxInFlight: maxInFlight, keepAlive: keepAlive, expires: expires, logger: logger,
-                                 work: .batch(handler))
+        let slots = max(1, concurrentBatches)
+        return JetStreamConsumerService(jetStream: jetStream, stream: stream, spec: spec, batchSize: batchSize,
+                                        maxInFlight: maxInFlight ?? (slots + 1) * max(1, batchSize),
+                                        keepAlive: keepAlive, expires: expires, logger: logger, work: .batch(handler),
+                                        concurrentBatches: slots)
     }
 
     private init(jetStream: JetStream, stream: String, spec: ConsumerSpec, batchSize: Int, maxInFlight: Int?,
-                 keepAlive: Bool, expires: Duration, logger: Logger, work: Work) {
+                 keepAlive: Bool, expires: Duration, logger: Logger, work: Work, concurrentBatches: Int) {
         self.jetStream = jetStream
         self.stream = stream
         self.spec = spec
@@ -112,6 +118,7 @@ public struct JetStreamConsumerService: Service {
         self.expires = expires
         self.logger = logger
         self.work = work
+        self.concurrentBatches = concurrentBatches
     }
 
     public func run() async throws {
@@ -133,6 +140,11 @@ public struct JetStreamConsumerService: Service {
     }
 
     private func consume(_ pull: ContinuousPull) async {
+        // Batch mode: at most `concurrentBatches` batches run at once. What arrives meanwhile waits here (kept
+        // alive) and goes into the next batch when one finishes, so a busy stream makes few full batches rather
+        // than many small ones (one transaction each, for billing; docs/adr/0013).
+        let running = BatchSlots(concurrentBatches)
+        var pending: [ContinuousPull.Item] = []
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 group.addTask { await pull.runTicker() }
@@ -146,16 +158,33 @@ public struct JetStreamConsumerService: Service {
                             }
                         }
                     case .batch(let handler):
-                        var start = 0
-                        while start < arrived.count {
-                            let chunk = Array(arrived[start..<min(start + batchSize, arrived.count)])
-                            start += batchSize
-                            group.addTask { await self.processBatch(chunk, handler) }
+                        pending += arrived
+                        while !pending.isEmpty, running.acquire() {
+                            let chunk = Array(pending.prefix(batchSize))
+                            pending.removeFirst(chunk.count)
+                            group.addTask {
+                                await self.processBatch(chunk, handler)
+                                running.release()
+                                pull.queue.poke()
+                            }
                         }
                     }
                 }
-                // Finished (drained after a graceful shutdown) or cancelled: stop pulling either way.
+                // Finished (drained after a graceful shutdown) or cancelled: stop pulling either way. Batch work
+                // held back is handled when draining, given back when cancelled.
                 pull.stop()
+                if case .batch(let handler) = work {
+                    if Task.isCancelled {
+                        for item in pending { try? JetStreamMessage(delivery: item.delivery, box: item.box).nak() }
+                    } else {
+                        while !pending.isEmpty {
+                            let chunk = Array(pending.prefix(batchSize))
+                            pending.removeFirst(chunk.count)
+                            group.addTask { await self.processBatch(chunk, handler) }
+                        }
+                    }
+                    pending.removeAll()
+                }
             }
         } onGracefulShutdown: {
             pull.stop()
@@ -250,4 +279,23 @@ public struct JetStreamConsumerService: Service {
             logger.warning("term failed", metadata: ["error": "\(error)"])
         }
     }
+}
+
+/// How many batches may run at once (batch mode of ``JetStreamConsumerService``).
+final class BatchSlots: Sendable {
+    private let limit: Int
+    private let running = Mutex(0)
+
+    init(_ limit: Int) { self.limit = limit }
+
+    /// Takes a slot if one is free.
+    func acquire() -> Bool {
+        running.withLock { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func release() { running.withLock { $0 -= 1 } }
 }

@@ -413,6 +413,7 @@ final class DeliveryQueue: Sendable {
         var items: [ContinuousPull.Item] = []
         var waiter: CheckedContinuation<[ContinuousPull.Item]?, Never>?
         var finished = false
+        var poked = false
     }
     private let inner = Mutex(Inner())
 
@@ -438,15 +439,45 @@ final class DeliveryQueue: Sendable {
         waiter?.resume(returning: nil)
     }
 
-    /// Everything queued (at least one item), or nil once finished and empty, or when the task is cancelled.
+    /// Wakes a waiting (or the next) ``next()`` with `[]` even though nothing arrived: the consumer has room
+    /// again for work it held back.
+    func poke() {
+        let waiter = inner.withLock { inner -> CheckedContinuation<[ContinuousPull.Item]?, Never>? in
+            if let waiter = inner.waiter {
+                inner.waiter = nil
+                return waiter
+            }
+            inner.poked = true
+            return nil
+        }
+        waiter?.resume(returning: [])
+    }
+
+    /// Everything queued (at least one item); `[]` after a ``poke()``; nil once finished and empty, or when the
+    /// task is cancelled.
     func next() async -> [ContinuousPull.Item]? {
-        if let ready = take() { return ready.isEmpty ? nil : ready }
+        let ready = inner.withLock { inner -> [ContinuousPull.Item]?? in
+            if !inner.items.isEmpty {
+                defer { inner.items.removeAll(keepingCapacity: true) }
+                return .some(inner.items)
+            }
+            if inner.poked {
+                inner.poked = false
+                return .some([])
+            }
+            return inner.finished ? .some(nil) : .none
+        }
+        if let ready { return ready }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<[ContinuousPull.Item]?, Never>) in
                 let immediate: [ContinuousPull.Item]?? = inner.withLock { inner in
                     if !inner.items.isEmpty {
                         defer { inner.items.removeAll(keepingCapacity: true) }
                         return .some(inner.items)
+                    }
+                    if inner.poked {
+                        inner.poked = false
+                        return .some([])
                     }
                     if inner.finished || Task.isCancelled { return .some(nil) }
                     inner.waiter = continuation
@@ -460,17 +491,6 @@ final class DeliveryQueue: Sendable {
                 return inner.waiter
             }
             waiter?.resume(returning: nil)
-        }
-    }
-
-    /// Queued items without waiting: `[]` when finished and empty, nil when the caller should wait.
-    private func take() -> [ContinuousPull.Item]? {
-        inner.withLock { inner in
-            if !inner.items.isEmpty {
-                defer { inner.items.removeAll(keepingCapacity: true) }
-                return inner.items
-            }
-            return inner.finished ? [] : nil
         }
     }
 

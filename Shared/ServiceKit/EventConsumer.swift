@@ -93,7 +93,7 @@ extension ServiceBuilder {
     /// with that error (retriable → nak with backoff).
     public func consumeBatches<Event: EventMessage>(
         _ contract: ConsumerContract, _ type: Event.Type, spec: ConsumerSpec? = nil, batchSize: Int = 256,
-        maxInFlight: Int? = nil, keepAlive: Bool = true,
+        concurrentBatches: Int = 2, maxInFlight: Int? = nil, keepAlive: Bool = true,
         meta: @escaping @Sendable (Event) -> EventMeta? = { $0.meta },
         handler: @escaping TypedBatchHandler<Event>
     ) async throws {
@@ -101,7 +101,7 @@ extension ServiceBuilder {
         let spec = try await provision(contract, spec: spec)
         add(JetStreamConsumerService.batches(
             jetStream: jetStream, stream: contract.stream.name, consumer: spec, batchSize: batchSize,
-            maxInFlight: maxInFlight, keepAlive: keepAlive, logger: logger
+            concurrentBatches: concurrentBatches, maxInFlight: maxInFlight, keepAlive: keepAlive, logger: logger
         ) { deliveries in
             var outcomes = [(any Error)?](repeating: nil, count: deliveries.count)
             var prepared: [(Event, EventContext)] = []

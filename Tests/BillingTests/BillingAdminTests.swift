@@ -164,7 +164,7 @@ struct BillingAdminTests {
                 // 600 + 6,000 + 6,000 + (100 + 50) × $1/M = 12,750 µ$.
                 #expect(fixed.costAfterMicros == 12_750)
                 try await LedgerTests.expectTotalsMatchLedger(h)
-                #expect(try await h.scalar("SELECT sum(cost_micros) FROM billing_totals WHERE tenant_id = 'acme' AND period = 'month'") == 12_750)
+                #expect(try await h.scalar("SELECT sum(cost_micros) FROM billing_month_totals WHERE tenant_id = 'acme'") == 12_750)
                 let corrected: InvoiceResponse = try await admin.call(.invoice, InvoiceRequest(tenantID: "acme", month: "2026-10"))
                 #expect(corrected.invoice?.totalMicros == 12_750)
                 #expect(corrected.invoice?.lines.count == 3)  // gpt-test at two prices, unlisted now priced

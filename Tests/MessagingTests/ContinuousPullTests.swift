@@ -84,6 +84,45 @@ struct ContinuousPullTests {
         }
     }
 
+    @Test("batch mode: at most concurrentBatches batches at once; a backlog makes full batches, each message once")
+    func batchesAreBoundedAndFull() async throws {
+        try await withHarness { h in
+            try await h.jetStream.ensureStream(Self.stream)
+            let spec = ConsumerSpec(durable: "batched")
+            try await h.jetStream.ensureConsumer(stream: "WORK", spec)
+            let published = 400
+            _ = try await h.jetStream.publishPipelined((0..<published).map {
+                OutboundMessage(subject: "work.a", payload: bytes("m\($0)"))
+            })
+            struct Counts { var current = 0; var peak = 0; var sizes: [Int] = []; var seen: [String: Int] = [:] }
+            let counts = Mutex(Counts())
+            let service = JetStreamConsumerService.batches(
+                jetStream: h.jetStream, stream: "WORK", consumer: spec, batchSize: 20, concurrentBatches: 2,
+                logger: Harness.logger
+            ) { deliveries in
+                counts.withLock {
+                    $0.current += 1
+                    $0.peak = max($0.peak, $0.current)
+                    $0.sizes.append(deliveries.count)
+                    for delivery in deliveries { $0.seen[text(delivery.payload), default: 0] += 1 }
+                }
+                try await Task.sleep(for: .milliseconds(20))
+                counts.withLock { $0.current -= 1 }
+                return Array(repeating: nil, count: deliveries.count)
+            }
+            try await Self.running(service) {
+                await Self.eventually { counts.withLock { $0.seen.count } == published }
+            }
+            let final = counts.withLock { $0 }
+            #expect(final.seen.count == published)
+            #expect(final.seen.values.allSatisfy { $0 == 1 })
+            #expect(final.peak <= 2, "two batch slots")
+            #expect(final.sizes.allSatisfy { $0 <= 20 })
+            // While two batches run, the backlog keeps arriving: most batches go out full.
+            #expect(final.sizes.filter { $0 == 20 }.count * 2 >= final.sizes.count, "batch sizes \(final.sizes)")
+        }
+    }
+
     @Test("a handler running longer than AckWait is kept alive by the ticker: never redelivered meanwhile")
     func slowHandlerIsKeptAlive() async throws {
         try await withHarness { h in

@@ -125,27 +125,23 @@ extension BillingAdmin {
                     WHERE l.tenant_id = n.tenant_id AND l.event_id = n.event_id
                       AND (l.price_id IS DISTINCT FROM n.price_id OR l.cost_micros <> n.cost_micros)
                     """, range)
-                // Rebuild the totals of every day and month the range touches, from the ledger.
-                let periods = """
-                    SELECT DISTINCT p.period, p.start FROM billing_ledger,
-                        LATERAL (VALUES ('day', (occurred_at AT TIME ZONE 'UTC')::date),
-                                        ('month', date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date)) AS p (period, start)
+                // Rebuild the totals of every day the range touches (and with them its months), from the ledger.
+                let days = """
+                    SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date AS start FROM billing_ledger
                     WHERE \(inRange)
                     """
                 _ = try await connection.execute("""
-                    DELETE FROM billing_totals t USING (\(periods)) a
-                    WHERE t.tenant_id = $1 AND t.period = a.period AND t.period_start = a.start
+                    DELETE FROM billing_totals t USING (\(days)) a
+                    WHERE t.tenant_id = $1 AND t.period = 'day' AND t.period_start = a.start
                     """, range)
                 _ = try await connection.execute("""
                     INSERT INTO billing_totals (tenant_id, period, period_start, agent, provider, model, requests,
                                                 prompt_tokens, completion_tokens, cost_micros, unpriced_requests,
                                                 estimated_requests)
-                    SELECT l.tenant_id, a.period, a.start, l.agent, l.provider, l.model, count(*), sum(l.prompt_tokens),
+                    SELECT l.tenant_id, 'day', a.start, l.agent, l.provider, l.model, count(*), sum(l.prompt_tokens),
                            sum(l.completion_tokens), sum(l.cost_micros), count(*) FILTER (WHERE l.unpriced),
                            count(*) FILTER (WHERE l.estimated)
-                    FROM billing_ledger l JOIN (\(periods)) a
-                      ON (a.period = 'day' AND (l.occurred_at AT TIME ZONE 'UTC')::date = a.start)
-                      OR (a.period = 'month' AND date_trunc('month', l.occurred_at AT TIME ZONE 'UTC')::date = a.start)
+                    FROM billing_ledger l JOIN (\(days)) a ON (l.occurred_at AT TIME ZONE 'UTC')::date = a.start
                     WHERE l.tenant_id = $1
                     GROUP BY 1, 2, 3, 4, 5, 6
                     """, range)

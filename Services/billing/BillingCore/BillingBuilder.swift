@@ -34,8 +34,9 @@ public func buildBilling(configuration: ServiceConfiguration, billing: BillingCo
     var ingest = UsageIngest(ledger: Ledger(pool: pool), directory: directory, metrics: metrics, logger: logger)
     ingest.budgets = settlement
     ingest.killAfterCommits = billing.killAfterCommits.map(CommitFailpoint.init)
+    // Two ledger transactions at a time; the next batch gathers meanwhile (up to 3 × 512 deliveries held).
     try await builder.consumeBatches(Consumers.billingUsage, UsageRecorded.self, batchSize: UsageIngest.batchSize,
-                                     maxInFlight: 2 * UsageIngest.batchSize, handler: ingest.handle)
+                                     concurrentBatches: 2, handler: ingest.handle)
     // Admin commands over NATS (`admin.billing.*`) and as JSON over HTTP (`POST /admin/v1/billing/*`).
     var admin = BillingAdmin(pool: pool, authenticator: AdminAuthenticator(tokens: billing.adminTokens), logger: logger)
     admin.afterRecompute = { await settlement.syncAll(exact: true) }

@@ -83,5 +83,18 @@ public enum BillingSchema {
                 detail    text        NOT NULL
             );
             """),
+        // One running-total row per tenant × day × agent × provider × model instead of a day and a month row:
+        // half the upserts per ledger batch (docs/adr/0013, "Figures"). A month is the sum of its ≤ 31 days.
+        Migration(version: 3, name: "month totals from the day rows", sql: """
+            DELETE FROM billing_totals WHERE period = 'month';
+            CREATE VIEW billing_month_totals AS
+                SELECT tenant_id, date_trunc('month', period_start)::date AS month, agent, provider, model,
+                       sum(requests)::bigint AS requests, sum(prompt_tokens)::bigint AS prompt_tokens,
+                       sum(completion_tokens)::bigint AS completion_tokens, sum(cost_micros)::bigint AS cost_micros,
+                       sum(unpriced_requests)::bigint AS unpriced_requests,
+                       sum(estimated_requests)::bigint AS estimated_requests
+                FROM billing_totals WHERE period = 'day'
+                GROUP BY 1, 2, 3, 4, 5;
+            """),
     ]
 }

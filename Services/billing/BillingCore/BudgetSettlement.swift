@@ -85,24 +85,23 @@ public struct BudgetSettlement: Sendable {
         }
     }
 
-    /// Settled spend per tenant of the current UTC day and month, from the running totals.
+    /// Settled spend per tenant of the current UTC day and month, from the running day totals.
     func spend(of tenants: [String], periods: BudgetPeriods) async throws -> [String: (day: Int64, month: Int64)] {
         var list = PostgresArrayLiteral()
         for tenant in tenants { list.append(text: tenant) }
         let rows = try await pool.query("""
-            SELECT tenant_id, period, sum(cost_micros)::bigint AS spend
+            SELECT tenant_id,
+                   COALESCE(sum(cost_micros) FILTER (WHERE period_start = $2::date), 0)::bigint AS day,
+                   COALESCE(sum(cost_micros), 0)::bigint AS month
             FROM billing_totals
-            WHERE tenant_id = ANY($1::text[])
-              AND ((period = 'day' AND period_start = $2::date) OR (period = 'month' AND period_start = $3::date))
-            GROUP BY 1, 2
+            WHERE tenant_id = ANY($1::text[]) AND period = 'day'
+              AND period_start >= $3::date AND period_start < ($3::date + interval '1 month')
+            GROUP BY 1
             """, [.text(list.literal), .text(periods.day), .text(periods.month + "-01")])
         var result: [String: (day: Int64, month: Int64)] = [:]
         for row in rows {
-            let tenant = try row.decode(String.self, column: "tenant_id")
-            let amount = try row.decode(Int64.self, column: "spend")
-            var entry = result[tenant] ?? (0, 0)
-            if try row.decode(String.self, column: "period") == "day" { entry.day = amount } else { entry.month = amount }
-            result[tenant] = entry
+            result[try row.decode(String.self, column: "tenant_id")] = (try row.decode(Int64.self, column: "day"),
+                                                                        try row.decode(Int64.self, column: "month"))
         }
         return result
     }

@@ -7,8 +7,9 @@ import Storage
 /// - each is priced by the price of its provider and model in effect when the usage occurred (no price →
 ///   cost 0 and `unpriced`, so it shows up as such instead of silently billing nothing);
 /// - `INSERT … ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING` yields only the lines that are new;
-/// - the day and month totals (per tenant × agent × provider × model) and the per-conversation totals are
-///   increased from exactly those lines, in the same statement.
+/// - the day totals (per tenant × agent × provider × model; a month is the sum of its days, view
+///   `billing_month_totals`) and the per-conversation totals are increased from exactly those lines, in the same
+///   statement.
 ///
 /// A redelivered event (a crash between COMMIT and ack, a replay, a republish after the de-duplication
 /// window) therefore changes nothing, and the totals always equal the sums over the ledger.
@@ -106,13 +107,10 @@ public struct Ledger: Sendable {
                 INSERT INTO billing_totals AS t (tenant_id, period, period_start, agent, provider, model, requests,
                                                  prompt_tokens, completion_tokens, cost_micros, unpriced_requests,
                                                  estimated_requests)
-                SELECT n.tenant_id, p.period, p.period_start, n.agent, n.provider, n.model, count(*),
-                       sum(n.prompt_tokens), sum(n.completion_tokens), sum(n.cost_micros),
+                SELECT n.tenant_id, 'day', (n.occurred_at AT TIME ZONE 'UTC')::date, n.agent, n.provider, n.model,
+                       count(*), sum(n.prompt_tokens), sum(n.completion_tokens), sum(n.cost_micros),
                        count(*) FILTER (WHERE n.unpriced), count(*) FILTER (WHERE n.estimated)
-                FROM inserted n,
-                     LATERAL (VALUES ('day', (n.occurred_at AT TIME ZONE 'UTC')::date),
-                                     ('month', date_trunc('month', n.occurred_at AT TIME ZONE 'UTC')::date))
-                         AS p (period, period_start)
+                FROM inserted n
                 GROUP BY 1, 2, 3, 4, 5, 6
                 ORDER BY 1, 2, 3, 4, 5, 6
                 ON CONFLICT (tenant_id, period, period_start, agent, provider, model) DO UPDATE SET
