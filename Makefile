@@ -57,13 +57,14 @@ bench-shared: deps ## Measure the Shared layer (JetStream publish/consume, proto
 	$(SWIFT) run -c release shared-bench
 
 .PHONY: bench-billing
-bench-billing: deps ## Billing ledger ingest rate: 200,000 pre-filled usage events over 1,000 tenants (BILLING_BENCH_EVENTS/TENANTS)
+bench-billing: deps ## Billing ledger ingest rate: 200,000 pre-filled usage events over 1,000 tenants (BILLING_BENCH_EVENTS/TENANTS), then with the live chat path running
 	@echo "building release (the first build takes minutes on 2 cores; progress every 50 steps)…"
 	@set -o pipefail; $(SWIFT) build -c release --product billing 2>&1 \
 	  | awk '/error|Build complete/ {print; fflush(); next} NR % 50 == 1 {print; fflush()}'
 	@set -o pipefail; $(SWIFT) build -c release --product billing-bench 2>&1 \
 	  | awk '/error|Build complete/ {print; fflush(); next} NR % 50 == 1 {print; fflush()}'
 	stdbuf -oL "$$($(SWIFT) build -c release --show-bin-path)/billing-bench" "$$($(SWIFT) build -c release --show-bin-path)/billing"
+	BENCH_MODE=billing-live ./scripts/bench.sh
 
 .PHONY: bench
 bench: ## Full chat path under load (wrk, concurrency 1/16/64, stream + non-stream, fake upstream + local)

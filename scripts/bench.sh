@@ -125,6 +125,57 @@ LUA
   fi
 }
 
+# BENCH_MODE=billing-live (make bench-billing): billing's ingest rate while the chat path runs. A first load
+# phase leaves a backlog of usage events with billing not running; billing then starts during a second phase
+# and drains backlog and live usage together.
+if [ "${BENCH_MODE:-}" = billing-live ]; then
+  BILLING_OPS_PORT=9185
+  # Usage events billing has settled into the ledger: new lines plus those already there (the USAGE stream and
+  # the ledger of .run/ outlive a run, so a second run finds earlier events already recorded).
+  recorded() { curl -s "http://127.0.0.1:$BILLING_OPS_PORT/metrics" 2>/dev/null \
+                 | awk '/^billing_usage_events_total\{outcome="(recorded|duplicate)"\}/ {n += $2} END {print int(n)}'; }
+  load() {  # seconds: wrk at c=64, upstream non-stream; prints the number of requests
+    cat >"$lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $SWITCHYARD_API_KEY"
+wrk.body = '{"model":"concierge","stream":false,"messages":[{"role":"user","content":"When are you open on Sunday?"}]}'
+LUA
+    wrk -t2 -c64 -d"$1" -s "$lua" "http://127.0.0.1:$HTTP_PORT/v1/chat/completions" >"$RUN/bench/wrk-billing.out"
+    awk '/requests in/ {print $1}' "$RUN/bench/wrk-billing.out"
+  }
+  echo
+  echo "Switchyard billing with the live chat path — $(nproc) cores, wrk -t2 -c64, upstream non-stream"
+  echo "phase 1 (10 s): chat load with billing stopped, building a backlog of usage events…"
+  backlog="$(load 10s)"
+  echo "  $backlog chats answered; their usage events wait in USAGE with everything earlier runs left there"
+  echo "phase 2 (10 s): billing starts while the chat load goes on…"
+  SWITCHYARD_LOG_LEVEL=warning SWITCHYARD_OPS_PORT=$BILLING_OPS_PORT SWITCHYARD_HTTP_PORT=8185 \
+  SWITCHYARD_INSTANCE_ID="billing-bench" SWITCHYARD_NATS_USER=billing \
+  SWITCHYARD_NATS_PASSWORD="$SWITCHYARD_NATS_PASSWORD_BILLING" SWITCHYARD_MIRROR_PUBLIC_KEY="$SWITCHYARD_MIRROR_PUBLIC_KEY" \
+  SWITCHYARD_DB_POOL_SIZE=4 "$BIN/billing" >"$RUN/bench/billing.log" 2>&1 & pids+=($!); billing_pid=$!
+  pg_ticks() { local t=0 p; for p in $(pgrep -x postgres); do
+                 t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+  pg_before="$(pg_ticks)"
+  start_ns="$(date +%s%N)"
+  live="$(load 10s)"
+  mid_ns="$(date +%s%N)"
+  during="$(recorded)"; during="${during:-0}"
+  # Then until the ledger has everything: the counter stops growing (no new chats now).
+  last=-1; current="$during"
+  while [ "$current" != "$last" ]; do last="$current"; sleep 1; current="$(recorded)"; current="${current:-0}"; done
+  end_ns="$(date +%s%N)"
+  billing_ms="$(awk -v t="$(ticks "$billing_pid")" -v hz="$hz" -v n="$current" 'BEGIN {printf "%.3f", t * 1000 / hz / n}')"
+  pg_ms="$(awk -v a="$pg_before" -v b="$(pg_ticks)" -v hz="$hz" -v n="$current" 'BEGIN {printf "%.3f", (b - a) * 1000 / hz / n}')"
+  awk -v live="$live" -v during="$during" -v total="$current" -v s="$start_ns" -v m="$mid_ns" -v e="$end_ns" \
+      -v bms="$billing_ms" -v pms="$pg_ms" 'BEGIN {
+    printf "  chat path: %.0f req/s during phase 2\n", live / ((m - s) / 1e9)
+    printf "  billing: %d usage events into the ledger during phase 2 = %.0f events/s (backlog and live together)\n", during, during / ((m - s) / 1e9)
+    printf "  billing: the whole USAGE stream (%d events, a backlog of %d when billing started) in the ledger %.1f s after the load stopped (%.0f events/s with the chat path idle)\n", total, total - live, (e - m) / 1e9, (total - during) / ((e - m) / 1e9)
+    printf "  CPU per usage event: billing %.3f ms, PostgreSQL %.3f ms (all backends, the orchestrator queries included)\n", bms, pms }'
+  exit 0
+fi
+
 echo
 echo "Switchyard full-path benchmark — $(nproc) cores, $DURATION per case, wrk -t2"
 # Warm every path first (connection pools, caches, lazily built tables): unmeasured, 2 s per path.

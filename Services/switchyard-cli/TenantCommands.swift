@@ -42,6 +42,11 @@ struct TenantFields: ParsableArguments {
     @Option(name: .customLong("consent-policy"), help: "Consent policy.")
     var consentPolicy: ConsentPolicy?
 
+    @Option(name: .customLong("time-zone"),
+            help: ArgumentHelp("IANA time zone of the tenant's days and months (budgets, billing), e.g. Europe/Berlin; "
+                               + "\"\" = UTC.", valueName: "zone"))
+    var timeZone: String?
+
     @Option(name: .customLong("flag"), parsing: .singleValue,
             help: ArgumentHelp("Set a feature flag (repeatable).", valueName: "name=true|false"))
     var flags: [FeatureFlag] = []
@@ -59,10 +64,11 @@ struct TenantFields: ParsableArguments {
         if let plan { tenant.planID = plan }
         if let packageName { tenant.packageName = packageName }
         if let consentPolicy { tenant.consentPolicy = consentPolicy.rawValue }
+        if let timeZone { tenant.timeZone = timeZone }
         for flag in flags { tenant.featureFlags[flag.name] = flag.enabled }
     }
 
-    var isEmpty: Bool { plan == nil && packageName == nil && consentPolicy == nil && flags.isEmpty }
+    var isEmpty: Bool { plan == nil && packageName == nil && consentPolicy == nil && timeZone == nil && flags.isEmpty }
 }
 
 struct TenantCommand: AsyncParsableCommand {
@@ -285,6 +291,7 @@ enum TenantText {
             ("plan", Output.text(tenant.planID)),
             ("package", Output.text(tenant.packageName)),
             ("consent policy", Output.text(tenant.consentPolicy)),
+            ("time zone", Output.text(tenant.timeZone.isEmpty ? "UTC" : tenant.timeZone)),
             ("feature flags", Output.list(flags)),
             ("created", Output.time(tenant.createdAtUnixNanos)),
             ("updated", Output.time(tenant.updatedAtUnixNanos)),

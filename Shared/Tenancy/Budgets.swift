@@ -7,7 +7,8 @@ import Security
 /// Budget enforcement shared by the gateways (admission) and billing (settlement), over one KV entry per
 /// tenant in the `budgets` bucket (docs/adr/0014).
 ///
-/// The entry (`BudgetState`) holds the tenant's settled spend of the current UTC day and month, as billing read
+/// The entry (`BudgetState`) holds the tenant's settled spend of the current day and month (in the tenant's time
+/// zone, UTC unless it has one), as billing read
 /// it from the ledger, and one hold per request a gateway admitted that billing has not settled yet. A gateway
 /// admits a request only if settled spend + holds + the tenant's request estimate fit the budget, and adds its
 /// hold in the same compare-and-set; billing replaces the spend figures and drops the holds of the requests it
@@ -21,7 +22,8 @@ public enum Budgets {
     public static func key(tenant: String) -> String { tenant }
 }
 
-/// The current budget periods (UTC): day `2026-11-29`, month `2026-11`.
+/// The current budget periods in the tenant's time zone (UTC unless it has one): day `2026-11-29`, month
+/// `2026-11`.
 public struct BudgetPeriods: Sendable, Equatable {
     public var day: String
     public var month: String
@@ -29,10 +31,11 @@ public struct BudgetPeriods: Sendable, Equatable {
     public var secondsToNextDay: Int
     public var secondsToNextMonth: Int
 
-    public init(unixNanos: Int64) {
+    /// - Parameter timeZone: an IANA name (`Tenant.time_zone`); empty or unknown = UTC.
+    public init(unixNanos: Int64, timeZone: String = "") {
         let seconds = unixNanos / 1_000_000_000
         var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
+        calendar.timeZone = TimeZone(identifier: timeZone.isEmpty ? "UTC" : timeZone) ?? TimeZone(identifier: "UTC")!
         let date = Date(timeIntervalSince1970: TimeInterval(seconds))
         let parts = calendar.dateComponents([.year, .month, .day], from: date)
         let (year, month, day) = (parts.year!, parts.month!, parts.day!)
@@ -98,8 +101,8 @@ extension BudgetState {
     /// Admission of one request: decides and, if admitted, adds its hold and marks the periods whose events are
     /// due. Pure; the caller writes the result back with a compare-and-set.
     public mutating func admit(requestID: String, limits: BudgetLimits, nowUnixNanos now: Int64,
-                               lease: Duration) -> BudgetDecision {
-        let periods = BudgetPeriods(unixNanos: now)
+                               lease: Duration, timeZone: String = "") -> BudgetDecision {
+        let periods = BudgetPeriods(unixNanos: now, timeZone: timeZone)
         holds.removeAll { $0.expiresAtUnixNanos <= now }
         let held = holds.reduce(Int64(0)) { $0 &+ $1.micros }
         let estimate = max(0, requestEstimateMicros)

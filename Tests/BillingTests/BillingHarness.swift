@@ -24,8 +24,8 @@ struct BillingHarness: Sendable {
     let pool: PostgresPool
     let tenants: [String]
 
-    static func with<T>(tenants: [String] = ["acme", "globex"], _ body: (BillingHarness) async throws -> T)
-        async throws -> T
+    static func with<T>(tenants: [String] = ["acme", "globex"], timeZones: [String: String] = [:],
+                        _ body: (BillingHarness) async throws -> T) async throws -> T
     {
         try await NATSServer.withServer { nats in
             try await PostgresServer.withServer { postgres in
@@ -40,7 +40,8 @@ struct BillingHarness: Sendable {
                 for tenant in tenants {
                     try await writer.put(Tenant(id: tenant, name: tenant, planID: "pro", status: "active",
                                                 packageName: "gastronomy", consentPolicy: "none",
-                                                createdAtUnixNanos: now, updatedAtUnixNanos: now))
+                                                createdAtUnixNanos: now, updatedAtUnixNanos: now,
+                                                timeZone: timeZones[tenant] ?? ""))
                 }
                 let pool = try PostgresPool(configuration: PostgresConfiguration(
                     connectionString: postgres.connectionString, poolSize: 2), logger: logger)

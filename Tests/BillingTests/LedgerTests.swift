@@ -152,6 +152,27 @@ struct LedgerTests {
         }
     }
 
+    @Test("a tenant with a time zone: its lines count toward its local days and months")
+    func tenantTimeZone() async throws {
+        try await BillingHarness.with(tenants: ["kiwi", "acme"], timeZones: ["kiwi": "Pacific/Auckland"]) { h in
+            try await h.runBilling {
+                let noon27 = Self.day1 + 2 * 3_600 * 1_000_000_000  // 2026-11-27 12:00 UTC = 28th 01:00 in Auckland
+                let noon30 = noon27 + 3 * 86_400 * 1_000_000_000    // 2026-11-30 12:00 UTC = 1 December 01:00 there
+                try await h.publish([
+                    BillingHarness.usage(tenant: "kiwi", at: noon27),
+                    BillingHarness.usage(tenant: "kiwi", at: noon30),
+                    BillingHarness.usage(tenant: "acme", at: noon30),
+                ])
+                try await BillingHarness.eventually { try await h.ledgerRows() == 3 }
+                #expect(try await h.scalar("SELECT count(*) FROM billing_ledger WHERE tenant_id = 'kiwi' AND day = '2026-11-28'") == 1)
+                #expect(try await h.scalar("SELECT sum(requests) FROM billing_totals WHERE tenant_id = 'kiwi' AND period_start = '2026-12-01'") == 1)
+                #expect(try await h.scalar("SELECT sum(requests) FROM billing_month_totals WHERE tenant_id = 'kiwi' AND month = '2026-12-01'") == 1)
+                #expect(try await h.scalar("SELECT sum(requests) FROM billing_month_totals WHERE tenant_id = 'acme' AND month = '2026-11-01'") == 1)
+                try await Self.expectTotalsMatchLedger(h)
+            }
+        }
+    }
+
     /// Every total equals the sum of its ledger lines.
     static func expectTotalsMatchLedger(_ h: BillingHarness) async throws {
         for (period, totals) in [("day", "billing_totals WHERE period = 'day'"), ("month", "billing_month_totals")] {

@@ -25,6 +25,23 @@ struct BudgetStateTests {
         #expect(periods.secondsToNextMonth == 36 * 3600)
     }
 
+    @Test("periods follow the tenant's time zone")
+    func periodsInATimeZone() {
+        // 2026-11-29 12:00 UTC is 30 November 01:00 in Auckland (UTC+13).
+        let auckland = BudgetPeriods(unixNanos: Self.noon, timeZone: "Pacific/Auckland")
+        #expect(auckland.day == "2026-11-30" && auckland.month == "2026-11")
+        #expect(auckland.secondsToNextDay == 23 * 3600)
+        #expect(auckland.secondsToNextMonth == 23 * 3600)
+        #expect(BudgetPeriods(unixNanos: Self.noon, timeZone: "No/Such_Zone") == BudgetPeriods(unixNanos: Self.noon))
+        // A UTC-settled state read in Auckland: yesterday's (UTC) figure is not today's there.
+        var state = state(spent: 1000, estimate: 100)
+        guard case .admitted = state.admit(requestID: "a", limits: limits, nowUnixNanos: Self.noon, lease: Self.lease,
+                                           timeZone: "Pacific/Auckland") else {
+            Issue.record("a new local day admits")
+            return
+        }
+    }
+
     @Test("holds count against the budget until it is full; then refusals, with one exceeded event")
     func holdsFillTheBudget() {
         var state = state(spent: 500, estimate: 100)

@@ -383,6 +383,27 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
 
     // MARK: hostile input writes nothing
 
+    @Test("a tenant's time zone is stored, updated and mirrored to the services")
+    func timeZoneRoundTrip() async throws {
+        try await TenantStack.with(chatPath: false) { stack in
+            let admin = stack.admin
+            _ = try await admin.call(.create, CreateTenantRequest(tenant: Tenant(id: "zoned", name: "Z",
+                                                                                timeZone: "Europe/Berlin")),
+                                     as: CreateTenantResponse.self)
+            var got = try await admin.call(.get, GetTenantRequest(tenantID: "zoned"), as: GetTenantResponse.self)
+            #expect(got.tenant?.timeZone == "Europe/Berlin")
+            var tenant = try #require(got.tenant)
+            tenant.timeZone = "America/New_York"
+            _ = try await admin.call(.update, UpdateTenantRequest(tenant: tenant), as: UpdateTenantResponse.self)
+            got = try await admin.call(.get, GetTenantRequest(tenantID: "zoned"), as: GetTenantResponse.self)
+            #expect(got.tenant?.timeZone == "America/New_York")
+            try await stack.waitForMirrorBarrier()
+            let value = try #require(try await stack.mirror().snapshot().tenants["zoned"])
+            let payload = try #require(MirrorSignature.open(bucket: "tenants", key: "zoned", value: value, verifier: nil))
+            #expect(try Tenant(protobuf: payload).timeZone == "America/New_York")
+        }
+    }
+
     @Test func hostileInputGetsClearErrorsAndWritesNothing() async throws {
         try await TenantStack.with(chatPath: false) { stack in
             let admin = stack.admin
@@ -409,6 +430,12 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             }
             await expectFailure(.invalidArgument, "missing tenant") {
                 try await admin.call(.create, CreateTenantRequest(), as: CreateTenantResponse.self)
+            }
+            for zone in ["Mars/Olympus_Mons", "UTC; DROP TABLE tenants", String(repeating: "E", count: 200), "Europe/ Berlin"] {
+                await expectFailure(.invalidArgument, "time zone \(zone.prefix(20).debugDescription)") {
+                    try await admin.call(.create, CreateTenantRequest(tenant: Tenant(id: "zoned", name: "Z", timeZone: zone)),
+                                         as: CreateTenantResponse.self)
+                }
             }
             await expectFailure(.invalidArgument, "agent with a dot") {
                 var manifest = TenantStack.manifest()

@@ -19,13 +19,14 @@ struct BudgetGate: Sendable {
     let logger: Logger
 
     /// nil = admitted (and a hold taken); otherwise the error to answer with.
-    func admit(tenant: String, requestID: String, limits: BudgetLimits) async -> GatewayError? {
+    func admit(tenant: String, requestID: String, limits: BudgetLimits, timeZone: String) async -> GatewayError? {
         let now = EventClock.nowUnixNanos()
         let decision: BudgetDecision?
         do {
             decision = try await book.modify(tenant: tenant) { state -> (write: Bool, result: BudgetDecision?) in
                 guard var current = state else { return (false, nil) }
-                let decision = current.admit(requestID: requestID, limits: limits, nowUnixNanos: now, lease: lease)
+                let decision = current.admit(requestID: requestID, limits: limits, nowUnixNanos: now, lease: lease,
+                                             timeZone: timeZone)
                 switch decision {
                 case .admitted:
                     state = current
@@ -63,7 +64,7 @@ struct BudgetGate: Sendable {
             count("refused", period: period, tenant: tenant)
             let message = "The request would exceed the account's \(period) budget of \(limit) micro-units "
                 + "(committed \(committed), a request is estimated at \(estimate)). The budget resets at the start "
-                + "of the next \(period == "daily" ? "day" : "month") (UTC)."
+                + "of the next \(period == "daily" ? "day" : "month") (\(timeZone.isEmpty ? "UTC" : timeZone))."
             return .budgetExceeded(message, retryAfterSeconds: retryAfter)
         }
     }

@@ -135,7 +135,8 @@ public struct ChatGateway: Sendable {
         // Budgets: admitted requests hold the tenant's request estimate until billing has priced them.
         let limits = snapshot.plan.map(BudgetLimits.init(plan:)) ?? BudgetLimits(dailyMicros: 0, monthlyMicros: 0)
         if limits.isLimited,
-           let error = await budgets.admit(tenant: auth.tenantID, requestID: requestID, limits: limits)
+           let error = await budgets.admit(tenant: auth.tenantID, requestID: requestID, limits: limits,
+                                           timeZone: snapshot.tenant.timeZone)
         {
             limiter.refund(key: auth.keyID, tokens: charged, nowNanos: EventClock.nowUnixNanos())
             return Self.errorResponse(error, requestID: requestID)

@@ -5,15 +5,15 @@ import Storage
 import Tenancy
 
 extension BillingAdmin {
-    /// `YYYY-MM` → the month's first day (`YYYY-MM-01`) and whether it is over (UTC).
-    static func month(_ text: String) throws(AdminFailure) -> (firstDay: String, closed: Bool) {
+    /// `YYYY-MM` → the month's first day (`YYYY-MM-01`) and whether it is over in `timeZone` (empty = UTC).
+    static func month(_ text: String, timeZone: String = "") throws(AdminFailure) -> (firstDay: String, closed: Bool) {
         let parts = text.split(separator: "-")
         guard parts.count == 2, parts[0].count == 4, parts[1].count == 2, let year = Int(parts[0]),
               let month = Int(parts[1]), (2000...9999).contains(year), (1...12).contains(month) else {
             throw AdminFailure(.invalidArgument, "month must be YYYY-MM")
         }
         var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
+        calendar.timeZone = TimeZone(identifier: timeZone.isEmpty ? "UTC" : timeZone) ?? TimeZone(identifier: "UTC")!
         let next = calendar.date(from: DateComponents(year: month == 12 ? year + 1 : year,
                                                       month: month == 12 ? 1 : month + 1, day: 1))!
         return (String(format: "%04d-%02d-01", year, month), next <= Date())
@@ -26,7 +26,8 @@ extension BillingAdmin {
         guard TenantID.isValid(request.tenantID) else {
             throw AdminFailure(.invalidArgument, "tenant_id must match [a-z0-9][a-z0-9-]{0,62}")
         }
-        let (firstDay, closed) = try Self.month(request.month)
+        let timeZone = directory?.snapshot(tenant: request.tenantID)?.tenant.timeZone ?? ""
+        let (firstDay, closed) = try Self.month(request.month, timeZone: timeZone)
         let tenant = request.tenantID
         let monthText = request.month
         do {
@@ -42,9 +43,10 @@ extension BillingAdmin {
                            COALESCE(p.output_micros_per_million, 0), count(*), sum(l.prompt_tokens),
                            sum(l.completion_tokens), sum(l.cost_micros)
                     FROM billing_ledger l LEFT JOIN billing_prices p ON p.id = l.price_id
-                    WHERE l.tenant_id = $1
-                      AND l.occurred_at >= $2::date AT TIME ZONE 'UTC'
-                      AND l.occurred_at < ($2::date + interval '1 month') AT TIME ZONE 'UTC'
+                    WHERE l.tenant_id = $1 AND l.day >= $2::date AND l.day < $2::date + interval '1 month'
+                      -- the lines' tenant-local days lie within a day of UTC: this bounds the index range
+                      AND l.occurred_at >= ($2::date - 1) AT TIME ZONE 'UTC'
+                      AND l.occurred_at < ($2::date + interval '1 month' + interval '1 day') AT TIME ZONE 'UTC'
                     GROUP BY 1, 2, 3, 4, 5
                     ORDER BY 1, 2, 3
                     """, [.text(tenant), .text(firstDay)])
@@ -127,7 +129,7 @@ extension BillingAdmin {
                     """, range)
                 // Rebuild the totals of every day the range touches (and with them its months), from the ledger.
                 let days = """
-                    SELECT DISTINCT (occurred_at AT TIME ZONE 'UTC')::date AS start FROM billing_ledger
+                    SELECT DISTINCT day AS start FROM billing_ledger
                     WHERE \(inRange)
                     """
                 _ = try await connection.execute("""
@@ -141,7 +143,7 @@ extension BillingAdmin {
                     SELECT l.tenant_id, 'day', a.start, l.agent, l.provider, l.model, count(*), sum(l.prompt_tokens),
                            sum(l.completion_tokens), sum(l.cost_micros), count(*) FILTER (WHERE l.unpriced),
                            count(*) FILTER (WHERE l.estimated)
-                    FROM billing_ledger l JOIN (\(days)) a ON (l.occurred_at AT TIME ZONE 'UTC')::date = a.start
+                    FROM billing_ledger l JOIN (\(days)) a ON l.day = a.start
                     WHERE l.tenant_id = $1
                     GROUP BY 1, 2, 3, 4, 5, 6
                     """, range)
@@ -155,7 +157,7 @@ extension BillingAdmin {
                     """, range)
                 let dropped = try await connection.execute("""
                     DELETE FROM billing_invoices WHERE tenant_id = $1 AND month IN (
-                        SELECT DISTINCT date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date FROM billing_ledger
+                        SELECT DISTINCT date_trunc('month', day)::date FROM billing_ledger
                         WHERE \(inRange))
                     """, range)
                 let after = try await connection.query(

@@ -12,6 +12,8 @@ public struct BillingAdmin: Sendable {
     let pool: PostgresPool
     let authenticator: AdminAuthenticator
     let logger: Logger
+    /// The tenancy mirror: a tenant's time zone decides when its invoice month is closed.
+    var directory: TenantDirectory?
     /// Runs after a recompute committed (billing republishes the budget figures, which it may have lowered).
     var afterRecompute: (@Sendable () async -> Void)?
 
@@ -126,7 +128,7 @@ public struct BillingAdmin: Sendable {
 
     /// The groupings of a usage report and the ledger expression each groups by.
     static let groupings: [String: String] = [
-        "day": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        "day": "to_char(day, 'YYYY-MM-DD')",  // the tenant-local day each line counts toward
         "agent": "agent",
         "model": "provider || '/' || model",
         "conversation": "conversation_id",

@@ -40,6 +40,7 @@ public func buildBilling(configuration: ServiceConfiguration, billing: BillingCo
     // Admin commands over NATS (`admin.billing.*`) and as JSON over HTTP (`POST /admin/v1/billing/*`).
     var admin = BillingAdmin(pool: pool, authenticator: AdminAuthenticator(tokens: billing.adminTokens), logger: logger)
     admin.afterRecompute = { await settlement.syncAll(exact: true) }
+    admin.directory = directory
     let dispatcher = BillingAdminDispatcher(admin: admin)
     builder.add(AdminNATSService(connection: builder.connection, dispatcher: dispatcher, metrics: metrics,
                                  logger: logger))

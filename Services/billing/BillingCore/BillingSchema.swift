@@ -96,5 +96,12 @@ public enum BillingSchema {
                 FROM billing_totals WHERE period = 'day'
                 GROUP BY 1, 2, 3, 4, 5;
             """),
+        // Each line's day in its tenant's time zone (UTC unless the tenant has one): the day and month its usage
+        // counts toward in totals, budgets and invoices (docs/adr/0014). Earlier lines were all UTC.
+        Migration(version: 4, name: "ledger lines carry their tenant-local day", sql: """
+            ALTER TABLE billing_ledger ADD COLUMN day date;
+            UPDATE billing_ledger SET day = (occurred_at AT TIME ZONE 'UTC')::date;
+            ALTER TABLE billing_ledger ALTER COLUMN day SET NOT NULL;
+            """),
     ]
 }

@@ -8,7 +8,7 @@ import Telemetry
 import Tenancy
 
 /// Billing's half of budget enforcement (docs/adr/0014): it writes each budgeted tenant's settled spend of the
-/// current UTC day and month — read from the running totals, so always the ledger's figure — into the tenant's
+/// current day and month (in the tenant's time zone, UTC unless it has one) — read from the running totals, so always the ledger's figure — into the tenant's
 /// KV `budgets` entry, and drops the holds of the requests it has just recorded.
 ///
 /// - after every ledger batch, for the budgeted tenants in it (before the batch is acked, so a crash repeats
@@ -50,10 +50,14 @@ public struct BudgetSettlement: Sendable {
 
     private func write(tenants: [String], settled: [String: Set<String>], observed: [String: Int64], exact: Bool) async {
         let now = EventClock.nowUnixNanos()
-        let periods = BudgetPeriods(unixNanos: now)
+        var periods: [String: BudgetPeriods] = [:]
+        for tenant in tenants {
+            periods[tenant] = BudgetPeriods(unixNanos: now,
+                                            timeZone: directory.snapshot(tenant: tenant)?.tenant.timeZone ?? "")
+        }
         let spend: [String: (day: Int64, month: Int64)]
         do {
-            spend = try await self.spend(of: tenants, periods: periods)
+            spend = try await self.spend(of: periods)
         } catch {
             logger.warning("budget figures not read; the next pass retries", metadata: ["error": "\(error)"])
             return
@@ -66,6 +70,7 @@ public struct BudgetSettlement: Sendable {
                 }
                 let figures = spend[tenant] ?? (0, 0)
                 let ids = settled[tenant] ?? []
+                let periods = periods[tenant]!
                 try await book.modify(tenant: tenant, replaceMalformed: true) { state -> (write: Bool, result: Void) in
                     var next = state ?? BudgetState()
                     next.settle(periods: periods, daySpent: figures.day, monthSpent: figures.month, settled: ids,
@@ -85,19 +90,24 @@ public struct BudgetSettlement: Sendable {
         }
     }
 
-    /// Settled spend per tenant of the current UTC day and month, from the running day totals.
-    func spend(of tenants: [String], periods: BudgetPeriods) async throws -> [String: (day: Int64, month: Int64)] {
-        var list = PostgresArrayLiteral()
-        for tenant in tenants { list.append(text: tenant) }
+    /// Settled spend per tenant of its current day and month (in its time zone), from the running day totals.
+    func spend(of periods: [String: BudgetPeriods]) async throws -> [String: (day: Int64, month: Int64)] {
+        var tenants = PostgresArrayLiteral(), days = PostgresArrayLiteral(), months = PostgresArrayLiteral()
+        for (tenant, period) in periods {
+            tenants.append(text: tenant)
+            days.append(text: period.day)
+            months.append(text: period.month + "-01")
+        }
         let rows = try await pool.query("""
-            SELECT tenant_id,
-                   COALESCE(sum(cost_micros) FILTER (WHERE period_start = $2::date), 0)::bigint AS day,
-                   COALESCE(sum(cost_micros), 0)::bigint AS month
-            FROM billing_totals
-            WHERE tenant_id = ANY($1::text[]) AND period = 'day'
-              AND period_start >= $3::date AND period_start < ($3::date + interval '1 month')
+            SELECT t.tenant_id,
+                   COALESCE(sum(b.cost_micros) FILTER (WHERE b.period_start = t.day), 0)::bigint AS day,
+                   COALESCE(sum(b.cost_micros), 0)::bigint AS month
+            FROM unnest($1::text[], $2::date[], $3::date[]) AS t (tenant_id, day, month)
+            LEFT JOIN billing_totals b
+              ON b.tenant_id = t.tenant_id AND b.period = 'day'
+             AND b.period_start >= t.month AND b.period_start < t.month + interval '1 month'
             GROUP BY 1
-            """, [.text(list.literal), .text(periods.day), .text(periods.month + "-01")])
+            """, [.text(tenants.literal), .text(days.literal), .text(months.literal)])
         var result: [String: (day: Int64, month: Int64)] = [:]
         for row in rows {
             result[try row.decode(String.self, column: "tenant_id")] = (try row.decode(Int64.self, column: "day"),

@@ -1,9 +1,12 @@
+import Logging
 import Storage
+import Synchronization
 
 /// Writes usage lines into the ledger and the running totals — one statement per batch, so one round trip
 /// and one transaction for hundreds of events:
-/// - the lines arrive as twelve array parameters, one per column, unnested into rows (nothing is spliced into
+/// - the lines arrive as thirteen array parameters, one per column, unnested into rows (nothing is spliced into
 ///   SQL, and the statement text is the same for every batch);
+/// - each line's `day` is its date in the tenant's time zone (UTC unless the tenant has one);
 /// - each is priced by the price of its provider and model in effect when the usage occurred (no price →
 ///   cost 0 and `unpriced`, so it shows up as such instead of silently billing nothing);
 /// - `INSERT … ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING` yields only the lines that are new;
@@ -15,6 +18,10 @@ import Storage
 /// window) therefore changes nothing, and the totals always equal the sums over the ledger.
 public struct Ledger: Sendable {
     public let pool: PostgresPool
+
+    /// PostgreSQL's time zone names, loaded once: a tenant zone PostgreSQL doesn't know is billed in UTC (and
+    /// logged) rather than failing every batch it is in.
+    let zones = TimeZoneNames()
 
     public init(pool: PostgresPool) { self.pool = pool }
 
@@ -36,10 +43,14 @@ public struct Ledger: Sendable {
     /// Records `lines` in one transaction.
     public func record(_ lines: [UsageLine]) async throws -> Outcome {
         guard !lines.isEmpty else { return Outcome(inserted: 0, unpriced: 0) }
+        let known = try await zones.names(pool)
         var text = Array(repeating: PostgresArrayLiteral(), count: 7)
         var numbers = Array(repeating: PostgresArrayLiteral(), count: 4)
         var flags = PostgresArrayLiteral()
+        var timeZones = PostgresArrayLiteral()
         for line in lines {
+            timeZones.append(text: line.timeZone.isEmpty ? "UTC" : known.contains(line.timeZone) ? line.timeZone
+                                : zones.unknown(line.timeZone))
             for (column, value) in [line.tenantID, line.eventID, line.requestID, line.conversationID, line.agent,
                                     line.provider, line.model].enumerated() {
                 text[column].append(text: value)
@@ -51,7 +62,7 @@ public struct Ledger: Sendable {
             flags.append(flag: line.estimated)
         }
         let parameters: [PostgresValue] = text.map { .text($0.literal) } + numbers.prefix(2).map { .text($0.literal) }
-            + [.text(flags.literal)] + numbers.suffix(2).map { .text($0.literal) }
+            + [.text(flags.literal)] + numbers.suffix(2).map { .text($0.literal) } + [.text(timeZones.literal)]
         let rows = try await pool.transaction { connection in
             // Shared: batches run side by side; a recompute takes it exclusively while it rebuilds totals.
             _ = try await connection.query("SELECT pg_advisory_xact_lock_shared($1)", [.int64(Self.writeLock)])
@@ -68,26 +79,29 @@ public struct Ledger: Sendable {
         return outcome
     }
 
-    /// The statement: twelve array parameters (one per column), so its text is the same for every batch and
+    /// The statement: thirteen array parameters (one per column), so its text is the same for every batch and
     /// cheap to parse, whatever the batch size.
     static let statement = """
             WITH input (tenant_id, event_id, request_id, conversation_id, agent, provider, model, prompt_tokens,
-                        completion_tokens, estimated, occurred_at_ns, stream_sequence) AS (
+                        completion_tokens, estimated, occurred_at_ns, stream_sequence, time_zone) AS (
                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                                      $7::text[], $8::bigint[], $9::bigint[], $10::boolean[], $11::bigint[],
-                                     $12::bigint[])
+                                     $12::bigint[], $13::text[])
+            ),
+            timed AS (
+                SELECT i.*, to_timestamp(i.occurred_at_ns::double precision / 1e9) AS occurred_at FROM input i
             ),
             priced AS (
-                SELECT i.*, to_timestamp(i.occurred_at_ns::double precision / 1e9) AS occurred_at, p.id AS price_id,
+                SELECT i.*, (i.occurred_at AT TIME ZONE i.time_zone)::date AS day, p.id AS price_id,
                        COALESCE((i.prompt_tokens * p.input_micros_per_million
                                  + i.completion_tokens * p.output_micros_per_million + 500000) / 1000000, 0) AS cost_micros,
                        p.id IS NULL AS unpriced
-                FROM input i
+                FROM timed i
                 LEFT JOIN LATERAL (
                     SELECT id, input_micros_per_million, output_micros_per_million
                     FROM billing_prices
                     WHERE provider = i.provider AND model = i.model
-                      AND effective_from <= to_timestamp(i.occurred_at_ns::double precision / 1e9)
+                      AND effective_from <= i.occurred_at
                     ORDER BY effective_from DESC
                     LIMIT 1
                 ) p ON true
@@ -95,19 +109,19 @@ public struct Ledger: Sendable {
             inserted AS (
                 INSERT INTO billing_ledger (tenant_id, event_id, request_id, conversation_id, agent, provider, model,
                                             prompt_tokens, completion_tokens, estimated, occurred_at, price_id,
-                                            cost_micros, unpriced, stream_sequence)
+                                            cost_micros, unpriced, stream_sequence, day)
                 SELECT tenant_id, event_id, request_id, conversation_id, agent, provider, model, prompt_tokens,
-                       completion_tokens, estimated, occurred_at, price_id, cost_micros, unpriced, stream_sequence
+                       completion_tokens, estimated, occurred_at, price_id, cost_micros, unpriced, stream_sequence, day
                 FROM priced
                 ON CONFLICT (tenant_id, event_id) DO NOTHING
                 RETURNING tenant_id, conversation_id, agent, provider, model, prompt_tokens, completion_tokens,
-                          estimated, occurred_at, cost_micros, unpriced
+                          estimated, occurred_at, cost_micros, unpriced, day
             ),
             totals AS (
                 INSERT INTO billing_totals AS t (tenant_id, period, period_start, agent, provider, model, requests,
                                                  prompt_tokens, completion_tokens, cost_micros, unpriced_requests,
                                                  estimated_requests)
-                SELECT n.tenant_id, 'day', (n.occurred_at AT TIME ZONE 'UTC')::date, n.agent, n.provider, n.model,
+                SELECT n.tenant_id, 'day', n.day, n.agent, n.provider, n.model,
                        count(*), sum(n.prompt_tokens), sum(n.completion_tokens), sum(n.cost_micros),
                        count(*) FILTER (WHERE n.unpriced), count(*) FILTER (WHERE n.estimated)
                 FROM inserted n
@@ -178,4 +192,29 @@ struct PostgresArrayLiteral {
     }
 
     var literal: String { String(decoding: body + [UInt8(ascii: "}")], as: UTF8.self) }
+}
+
+/// PostgreSQL's time zone names (`pg_timezone_names`), read once per process.
+final class TimeZoneNames: Sendable {
+    private let loaded = Mutex<Set<String>?>(nil)
+    private let reported = Mutex<Set<String>>([])
+    private let logger = Logger(label: "switchyard.billing.zones")
+
+    func names(_ pool: PostgresPool) async throws -> Set<String> {
+        if let names = loaded.withLock({ $0 }) { return names }
+        let rows = try await pool.query("SELECT name FROM pg_timezone_names")
+        let names = Set(try rows.map { try $0.decode(String.self, column: "name") })
+        loaded.withLock { $0 = names }
+        return names
+    }
+
+    /// The zone to use for a tenant zone PostgreSQL doesn't know: UTC, logged once per zone.
+    func unknown(_ zone: String) -> String {
+        let first = reported.withLock { $0.insert(zone).inserted }
+        if first {
+            logger.error("tenant time zone unknown to PostgreSQL; its usage counts in UTC days",
+                         metadata: ["time_zone": "\(zone.prefix(64))"])
+        }
+        return "UTC"
+    }
 }

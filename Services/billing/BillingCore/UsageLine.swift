@@ -18,6 +18,8 @@ public struct UsageLine: Sendable, Equatable {
     public var estimated: Bool
     public var occurredAtUnixNanos: Int64
     public var streamSequence: Int64
+    /// The tenant's time zone (`Tenant.time_zone`; empty = UTC): which day and month the line counts toward.
+    public var timeZone: String = ""
 
     /// More tokens than any single request can use: a corrupt or hostile count, never billed.
     public static let maxTokensPerRequest: Int64 = 10_000_000
@@ -27,8 +29,12 @@ public struct UsageLine: Sendable, Equatable {
     /// Validates `event`. `directory` (when given) must know the tenant.
     public init(_ event: UsageRecorded, context: EventContext, directory: TenantDirectory?) throws(PoisonMessage) {
         let meta = context.meta
-        if let directory, directory.snapshot(tenant: meta.tenantID) == nil {
-            throw PoisonMessage("usage for an unknown tenant")
+        var timeZone = ""
+        if let directory {
+            guard let snapshot = directory.snapshot(tenant: meta.tenantID) else {
+                throw PoisonMessage("usage for an unknown tenant")
+            }
+            timeZone = snapshot.tenant.timeZone
         }
         let prompt = Int64(event.promptTokens)
         let completion = Int64(event.completionTokens)
@@ -57,5 +63,6 @@ public struct UsageLine: Sendable, Equatable {
         estimated = event.estimated
         occurredAtUnixNanos = meta.occurredAtUnixNanos
         streamSequence = Int64(clamping: context.delivery.streamSequence)
+        self.timeZone = timeZone
     }
 }

@@ -79,6 +79,13 @@ public enum AdminValidation {
         guard consentPolicies.contains(tenant.consentPolicy) else {
             throw fail("tenant.consent_policy must be one of: none, required")
         }
+        if !tenant.timeZone.isEmpty {
+            guard tenant.timeZone.utf8.count <= 64, TimeZone(identifier: tenant.timeZone) != nil,
+                  tenant.timeZone.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f })
+            else {
+                throw fail("tenant.time_zone must be an IANA time zone name such as Europe/Berlin (empty = UTC)")
+            }
+        }
         guard tenant.featureFlags.count <= maxFeatureFlags else {
             throw fail("tenant.feature_flags has more than \(maxFeatureFlags) entries")
         }

@@ -93,6 +93,7 @@ public struct TenantAdmin: Sendable {
             tenant.name = input.name
             tenant.packageName = input.packageName
             tenant.consentPolicy = input.consentPolicy
+            tenant.timeZone = input.timeZone
             tenant.featureFlags = input.featureFlags
             var mirror: [MirrorWrite] = []
             if !input.planID.isEmpty && input.planID != before.planID {

@@ -97,6 +97,9 @@ public enum TenantStore {
                 created_at_unix_nanos   bigint NOT NULL
             );
             """),
+        Migration(version: 2, name: "tenant time zones", sql: """
+            ALTER TABLE tenants ADD COLUMN time_zone text NOT NULL DEFAULT '';
+            """),
     ]
 
     public static func migrate(pool: PostgresPool, logger: Logger) async throws {
@@ -123,7 +126,7 @@ public enum TenantStore {
 
     static let tenantColumns = """
         id, name, plan_id, status, package_name, consent_policy, feature_flags::text AS feature_flags,
-        created_at_unix_nanos, updated_at_unix_nanos
+        created_at_unix_nanos, updated_at_unix_nanos, time_zone
         """
 
     static func tenant(_ id: String, on connection: PostgresConnection) async throws -> Tenant? {
@@ -153,7 +156,7 @@ public enum TenantStore {
             consentPolicy: try row.decode(String.self, column: "consent_policy"),
             createdAtUnixNanos: try row.decode(Int64.self, column: "created_at_unix_nanos"),
             updatedAtUnixNanos: try row.decode(Int64.self, column: "updated_at_unix_nanos"),
-            featureFlags: flags)
+            featureFlags: flags, timeZone: try row.decode(String.self, column: "time_zone"))
     }
 
     static func flagsJSON(_ flags: [String: Bool]) -> String {
@@ -164,21 +167,21 @@ public enum TenantStore {
     static func insert(_ tenant: Tenant, on connection: PostgresConnection) async throws {
         _ = try await connection.execute("""
             INSERT INTO tenants (id, name, plan_id, status, package_name, consent_policy, feature_flags,
-                                 created_at_unix_nanos, updated_at_unix_nanos)
-            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)
+                                 created_at_unix_nanos, updated_at_unix_nanos, time_zone)
+            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10)
             """, [.text(tenant.id), .text(tenant.name), .text(tenant.planID), .text(tenant.status),
                   .text(tenant.packageName), .text(tenant.consentPolicy), .text(flagsJSON(tenant.featureFlags)),
-                  .int64(tenant.createdAtUnixNanos), .int64(tenant.updatedAtUnixNanos)])
+                  .int64(tenant.createdAtUnixNanos), .int64(tenant.updatedAtUnixNanos), .text(tenant.timeZone)])
     }
 
     static func update(_ tenant: Tenant, on connection: PostgresConnection) async throws {
         _ = try await connection.execute("""
             UPDATE tenants SET name = $2, plan_id = $3, status = $4, package_name = $5, consent_policy = $6,
-                               feature_flags = $7::jsonb, updated_at_unix_nanos = $8
+                               feature_flags = $7::jsonb, updated_at_unix_nanos = $8, time_zone = $9
             WHERE id = $1
             """, [.text(tenant.id), .text(tenant.name), .text(tenant.planID), .text(tenant.status),
                   .text(tenant.packageName), .text(tenant.consentPolicy), .text(flagsJSON(tenant.featureFlags)),
-                  .int64(tenant.updatedAtUnixNanos)])
+                  .int64(tenant.updatedAtUnixNanos), .text(tenant.timeZone)])
     }
 
     // MARK: plans

@@ -26,6 +26,8 @@ public struct Tenant: ProtoMessage, Hashable {
     public var updatedAtUnixNanos: Int64 = 0
     /// `feature_flags = 9`
     public var featureFlags: [String: Bool] = [:]
+    /// `time_zone = 10`: IANA name, e.g. "Europe/Berlin": the tenant's days and months (budgets,
+    public var timeZone: String = ""
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -39,7 +41,8 @@ public struct Tenant: ProtoMessage, Hashable {
         consentPolicy: String = "",
         createdAtUnixNanos: Int64 = 0,
         updatedAtUnixNanos: Int64 = 0,
-        featureFlags: [String: Bool] = [:]
+        featureFlags: [String: Bool] = [:],
+        timeZone: String = ""
     ) {
         self.id = id
         self.name = name
@@ -50,6 +53,7 @@ public struct Tenant: ProtoMessage, Hashable {
         self.createdAtUnixNanos = createdAtUnixNanos
         self.updatedAtUnixNanos = updatedAtUnixNanos
         self.featureFlags = featureFlags
+        self.timeZone = timeZone
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -96,6 +100,7 @@ extension Tenant: _CMessage {
             c.pointee.n_feature_flags = keys.count
             c.pointee.feature_flags = arr
         }
+        if !self.timeZone.isEmpty { c.pointee.time_zone = arena.cString(self.timeZone) }
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -116,6 +121,7 @@ extension Tenant: _CMessage {
             }
         }
         self.featureFlags = featureFlags_
+        self.timeZone = try _swiftString(p.pointee.time_zone, Self.protoName)
     }
 }
 
@@ -131,6 +137,7 @@ extension Tenant: Codable {
         case createdAtUnixNanos
         case updatedAtUnixNanos
         case featureFlags
+        case timeZone
 
         var protoFieldName: String {
             switch self {
@@ -140,6 +147,7 @@ extension Tenant: Codable {
             case .createdAtUnixNanos: "created_at_unix_nanos"
             case .updatedAtUnixNanos: "updated_at_unix_nanos"
             case .featureFlags: "feature_flags"
+            case .timeZone: "time_zone"
             default: rawValue
             }
         }
@@ -156,6 +164,7 @@ extension Tenant: Codable {
         self.createdAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .createdAtUnixNanos)?.value ?? 0
         self.updatedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .updatedAtUnixNanos)?.value ?? 0
         self.featureFlags = try json.decode([String: Bool].self, .featureFlags) ?? [:]
+        self.timeZone = try json.decode(String.self, .timeZone) ?? ""
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -169,6 +178,7 @@ extension Tenant: Codable {
         try c.encode(self.createdAtUnixNanos, forKey: .createdAtUnixNanos)
         try c.encode(self.updatedAtUnixNanos, forKey: .updatedAtUnixNanos)
         try c.encode(self.featureFlags, forKey: .featureFlags)
+        try c.encode(self.timeZone, forKey: .timeZone)
     }
 }
 

@@ -831,6 +831,7 @@ extension Tenant: Sampleable {
         m.createdAtUnixNanos = g.int64()
         m.updatedAtUnixNanos = g.int64()
         for _ in 0..<g.count() { m.featureFlags[g.string()] = g.bool() }
+        m.timeZone = g.string()
         return m
     }
 }

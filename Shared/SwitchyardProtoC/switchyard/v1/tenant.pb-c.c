@@ -604,7 +604,7 @@ const ProtobufCMessageDescriptor switchyard__v1__tenant__feature_flags_entry__de
   (ProtobufCMessageInit) switchyard__v1__tenant__feature_flags_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__tenant__field_descriptors[9] =
+static const ProtobufCFieldDescriptor switchyard__v1__tenant__field_descriptors[10] =
 {
   {
     "id",
@@ -714,6 +714,18 @@ static const ProtobufCFieldDescriptor switchyard__v1__tenant__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "time_zone",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Tenant, time_zone),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__tenant__field_indices_by_name[] = {
   5,   /* field[5] = consent_policy */
@@ -724,12 +736,13 @@ static const unsigned switchyard__v1__tenant__field_indices_by_name[] = {
   4,   /* field[4] = package_name */
   2,   /* field[2] = plan_id */
   3,   /* field[3] = status */
+  9,   /* field[9] = time_zone */
   7,   /* field[7] = updated_at_unix_nanos */
 };
 static const ProtobufCIntRange switchyard__v1__tenant__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__tenant__descriptor =
 {
@@ -739,7 +752,7 @@ const ProtobufCMessageDescriptor switchyard__v1__tenant__descriptor =
   "Switchyard__V1__Tenant",
   "switchyard.v1",
   sizeof(Switchyard__V1__Tenant),
-  9,
+  10,
   switchyard__v1__tenant__field_descriptors,
   switchyard__v1__tenant__field_indices_by_name,
   1,  switchyard__v1__tenant__number_ranges,

@@ -72,10 +72,14 @@ struct  Switchyard__V1__Tenant
   int64_t updated_at_unix_nanos;
   size_t n_feature_flags;
   Switchyard__V1__Tenant__FeatureFlagsEntry **feature_flags;
+  /*
+   * IANA name, e.g. "Europe/Berlin": the tenant's days and months (budgets,
+   */
+  char *time_zone;
 };
 #define SWITCHYARD__V1__TENANT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__tenant__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0,NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, (char *)protobuf_c_empty_string }
 
 
 /*
