@@ -79,11 +79,17 @@ struct ProviderTests {
             let pool = try PostgresPool(configuration: PostgresConfiguration(
                 connectionString: stack.postgres.connectionString, poolSize: 1), logger: Stack.logger)
             defer { Task { await pool.close() } }
+            // Wait until billing has settled every usage event in the log (ledger lines + dead letters = USAGE's
+            // messages) and this request's line is there: only then does "one line" mean "billed once".
             var lines: [PostgresRow] = []
             for _ in 0..<400 {
                 lines = (try? await pool.query("SELECT provider FROM billing_ledger WHERE request_id = $1",
                                                [.text(requestID)])) ?? []
-                if !lines.isEmpty { break }
+                let ledger = (try? await pool.query("SELECT count(*) FROM billing_ledger"))?.first
+                    .flatMap { try? $0.decode(Int64.self, at: 0) } ?? 0
+                let logged = try await stack.adminJS.streamState("USAGE").messages
+                let deadLettered = (try? await stack.adminJS.streamState("DEADLETTER").messages) ?? 0
+                if !lines.isEmpty && UInt64(ledger) + deadLettered >= logged { break }
                 try await Task.sleep(for: .milliseconds(25))
             }
             #expect(lines.count == 1)

@@ -118,8 +118,9 @@ struct ContinuousPullTests {
             #expect(final.seen.values.allSatisfy { $0 == 1 })
             #expect(final.peak <= 2, "two batch slots")
             #expect(final.sizes.allSatisfy { $0 <= 20 })
-            // While two batches run, the backlog keeps arriving: most batches go out full.
-            #expect(final.sizes.filter { $0 == 20 }.count * 2 >= final.sizes.count, "batch sizes \(final.sizes)")
+            // While two batches run, the backlog gathers into the next one: full batches happen (how many depends
+            // on timing, so only their existence is checked; the slot bound above is the invariant).
+            #expect(final.sizes.contains(20), "batch sizes \(final.sizes)")
         }
     }
 
@@ -127,16 +128,17 @@ struct ContinuousPullTests {
     func slowHandlerIsKeptAlive() async throws {
         try await withHarness { h in
             try await h.jetStream.ensureStream(Self.stream)
-            // AckWait 1 s; the handler takes 3 s. Without in-progress acks the server redelivers at 1 s and 2 s,
-            // and the second delivery would start a second handler while the first still runs.
-            let spec = ConsumerSpec(durable: "slow", ackWait: .seconds(1), maxDeliver: 5)
+            // AckWait 3 s; the handler takes 7 s. Without in-progress acks the server redelivers at 3 s and 6 s,
+            // and the second delivery would start a second handler while the first still runs. (In-progress acks
+            // go out every 1.5 s, checked every 200 ms: 1.3 s of slack for a busy machine.)
+            let spec = ConsumerSpec(durable: "slow", ackWait: .seconds(3), maxDeliver: 5)
             try await h.jetStream.ensureConsumer(stream: "WORK", spec)
             let attempts = Mutex(0)
             let done = AsyncStream<Void>.makeStream()
             let service = JetStreamConsumerService(jetStream: h.jetStream, stream: "WORK", consumer: spec,
                                                    batchSize: 8, keepAlive: true, logger: Harness.logger) { _ in
                 attempts.withLock { $0 += 1 }
-                try await Task.sleep(for: .seconds(3))
+                try await Task.sleep(for: .seconds(7))
                 done.continuation.yield()
             }
             try await Self.running(service) {

@@ -251,7 +251,7 @@ struct JSONMappingTests {
         let tenant = try Self.object(Tenant())
         #expect(tenant.keys.sorted() == [
             "consentPolicy", "createdAtUnixNanos", "featureFlags", "id", "name", "packageName", "planId", "status",
-            "updatedAtUnixNanos",
+            "timeZone", "updatedAtUnixNanos",
         ])
         #expect(tenant["planId"] as? String == "")
         #expect(tenant["featureFlags"] as? [String: Any] != nil)
