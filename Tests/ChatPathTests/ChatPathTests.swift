@@ -95,7 +95,7 @@ struct ChatPathTests {
         }
     }
 
-    @Test("bad keys get 401, bad requests 400/404/413, all in OpenAI's error shape")
+    @Test("bad keys get 401, bad requests 400/404/405/413, all in OpenAI's error shape")
     func rejections() async throws {
         try await Stack.with { stack in
             let ask: [String: Any] = ["model": "host", "messages": [["role": "user", "content": "hi"]]]
@@ -117,6 +117,14 @@ struct ChatPathTests {
             let unknown = try await stack.chat(["model": "no-such-agent", "messages": [["role": "user", "content": "hi"]]])
             #expect(unknown.status == 404)
             #expect(unknown.errorCode == "model_not_found")
+            let wrongMethod = try await stack.send(.GET)
+            #expect(wrongMethod.status == 405)
+            #expect(wrongMethod.errorCode == "method_not_allowed")
+            #expect(wrongMethod.headers["allow"] == "POST")
+            let severalChoices = try await stack.chat(["model": "host", "n": 3,
+                                                       "messages": [["role": "user", "content": "hi"]]])
+            #expect(severalChoices.status == 400)
+            #expect(((severalChoices.json["error"] as? [String: Any])?["param"] as? String) == "n")
 
             // Revocation reaches the gateway through the KV mirror.
             var revoked = stack.keyRecord

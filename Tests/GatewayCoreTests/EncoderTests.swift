@@ -156,6 +156,8 @@ struct GatewayErrorTests {
         (.tenantSuspended(), 403, "permission_error", "tenant_suspended"),
         (.notFound(), 404, "invalid_request_error", "not_found"),
         (.modelNotFound(), 404, "invalid_request_error", "model_not_found"),
+        (.methodNotAllowed("GET", path: "/v1/chat/completions", allowed: "POST"), 405, "invalid_request_error",
+         "method_not_allowed"),
         (.requestTooLarge(limitBytes: 10), 413, "invalid_request_error", "request_too_large"),
         (.rateLimitExceeded(retryAfterSeconds: 3), 429, "rate_limit_error", "rate_limit_exceeded"),
         (.budgetExceeded(), 429, "insufficient_quota", "insufficient_quota"),

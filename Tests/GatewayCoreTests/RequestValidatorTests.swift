@@ -50,7 +50,7 @@ struct RequestValidatorTests {
             {"role":"developer","content":"dev"},
             {"role":"user","content":"hello","name":"ann"},
             {"role":"assistant","content":null},
-            {"role":"tool","content":"42"}],
+            {"role":"tool","content":"42","tool_call_id":"call_1"}],
          "stream":true,"stream_options":{"include_usage":true},"max_tokens":100,"temperature":0.7,
          "user":"end-user-1","metadata":{"channel":"whatsapp","conversation_id":"conv-1","k":"v"},
          "n":1,"tools":[{"type":"function"}],"frequency_penalty":0,"unknown":{"deep":[1,2,3]}}
@@ -135,6 +135,34 @@ struct RequestValidatorTests {
     }
 
     // MARK: Missing / wrong types
+
+    @Test("n > 1 is refused, not silently answered with one choice; n = 1 is fine")
+    func severalChoices() throws {
+        rejected(#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":5}"#, param: "n")
+        rejected(#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#, param: "n")
+        #expect(success(validate(#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":1}"#)) != nil)
+    }
+
+    @Test("a tool message needs its tool_call_id")
+    func toolMessageNeedsCallID() {
+        let assistant = #"{"role":"assistant","content":null}"#
+        rejected(#"{"model":"m","messages":[{"role":"user","content":"x"},\#(assistant),{"role":"tool","content":"42"}]}"#,
+                 param: "messages[2].tool_call_id")
+        rejected(#"{"model":"m","messages":[{"role":"tool","content":"42","tool_call_id":""}]}"#,
+                 param: "messages[0].tool_call_id")
+        #expect(success(validate(
+            #"{"model":"m","messages":[{"role":"user","content":"x"},{"role":"tool","content":"42","tool_call_id":"call_1"}]}"#)) != nil)
+    }
+
+    @Test("a raw NUL byte in a string is named as such, not as a wrong type")
+    func rawControlCharacter() throws {
+        let body = Array(#"{"model":"m","messages":[{"role":"user","content":"a"#.utf8) + [0]
+            + Array(#"b"}]}"#.utf8)
+        let error = try #require(failure(validator.validate(body: body)))
+        #expect(error.status == 400)
+        #expect(!error.message.contains("must be an array"), "\(error.message)")
+        #expect(error.message.contains("control character") || error.message.contains("not valid JSON"), "\(error.message)")
+    }
 
     @Test func missingMessages() {
         rejected(#"{"model":"m"}"#, param: "messages")

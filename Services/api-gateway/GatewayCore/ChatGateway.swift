@@ -47,6 +47,15 @@ public struct ChatGateway: Sendable {
         router.post("/v1/chat/completions") { request, _ in
             await self.chatCompletions(request)
         }
+        // The other methods on the chat path: 405 in OpenAI's error shape, with `Allow`, rather than a 404.
+        for method in [HTTPRequest.Method.get, .put, .delete, .patch] {
+            router.on("/v1/chat/completions", method: method) { request, _ in
+                var response = Self.errorResponse(.methodNotAllowed(request.method.rawValue, path: "/v1/chat/completions",
+                                                                    allowed: "POST"), requestID: nil)
+                response.headers[.allow] = "POST"
+                return response
+            }
+        }
         router.get("/v1/models") { request, _ in
             if let unavailable = await self.waitForDirectory() { return unavailable }
             return self.models(request)

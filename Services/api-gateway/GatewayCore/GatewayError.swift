@@ -17,6 +17,7 @@ public struct GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
             case invalidAPIKey = "invalid_api_key"
             case tenantSuspended = "tenant_suspended"
             case notFound = "not_found"
+            case methodNotAllowed = "method_not_allowed"
             case modelNotFound = "model_not_found"
             case requestTooLarge = "request_too_large"
             case rateLimitExceeded = "rate_limit_exceeded"
@@ -37,6 +38,8 @@ public struct GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let tenantSuspended = Code(base: .tenantSuspended)
         /// 404: no such route / object (also used when one tenant asks for another tenant's object).
         public static let notFound = Code(base: .notFound)
+        /// 405: the path exists, not with this method (`Allow` names the one it takes).
+        public static let methodNotAllowed = Code(base: .methodNotAllowed)
         /// 404: the requested model (agent) does not exist or is not enabled for the tenant.
         public static let modelNotFound = Code(base: .modelNotFound)
         /// 413: the body is larger than the gateway accepts.
@@ -80,7 +83,7 @@ public struct GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
     /// OpenAI's `error.type` for this code.
     public var type: String {
         switch code.base {
-        case .invalidRequest, .notFound, .modelNotFound, .requestTooLarge: "invalid_request_error"
+        case .invalidRequest, .notFound, .methodNotAllowed, .modelNotFound, .requestTooLarge: "invalid_request_error"
         case .invalidAPIKey: "authentication_error"
         case .tenantSuspended: "permission_error"
         case .rateLimitExceeded: "rate_limit_error"
@@ -182,6 +185,11 @@ extension GatewayError {
     public static func budgetExceeded(_ message: String = "The account's usage budget is exhausted.",
                                       retryAfterSeconds: Int? = nil) -> GatewayError {
         GatewayError(.budgetExceeded, status: 429, message: message, retryAfterSeconds: retryAfterSeconds.map { max(1, $0) })
+    }
+
+    /// 405 `method_not_allowed`.
+    public static func methodNotAllowed(_ method: String, path: String, allowed: String) -> GatewayError {
+        GatewayError(.methodNotAllowed, status: 405, message: "\(path) takes \(allowed), not \(method).")
     }
 
     /// 502 `upstream_error`.

@@ -14,11 +14,13 @@ public struct ChatCompletionRequest: Codable, Sendable, Hashable {
     public var temperature: Double?
     public var user: String?
     public var metadata: [String: String]?
+    /// How many choices to generate; only 1 is supported (the validator says so rather than ignoring it).
+    public var n: Int?
 
     public init(
         model: String, messages: [Message], stream: Bool? = nil, streamOptions: StreamOptions? = nil,
         maxTokens: Int? = nil, maxCompletionTokens: Int? = nil, temperature: Double? = nil, user: String? = nil,
-        metadata: [String: String]? = nil
+        metadata: [String: String]? = nil, n: Int? = nil
     ) {
         self.model = model
         self.messages = messages
@@ -29,10 +31,11 @@ public struct ChatCompletionRequest: Codable, Sendable, Hashable {
         self.temperature = temperature
         self.user = user
         self.metadata = metadata
+        self.n = n
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, messages, stream, temperature, user, metadata
+        case model, messages, stream, temperature, user, metadata, n
         case streamOptions = "stream_options"
         case maxTokens = "max_tokens"
         case maxCompletionTokens = "max_completion_tokens"
@@ -49,6 +52,7 @@ public struct ChatCompletionRequest: Codable, Sendable, Hashable {
         temperature = try c.decodeIfPresent(Double.self, forKey: .temperature)
         user = try c.decodeIfPresent(String.self, forKey: .user)
         metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata)
+        n = try Self.decodeInteger(c, .n)
     }
 
     /// Integers are read as JSON numbers and checked here, so `1.5` or `1e30` become an error that names the
@@ -68,15 +72,19 @@ public struct ChatCompletionRequest: Codable, Sendable, Hashable {
         public var role: String
         public var content: Content?
         public var name: String?
+        /// A `tool` message's answer to this call of the assistant (required for `role: tool`).
+        public var toolCallID: String?
 
-        public init(role: String, content: Content?, name: String? = nil) {
+        public init(role: String, content: Content?, name: String? = nil, toolCallID: String? = nil) {
             self.role = role
             self.content = content
             self.name = name
+            self.toolCallID = toolCallID
         }
 
         enum CodingKeys: String, CodingKey, CaseIterable {
             case role, content, name
+            case toolCallID = "tool_call_id"
         }
     }
 
@@ -87,12 +95,13 @@ public struct ChatCompletionRequest: Codable, Sendable, Hashable {
 
         public init(from decoder: any Decoder) throws {
             let container = try decoder.singleValueContainer()
-            if let text = try? container.decode(String.self) {
-                self = .text(text)
-            } else {
+            do {
+                self = .text(try container.decode(String.self))
+            } catch DecodingError.typeMismatch {
                 // Throws a typeMismatch naming `content` when it is neither a string nor an array.
                 self = .parts(try container.decode([ContentPart].self))
             }
+            // Any other failure (a raw control character in the string) is reported as what it is.
         }
 
         public func encode(to encoder: any Encoder) throws {

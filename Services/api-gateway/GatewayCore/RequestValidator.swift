@@ -212,12 +212,29 @@ public struct RequestValidator: Sendable {
                 throw .invalidRequest(
                     "Total content of 'messages' must be at most \(limits.maxTotalChars) characters.", param: "messages")
             }
+            if message.role == "tool" {
+                let callID = message.toolCallID ?? ""
+                guard !callID.isEmpty else {
+                    throw .invalidRequest("'messages[\(index)].tool_call_id' is required for a 'tool' message.",
+                                          param: "messages[\(index)].tool_call_id")
+                }
+                guard !Self.exceeds(callID, limits.maxNameLength), !Self.containsControl(callID) else {
+                    throw .invalidRequest(
+                        "'messages[\(index)].tool_call_id' must be at most \(limits.maxNameLength) characters without control characters.",
+                        param: "messages[\(index)].tool_call_id")
+                }
+            }
             let name = message.name ?? ""
             if Self.exceeds(name, limits.maxNameLength) {
                 throw .invalidRequest("'messages[\(index)].name' must be at most \(limits.maxNameLength) characters.",
                                       param: "messages[\(index)].name")
             }
             messages.append(ChatMessage(role: message.role, content: content, name: name))
+        }
+
+        // n: one choice per request; several are refused rather than silently answered with one.
+        if let n = request.n, n != 1 {
+            throw .invalidRequest("'n' must be 1: this API returns one choice per request.", param: "n")
         }
 
         // max_tokens / max_completion_tokens
@@ -448,6 +465,11 @@ public struct RequestValidator: Sendable {
             return .invalidRequest("'\(path)' must be \(expected).", param: path)
         case .dataCorrupted(let context):
             if context.codingPath.isEmpty { return .invalidRequest("Request body is not valid JSON.") }
+            if let underlying = context.underlyingError, "\(underlying)".lowercased().contains("control character") {
+                let (path, _) = renderPath(context.codingPath)
+                return .invalidRequest("'\(path)' contains a raw control character; JSON strings must escape them "
+                                       + "(e.g. \\u0000).", param: path)
+            }
             let (path, _) = renderPath(context.codingPath)
             return .invalidRequest("'\(path)' has an invalid or out-of-range value.", param: path)
         @unknown default:
