@@ -32,6 +32,7 @@ let package = Package(
         .executable(name: "shared-bench", targets: ["SharedBench"]),
         .executable(name: "fake-upstream", targets: ["FakeUpstream"]),
         .executable(name: "billing-bench", targets: ["BillingBench"]),
+        .executable(name: "crash-consumer", targets: ["CrashConsumer"]),
         .executable(name: "api-gateway", targets: ["api-gateway"]),
         .executable(name: "router", targets: ["router"]),
         .executable(name: "orchestrator", targets: ["orchestrator"]),
@@ -181,6 +182,12 @@ let package = Package(
         ], path: "Benchmarks/FakeUpstream", swiftSettings: swiftSettings),
 
         // MARK: tests
+        // A consumer whose handler kills its process on one message: the max-deliveries test's real binary.
+        .executableTarget(name: "CrashConsumer", dependencies: [
+            "Messaging",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], path: "Tests/CrashConsumer", swiftSettings: swiftSettings),
         .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "Contracts", "Tenancy", "TestKit"], swiftSettings: swiftSettings),
         .testTarget(name: "RouterCoreTests", dependencies: ["RouterCore", "TestKit"], swiftSettings: swiftSettings),
         .testTarget(name: "OrchestratorCoreTests", dependencies: ["OrchestratorCore", "KnowledgeBase", "TestKit"],

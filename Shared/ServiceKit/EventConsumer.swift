@@ -148,6 +148,9 @@ extension ServiceBuilder {
         try await streams(contract.stream)
         let spec = spec ?? contract.spec
         try await jetStream.ensureConsumer(stream: contract.stream.name, spec)
+        // Messages the server gives up on without an outcome (a handler that crashes the process) are parked.
+        add(try await MaxDeliveries.service(jetStream: jetStream, stream: contract.stream.name,
+                                            consumer: spec.durable, logger: logger))
         return spec
     }
 }
