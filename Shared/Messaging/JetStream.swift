@@ -438,15 +438,39 @@ public final class JetStream: @unchecked Sendable {
     public func publish(_ message: OutboundMessage, timeout: Duration? = nil) async throws(NATSError) -> PublishAck {
         var headers = message.headers
         if let id = message.messageID { headers[NATSHeaderName.messageID] = id }
-        let reply: NATSMessage
-        do {
-            reply = try await connection.request(message.subject, payload: message.payload, headers: headers,
-                                                 timeout: timeout)
-        } catch where error.code == .noResponders {
-            throw NATSError(.jetStream, context: "no stream captures this subject", status: "no responders")
+        // A nats-server restart: while the client reconnects, publishes are buffered; right after it, JetStream
+        // may not answer yet ("no responders") for a few milliseconds. Such a publish is retried for up to
+        // `Self.outageGrace`: always after "no responders" (nothing was stored), and after a timeout only with a
+        // message id (the stream's de-duplication drops the copy if the first one was stored after all).
+        let clock = ContinuousClock()
+        let giveUp = clock.now + Self.outageGrace
+        var delay: Duration = .milliseconds(20)
+        while true {
+            do {
+                let reply = try await connection.request(message.subject, payload: message.payload, headers: headers,
+                                                         timeout: timeout)
+                return try Self.decodeAck(reply.payload)
+            } catch {
+                let retriable = error.code == .noResponders || (error.code == .timeout && message.messageID != nil)
+                guard retriable, clock.now + delay < giveUp, !Task.isCancelled else {
+                    if error.code == .noResponders {
+                        throw NATSError(.jetStream, context: "no stream captures this subject", status: "no responders")
+                    }
+                    throw error
+                }
+                Self.retries.add(1, ordering: .relaxed)
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .milliseconds(500))
+            }
         }
-        return try Self.decodeAck(reply.payload)
     }
+
+    /// How long ``publish(_:timeout:)`` keeps retrying through a nats-server restart.
+    public static let outageGrace: Duration = .seconds(3)
+
+    private static let retries = Atomic<Int>(0)
+    /// Publish attempts retried by this process so far (see ``publish(_:timeout:)``).
+    public static var publishRetries: Int { retries.load(ordering: .relaxed) }
 
     static func decodeAck(_ payload: [UInt8]) throws(NATSError) -> PublishAck {
         if let ack = PublishAck.scan(payload) { return ack }

@@ -3,6 +3,7 @@ import Foundation
 import Messaging
 import OrchestratorCore
 import Schemas
+import Synchronization
 import Testing
 import TestKit
 
@@ -41,6 +42,40 @@ struct ResilienceTests {
             #expect(fake.capturedBodies.joined().contains("4711"))
         }
         await fake.stop()
+    }
+
+    @Test("nats-server restarted under load: every request is answered 200")
+    func natsRestartIsInvisibleToClients() async throws {
+        try await Stack.with { stack in
+            let tally = RestartTally()
+            let body = Array(#"{"model":"host","messages":[{"role":"user","content":"When are you open?"}]}"#.utf8)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<4 {
+                    group.addTask {
+                        // The clients keep asking until 100 answers came after the restart.
+                        while tally.state.withLock({ !$0.restarted || $0.afterRestart < 100 }) {
+                            let status = (try? await stack.send(body: body).status) ?? 0
+                            tally.state.withLock {
+                                $0.statuses[status, default: 0] += 1
+                                if $0.restarted { $0.afterRestart += 1 }
+                            }
+                        }
+                    }
+                }
+                group.addTask {
+                    while tally.state.withLock({ $0.statuses.values.reduce(0, +) }) < 40 {
+                        try await Task.sleep(for: .milliseconds(10))
+                    }
+                    let started = ContinuousClock.now
+                    try await stack.nats.restart()
+                    print("nats-server restarted in \(ContinuousClock.now - started)")
+                    tally.state.withLock { $0.restarted = true }
+                }
+                try await group.waitForAll()
+            }
+            let statuses = tally.state.withLock { $0.statuses }
+            #expect(statuses.keys.sorted() == [200], "statuses \(statuses)")
+        }
     }
 
     @Test("an orchestrator killed mid-request: the task is redelivered and answered, usage recorded exactly once")
@@ -95,4 +130,10 @@ struct ResilienceTests {
         }
         return count
     }
+}
+
+/// Statuses seen by the clients of the nats-server restart test.
+final class RestartTally: Sendable {
+    struct Tally { var statuses: [Int: Int] = [:]; var restarted = false; var afterRestart = 0 }
+    let state = Mutex(Tally())
 }

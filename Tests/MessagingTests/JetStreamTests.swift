@@ -49,6 +49,28 @@ struct JetStreamTests {
         }
     }
 
+    @Test("a publish that finds no stream yet (JetStream right after a restart) is retried until one captures it")
+    func publishRidesOutNoResponders() async throws {
+        try await withHarness { h in
+            let retriesBefore = JetStream.publishRetries
+            let finished = Atomic<Bool>(false)
+            let publish = Task {
+                defer { finished.store(true, ordering: .relaxed) }
+                return try await h.jetStream.publish(OutboundMessage(subject: "late.x", payload: bytes("hello"),
+                                                                     messageID: "late-1"))
+            }
+            // A first attempt found no stream and is being retried (or the publish gave up); only now does the
+            // stream appear.
+            while JetStream.publishRetries == retriesBefore && !finished.load(ordering: .relaxed) {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            try await h.jetStream.ensureStream(StreamSpec(name: "LATE", subjects: ["late.>"]))
+            let ack = try await publish.value
+            #expect(ack.stream == "LATE")
+            #expect(try await h.jetStream.streamState("LATE").messages == 1)
+        }
+    }
+
     @Test("provisioning is idempotent and publishing to an unknown subject fails clearly")
     func provisioning() async throws {
         try await withHarness { h in
