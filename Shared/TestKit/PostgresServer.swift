@@ -125,6 +125,15 @@ public final class PostgresServer: @unchecked Sendable {
 
     /// Restarts the server the way an operator does (`pg_ctl stop -m fast`, then start) on the same port and
     /// data: every client connection is cut, committed data stays. Returns once it accepts connections again.
+    /// Stops the server (fast shutdown) and keeps its data; ``resume()`` starts it again on the same port.
+    public func pause() async throws {
+        try await TestProcess.run(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-m", "fast", "-w", "stop"],
+                                  user: runAs)
+    }
+
+    /// Starts a ``pause()``d server again.
+    public func resume() async throws { try await startCluster() }
+
     public func restart() async throws {
         try await TestProcess.run(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-m", "fast", "-w", "stop"],
                                   user: runAs)

@@ -3,6 +3,7 @@ import Foundation
 import Messaging
 import OrchestratorCore
 import Schemas
+import Storage
 import Synchronization
 import Testing
 import TestKit
@@ -42,6 +43,41 @@ struct ResilienceTests {
             #expect(fake.capturedBodies.joined().contains("4711"))
         }
         await fake.stop()
+    }
+
+    @Test("PostgreSQL down: no answer from an empty knowledge base but a clear 503, not billed; answers again once it is back")
+    func knowledgeBaseOutage() async throws {
+        try await Stack.with(billing: true) { stack in
+            let key = try await stack.addTenant("kb-outage")  // nothing cached for it yet
+            let body = Array(#"{"model":"host","messages":[{"role":"user","content":"When are you open?"}]}"#.utf8)
+            try await stack.postgres.pause()
+            let failed = try await stack.send(body: body, headers: stack.withKey(key))
+            #expect(failed.status == 503)
+            #expect(failed.errorCode == "service_unavailable")
+            let failedID = try #require(failed.headers["x-switchyard-request-id"])
+            try await stack.postgres.resume()
+            var answered = 0
+            for _ in 0..<200 where answered == 0 {
+                if try await stack.send(body: body, headers: stack.withKey(key)).status == 200 { answered += 1 }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(answered == 1, "answers again once PostgreSQL is back")
+            // Billing has settled every usage event in the log, and none is the failed request's.
+            let pool = try PostgresPool(configuration: PostgresConfiguration(
+                connectionString: stack.postgres.connectionString, poolSize: 1), logger: Stack.logger)
+            defer { Task { await pool.close() } }
+            var settled = false
+            for _ in 0..<400 where !settled {
+                let ledger = (try? await pool.query("SELECT count(*) FROM billing_ledger"))?.first
+                    .flatMap { try? $0.decode(Int64.self, at: 0) } ?? -1
+                let logged = try await stack.adminJS.streamState("USAGE").messages
+                settled = ledger >= 0 && UInt64(ledger) >= logged
+                if !settled { try await Task.sleep(for: .milliseconds(25)) }
+            }
+            #expect(settled)
+            let billed = try await pool.query("SELECT count(*) FROM billing_ledger WHERE request_id = $1", [.text(failedID)])
+            #expect(try billed.first?.decode(Int64.self, at: 0) == 0)
+        }
     }
 
     @Test("nats-server restarted under load: every request is answered 200")

@@ -6,7 +6,8 @@ import Schemas
 import ServiceLifecycle
 import Synchronization
 
-/// Per-tenant BM25 indexes over the knowledge base, reloaded from PostgreSQL at most every `ttl`.
+/// Per-tenant BM25 indexes over the knowledge base, reloaded from PostgreSQL at most every `ttl`. While
+/// PostgreSQL can't be reached, the last complete index keeps serving; a tenant without one gets an error.
 public final class KnowledgeCache: Sendable {
     private struct State {
         var indexes: [String: (index: KnowledgeIndex, loaded: ContinuousClock.Instant)] = [:]
@@ -27,7 +28,15 @@ public final class KnowledgeCache: Sendable {
         let now = ContinuousClock.now
         let (cached, generation) = state.withLock { ($0.indexes[tenant], $0.generations[tenant] ?? 0) }
         if let cached, now - cached.loaded < ttl { return cached.index }
-        let index = KnowledgeIndex(entries: try await store.entries(tenant: tenant))
+        let index: KnowledgeIndex
+        do {
+            index = KnowledgeIndex(entries: try await store.entries(tenant: tenant))
+        } catch {
+            // PostgreSQL unreachable: a complete index loaded a little earlier is still a real knowledge base;
+            // without one, the caller fails the request rather than answer from nothing.
+            if let cached { return cached.index }
+            throw error
+        }
         state.withLock { state in
             if (state.generations[tenant] ?? 0) == generation { state.indexes[tenant] = (index, now) }
         }

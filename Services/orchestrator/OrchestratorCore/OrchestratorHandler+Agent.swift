@@ -42,7 +42,14 @@ extension OrchestratorHandler {
                     return run
                 }
                 if target.provider == "local" {
-                    let outcome = await runLocal(context, manifest: manifest, messages: messages)
+                    guard let outcome = await runLocal(context, manifest: manifest, messages: messages) else {
+                        let error = ProviderError(.unavailable, reason: "knowledge base unavailable")
+                        run.failure = error
+                        sequencer.record(error: error, startedAtUnixNanos: startedAt,
+                                         endedAtUnixNanos: EventClock.nowUnixNanos(), random: &random)
+                        recordAttempt("local", outcome: error.code.name, startedAt: startedAt)
+                        continue
+                    }
                     run.content = outcome.content
                     run.confidence = outcome.confidence
                     run.handoff = outcome.handoff
@@ -113,14 +120,35 @@ extension OrchestratorHandler {
             .recordNanoseconds(EventClock.nowUnixNanos() - startedAt)
     }
 
-    func runLocal(_ context: TaskContext, manifest: AgentManifest?, messages: [ChatMessage]) async -> LocalAnswer {
-        let index: KnowledgeIndex
-        do {
-            index = try await knowledge.index(tenant: context.tenant)
-        } catch {
-            logger.error("knowledge base unavailable", metadata: [LogKey.tenantID: "\(context.tenant)", "error": "\(error)"])
-            index = KnowledgeIndex(entries: [])
+    /// The local agent's answer, or nil when its knowledge base can't be loaded: it is retried with backoff
+    /// for up to 5 s (and never past the request's deadline), but never replaced by an empty one — an answer
+    /// composed from nothing would be a wrong answer with status 200.
+    func runLocal(_ context: TaskContext, manifest: AgentManifest?, messages: [ChatMessage]) async -> LocalAnswer? {
+        var index: KnowledgeIndex?
+        let clock = ContinuousClock()
+        var budget = Duration.seconds(5)
+        if context.request.deadlineUnixNanos > 0 {
+            let left = Duration.nanoseconds(context.request.deadlineUnixNanos - EventClock.nowUnixNanos()) - .seconds(1)
+            budget = min(budget, max(.zero, left))
         }
+        let giveUp = clock.now + budget
+        var delay = Duration.milliseconds(100)
+        while index == nil {
+            do {
+                index = try await knowledge.index(tenant: context.tenant)
+            } catch {
+                guard clock.now + delay < giveUp, !Task.isCancelled else {
+                    logger.error("knowledge base unavailable; the request fails", metadata: [
+                        LogKey.tenantID: "\(context.tenant)", LogKey.requestID: "\(context.meta.requestID)",
+                        "error": "\(error)",
+                    ])
+                    return nil
+                }
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(1))
+            }
+        }
+        guard let index else { return nil }
         let threshold = (manifest?.handoffThreshold ?? 0) > 0 ? manifest!.handoffThreshold : LocalAgent.defaultHandoffThreshold
         return LocalAgent().answer(messages: messages, index: index, handoffThreshold: threshold)
     }

@@ -98,6 +98,13 @@ public struct OrchestratorHandler: Sendable {
         metrics.timer(.agentDecisionDurationSeconds, labels).recordNanoseconds(duration.nanosecondsValue)
         if let failure = run.failure {
             metrics.counter(.agentErrorsTotal, labels + [(.outcome, failure.code.name)]).increment()
+            if failure.code == .unavailable && !run.deliveredTokens {
+                // Nothing was generated: a clear, retriable 503, and nothing to bill.
+                try await fail(context, code: "service_unavailable",
+                               message: "The agent's knowledge base is unavailable; retry shortly.", status: 503,
+                               attempts: run.attempts)
+                return
+            }
             let timeout = failure.code == .timeout
             try await fail(context, code: timeout ? "deadline_exceeded" : "upstream_error",
                            message: timeout ? "The agent's providers timed out." : "The agent's providers failed.",

@@ -12,7 +12,7 @@ public struct ProviderError: Error, Sendable, Hashable, CustomStringConvertible 
     /// Opaque error code (new codes can be added without breaking `switch`es over it).
     public struct Code: Sendable, Hashable, CustomStringConvertible {
         private enum Base: Sendable, Hashable {
-            case badResponse, timeout, http(Int), streamCut, circuitOpen, transport
+            case badResponse, timeout, http(Int), streamCut, circuitOpen, transport, unavailable
         }
 
         private let base: Base
@@ -28,6 +28,9 @@ public struct ProviderError: Error, Sendable, Hashable, CustomStringConvertible 
         public static let circuitOpen = Code(.circuitOpen)
         /// Connection-level failure (DNS, refused, reset, TLS).
         public static let transport = Code(.transport)
+        /// A dependency of the agent itself is unreachable (the local agent's knowledge base): the answer can't
+        /// be composed, and retrying the same attempt at once won't help.
+        public static let unavailable = Code(.unavailable)
         /// A non-success HTTP status.
         public static func http(_ status: Int) -> Code { Code(.http(status)) }
 
@@ -38,7 +41,7 @@ public struct ProviderError: Error, Sendable, Hashable, CustomStringConvertible 
         }
 
         /// Stable snake_case name, used as `ProviderAttempt.error_code`: `bad_response`, `timeout`,
-        /// `http_429`, `stream_cut`, `circuit_open`, `transport`.
+        /// `http_429`, `stream_cut`, `circuit_open`, `transport`, `unavailable`.
         public var name: String {
             switch base {
             case .badResponse: "bad_response"
@@ -47,6 +50,7 @@ public struct ProviderError: Error, Sendable, Hashable, CustomStringConvertible 
             case .streamCut: "stream_cut"
             case .circuitOpen: "circuit_open"
             case .transport: "transport"
+            case .unavailable: "unavailable"
             }
         }
 
@@ -68,7 +72,7 @@ public struct ProviderError: Error, Sendable, Hashable, CustomStringConvertible 
     public var isRetriable: Bool {
         switch code {
         case .timeout, .transport, .streamCut: true
-        case .badResponse, .circuitOpen: false
+        case .badResponse, .circuitOpen, .unavailable: false
         default: code.httpStatus.map { RetryPolicy.isRetriable(status: $0) } ?? false
         }
     }
