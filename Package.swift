@@ -104,6 +104,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
         ], path: "Shared/ServiceKit", swiftSettings: swiftSettings),
         .target(name: "ServiceKitPostgres", dependencies: [
             "ServiceKit", "Storage", "Messaging",

@@ -1,4 +1,5 @@
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import Telemetry
@@ -30,6 +31,7 @@ public func buildOpsApplication(
     addOpsRoutes(to: router, health: health, metrics: metrics)
     return Application(
         router: router,
+        server: .http1(configuration: configuration.httpChannel),
         configuration: .init(
             address: .hostname(configuration.httpHost, port: configuration.opsPort),
             serverName: "\(configuration.service)-ops"
@@ -81,4 +83,12 @@ private func jsonResponse(status: HTTPResponse.Status, body: String) -> Response
         headers: [.contentType: "application/json"],
         body: .init(byteBuffer: ByteBuffer(string: body))
     )
+}
+
+extension ServiceConfiguration {
+    /// The HTTP/1 channel of every listener: connections with no request in progress close after
+    /// ``httpIdleTimeoutSeconds``.
+    var httpChannel: HTTP1Channel.Configuration {
+        HTTP1Channel.Configuration(idleTimeout: .seconds(Int64(httpIdleTimeoutSeconds)))
+    }
 }

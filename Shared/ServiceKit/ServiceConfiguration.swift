@@ -38,6 +38,10 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
     public var instanceID: String
     /// `SWITCHYARD_DRAIN_SECONDS` — graceful-shutdown budget in whole seconds, 0...3600. Default `20`.
     public var drainSeconds: Int
+    /// `SWITCHYARD_HTTP_IDLE_TIMEOUT_SECONDS` — an HTTP connection (API and ops ports) with no request in
+    /// progress for this long is closed: an idle keep-alive, one that never sends a byte, or one whose request
+    /// headers never complete. 1...3600, default `60`.
+    public var httpIdleTimeoutSeconds: Int
     /// The tenant service's Ed25519 mirror public key (`SWITCHYARD_MIRROR_PUBLIC_KEY`, 32 bytes hex): when
     /// set, tenancy KV values without its valid signature are ignored (docs/adr/0009).
     public var mirrorPublicKey: [UInt8]?
@@ -59,6 +63,7 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
         public static let logFormat = "SWITCHYARD_LOG_FORMAT"
         public static let instanceID = "SWITCHYARD_INSTANCE_ID"
         public static let drainSeconds = "SWITCHYARD_DRAIN_SECONDS"
+        public static let httpIdleTimeoutSeconds = "SWITCHYARD_HTTP_IDLE_TIMEOUT_SECONDS"
         public static let mirrorPublicKey = "SWITCHYARD_MIRROR_PUBLIC_KEY"
     }
 
@@ -71,6 +76,7 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
         public static let logLevel = Logger.Level.info
         public static let logFormat = LogFormat.json
         public static let drainSeconds = 20
+        public static let httpIdleTimeoutSeconds = 60
     }
 
     /// Reads and validates the configuration.
@@ -103,6 +109,8 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
         self.instanceID = try reader.nonEmpty(Variable.instanceID, default: Self.defaultInstanceID())
         self.drainSeconds = try reader.integer(
             Variable.drainSeconds, default: Default.drainSeconds, range: 0...3600)
+        self.httpIdleTimeoutSeconds = try reader.integer(
+            Variable.httpIdleTimeoutSeconds, default: Default.httpIdleTimeoutSeconds, range: 1...3600)
         if let bytes = try reader.hexSecret(Variable.mirrorPublicKey, minimumBytes: 32,
                                             expectation: "a 32-byte Ed25519 public key, hex-encoded") {
             guard Ed25519.VerifyingKey(publicKey: bytes) != nil else {
@@ -131,6 +139,8 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
             (Variable.logFormat, Default.logFormat.rawValue, "json|text"),
             (Variable.instanceID, "<hostname>-<pid>", "replica id used in reply subjects and logs"),
             (Variable.drainSeconds, "\(Default.drainSeconds)", "graceful shutdown budget in seconds"),
+            (Variable.httpIdleTimeoutSeconds, "\(Default.httpIdleTimeoutSeconds)",
+             "close an HTTP connection with no request in progress after this many seconds"),
             (Variable.mirrorPublicKey, "(none)", "tenant service's mirror public key; unsigned tenancy KV values are then ignored"),
         ]
     }
@@ -141,7 +151,8 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
             + "natsUser: \(natsUser ?? "-"), natsPassword: \(natsPassword == nil ? "-" : "[redacted]"), "
             + "databaseURL: \(Self.redactingCredentials(databaseURL)), databasePoolSize: \(databasePoolSize), "
             + "http: \(httpHost):\(httpPort), opsPort: \(opsPort), logLevel: \(logLevel), "
-            + "logFormat: \(logFormat.rawValue), instanceID: \(instanceID), drainSeconds: \(drainSeconds))"
+            + "logFormat: \(logFormat.rawValue), instanceID: \(instanceID), drainSeconds: \(drainSeconds), "
+            + "httpIdleTimeoutSeconds: \(httpIdleTimeoutSeconds))"
     }
 
     /// `url` with any `user:password@` part replaced by `[redacted]@`.

@@ -1,0 +1,81 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import ServiceKit
+import Telemetry
+import Testing
+
+/// Every HTTP listener closes a connection with no request in progress after
+/// `SWITCHYARD_HTTP_IDLE_TIMEOUT_SECONDS` (issue 12, item 1): slow or idle clients can't pile up.
+@Suite("Idle HTTP connections")
+struct IdleConnectionTests {
+    @Test("silent, stuck in its headers, or idle after a response: each connection is closed by the server")
+    func idleConnectionsAreClosed() async throws {
+        let configuration = try ServiceConfiguration(environment: [
+            "SWITCHYARD_HTTP_HOST": "127.0.0.1", "SWITCHYARD_OPS_PORT": "0", "SWITCHYARD_HTTP_IDLE_TIMEOUT_SECONDS": "1",
+        ], service: "test")
+        let app = buildOpsApplication(configuration: configuration, health: HealthRegistry(), metrics: TelemetryMetrics(),
+                                      logger: Logger(label: "idle-test") { _ in SwiftLogNoOpLogHandler() })
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            #expect(try await client.execute(uri: "/live", method: .get).status == .ok)
+            // Each waits (up to 20 s, a bound for a broken build, not a timing assumption) for the server's close.
+            #expect(await RawClient.closedByServer(port: port, first: nil, trickle: nil))
+            #expect(await RawClient.closedByServer(port: port, first: "GET /live HTTP/1.1\r\nHost: x\r\n",
+                                                   trickle: "X-Slow: 1\r\n"))
+            #expect(await RawClient.closedByServer(port: port, first: "GET /live HTTP/1.1\r\nHost: x\r\n\r\n",
+                                                   trickle: nil))
+            // (The test client's own pooled connection is closed the same way once idle, so it isn't reused here.)
+        }
+    }
+}
+
+/// A raw TCP client on a background thread.
+enum RawClient {
+    /// Connects, sends `first`, then `trickle` every 200 ms (if given), reading whatever comes back, until the
+    /// server closes the connection (true) or 20 s pass (false).
+    static func closedByServer(port: Int, first: String?, trickle: String?) async -> Bool {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(returning: run(port: port, first: first, trickle: trickle))
+            }
+        }
+    }
+
+    private static func run(port: Int, first: String?, trickle: String?) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { return false }
+        var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        if let first, !send(fd, first) { return true }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count == 0 { return true }  // orderly close by the server
+            if count < 0 && errno != EAGAIN && errno != EWOULDBLOCK { return true }  // reset
+            if let trickle, count < 0, !send(fd, trickle) { return true }
+        }
+        return false
+    }
+
+    private static func send(_ fd: Int32, _ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        return Glibc.send(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count
+    }
+}
