@@ -106,7 +106,7 @@ struct ContinuousPullTests {
                     $0.sizes.append(deliveries.count)
                     for delivery in deliveries { $0.seen[text(delivery.payload), default: 0] += 1 }
                 }
-                try await Task.sleep(for: .milliseconds(20))
+                try await Task.sleep(for: .milliseconds(100))
                 counts.withLock { $0.current -= 1 }
                 return Array(repeating: nil, count: deliveries.count)
             }
