@@ -146,23 +146,11 @@ await nats.stop()
 await postgres.stop()
 
 /// Reads `billing_usage_events_total{outcome="recorded"}` from billing's ops port with one blocking HTTP GET
-/// (0 while the server isn't up). The
-/// response is read until the server closes the connection.
+/// (0 while the server isn't up). The response is read until the server closes the connection.
 enum RecordedCounter {
     static func read(port: Int) -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return 0 }
+        guard let fd = connectedSocket(port: port) else { return 0 }
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard connected == 0 else { return 0 }
         var timeout = timeval(tv_sec: 2, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let request = Array("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
