@@ -537,3 +537,32 @@ extension JetStream {
         }
     }
 }
+
+extension JetStream {
+    /// A durable's current state as the server sees it: what is waiting, delivered but unacknowledged, and
+    /// redelivered (for metrics, health and tests that must wait until an ack reached the server).
+    public struct ConsumerState: Sendable, Equatable {
+        public var pending: UInt64
+        public var ackPending: Int64
+        public var redelivered: Int64
+        public var waitingPulls: Int64
+        public var ackFloorStreamSequence: UInt64
+    }
+
+    public func consumerState(stream: String, durable: String) async throws(NATSError) -> ConsumerState {
+        let ctx = SendablePointer(context)
+        return try await connection.lane.run { () throws(NATSError) -> ConsumerState in
+            var info: UnsafeMutablePointer<jsConsumerInfo>?
+            var jsErr = jsErrCode(0)
+            let status = js_GetConsumerInfo(&info, ctx.pointer, stream, durable, nil, &jsErr)
+            guard status == NATS_OK, let info else {
+                throw NATSError.fromStatus(status, code: .jetStream,
+                                           context: "reading consumer \(durable) of stream \(stream)", jsErr: jsErr)
+            }
+            defer { jsConsumerInfo_Destroy(info) }
+            let ci = info.pointee
+            return ConsumerState(pending: ci.NumPending, ackPending: ci.NumAckPending, redelivered: ci.NumRedelivered,
+                                 waitingPulls: ci.NumWaiting, ackFloorStreamSequence: ci.AckFloor.Stream)
+        }
+    }
+}

@@ -166,6 +166,15 @@ struct ContinuousPullTests {
             let received = try await Self.running(service) { () async throws -> [String] in
                 try await h.jetStream.publish(OutboundMessage(subject: "work.a", payload: bytes("before")))
                 await Self.eventually { handled.withLock { $0.count } == 1 }
+                // The ack goes out after the handler returns; a restart before it reaches the server would
+                // (rightly, at-least-once) redeliver "before". Restart only once the server has recorded the ack.
+                for _ in 0..<200 {
+                    if let state = try? await h.jetStream.consumerState(stream: "WORK", durable: "restart"),
+                       state.ackFloorStreamSequence == 1, state.ackPending == 0 { break }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                let acked = try await h.jetStream.consumerState(stream: "WORK", durable: "restart")
+                #expect(acked.ackFloorStreamSequence == 1 && acked.ackPending == 0)
                 try await h.server.restart()
                 await Self.eventually { h.connection.isConnected }
                 try await h.jetStream.publish(OutboundMessage(subject: "work.a", payload: bytes("after")),
