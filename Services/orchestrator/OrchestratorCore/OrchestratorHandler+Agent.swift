@@ -197,7 +197,10 @@ extension OrchestratorHandler {
         if case .granted = outcome { granted = true } else { granted = false }
         metrics.counter(.agentConsentChecksTotal, [(.tenant, tenant), (.outcome, outcomeName)]).increment()
         let event = ConsentChecked(meta: context.eventMeta("consent"), conversationID: conversation, required: true,
-                                   granted: granted, policy: "required", outcome: outcomeName)
+                                   granted: granted, policy: "required", outcome: outcomeName,
+                                   agent: context.routed.agent, agentVersion: context.routed.agentVersion,
+                                   rolloutCohort: context.routed.rolloutCohort, channel: context.request.channel,
+                                   packageName: context.routed.packageName)
         try await jetStream.publishEvent(.consentChecked, tenant: tenant, eventID: event.meta!.eventID,
                                          payload: event.protobufBytes(), headers: context.headers)
         if case .granted = outcome, outcomeName == "granted-now" {

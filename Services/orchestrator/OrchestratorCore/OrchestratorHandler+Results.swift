@@ -23,7 +23,8 @@ extension OrchestratorHandler {
             agent: context.routed.agent, agentVersion: context.routed.agentVersion, model: run.model,
             provider: run.provider, content: run.content, finishReason: run.finishReason, usage: schemaUsage,
             hops: context.hops + [HopStamp(hop: "orchestrator.done", unixNanos: EventClock.nowUnixNanos())],
-            attempts: run.attempts, handedOff: run.handoff != nil)
+            attempts: run.attempts, handedOff: run.handoff != nil, rolloutCohort: context.routed.rolloutCohort,
+            channel: context.request.channel, packageName: context.routed.packageName)
         let bytes = completed.protobufBytes()
         // The client first: then the durable record.
         context.reply.send(completed)
@@ -45,7 +46,10 @@ extension OrchestratorHandler {
                                                        payload: decisionEvent.protobufBytes(), headers: context.headers)
         if let handoff = run.handoff {
             let event = HandoffRequested(meta: context.eventMeta("handoff"), conversationID: context.request.conversationID,
-                                         agent: context.routed.agent, reason: handoff.rawValue, confidence: run.confidence)
+                                         agent: context.routed.agent, reason: handoff.rawValue, confidence: run.confidence,
+                                         agentVersion: context.routed.agentVersion,
+                                         rolloutCohort: context.routed.rolloutCohort, channel: context.request.channel,
+                                         packageName: context.routed.packageName)
             try await jetStream.publishEvent(.handoffRequested, tenant: tenant, eventID: event.meta!.eventID,
                                              payload: event.protobufBytes(), headers: context.headers)
             metrics.counter(.agentHandoffsTotal, [(.tenant, tenant), (.agent, context.routed.agent), (.outcome, handoff.rawValue)])
@@ -66,7 +70,9 @@ extension OrchestratorHandler {
         let failed = ChatFailed(
             meta: context.eventMeta("failed"), conversationID: context.request.conversationID,
             agent: context.routed.agent, errorCode: code, message: message, httpStatus: UInt32(status),
-            retriable: true, hops: context.hops, attempts: attempts)
+            retriable: true, hops: context.hops, attempts: attempts, agentVersion: context.routed.agentVersion,
+            rolloutCohort: context.routed.rolloutCohort, channel: context.request.channel,
+            packageName: context.routed.packageName)
         let bytes = failed.protobufBytes()
         context.reply.send(failed)
         try await jetStream.publishEvent(.chatFailed, tenant: context.tenant, eventID: failed.meta!.eventID,

@@ -16,9 +16,9 @@ public enum RouterEvents {
 
 /// The `ChatRouted` event for `request` routed by `decision`: embeds the request, carries a new `EventMeta`
 /// (tenant, request and trace id copied; deterministic event id; `occurredAt = nowUnixNanos`) and the request's
-/// hops plus a router hop stamped at `nowUnixNanos`.
+/// hops plus a router hop stamped at `nowUnixNanos`, and the tenant's package (a dimension of analytics).
 public func makeRouted(_ request: ChatRequested, decision: RoutingDecision, producer: String,
-                       nowUnixNanos: Int64) -> ChatRouted {
+                       nowUnixNanos: Int64, packageName: String = "") -> ChatRouted {
     let requestMeta = request.meta ?? EventMeta()
     let meta = EventMeta(
         eventID: RouterEvents.routedEventID(forRequestEventID: requestMeta.eventID),
@@ -40,6 +40,7 @@ public func makeRouted(_ request: ChatRequested, decision: RoutingDecision, prod
         rolloutCohort: decision.cohort.rawValue,
         reason: decision.reason,
         fallbackAgent: decision.fallbackAgent,
-        hops: request.hops + [HopStamp(hop: RouterEvents.hopName, unixNanos: nowUnixNanos)]
+        hops: request.hops + [HopStamp(hop: RouterEvents.hopName, unixNanos: nowUnixNanos)],
+        packageName: packageName
     )
 }

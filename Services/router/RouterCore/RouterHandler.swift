@@ -40,7 +40,9 @@ public struct RouterHandler: Sendable {
             return
         }
         let outcome: RoutingOutcome
+        var packageName = ""
         if let snapshot = directory.snapshot(tenant: tenant) {
+            packageName = snapshot.manifest?.packageName ?? snapshot.tenant.packageName
             outcome = policy.decide(RoutingInput(tenant: snapshot.tenant, manifest: snapshot.manifest,
                                                  rollouts: snapshot.rollouts, request: request))
         } else {
@@ -50,7 +52,7 @@ public struct RouterHandler: Sendable {
         switch outcome {
         case .routed(let decision):
             let routed = makeRouted(request, decision: decision, producer: RouterNames.producer,
-                                    nowUnixNanos: EventClock.nowUnixNanos())
+                                    nowUnixNanos: EventClock.nowUnixNanos(), packageName: packageName)
             let bytes = routed.protobufBytes()
             let eventID = routed.meta?.eventID ?? ""
             try await jetStream.publishEvent(.chatRouted, tenant: tenant, eventID: eventID, payload: bytes,
@@ -69,7 +71,8 @@ public struct RouterHandler: Sendable {
                                 traceID: meta.traceID),
                 conversationID: request.conversationID, errorCode: rejection.code.description,
                 message: rejection.message, httpStatus: UInt32(rejection.httpStatus),
-                retriable: rejection.isRetriable, hops: request.hops)
+                retriable: rejection.isRetriable, hops: request.hops, channel: request.channel,
+                packageName: packageName)
             let bytes = failed.protobufBytes()
             if let reply = context.replySubject ?? (request.replySubject.isEmpty ? nil : request.replySubject) {
                 try? jetStream.connection.publishReply(failed, to: reply, headers: headers)

@@ -292,6 +292,8 @@ public struct ChatRouted: ProtoMessage, Hashable {
     public var fallbackAgent: String = ""
     /// `hops = 11`
     public var hops: [HopStamp] = []
+    /// `package_name = 12`: the tenant's vertical package, e.g. "gastronomy"
+    public var packageName: String = ""
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -307,7 +309,8 @@ public struct ChatRouted: ProtoMessage, Hashable {
         rolloutCohort: String = "",
         reason: String = "",
         fallbackAgent: String = "",
-        hops: [HopStamp] = []
+        hops: [HopStamp] = [],
+        packageName: String = ""
     ) {
         self.meta = meta
         self.request = request
@@ -320,6 +323,7 @@ public struct ChatRouted: ProtoMessage, Hashable {
         self.reason = reason
         self.fallbackAgent = fallbackAgent
         self.hops = hops
+        self.packageName = packageName
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -363,6 +367,7 @@ extension ChatRouted: _CMessage {
             c.pointee.n_hops = self.hops.count
             c.pointee.hops = arr
         }
+        if !self.packageName.isEmpty { c.pointee.package_name = arena.cString(self.packageName) }
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -385,6 +390,7 @@ extension ChatRouted: _CMessage {
             }
         }
         self.hops = hops_
+        self.packageName = try _swiftString(p.pointee.package_name, Self.protoName)
     }
 }
 
@@ -402,12 +408,14 @@ extension ChatRouted: Codable {
         case reason
         case fallbackAgent
         case hops
+        case packageName
 
         var protoFieldName: String {
             switch self {
             case .agentVersion: "agent_version"
             case .rolloutCohort: "rollout_cohort"
             case .fallbackAgent: "fallback_agent"
+            case .packageName: "package_name"
             default: rawValue
             }
         }
@@ -426,6 +434,7 @@ extension ChatRouted: Codable {
         self.reason = try json.decode(String.self, .reason) ?? ""
         self.fallbackAgent = try json.decode(String.self, .fallbackAgent) ?? ""
         self.hops = try json.decode([HopStamp].self, .hops) ?? []
+        self.packageName = try json.decode(String.self, .packageName) ?? ""
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -441,6 +450,7 @@ extension ChatRouted: Codable {
         try c.encode(self.reason, forKey: .reason)
         try c.encode(self.fallbackAgent, forKey: .fallbackAgent)
         try c.encode(self.hops, forKey: .hops)
+        try c.encode(self.packageName, forKey: .packageName)
     }
 }
 
@@ -472,6 +482,12 @@ public struct ChatCompleted: ProtoMessage, Hashable {
     public var attempts: [ProviderAttempt] = []
     /// `handed_off = 12`
     public var handedOff: Bool = false
+    /// `rollout_cohort = 13`: "stable" | "canary"
+    public var rolloutCohort: String = ""
+    /// `channel = 14`
+    public var channel: String = ""
+    /// `package_name = 15`
+    public var packageName: String = ""
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -488,7 +504,10 @@ public struct ChatCompleted: ProtoMessage, Hashable {
         usage: Usage? = nil,
         hops: [HopStamp] = [],
         attempts: [ProviderAttempt] = [],
-        handedOff: Bool = false
+        handedOff: Bool = false,
+        rolloutCohort: String = "",
+        channel: String = "",
+        packageName: String = ""
     ) {
         self.meta = meta
         self.conversationID = conversationID
@@ -502,6 +521,9 @@ public struct ChatCompleted: ProtoMessage, Hashable {
         self.hops = hops
         self.attempts = attempts
         self.handedOff = handedOff
+        self.rolloutCohort = rolloutCohort
+        self.channel = channel
+        self.packageName = packageName
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -553,6 +575,9 @@ extension ChatCompleted: _CMessage {
             c.pointee.attempts = arr
         }
         c.pointee.handed_off = (self.handedOff ? 1 : 0)
+        if !self.rolloutCohort.isEmpty { c.pointee.rollout_cohort = arena.cString(self.rolloutCohort) }
+        if !self.channel.isEmpty { c.pointee.channel = arena.cString(self.channel) }
+        if !self.packageName.isEmpty { c.pointee.package_name = arena.cString(self.packageName) }
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -584,6 +609,9 @@ extension ChatCompleted: _CMessage {
         }
         self.attempts = attempts_
         self.handedOff = (p.pointee.handed_off != 0)
+        self.rolloutCohort = try _swiftString(p.pointee.rollout_cohort, Self.protoName)
+        self.channel = try _swiftString(p.pointee.channel, Self.protoName)
+        self.packageName = try _swiftString(p.pointee.package_name, Self.protoName)
     }
 }
 
@@ -602,6 +630,9 @@ extension ChatCompleted: Codable {
         case hops
         case attempts
         case handedOff
+        case rolloutCohort
+        case channel
+        case packageName
 
         var protoFieldName: String {
             switch self {
@@ -609,6 +640,8 @@ extension ChatCompleted: Codable {
             case .agentVersion: "agent_version"
             case .finishReason: "finish_reason"
             case .handedOff: "handed_off"
+            case .rolloutCohort: "rollout_cohort"
+            case .packageName: "package_name"
             default: rawValue
             }
         }
@@ -628,6 +661,9 @@ extension ChatCompleted: Codable {
         self.hops = try json.decode([HopStamp].self, .hops) ?? []
         self.attempts = try json.decode([ProviderAttempt].self, .attempts) ?? []
         self.handedOff = try json.decode(Bool.self, .handedOff) ?? false
+        self.rolloutCohort = try json.decode(String.self, .rolloutCohort) ?? ""
+        self.channel = try json.decode(String.self, .channel) ?? ""
+        self.packageName = try json.decode(String.self, .packageName) ?? ""
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -644,6 +680,9 @@ extension ChatCompleted: Codable {
         try c.encode(self.hops, forKey: .hops)
         try c.encode(self.attempts, forKey: .attempts)
         try c.encode(self.handedOff, forKey: .handedOff)
+        try c.encode(self.rolloutCohort, forKey: .rolloutCohort)
+        try c.encode(self.channel, forKey: .channel)
+        try c.encode(self.packageName, forKey: .packageName)
     }
 }
 
@@ -669,6 +708,14 @@ public struct ChatFailed: ProtoMessage, Hashable {
     public var hops: [HopStamp] = []
     /// `attempts = 9`
     public var attempts: [ProviderAttempt] = []
+    /// `agent_version = 10`: "" when the request was never routed
+    public var agentVersion: String = ""
+    /// `rollout_cohort = 11`
+    public var rolloutCohort: String = ""
+    /// `channel = 12`
+    public var channel: String = ""
+    /// `package_name = 13`
+    public var packageName: String = ""
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -682,7 +729,11 @@ public struct ChatFailed: ProtoMessage, Hashable {
         httpStatus: UInt32 = 0,
         retriable: Bool = false,
         hops: [HopStamp] = [],
-        attempts: [ProviderAttempt] = []
+        attempts: [ProviderAttempt] = [],
+        agentVersion: String = "",
+        rolloutCohort: String = "",
+        channel: String = "",
+        packageName: String = ""
     ) {
         self.meta = meta
         self.conversationID = conversationID
@@ -693,6 +744,10 @@ public struct ChatFailed: ProtoMessage, Hashable {
         self.retriable = retriable
         self.hops = hops
         self.attempts = attempts
+        self.agentVersion = agentVersion
+        self.rolloutCohort = rolloutCohort
+        self.channel = channel
+        self.packageName = packageName
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -741,6 +796,10 @@ extension ChatFailed: _CMessage {
             c.pointee.n_attempts = self.attempts.count
             c.pointee.attempts = arr
         }
+        if !self.agentVersion.isEmpty { c.pointee.agent_version = arena.cString(self.agentVersion) }
+        if !self.rolloutCohort.isEmpty { c.pointee.rollout_cohort = arena.cString(self.rolloutCohort) }
+        if !self.channel.isEmpty { c.pointee.channel = arena.cString(self.channel) }
+        if !self.packageName.isEmpty { c.pointee.package_name = arena.cString(self.packageName) }
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -769,6 +828,10 @@ extension ChatFailed: _CMessage {
             }
         }
         self.attempts = attempts_
+        self.agentVersion = try _swiftString(p.pointee.agent_version, Self.protoName)
+        self.rolloutCohort = try _swiftString(p.pointee.rollout_cohort, Self.protoName)
+        self.channel = try _swiftString(p.pointee.channel, Self.protoName)
+        self.packageName = try _swiftString(p.pointee.package_name, Self.protoName)
     }
 }
 
@@ -784,12 +847,19 @@ extension ChatFailed: Codable {
         case retriable
         case hops
         case attempts
+        case agentVersion
+        case rolloutCohort
+        case channel
+        case packageName
 
         var protoFieldName: String {
             switch self {
             case .conversationID: "conversation_id"
             case .errorCode: "error_code"
             case .httpStatus: "http_status"
+            case .agentVersion: "agent_version"
+            case .rolloutCohort: "rollout_cohort"
+            case .packageName: "package_name"
             default: rawValue
             }
         }
@@ -806,6 +876,10 @@ extension ChatFailed: Codable {
         self.retriable = try json.decode(Bool.self, .retriable) ?? false
         self.hops = try json.decode([HopStamp].self, .hops) ?? []
         self.attempts = try json.decode([ProviderAttempt].self, .attempts) ?? []
+        self.agentVersion = try json.decode(String.self, .agentVersion) ?? ""
+        self.rolloutCohort = try json.decode(String.self, .rolloutCohort) ?? ""
+        self.channel = try json.decode(String.self, .channel) ?? ""
+        self.packageName = try json.decode(String.self, .packageName) ?? ""
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -819,6 +893,10 @@ extension ChatFailed: Codable {
         try c.encode(self.retriable, forKey: .retriable)
         try c.encode(self.hops, forKey: .hops)
         try c.encode(self.attempts, forKey: .attempts)
+        try c.encode(self.agentVersion, forKey: .agentVersion)
+        try c.encode(self.rolloutCohort, forKey: .rolloutCohort)
+        try c.encode(self.channel, forKey: .channel)
+        try c.encode(self.packageName, forKey: .packageName)
     }
 }
 
@@ -1107,6 +1185,14 @@ public struct HandoffRequested: ProtoMessage, Hashable {
     public var reason: String = ""
     /// `confidence = 5`
     public var confidence: Double = 0
+    /// `agent_version = 6`
+    public var agentVersion: String = ""
+    /// `rollout_cohort = 7`
+    public var rolloutCohort: String = ""
+    /// `channel = 8`
+    public var channel: String = ""
+    /// `package_name = 9`
+    public var packageName: String = ""
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -1116,13 +1202,21 @@ public struct HandoffRequested: ProtoMessage, Hashable {
         conversationID: String = "",
         agent: String = "",
         reason: String = "",
-        confidence: Double = 0
+        confidence: Double = 0,
+        agentVersion: String = "",
+        rolloutCohort: String = "",
+        channel: String = "",
+        packageName: String = ""
     ) {
         self.meta = meta
         self.conversationID = conversationID
         self.agent = agent
         self.reason = reason
         self.confidence = confidence
+        self.agentVersion = agentVersion
+        self.rolloutCohort = rolloutCohort
+        self.channel = channel
+        self.packageName = packageName
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -1153,6 +1247,10 @@ extension HandoffRequested: _CMessage {
         if !self.agent.isEmpty { c.pointee.agent = arena.cString(self.agent) }
         if !self.reason.isEmpty { c.pointee.reason = arena.cString(self.reason) }
         c.pointee.confidence = self.confidence
+        if !self.agentVersion.isEmpty { c.pointee.agent_version = arena.cString(self.agentVersion) }
+        if !self.rolloutCohort.isEmpty { c.pointee.rollout_cohort = arena.cString(self.rolloutCohort) }
+        if !self.channel.isEmpty { c.pointee.channel = arena.cString(self.channel) }
+        if !self.packageName.isEmpty { c.pointee.package_name = arena.cString(self.packageName) }
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -1161,6 +1259,10 @@ extension HandoffRequested: _CMessage {
         self.agent = try _swiftString(p.pointee.agent, Self.protoName)
         self.reason = try _swiftString(p.pointee.reason, Self.protoName)
         self.confidence = p.pointee.confidence
+        self.agentVersion = try _swiftString(p.pointee.agent_version, Self.protoName)
+        self.rolloutCohort = try _swiftString(p.pointee.rollout_cohort, Self.protoName)
+        self.channel = try _swiftString(p.pointee.channel, Self.protoName)
+        self.packageName = try _swiftString(p.pointee.package_name, Self.protoName)
     }
 }
 
@@ -1172,10 +1274,17 @@ extension HandoffRequested: Codable {
         case agent
         case reason
         case confidence
+        case agentVersion
+        case rolloutCohort
+        case channel
+        case packageName
 
         var protoFieldName: String {
             switch self {
             case .conversationID: "conversation_id"
+            case .agentVersion: "agent_version"
+            case .rolloutCohort: "rollout_cohort"
+            case .packageName: "package_name"
             default: rawValue
             }
         }
@@ -1188,6 +1297,10 @@ extension HandoffRequested: Codable {
         self.agent = try json.decode(String.self, .agent) ?? ""
         self.reason = try json.decode(String.self, .reason) ?? ""
         self.confidence = try json.decode(_ProtoJSONNumber<Double>.self, .confidence)?.value ?? 0
+        self.agentVersion = try json.decode(String.self, .agentVersion) ?? ""
+        self.rolloutCohort = try json.decode(String.self, .rolloutCohort) ?? ""
+        self.channel = try json.decode(String.self, .channel) ?? ""
+        self.packageName = try json.decode(String.self, .packageName) ?? ""
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -1197,6 +1310,10 @@ extension HandoffRequested: Codable {
         try c.encode(self.agent, forKey: .agent)
         try c.encode(self.reason, forKey: .reason)
         try c.encode(_ProtoJSONNumber(self.confidence), forKey: .confidence)
+        try c.encode(self.agentVersion, forKey: .agentVersion)
+        try c.encode(self.rolloutCohort, forKey: .rolloutCohort)
+        try c.encode(self.channel, forKey: .channel)
+        try c.encode(self.packageName, forKey: .packageName)
     }
 }
 
@@ -1216,6 +1333,16 @@ public struct ConsentChecked: ProtoMessage, Hashable {
     public var policy: String = ""
     /// `outcome = 6`: "allowed" | "asked" | "denied"
     public var outcome: String = ""
+    /// `agent = 7`
+    public var agent: String = ""
+    /// `agent_version = 8`
+    public var agentVersion: String = ""
+    /// `rollout_cohort = 9`
+    public var rolloutCohort: String = ""
+    /// `channel = 10`
+    public var channel: String = ""
+    /// `package_name = 11`
+    public var packageName: String = ""
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -1226,7 +1353,12 @@ public struct ConsentChecked: ProtoMessage, Hashable {
         required: Bool = false,
         granted: Bool = false,
         policy: String = "",
-        outcome: String = ""
+        outcome: String = "",
+        agent: String = "",
+        agentVersion: String = "",
+        rolloutCohort: String = "",
+        channel: String = "",
+        packageName: String = ""
     ) {
         self.meta = meta
         self.conversationID = conversationID
@@ -1234,6 +1366,11 @@ public struct ConsentChecked: ProtoMessage, Hashable {
         self.granted = granted
         self.policy = policy
         self.outcome = outcome
+        self.agent = agent
+        self.agentVersion = agentVersion
+        self.rolloutCohort = rolloutCohort
+        self.channel = channel
+        self.packageName = packageName
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -1265,6 +1402,11 @@ extension ConsentChecked: _CMessage {
         c.pointee.granted = (self.granted ? 1 : 0)
         if !self.policy.isEmpty { c.pointee.policy = arena.cString(self.policy) }
         if !self.outcome.isEmpty { c.pointee.outcome = arena.cString(self.outcome) }
+        if !self.agent.isEmpty { c.pointee.agent = arena.cString(self.agent) }
+        if !self.agentVersion.isEmpty { c.pointee.agent_version = arena.cString(self.agentVersion) }
+        if !self.rolloutCohort.isEmpty { c.pointee.rollout_cohort = arena.cString(self.rolloutCohort) }
+        if !self.channel.isEmpty { c.pointee.channel = arena.cString(self.channel) }
+        if !self.packageName.isEmpty { c.pointee.package_name = arena.cString(self.packageName) }
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -1274,6 +1416,11 @@ extension ConsentChecked: _CMessage {
         self.granted = (p.pointee.granted != 0)
         self.policy = try _swiftString(p.pointee.policy, Self.protoName)
         self.outcome = try _swiftString(p.pointee.outcome, Self.protoName)
+        self.agent = try _swiftString(p.pointee.agent, Self.protoName)
+        self.agentVersion = try _swiftString(p.pointee.agent_version, Self.protoName)
+        self.rolloutCohort = try _swiftString(p.pointee.rollout_cohort, Self.protoName)
+        self.channel = try _swiftString(p.pointee.channel, Self.protoName)
+        self.packageName = try _swiftString(p.pointee.package_name, Self.protoName)
     }
 }
 
@@ -1286,10 +1433,18 @@ extension ConsentChecked: Codable {
         case granted
         case policy
         case outcome
+        case agent
+        case agentVersion
+        case rolloutCohort
+        case channel
+        case packageName
 
         var protoFieldName: String {
             switch self {
             case .conversationID: "conversation_id"
+            case .agentVersion: "agent_version"
+            case .rolloutCohort: "rollout_cohort"
+            case .packageName: "package_name"
             default: rawValue
             }
         }
@@ -1303,6 +1458,11 @@ extension ConsentChecked: Codable {
         self.granted = try json.decode(Bool.self, .granted) ?? false
         self.policy = try json.decode(String.self, .policy) ?? ""
         self.outcome = try json.decode(String.self, .outcome) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.agentVersion = try json.decode(String.self, .agentVersion) ?? ""
+        self.rolloutCohort = try json.decode(String.self, .rolloutCohort) ?? ""
+        self.channel = try json.decode(String.self, .channel) ?? ""
+        self.packageName = try json.decode(String.self, .packageName) ?? ""
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -1313,6 +1473,11 @@ extension ConsentChecked: Codable {
         try c.encode(self.granted, forKey: .granted)
         try c.encode(self.policy, forKey: .policy)
         try c.encode(self.outcome, forKey: .outcome)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.agentVersion, forKey: .agentVersion)
+        try c.encode(self.rolloutCohort, forKey: .rolloutCohort)
+        try c.encode(self.channel, forKey: .channel)
+        try c.encode(self.packageName, forKey: .packageName)
     }
 }
 

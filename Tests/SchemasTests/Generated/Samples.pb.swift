@@ -652,6 +652,7 @@ extension ChatRouted: Sampleable {
         m.reason = g.string()
         m.fallbackAgent = g.string()
         for _ in 0..<g.count() { m.hops.append(HopStamp.sample(&g)) }
+        m.packageName = g.string()
         return m
     }
 }
@@ -671,6 +672,9 @@ extension ChatCompleted: Sampleable {
         for _ in 0..<g.count() { m.hops.append(HopStamp.sample(&g)) }
         for _ in 0..<g.count() { m.attempts.append(ProviderAttempt.sample(&g)) }
         m.handedOff = g.bool()
+        m.rolloutCohort = g.string()
+        m.channel = g.string()
+        m.packageName = g.string()
         return m
     }
 }
@@ -687,6 +691,10 @@ extension ChatFailed: Sampleable {
         m.retriable = g.bool()
         for _ in 0..<g.count() { m.hops.append(HopStamp.sample(&g)) }
         for _ in 0..<g.count() { m.attempts.append(ProviderAttempt.sample(&g)) }
+        m.agentVersion = g.string()
+        m.rolloutCohort = g.string()
+        m.channel = g.string()
+        m.packageName = g.string()
         return m
     }
 }
@@ -729,6 +737,10 @@ extension HandoffRequested: Sampleable {
         m.agent = g.string()
         m.reason = g.string()
         m.confidence = g.double()
+        m.agentVersion = g.string()
+        m.rolloutCohort = g.string()
+        m.channel = g.string()
+        m.packageName = g.string()
         return m
     }
 }
@@ -742,6 +754,11 @@ extension ConsentChecked: Sampleable {
         m.granted = g.bool()
         m.policy = g.string()
         m.outcome = g.string()
+        m.agent = g.string()
+        m.agentVersion = g.string()
+        m.rolloutCohort = g.string()
+        m.channel = g.string()
+        m.packageName = g.string()
         return m
     }
 }

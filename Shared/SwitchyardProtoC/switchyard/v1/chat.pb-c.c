@@ -702,7 +702,7 @@ const ProtobufCMessageDescriptor switchyard__v1__chat_requested__descriptor =
   (ProtobufCMessageInit) switchyard__v1__chat_requested__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__chat_routed__field_descriptors[11] =
+static const ProtobufCFieldDescriptor switchyard__v1__chat_routed__field_descriptors[12] =
 {
   {
     "meta",
@@ -836,6 +836,18 @@ static const ProtobufCFieldDescriptor switchyard__v1__chat_routed__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "package_name",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ChatRouted, package_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__chat_routed__field_indices_by_name[] = {
   2,   /* field[2] = agent */
@@ -845,6 +857,7 @@ static const unsigned switchyard__v1__chat_routed__field_indices_by_name[] = {
   6,   /* field[6] = intent */
   0,   /* field[0] = meta */
   5,   /* field[5] = model */
+  11,   /* field[11] = package_name */
   4,   /* field[4] = provider */
   8,   /* field[8] = reason */
   1,   /* field[1] = request */
@@ -853,7 +866,7 @@ static const unsigned switchyard__v1__chat_routed__field_indices_by_name[] = {
 static const ProtobufCIntRange switchyard__v1__chat_routed__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__chat_routed__descriptor =
 {
@@ -863,14 +876,14 @@ const ProtobufCMessageDescriptor switchyard__v1__chat_routed__descriptor =
   "Switchyard__V1__ChatRouted",
   "switchyard.v1",
   sizeof(Switchyard__V1__ChatRouted),
-  11,
+  12,
   switchyard__v1__chat_routed__field_descriptors,
   switchyard__v1__chat_routed__field_indices_by_name,
   1,  switchyard__v1__chat_routed__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__chat_routed__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__chat_completed__field_descriptors[12] =
+static const ProtobufCFieldDescriptor switchyard__v1__chat_completed__field_descriptors[15] =
 {
   {
     "meta",
@@ -1016,11 +1029,48 @@ static const ProtobufCFieldDescriptor switchyard__v1__chat_completed__field_desc
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rollout_cohort",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ChatCompleted, rollout_cohort),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "channel",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ChatCompleted, channel),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "package_name",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ChatCompleted, package_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__chat_completed__field_indices_by_name[] = {
   2,   /* field[2] = agent */
   3,   /* field[3] = agent_version */
   10,   /* field[10] = attempts */
+  13,   /* field[13] = channel */
   6,   /* field[6] = content */
   1,   /* field[1] = conversation_id */
   7,   /* field[7] = finish_reason */
@@ -1028,13 +1078,15 @@ static const unsigned switchyard__v1__chat_completed__field_indices_by_name[] = 
   9,   /* field[9] = hops */
   0,   /* field[0] = meta */
   4,   /* field[4] = model */
+  14,   /* field[14] = package_name */
   5,   /* field[5] = provider */
+  12,   /* field[12] = rollout_cohort */
   8,   /* field[8] = usage */
 };
 static const ProtobufCIntRange switchyard__v1__chat_completed__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__chat_completed__descriptor =
 {
@@ -1044,14 +1096,14 @@ const ProtobufCMessageDescriptor switchyard__v1__chat_completed__descriptor =
   "Switchyard__V1__ChatCompleted",
   "switchyard.v1",
   sizeof(Switchyard__V1__ChatCompleted),
-  12,
+  15,
   switchyard__v1__chat_completed__field_descriptors,
   switchyard__v1__chat_completed__field_indices_by_name,
   1,  switchyard__v1__chat_completed__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__chat_completed__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__chat_failed__field_descriptors[9] =
+static const ProtobufCFieldDescriptor switchyard__v1__chat_failed__field_descriptors[13] =
 {
   {
     "meta",
@@ -1161,22 +1213,74 @@ static const ProtobufCFieldDescriptor switchyard__v1__chat_failed__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "agent_version",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ChatFailed, agent_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rollout_cohort",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ChatFailed, rollout_cohort),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "channel",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ChatFailed, channel),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "package_name",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ChatFailed, package_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__chat_failed__field_indices_by_name[] = {
   2,   /* field[2] = agent */
+  9,   /* field[9] = agent_version */
   8,   /* field[8] = attempts */
+  11,   /* field[11] = channel */
   1,   /* field[1] = conversation_id */
   3,   /* field[3] = error_code */
   7,   /* field[7] = hops */
   5,   /* field[5] = http_status */
   4,   /* field[4] = message */
   0,   /* field[0] = meta */
+  12,   /* field[12] = package_name */
   6,   /* field[6] = retriable */
+  10,   /* field[10] = rollout_cohort */
 };
 static const ProtobufCIntRange switchyard__v1__chat_failed__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__chat_failed__descriptor =
 {
@@ -1186,7 +1290,7 @@ const ProtobufCMessageDescriptor switchyard__v1__chat_failed__descriptor =
   "Switchyard__V1__ChatFailed",
   "switchyard.v1",
   sizeof(Switchyard__V1__ChatFailed),
-  9,
+  13,
   switchyard__v1__chat_failed__field_descriptors,
   switchyard__v1__chat_failed__field_indices_by_name,
   1,  switchyard__v1__chat_failed__number_ranges,
@@ -1451,7 +1555,7 @@ const ProtobufCMessageDescriptor switchyard__v1__usage_recorded__descriptor =
   (ProtobufCMessageInit) switchyard__v1__usage_recorded__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__handoff_requested__field_descriptors[5] =
+static const ProtobufCFieldDescriptor switchyard__v1__handoff_requested__field_descriptors[9] =
 {
   {
     "meta",
@@ -1513,18 +1617,70 @@ static const ProtobufCFieldDescriptor switchyard__v1__handoff_requested__field_d
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "agent_version",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__HandoffRequested, agent_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rollout_cohort",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__HandoffRequested, rollout_cohort),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "channel",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__HandoffRequested, channel),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "package_name",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__HandoffRequested, package_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__handoff_requested__field_indices_by_name[] = {
   2,   /* field[2] = agent */
+  5,   /* field[5] = agent_version */
+  7,   /* field[7] = channel */
   4,   /* field[4] = confidence */
   1,   /* field[1] = conversation_id */
   0,   /* field[0] = meta */
+  8,   /* field[8] = package_name */
   3,   /* field[3] = reason */
+  6,   /* field[6] = rollout_cohort */
 };
 static const ProtobufCIntRange switchyard__v1__handoff_requested__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__handoff_requested__descriptor =
 {
@@ -1534,14 +1690,14 @@ const ProtobufCMessageDescriptor switchyard__v1__handoff_requested__descriptor =
   "Switchyard__V1__HandoffRequested",
   "switchyard.v1",
   sizeof(Switchyard__V1__HandoffRequested),
-  5,
+  9,
   switchyard__v1__handoff_requested__field_descriptors,
   switchyard__v1__handoff_requested__field_indices_by_name,
   1,  switchyard__v1__handoff_requested__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__handoff_requested__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__consent_checked__field_descriptors[6] =
+static const ProtobufCFieldDescriptor switchyard__v1__consent_checked__field_descriptors[11] =
 {
   {
     "meta",
@@ -1615,19 +1771,84 @@ static const ProtobufCFieldDescriptor switchyard__v1__consent_checked__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "agent",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ConsentChecked, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agent_version",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ConsentChecked, agent_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rollout_cohort",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ConsentChecked, rollout_cohort),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "channel",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ConsentChecked, channel),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "package_name",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ConsentChecked, package_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__consent_checked__field_indices_by_name[] = {
+  6,   /* field[6] = agent */
+  7,   /* field[7] = agent_version */
+  9,   /* field[9] = channel */
   1,   /* field[1] = conversation_id */
   3,   /* field[3] = granted */
   0,   /* field[0] = meta */
   5,   /* field[5] = outcome */
+  10,   /* field[10] = package_name */
   4,   /* field[4] = policy */
   2,   /* field[2] = required */
+  8,   /* field[8] = rollout_cohort */
 };
 static const ProtobufCIntRange switchyard__v1__consent_checked__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__consent_checked__descriptor =
 {
@@ -1637,7 +1858,7 @@ const ProtobufCMessageDescriptor switchyard__v1__consent_checked__descriptor =
   "Switchyard__V1__ConsentChecked",
   "switchyard.v1",
   sizeof(Switchyard__V1__ConsentChecked),
-  6,
+  11,
   switchyard__v1__consent_checked__field_descriptors,
   switchyard__v1__consent_checked__field_indices_by_name,
   1,  switchyard__v1__consent_checked__number_ranges,

@@ -111,10 +111,14 @@ struct  Switchyard__V1__ChatRouted
   char *fallback_agent;
   size_t n_hops;
   Switchyard__V1__HopStamp **hops;
+  /*
+   * the tenant's vertical package, e.g. "gastronomy"
+   */
+  char *package_name;
 };
 #define SWITCHYARD__V1__CHAT_ROUTED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__chat_routed__descriptor) \
-    , NULL, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
+    , NULL, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -137,10 +141,19 @@ struct  Switchyard__V1__ChatCompleted
   size_t n_attempts;
   Switchyard__V1__ProviderAttempt **attempts;
   protobuf_c_boolean handed_off;
+  /*
+   * The request's dimensions (from its ChatRouted), so that each event can be counted on its own (analytics).
+   */
+  /*
+   * "stable" | "canary"
+   */
+  char *rollout_cohort;
+  char *channel;
+  char *package_name;
 };
 #define SWITCHYARD__V1__CHAT_COMPLETED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__chat_completed__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, 0 }
+    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -160,10 +173,17 @@ struct  Switchyard__V1__ChatFailed
   Switchyard__V1__HopStamp **hops;
   size_t n_attempts;
   Switchyard__V1__ProviderAttempt **attempts;
+  /*
+   * "" when the request was never routed
+   */
+  char *agent_version;
+  char *rollout_cohort;
+  char *channel;
+  char *package_name;
 };
 #define SWITCHYARD__V1__CHAT_FAILED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__chat_failed__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0,NULL }
+    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -223,10 +243,14 @@ struct  Switchyard__V1__HandoffRequested
   char *agent;
   char *reason;
   double confidence;
+  char *agent_version;
+  char *rollout_cohort;
+  char *channel;
+  char *package_name;
 };
 #define SWITCHYARD__V1__HANDOFF_REQUESTED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__handoff_requested__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+    , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -244,10 +268,15 @@ struct  Switchyard__V1__ConsentChecked
    * "allowed" | "asked" | "denied"
    */
   char *outcome;
+  char *agent;
+  char *agent_version;
+  char *rollout_cohort;
+  char *channel;
+  char *package_name;
 };
 #define SWITCHYARD__V1__CONSENT_CHECKED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__consent_checked__descriptor) \
-    , NULL, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , NULL, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*
