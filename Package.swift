@@ -38,6 +38,7 @@ let package = Package(
         .executable(name: "orchestrator", targets: ["orchestrator"]),
         .executable(name: "tenant", targets: ["tenant"]),
         .executable(name: "billing", targets: ["billing"]),
+        .executable(name: "analytics", targets: ["analytics"]),
         .executable(name: "switchyard", targets: ["switchyard"]),
     ],
     dependencies: [
@@ -160,6 +161,15 @@ let package = Package(
         .executableTarget(name: "billing", dependencies: ["BillingCore", "ServiceKit"],
                           path: "Services/billing/App", swiftSettings: swiftSettings),
 
+        .target(name: "AnalyticsCore", dependencies: [
+            "ServiceKit", "ServiceKitPostgres", "Contracts", "Tenancy", "Messaging", "Schemas", "Storage", "Telemetry",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], path: "Services/analytics/AnalyticsCore", swiftSettings: swiftSettings),
+        .executableTarget(name: "analytics", dependencies: ["AnalyticsCore", "ServiceKit"],
+                          path: "Services/analytics/App", swiftSettings: swiftSettings),
+
         .executableTarget(name: "switchyard", dependencies: [
             "Messaging", "Schemas", "Contracts", "Tenancy",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -194,8 +204,8 @@ let package = Package(
         .testTarget(name: "OrchestratorCoreTests", dependencies: ["OrchestratorCore", "KnowledgeBase", "TestKit"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ChatPathTests", dependencies: [
-            "GatewayCore", "RouterCore", "OrchestratorCore", "BillingCore", "Tenancy", "TestKit", "ServiceKit",
-            "Messaging", "Schemas",
+            "GatewayCore", "RouterCore", "OrchestratorCore", "BillingCore", "AnalyticsCore", "Tenancy", "TestKit",
+            "ServiceKit", "Messaging", "Schemas",
             "Storage", "Telemetry", "Contracts", "KnowledgeBase",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Hummingbird", package: "hummingbird"),

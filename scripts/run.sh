@@ -18,13 +18,15 @@ PG_PORT="${SWITCHYARD_PG_PORT:-5432}"
 HTTP_PORT="${SWITCHYARD_HTTP_PORT:-8080}"
 TENANT_HTTP_PORT="${SWITCHYARD_TENANT_HTTP_PORT:-8084}"
 BILLING_HTTP_PORT="${SWITCHYARD_BILLING_HTTP_PORT:-8085}"
+ANALYTICS_HTTP_PORT="${SWITCHYARD_ANALYTICS_HTTP_PORT:-8086}"
 # Start order: the tenant service first (it owns the tenants/apikeys KV buckets and serves the admin commands
 # the seed uses), then the rest.
-SERVICES=(tenant router orchestrator billing api-gateway)
+SERVICES=(tenant router orchestrator billing analytics api-gateway)
 # Ops port (/health, /ready, /metrics) and NATS user of each service.
 ops_port() {
   case "$1" in
     tenant) echo 9084 ;; router) echo 9081 ;; orchestrator) echo 9082 ;; api-gateway) echo 9083 ;; billing) echo 9085 ;;
+    analytics) echo 9086 ;;
   esac
 }
 nats_user() { case "$1" in api-gateway) echo gateway ;; *) echo "$1" ;; esac; }
@@ -89,8 +91,8 @@ up() {
   cat <<TXT
 
 Switchyard is running. Services: ${SERVICES[*]} (logs in .run/logs/; ops ports: tenant 9084, router 9081,
-orchestrator 9082, billing 9085, api-gateway 9083; admin HTTP: tenant on $TENANT_HTTP_PORT, billing on
-$BILLING_HTTP_PORT).
+orchestrator 9082, billing 9085, analytics 9086, api-gateway 9083; admin HTTP: tenant on $TENANT_HTTP_PORT,
+billing on $BILLING_HTTP_PORT, analytics on $ANALYTICS_HTTP_PORT).
 Demo credentials are in .run/demo.env. Try:
 
   source .run/demo.env
@@ -104,6 +106,7 @@ Administer it with the CLI (NATS user \`admin\` and the admin token are in .run/
   $BIN/switchyard tenant list
   $BIN/switchyard price set --provider openai --model gpt-4o-mini --input-micros 150000 --output-micros 600000
   $BIN/switchyard usage --tenant demo-restaurant --by model
+  $BIN/switchyard stats --tenant demo-restaurant --since 1h --by agent
 
 TXT
 }
@@ -137,6 +140,9 @@ start_service() {
     fi
     if [ "$name" = billing ]; then
       export SWITCHYARD_HTTP_PORT="$BILLING_HTTP_PORT" SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN"
+    fi
+    if [ "$name" = analytics ]; then
+      export SWITCHYARD_HTTP_PORT="$ANALYTICS_HTTP_PORT" SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN"
     fi
     exec nohup "$BIN/$name" >"$RUN/logs/$name.log" 2>&1
   ) &

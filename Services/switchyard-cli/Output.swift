@@ -51,8 +51,10 @@ struct TextTable {
     var rows: [[String]] = []
 
     init(_ headers: String...) { self.headers = headers }
+    init(headers: [String]) { self.headers = headers }
 
     mutating func add(_ row: String...) { rows.append(row) }
+    mutating func add(row: [String]) { rows.append(row) }
 
     func print(ifEmpty: String) {
         if rows.isEmpty {

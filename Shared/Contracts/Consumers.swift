@@ -52,5 +52,13 @@ public enum Consumers {
                      maxDeliver: 10, maxAckPending: 20_000, start: .all),
         owner: .billing)
 
-    public static let all = [routerRequested, orchestratorRouted, tenantKeyUsage, billingUsage]
+    /// Analytics' consumer of the whole event log (`evt.>`). It starts at the first event the stream holds: the
+    /// rollups fold each stream sequence once (docs/adr/0015), so a recreated durable changes nothing.
+    public static let analyticsEvents = ConsumerContract(
+        stream: Streams.events,
+        ConsumerSpec(durable: "analytics-events", filterSubject: Subjects.eventsAll, ackWait: .seconds(30),
+                     maxDeliver: 10, maxAckPending: 40_000, start: .all),
+        owner: .analytics)
+
+    public static let all = [routerRequested, orchestratorRouted, tenantKeyUsage, billingUsage, analyticsEvents]
 }

@@ -43,6 +43,15 @@ extension MetricName {
         "billing_ledger_lag_seconds",
         help: "Seconds between a usage event's time and its recording in the ledger (last batch).")
 
+    // Analytics (docs/adr/0015).
+    public static let analyticsEventsTotal = MetricName(
+        "analytics_events_total",
+        help: "Event-log messages handled by analytics, by outcome (folded, duplicate, ignored = a kind the rollups "
+            + "do not count, rejected = dead-lettered).")
+    public static let analyticsLagSeconds = MetricName(
+        "analytics_lag_seconds",
+        help: "Seconds between the newest folded event's time and its folding into the rollups (last batch).")
+
     // Budgets (gateway admission, docs/adr/0014).
     public static let gatewayBudgetRejectionsTotal = MetricName(
         "gateway_budget_rejections_total",
@@ -67,6 +76,7 @@ extension MetricName {
         .natsMessagesPublishedTotal, .natsMessagesConsumedTotal, .natsMessagesDeadLetteredTotal,
         .dbQueryDurationSeconds, .providerAttemptsTotal, .providerLatencySeconds, .adminCommandsTotal,
         .billingUsageEventsTotal, .billingSpendMicrosTotal, .billingLedgerLagSeconds, .gatewayBudgetRejectionsTotal,
+        .analyticsEventsTotal, .analyticsLagSeconds,
     ]
 }
 

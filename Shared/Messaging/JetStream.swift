@@ -71,6 +71,8 @@ public struct ConsumerSpec: Sendable, Equatable {
         /// log picks up what is still worth handling instead of replaying the whole log. Resolved to a start
         /// sequence when the durable is created.
         case recent(Duration)
+        /// From this stream sequence on (a replay of a known range, e.g. an analytics rebuild).
+        case sequence(UInt64)
     }
 
     public init(durable: String, filterSubject: String? = nil, ackWait: Duration = .seconds(30),
@@ -314,6 +316,9 @@ public final class JetStream: @unchecked Sendable {
                 config.DeliverPolicy = js_DeliverAll
             case .new:
                 config.DeliverPolicy = js_DeliverNew
+            case .sequence(let sequence):
+                config.DeliverPolicy = js_DeliverByStartSequence
+                config.OptStartSeq = max(1, sequence)
             case .recent(let window):
                 // As a start *sequence*: nats-server 2.9 refuses any later update of a durable created with a
                 // start time ("start time can not be updated"), even with the identical time.
@@ -361,6 +366,27 @@ public final class JetStream: @unchecked Sendable {
             }
         }
         logger.debug("consumer provisioned", metadata: ["stream": "\(stream)", "consumer": "\(spec.durable)"])
+    }
+
+    /// Deletes a durable (e.g. a replay's temporary one); a durable that does not exist is not an error.
+    public func deleteConsumer(stream: String, durable: String) async throws(NATSError) {
+        let ctx = SendablePointer(context)
+        try await connection.lane.run { () throws(NATSError) in
+            var jsErr = jsErrCode(0)
+            let status = js_DeleteConsumer(ctx.pointer, stream, durable, nil, &jsErr)
+            if status != NATS_OK && status != NATS_NOT_FOUND {
+                throw NATSError.fromStatus(status, code: .jetStream,
+                                           context: "deleting consumer \(durable) of stream \(stream)", jsErr: jsErr)
+            }
+        }
+    }
+
+    /// The first sequence of `stream` stored at or after `unixNanos` (one past the last if none is).
+    public func firstSequence(storedSince unixNanos: Int64, stream: String) async throws(NATSError) -> UInt64 {
+        let ctx = SendablePointer(context)
+        return try await connection.lane.run { () throws(NATSError) -> UInt64 in
+            try Self.firstSequence(storedSince: unixNanos, stream: stream, context: ctx.pointer)
+        }
     }
 
     /// Fails with `.notFound` (naming stream and durable) unless the durable exists: consume loops bind only to

@@ -19,6 +19,18 @@ public struct AdminAuthenticator: Sendable {
         credentials = tokens.map { Credential(name: $0.name, digest: SHA256.hash($0.token)) }
     }
 
+    /// `SWITCHYARD_ADMIN_TOKENS` from the environment, parsed (empty when unset).
+    public static func tokens(from environment: EnvironmentReader) throws(ConfigurationError)
+        -> [(name: String, token: String)]
+    {
+        do {
+            return try parse(environment.optional("SWITCHYARD_ADMIN_TOKENS") ?? "")
+        } catch {
+            throw ConfigurationError(code: .invalidChoice, variable: "SWITCHYARD_ADMIN_TOKENS",
+                                     expectation: "name:token pairs; names [a-z0-9-], tokens of 16+ characters")
+        }
+    }
+
     /// Parses `name:token,name2:token2` (a bare `token` is named "admin").
     public static func parse(_ value: String) throws(AdminFailure) -> [(name: String, token: String)] {
         var result: [(String, String)] = []

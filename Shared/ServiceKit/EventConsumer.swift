@@ -128,6 +128,19 @@ extension ServiceBuilder {
         })
     }
 
+    /// A durable consumer whose handler takes raw deliveries in batches (for consumers of several event types,
+    /// which decode by subject). Outcomes as for ``consumeBatches(_:_:spec:batchSize:concurrentBatches:maxInFlight:keepAlive:meta:handler:)``.
+    public func consumeRawBatches(
+        _ contract: ConsumerContract, spec: ConsumerSpec? = nil, batchSize: Int = 256, concurrentBatches: Int = 2,
+        maxInFlight: Int? = nil, keepAlive: Bool = true, handler: @escaping JetStreamConsumerService.BatchHandler
+    ) async throws {
+        let spec = try await provision(contract, spec: spec)
+        add(JetStreamConsumerService.batches(
+            jetStream: jetStream, stream: contract.stream.name, consumer: spec, batchSize: batchSize,
+            concurrentBatches: concurrentBatches, maxInFlight: maxInFlight, keepAlive: keepAlive, logger: logger,
+            handler: handler))
+    }
+
     /// A durable consumer with a raw handler (for consumers that batch or read several event types).
     public func consume(
         _ contract: ConsumerContract, spec: ConsumerSpec? = nil, batchSize: Int = 64, maxInFlight: Int? = nil,

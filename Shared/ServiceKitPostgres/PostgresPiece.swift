@@ -37,3 +37,23 @@ extension ServiceBuilder {
         return pool
     }
 }
+
+/// Runs a batch write, retrying with backoff (100 ms doubling to 5 s) while PostgreSQL is unreachable or the
+/// transaction hit a transient error (deadlock, serialization), up to `budget`; then the error goes to the
+/// consume loop, which naks the batch. `onRetry` sees each failure first (metrics, a log line).
+public func retryingTransientDatabaseErrors<T>(
+    budget: Duration, onRetry: (PostgresError, Duration) -> Void, _ operation: () async throws -> T
+) async throws -> T {
+    let clock = ContinuousClock()
+    let deadline = clock.now + budget
+    var delay: Duration = .milliseconds(100)
+    while true {
+        do {
+            return try await operation()
+        } catch let error as PostgresError where error.isRetriable && clock.now < deadline {
+            onRetry(error, delay)
+            try await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(5))
+        }
+    }
+}

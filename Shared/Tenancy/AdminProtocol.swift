@@ -52,6 +52,16 @@ public enum BillingAdminCommand: String, Sendable, CaseIterable {
     public var subject: String { Subjects.admin(service: Self.service, command: rawValue) }
 }
 
+public enum AnalyticsAdminCommand: String, Sendable, CaseIterable {
+    case stats
+    case rebuild
+
+    public static let service = "analytics"
+
+    /// `admin.analytics.<command>`
+    public var subject: String { Subjects.admin(service: Self.service, command: rawValue) }
+}
+
 /// Every admin request carries the caller's admin token and a declared actor name.
 public protocol AdminRequest: ProtoMessage {
     var adminToken: String { get set }
@@ -85,6 +95,8 @@ extension ListPricesRequest: AdminRequest {}
 extension UsageReportRequest: AdminRequest {}
 extension InvoiceRequest: AdminRequest {}
 extension RecomputeRequest: AdminRequest {}
+extension StatsRequest: AdminRequest {}
+extension RebuildRequest: AdminRequest {}
 
 extension CreateTenantResponse: AdminResponse {}
 extension UpdateTenantResponse: AdminResponse {}
@@ -107,6 +119,8 @@ extension ListPricesResponse: AdminResponse {}
 extension UsageReportResponse: AdminResponse {}
 extension InvoiceResponse: AdminResponse {}
 extension RecomputeResponse: AdminResponse {}
+extension StatsResponse: AdminResponse {}
+extension RebuildResponse: AdminResponse {}
 
 /// The error codes of `AdminError.code`, with their HTTP statuses for the admin HTTP API.
 public enum AdminErrorCode: String, Sendable, CaseIterable {
@@ -174,6 +188,12 @@ public struct AdminClient: Sendable {
         _ command: BillingAdminCommand, _ request: Request, as _: Response.Type = Response.self
     ) async throws(AdminFailure) -> Response {
         try await call(subject: command.subject, service: "billing service", request)
+    }
+
+    public func call<Request: AdminRequest, Response: AdminResponse>(
+        _ command: AnalyticsAdminCommand, _ request: Request, as _: Response.Type = Response.self
+    ) async throws(AdminFailure) -> Response {
+        try await call(subject: command.subject, service: "analytics service", request)
     }
 
     /// Sends `request` (with this client's token and actor) to `subject` and returns the response, or throws

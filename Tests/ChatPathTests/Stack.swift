@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import AnalyticsCore
 import BillingCore
 import Foundation
 import GatewayCore
@@ -24,6 +25,8 @@ import TestKit
 final class Stack: Sendable {
     static let logger = Logger(label: "chat-path") { _ in SwiftLogNoOpLogHandler() }
     static let tenant = "acme-bistro"
+    /// The admin token of in-process services that take admin commands (analytics).
+    static let adminToken = "test-admin-token-0123456789"
 
     let nats: NATSServer
     let postgres: PostgresServer
@@ -66,7 +69,7 @@ final class Stack: Sendable {
     static func start(orchestrator: OrchestratorConfiguration = OrchestratorConfiguration(endpoints: []),
                       gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
                       consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
-                      inProcessRouter: Bool = true, billing: Bool = false,
+                      inProcessRouter: Bool = true, billing: Bool = false, analytics: Bool = false,
                       gatewayReplicas: Int = 1) async throws -> Stack {
         let nats = try await NATSServer.start()
         let postgres = try await PostgresServer.start()
@@ -95,6 +98,13 @@ final class Stack: Sendable {
             groups.append(try await buildBilling(
                 configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "billing-1"),
                                                         service: "billing"),
+                logger: logger, signals: false))
+        }
+        if analytics {
+            groups.append(try await buildAnalytics(
+                configuration: try ServiceConfiguration(
+                    environment: environment(nats, postgres, instance: "analytics-1"), service: "analytics"),
+                analytics: AnalyticsConfiguration(adminTokens: [(name: "test", token: adminToken)]),
                 logger: logger, signals: false))
         }
         let ports = Mutex<[Int]>(Array(repeating: 0, count: gatewayReplicas))
@@ -206,11 +216,11 @@ final class Stack: Sendable {
     static func with<T>(orchestrator: OrchestratorConfiguration = OrchestratorConfiguration(endpoints: []),
                         gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
                         consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
-                        inProcessRouter: Bool = true, billing: Bool = false, gatewayReplicas: Int = 1,
-                        _ body: (Stack) async throws -> T) async throws -> T {
+                        inProcessRouter: Bool = true, billing: Bool = false, analytics: Bool = false,
+                        gatewayReplicas: Int = 1, _ body: (Stack) async throws -> T) async throws -> T {
         let stack = try await start(orchestrator: orchestrator, gateway: gateway, consentPolicy: consentPolicy,
                                     inProcessOrchestrator: inProcessOrchestrator, inProcessRouter: inProcessRouter,
-                                    billing: billing, gatewayReplicas: gatewayReplicas)
+                                    billing: billing, analytics: analytics, gatewayReplicas: gatewayReplicas)
         do {
             let result = try await body(stack)
             await stack.stop()

@@ -11,7 +11,7 @@ import Testing
 /// the same connection, and a subscriber that sees the marker would have seen the denied message first.
 @Suite("NATS users and subject permissions (scripts/nats-auth.conf.tmpl)")
 struct NATSPermissionTests {
-    static let serviceUsers = ["gateway", "router", "orchestrator", "billing"]
+    static let serviceUsers = ["gateway", "router", "orchestrator", "billing", "analytics"]
 
     // MARK: the template itself
 
@@ -28,7 +28,7 @@ struct NATSPermissionTests {
         missing["router"] = nil
         #expect(throws: TestProcessError.self) { try NATSAuthTemplate.render(passwords: missing) }
         var unknown = passwords
-        unknown["analytics"] = "abc"
+        unknown["nobody"] = "abc"
         #expect(throws: TestProcessError.self) { try NATSAuthTemplate.render(passwords: unknown) }
         for unsafe in ["", "a\"b", "a b", "a\nb", "a\\b", "a|b", "a&b", "pässword"] {
             var bad = passwords
@@ -122,36 +122,36 @@ struct NATSPermissionTests {
         }
     }
 
-    @Test("billing serves admin.billing.* (answering into the admin inbox) but never receives the tenant service's commands")
-    func billingServesOnlyItsOwnAdminCommands() async throws {
+    @Test("billing and analytics serve their own admin commands (answering into the admin inbox) but never receive the tenant service's or each other's",
+          arguments: [("billing", "analytics"), ("analytics", "billing")])
+    func servicesServeOnlyTheirOwnAdminCommands(user: String, other: String) async throws {
         try await withAuthServer { server, passwords in
-            let billing = try await connect(server, user: "billing", password: passwords["billing"])
-            defer { billing.close() }
-            let own = try billing.subscribe("admin.billing.ping", queue: "billing")
+            let service = try await connect(server, user: user, password: passwords[user])
+            defer { service.close() }
+            let own = try service.subscribe("admin.\(user).ping", queue: user)
             let responder = Task {
                 for await message in own.messages {
                     guard let reply = message.reply else { continue }
-                    try? billing.publish(reply, payload: bytes("pong:" + text(message.payload)))
+                    try? service.publish(reply, payload: bytes("pong:" + text(message.payload)))
                 }
             }
             defer { responder.cancel(); own.unsubscribe() }
-            try await billing.flush()
-            let tenantCommands = try billing.subscribe("admin.tenant.ping")
-            try await billing.flush()
-            #expect(await refusedSubscription(billing, "admin.tenant.ping"))
-            let replySniffer = try billing.subscribe("_INBOX_admin.>")
-            try await billing.flush()
-            #expect(await refusedSubscription(billing, "_INBOX_admin.>"))
+            try await service.flush()
+            var refused: [NATSSubscription] = []
+            for subject in ["admin.tenant.ping", "admin.\(other).ping", "_INBOX_admin.>"] {
+                refused.append(try service.subscribe(subject))
+                try await service.flush()
+                #expect(await refusedSubscription(service, subject), "\(user) may subscribe to \(subject)")
+            }
 
             let admin = try await connect(server, user: "admin", password: passwords["admin"])
             defer { admin.close() }
-            let reply = try await admin.request("admin.billing.ping", payload: bytes("from-admin"), timeout: .seconds(5))
+            let reply = try await admin.request("admin.\(user).ping", payload: bytes("from-admin"), timeout: .seconds(5))
             #expect(text(reply.payload) == "pong:from-admin")
-            await #expect(throws: NATSError.self, "billing must not send admin commands") {
-                _ = try await billing.request("admin.tenant.ping", payload: bytes("x"), timeout: .seconds(1))
+            await #expect(throws: NATSError.self, "\(user) must not send admin commands") {
+                _ = try await service.request("admin.tenant.ping", payload: bytes("x"), timeout: .seconds(1))
             }
-            tenantCommands.unsubscribe()
-            replySniffer.unsubscribe()
+            for subscription in refused { subscription.unsubscribe() }
         }
     }
 

@@ -116,35 +116,12 @@ public struct UsageIngest: Sendable {
     /// Records the lines, retrying with backoff while PostgreSQL is unreachable or the transaction hit a
     /// transient error (deadlock, serialization), up to ``retryBudget``.
     func recordRetrying(_ lines: [UsageLine]) async throws -> Ledger.Outcome {
-        let clock = ContinuousClock()
-        let deadline = clock.now + retryBudget
-        var delay: Duration = .milliseconds(100)
-        while true {
-            do {
-                return try await ledger.record(lines)
-            } catch let error as PostgresError where error.isRetriable && clock.now < deadline {
-                metrics.counter(.billingUsageEventsTotal, [(.outcome, "failed")]).increment(by: lines.count)
-                logger.warning("ledger write failed, retrying", metadata: [
-                    "error": "\(error)", "events": "\(lines.count)", "retry": "\(delay)",
-                ])
-                try await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(5))
-            }
-        }
-    }
-}
-
-/// Kills the process with SIGKILL after the n-th committed batch (see ``BillingConfiguration``).
-final class CommitFailpoint: Sendable {
-    private let remaining: Mutex<Int>
-    init(_ commits: Int) { remaining = Mutex(commits) }
-
-    func committed() {
-        let fire = remaining.withLock { remaining -> Bool in
-            remaining -= 1
-            return remaining == 0
-        }
-        if fire { kill(getpid(), SIGKILL) }
+        try await retryingTransientDatabaseErrors(budget: retryBudget, onRetry: { error, delay in
+            metrics.counter(.billingUsageEventsTotal, [(.outcome, "failed")]).increment(by: lines.count)
+            logger.warning("ledger write failed, retrying", metadata: [
+                "error": "\(error)", "events": "\(lines.count)", "retry": "\(delay)",
+            ])
+        }) { try await ledger.record(lines) }
     }
 }
 

@@ -19,11 +19,6 @@ public struct BillingConfiguration: Sendable {
         let name = "SWITCHYARD_BILLING_FAILPOINT_KILL_AFTER_COMMITS"
         killAfterCommits = environment.optional(name) == nil
             ? nil : try environment.integer(name, default: 1, range: 1...1_000_000)
-        do {
-            adminTokens = try AdminAuthenticator.parse(environment.optional("SWITCHYARD_ADMIN_TOKENS") ?? "")
-        } catch {
-            throw ConfigurationError(code: .invalidChoice, variable: "SWITCHYARD_ADMIN_TOKENS",
-                                     expectation: "name:token pairs; names [a-z0-9-], tokens of 16+ characters")
-        }
+        adminTokens = try AdminAuthenticator.tokens(from: environment)
     }
 }

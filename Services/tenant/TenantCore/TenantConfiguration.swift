@@ -20,13 +20,7 @@ public struct TenantConfiguration: Sendable {
     }
 
     public init(environment: EnvironmentReader = EnvironmentReader()) throws(ConfigurationError) {
-        let tokens: [(name: String, token: String)]
-        do {
-            tokens = try AdminAuthenticator.parse(environment.optional("SWITCHYARD_ADMIN_TOKENS") ?? "")
-        } catch {
-            throw ConfigurationError(code: .invalidChoice, variable: "SWITCHYARD_ADMIN_TOKENS",
-                                     expectation: "name:token pairs; names [a-z0-9-], tokens of 16+ characters")
-        }
+        let tokens = try AdminAuthenticator.tokens(from: environment)
         guard !tokens.isEmpty else {
             throw ConfigurationError(code: .empty, variable: "SWITCHYARD_ADMIN_TOKENS",
                                      expectation: "at least one name:token pair (admin commands need a credential)")

@@ -5,6 +5,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 #include "switchyard/v1/admin.pb-c.h"
+#include "switchyard/v1/analytics.pb-c.h"
 #include "switchyard/v1/billing.pb-c.h"
 #include "switchyard/v1/chat.pb-c.h"
 #include "switchyard/v1/common.pb-c.h"

@@ -38,6 +38,12 @@ let allSampleableTypes: [any Sampleable.Type] = [
     KnowledgeDeleteResponse.self,
     KnowledgeListRequest.self,
     KnowledgeListResponse.self,
+    LatencySummary.self,
+    StatsRow.self,
+    StatsRequest.self,
+    StatsResponse.self,
+    RebuildRequest.self,
+    RebuildResponse.self,
     Price.self,
     SetPriceRequest.self,
     SetPriceResponse.self,
@@ -416,6 +422,101 @@ extension KnowledgeListResponse: Sampleable {
         var m = KnowledgeListResponse()
         if g.present() { m.error = AdminError.sample(&g) }
         for _ in 0..<g.count() { m.entries.append(KnowledgeEntry.sample(&g)) }
+        return m
+    }
+}
+
+extension LatencySummary: Sampleable {
+    static func sample(_ g: inout SampleGen) -> LatencySummary {
+        var m = LatencySummary()
+        m.hop = g.string()
+        m.count = g.int64()
+        m.p50Micros = g.int64()
+        m.p95Micros = g.int64()
+        m.p99Micros = g.int64()
+        m.maxMicros = g.int64()
+        return m
+    }
+}
+
+extension StatsRow: Sampleable {
+    static func sample(_ g: inout SampleGen) -> StatsRow {
+        var m = StatsRow()
+        m.tenantID = g.string()
+        m.agent = g.string()
+        m.agentVersion = g.string()
+        m.rolloutCohort = g.string()
+        m.channel = g.string()
+        m.packageName = g.string()
+        m.hop = g.string()
+        m.requests = g.int64()
+        m.completions = g.int64()
+        m.failures = g.int64()
+        m.handoffs = g.int64()
+        m.consentAsked = g.int64()
+        m.consentGranted = g.int64()
+        m.consentDenied = g.int64()
+        m.kbAnswered = g.int64()
+        m.kbNoAnswer = g.int64()
+        m.promptTokens = g.int64()
+        m.completionTokens = g.int64()
+        m.costMicros = g.int64()
+        m.unpricedCompletions = g.int64()
+        for _ in 0..<g.count() { m.failuresByCode[g.string()] = g.int64() }
+        for _ in 0..<g.count() { m.latency.append(LatencySummary.sample(&g)) }
+        m.conversations = g.int64()
+        m.conversationsAnswered = g.int64()
+        m.conversationsHandedOff = g.int64()
+        m.conversationsAbandoned = g.int64()
+        return m
+    }
+}
+
+extension StatsRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> StatsRequest {
+        var m = StatsRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.platform = g.bool()
+        m.sinceUnixNanos = g.int64()
+        m.untilUnixNanos = g.int64()
+        m.by = g.string()
+        m.agent = g.string()
+        return m
+    }
+}
+
+extension StatsResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> StatsResponse {
+        var m = StatsResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        for _ in 0..<g.count() { m.rows.append(StatsRow.sample(&g)) }
+        m.sinceUnixNanos = g.int64()
+        m.untilUnixNanos = g.int64()
+        return m
+    }
+}
+
+extension RebuildRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> RebuildRequest {
+        var m = RebuildRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.fromUnixNanos = g.int64()
+        return m
+    }
+}
+
+extension RebuildResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> RebuildResponse {
+        var m = RebuildResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        m.fromUnixNanos = g.int64()
+        m.firstSequence = g.uint64()
+        m.lastSequence = g.uint64()
+        m.eventsReplayed = g.int64()
+        m.eventsFolded = g.int64()
         return m
     }
 }

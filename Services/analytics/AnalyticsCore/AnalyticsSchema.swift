@@ -1,0 +1,81 @@
+import Storage
+
+/// The analytics service's tables (docs/adr/0015): minute rollups of the event log, keyed by tenant × minute ×
+/// agent × agent version × rollout cohort × channel × package, all derived from the log alone.
+/// - `analytics_applied`: the event-log sequences already folded (with their minute), the ledger that makes a
+///   redelivered event change nothing; pruned below the durable's ack floor, deleted by minute for a rebuild.
+/// - `analytics_minutes`: counters; `analytics_errors`: failures per error code; `analytics_latency`: per-hop
+///   latency histograms as (bucket, count) rows (``LatencyBuckets``), which add up to any window exactly;
+///   `analytics_conversations`: one row per conversation (its first minute and whether it was answered or handed
+///   off; flags only ever turn on, so folding an event twice cannot change them).
+public enum AnalyticsSchema {
+    public static let migrations: [Migration] = [
+        Migration(version: 1, name: "minute rollups, latency histograms, conversations", sql: """
+            CREATE TABLE analytics_applied (
+                seq    bigint      PRIMARY KEY,
+                minute timestamptz NOT NULL
+            );
+            CREATE INDEX analytics_applied_minute ON analytics_applied USING brin (minute);
+            CREATE TABLE analytics_minutes (
+                tenant_id            text        NOT NULL,
+                minute               timestamptz NOT NULL,
+                agent                text        NOT NULL,
+                agent_version        text        NOT NULL,
+                rollout_cohort       text        NOT NULL,
+                channel              text        NOT NULL,
+                package_name         text        NOT NULL,
+                requests             bigint      NOT NULL,
+                completions          bigint      NOT NULL,
+                failures             bigint      NOT NULL,
+                handoffs             bigint      NOT NULL,
+                consent_asked        bigint      NOT NULL,
+                consent_granted      bigint      NOT NULL,
+                consent_denied       bigint      NOT NULL,
+                kb_answered          bigint      NOT NULL,
+                kb_no_answer         bigint      NOT NULL,
+                prompt_tokens        bigint      NOT NULL,
+                completion_tokens    bigint      NOT NULL,
+                cost_micros          bigint      NOT NULL,
+                unpriced_completions bigint      NOT NULL,
+                PRIMARY KEY (tenant_id, minute, agent, agent_version, rollout_cohort, channel, package_name)
+            );
+            CREATE INDEX analytics_minutes_minute ON analytics_minutes (minute);
+            CREATE TABLE analytics_errors (
+                tenant_id      text        NOT NULL,
+                minute         timestamptz NOT NULL,
+                agent          text        NOT NULL,
+                agent_version  text        NOT NULL,
+                rollout_cohort text        NOT NULL,
+                channel        text        NOT NULL,
+                package_name   text        NOT NULL,
+                error_code     text        NOT NULL,
+                failures       bigint      NOT NULL,
+                PRIMARY KEY (tenant_id, minute, agent, agent_version, rollout_cohort, channel, package_name, error_code)
+            );
+            CREATE INDEX analytics_errors_minute ON analytics_errors (minute);
+            CREATE TABLE analytics_latency (
+                tenant_id      text        NOT NULL,
+                minute         timestamptz NOT NULL,
+                agent          text        NOT NULL,
+                agent_version  text        NOT NULL,
+                rollout_cohort text        NOT NULL,
+                channel        text        NOT NULL,
+                package_name   text        NOT NULL,
+                hop            text        NOT NULL,
+                bucket         integer     NOT NULL,
+                samples        bigint      NOT NULL,
+                PRIMARY KEY (tenant_id, minute, agent, agent_version, rollout_cohort, channel, package_name, hop, bucket)
+            );
+            CREATE INDEX analytics_latency_minute ON analytics_latency (minute);
+            CREATE TABLE analytics_conversations (
+                tenant_id       text        NOT NULL,
+                conversation_id text        NOT NULL,
+                started         timestamptz NOT NULL,
+                answered        boolean     NOT NULL,
+                handed_off      boolean     NOT NULL,
+                PRIMARY KEY (tenant_id, conversation_id)
+            );
+            CREATE INDEX analytics_conversations_started ON analytics_conversations (tenant_id, started);
+            """),
+    ]
+}

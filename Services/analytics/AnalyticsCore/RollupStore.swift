@@ -1,0 +1,73 @@
+import Storage
+
+/// Folds facts into the rollups exactly once per event-log sequence (docs/adr/0015): in one transaction, the
+/// batch's sequences go into `analytics_applied` (`ON CONFLICT DO NOTHING RETURNING`), and only the facts whose
+/// sequence was new are summed and upserted. A redelivery after a crash between COMMIT and ack, or a batch that
+/// a rebuild already replayed, therefore changes nothing.
+public struct RollupStore: Sendable {
+    public let pool: PostgresPool
+    public let prices: PriceBook
+
+    /// The advisory lock: live batches take it shared, a rebuild exclusively while it replaces rollups.
+    public static let writeLock: Int64 = 0x5359_414E_4C59  // "SYANLY"
+
+    public init(pool: PostgresPool, prices: PriceBook) {
+        self.pool = pool
+        self.prices = prices
+    }
+
+    public struct Outcome: Sendable, Equatable {
+        /// Facts new to the rollups.
+        public var folded: Int
+        /// Facts whose sequence had been folded before.
+        public var duplicates: Int
+        /// New completions without a price.
+        public var unpriced: Int
+    }
+
+    /// Folds `facts` in one transaction of its own.
+    public func fold(_ facts: [EventFact]) async throws -> Outcome {
+        guard !facts.isEmpty else { return Outcome(folded: 0, duplicates: 0, unpriced: 0) }
+        try await prices.refreshIfStale()
+        return try await pool.transaction { connection in
+            _ = try await connection.query("SELECT pg_advisory_xact_lock_shared($1)", [.int64(Self.writeLock)])
+            return try await fold(facts, on: connection)
+        }
+    }
+
+    /// Folds `facts` on `connection`, inside the caller's transaction (a rebuild's, which holds the lock).
+    func fold(_ facts: [EventFact], on connection: PostgresConnection) async throws -> Outcome {
+        guard !facts.isEmpty else { return Outcome(folded: 0, duplicates: 0, unpriced: 0) }
+        var sequences = PostgresArrayLiteral(), minutes = PostgresArrayLiteral()
+        for fact in facts {
+            sequences.append(number: Int64(fact.sequence))
+            minutes.append(number: fact.minute)
+        }
+        let rows = try await connection.query("""
+            INSERT INTO analytics_applied (seq, minute)
+            SELECT seq, to_timestamp(minute_s) FROM unnest($1::bigint[], $2::bigint[]) AS i (seq, minute_s)
+            ORDER BY seq
+            ON CONFLICT (seq) DO NOTHING
+            RETURNING seq
+            """, [.text(sequences.literal), .text(minutes.literal)])
+        var fresh = Set<UInt64>()
+        fresh.reserveCapacity(rows.count)
+        for row in rows { fresh.insert(UInt64(try row.decode(Int64.self, at: 0))) }
+        let delta = RollupDelta(facts.lazy.filter { fresh.contains($0.sequence) }, prices: prices)
+        for (sql, parameters) in delta.statements {
+            _ = try await connection.execute(sql, parameters)
+        }
+        return Outcome(folded: fresh.count, duplicates: facts.count - fresh.count, unpriced: delta.unpriced)
+    }
+
+    /// Forgets the applied sequences at or below the durable's ack floor: those are never delivered again (a
+    /// rebuild deletes what it replays by minute, not by sequence). Returns how many rows went.
+    public func prune(belowOrAt ackFloor: UInt64) async throws -> Int {
+        guard ackFloor > 0 else { return 0 }
+        return try await pool.transaction { connection in
+            _ = try await connection.query("SELECT pg_advisory_xact_lock_shared($1)", [.int64(Self.writeLock)])
+            return try await connection.execute("DELETE FROM analytics_applied WHERE seq <= $1",
+                                                [.int64(Int64(clamping: ackFloor))])
+        }
+    }
+}
