@@ -61,10 +61,19 @@ bench-billing: deps ## Billing ledger ingest rate: 200,000 pre-filled usage even
 	@echo "building release (the first build takes minutes on 2 cores; progress every 50 steps)…"
 	@set -o pipefail; $(SWIFT) build -c release --product billing 2>&1 \
 	  | awk '/error|Build complete/ {print; fflush(); next} NR % 50 == 1 {print; fflush()}'
-	@set -o pipefail; $(SWIFT) build -c release --product billing-bench 2>&1 \
+	@set -o pipefail; $(SWIFT) build -c release --product ingest-bench 2>&1 \
 	  | awk '/error|Build complete/ {print; fflush(); next} NR % 50 == 1 {print; fflush()}'
-	stdbuf -oL "$$($(SWIFT) build -c release --show-bin-path)/billing-bench" "$$($(SWIFT) build -c release --show-bin-path)/billing"
+	stdbuf -oL "$$($(SWIFT) build -c release --show-bin-path)/ingest-bench" billing "$$($(SWIFT) build -c release --show-bin-path)/billing"
 	BENCH_MODE=billing-live ./scripts/bench.sh
+
+.PHONY: bench-analytics
+bench-analytics: deps ## Analytics fold rate: 100,000 pre-filled chats (~450,000 events) over 200 tenants (ANALYTICS_BENCH_CHATS)
+	@echo "building release (the first build takes minutes on 2 cores; progress every 50 steps)…"
+	@set -o pipefail; $(SWIFT) build -c release --product analytics 2>&1 \
+	  | awk '/error|Build complete/ {print; fflush(); next} NR % 50 == 1 {print; fflush()}'
+	@set -o pipefail; $(SWIFT) build -c release --product ingest-bench 2>&1 \
+	  | awk '/error|Build complete/ {print; fflush(); next} NR % 50 == 1 {print; fflush()}'
+	stdbuf -oL "$$($(SWIFT) build -c release --show-bin-path)/ingest-bench" analytics "$$($(SWIFT) build -c release --show-bin-path)/analytics"
 
 .PHONY: bench
 bench: ## Full chat path under load (wrk, concurrency 1/16/64, stream + non-stream, fake upstream + local)

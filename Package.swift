@@ -31,7 +31,7 @@ let package = Package(
         .library(name: "TestKit", targets: ["TestKit"]),
         .executable(name: "shared-bench", targets: ["SharedBench"]),
         .executable(name: "fake-upstream", targets: ["FakeUpstream"]),
-        .executable(name: "billing-bench", targets: ["BillingBench"]),
+        .executable(name: "ingest-bench", targets: ["IngestBench"]),
         .executable(name: "crash-consumer", targets: ["CrashConsumer"]),
         .executable(name: "api-gateway", targets: ["api-gateway"]),
         .executable(name: "router", targets: ["router"]),
@@ -182,10 +182,10 @@ let package = Package(
             "Schemas", "Messaging", "Storage", "TestKit",
         ], path: "Benchmarks/SharedBench", swiftSettings: swiftSettings),
 
-        .executableTarget(name: "BillingBench", dependencies: [
+        .executableTarget(name: "IngestBench", dependencies: [
             "Schemas", "Messaging", "Storage", "Contracts", "Tenancy", "TestKit",
             .product(name: "Logging", package: "swift-log"),
-        ], path: "Benchmarks/BillingBench", swiftSettings: swiftSettings),
+        ], path: "Benchmarks/IngestBench", swiftSettings: swiftSettings),
 
         .executableTarget(name: "FakeUpstream", dependencies: [
             .product(name: "Hummingbird", package: "hummingbird"),

@@ -108,9 +108,10 @@ struct AnalyticsCommand: AsyncParsableCommand {
             commandName: "rebuild",
             abstract: "Replay the event log into fresh rollups (all minutes, or those from --from on).",
             discussion: """
-                Live folding pauses while the rebuild runs (nothing is lost; it catches up afterwards). A rebuild \
-                that fails changes nothing. Without --from it covers everything the event log still holds. \
-                Long logs take a while: raise --timeout (default 10 s) accordingly.
+                The rebuild runs in the analytics service; this command starts it (or follows the one already \
+                running) and reports its progress until it ends. Live folding pauses meanwhile (nothing is lost; it \
+                catches up afterwards). A rebuild that fails changes nothing. Without --from it covers everything \
+                the event log still holds.
                 """)
 
         @OptionGroup(title: "Connection and output options") var options: AdminOptions
@@ -118,14 +119,32 @@ struct AnalyticsCommand: AsyncParsableCommand {
 
         func run() async throws {
             let fromNanos = try from.map { try parseTime($0, option: "--from") } ?? 0
-            FileHandle.standardError.write(Data("rebuilding analytics rollups from the event log…\n".utf8))
             try await options.withSession { session in
-                let response: RebuildResponse = try await session.call(AnalyticsAdminCommand.rebuild,
-                                                                       RebuildRequest(fromUnixNanos: fromNanos))
-                try session.output(json: response) {
-                    let scope = response.fromUnixNanos == 0 ? "every minute" : "minutes from \(Output.time(response.fromUnixNanos))"
-                    print("rebuilt \(scope): replayed events \(response.firstSequence)…\(response.lastSequence) "
-                          + "(\(response.eventsReplayed)), folded \(response.eventsFolded)")
+                var state: RebuildResponse = try await session.call(AnalyticsAdminCommand.rebuild,
+                                                                    RebuildRequest(fromUnixNanos: fromNanos))
+                let progress = FileHandle.standardError
+                progress.write(Data("rebuild \(state.id) (requested by \(state.requestedBy)) running…\n".utf8))
+                // Progress on stderr every 2 s until it finishes; the outcome on stdout (or as JSON).
+                var lastReport = Date.distantPast
+                while state.state == "running" {
+                    try await Task.sleep(for: .milliseconds(500))
+                    state = try await session.call(AnalyticsAdminCommand.rebuildStatus, RebuildStatusRequest(id: state.id))
+                    if Date().timeIntervalSince(lastReport) >= 2, state.state == "running" {
+                        lastReport = Date()
+                        let of = state.lastSequence > 0 ? " of events \(state.firstSequence)…\(state.lastSequence)" : ""
+                        progress.write(Data("  replayed \(state.eventsReplayed)\(of), folded \(state.eventsFolded)\n".utf8))
+                    }
+                }
+                let outcome = state
+                try session.output(json: outcome) {
+                    let scope = outcome.fromUnixNanos == 0 ? "every minute" : "minutes from \(Output.time(outcome.fromUnixNanos))"
+                    if outcome.state == "done" {
+                        print("rebuilt \(scope): replayed events \(outcome.firstSequence)…\(outcome.lastSequence) "
+                              + "(\(outcome.eventsReplayed)), folded \(outcome.eventsFolded)")
+                    }
+                }
+                if outcome.state != "done" {
+                    throw AdminFailure(.unavailable, "rebuild \(outcome.id) failed, nothing was changed: \(outcome.failure)")
                 }
             }
         }

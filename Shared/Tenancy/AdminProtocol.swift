@@ -55,6 +55,7 @@ public enum BillingAdminCommand: String, Sendable, CaseIterable {
 public enum AnalyticsAdminCommand: String, Sendable, CaseIterable {
     case stats
     case rebuild
+    case rebuildStatus = "rebuild-status"
 
     public static let service = "analytics"
 
@@ -97,6 +98,7 @@ extension InvoiceRequest: AdminRequest {}
 extension RecomputeRequest: AdminRequest {}
 extension StatsRequest: AdminRequest {}
 extension RebuildRequest: AdminRequest {}
+extension RebuildStatusRequest: AdminRequest {}
 
 extension CreateTenantResponse: AdminResponse {}
 extension UpdateTenantResponse: AdminResponse {}

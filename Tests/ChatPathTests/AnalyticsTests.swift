@@ -167,8 +167,18 @@ struct AnalyticsTests {
         return response.rows
     }
 
+    /// Starts a rebuild of everything and waits until it is done.
     static func rebuild(_ stack: Stack) async throws -> RebuildResponse {
-        try await admin(stack).call(AnalyticsAdminCommand.rebuild, RebuildRequest())
+        let client = admin(stack)
+        var state: RebuildResponse = try await client.call(AnalyticsAdminCommand.rebuild, RebuildRequest())
+        #expect(state.state == "running" || state.state == "done")
+        let deadline = ContinuousClock.now + .seconds(300)
+        while state.state == "running" && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            state = try await client.call(AnalyticsAdminCommand.rebuildStatus, RebuildStatusRequest(id: state.id))
+        }
+        #expect(state.state == "done", "rebuild \(state.id): \(state.state) \(state.failure)")
+        return state
     }
 
     // MARK: tests
@@ -288,6 +298,41 @@ struct AnalyticsTests {
             let total = try #require(try await Self.stats(stack, tenant: Stack.tenant).first)
             #expect(total.requests == Int64(sent[Stack.tenant, default: 0] + moreSent[Stack.tenant, default: 0] + 1),
                     "requests counted \(total.requests)")
+            let live = try await Self.snapshot(stack)
+            _ = try await Self.rebuild(stack)
+            let after = try await Self.snapshot(stack)
+            let same = after == live
+            #expect(same, "first difference: \(Self.firstDifference(after, live))")
+        }
+    }
+
+    @Test("a rebuild while chats keep arriving: stats stay answerable, live folding resumes, and the result equals a rebuild at rest")
+    func rebuildUnderLoad() async throws {
+        try await Self.withMixedStack { stack, consentKey in
+            _ = try await Self.sendMixed(stack, count: 2_000, consentKey: consentKey)
+            try await Self.waitCaughtUp(stack)
+            let client = Self.admin(stack)
+            async let traffic = Self.sendMixed(stack, count: 3_000, consentKey: consentKey)
+            var state: RebuildResponse = try await client.call(AnalyticsAdminCommand.rebuild, RebuildRequest())
+            // A second request while it runs follows the same rebuild instead of starting another.
+            let again: RebuildResponse = try await client.call(AnalyticsAdminCommand.rebuild, RebuildRequest())
+            #expect(again.id == state.id || again.state != "running")
+            var answeredDuring = 0
+            while state.state == "running" {
+                let stats: StatsResponse = try await client.call(AnalyticsAdminCommand.stats,
+                                                                 StatsRequest(tenantID: Stack.tenant, by: "agent"))
+                if !stats.rows.isEmpty { answeredDuring += 1 }
+                state = try await client.call(AnalyticsAdminCommand.rebuildStatus, RebuildStatusRequest(id: state.id))
+            }
+            #expect(state.state == "done", "\(state.failure)")
+            #expect(answeredDuring > 0 || state.finishedAtUnixNanos > 0)
+            let sent = try await traffic
+            try await Self.waitCaughtUp(stack)
+            let total = try #require(try await Self.stats(stack, tenant: Stack.tenant).first)
+            let consentSent = 2_000 * 3 / 10 + sent[Self.consentTenant, default: 0]
+            #expect(total.requests == Int64(2_000 - 2_000 * 3 / 10 + sent[Stack.tenant, default: 0] + 1))
+            let consent = try #require(try await Self.stats(stack, tenant: Self.consentTenant).first)
+            #expect(consent.requests == Int64(consentSent))
             let live = try await Self.snapshot(stack)
             _ = try await Self.rebuild(stack)
             let after = try await Self.snapshot(stack)

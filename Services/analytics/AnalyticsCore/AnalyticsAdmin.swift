@@ -9,10 +9,10 @@ import Tenancy
 public struct AnalyticsAdmin: Sendable {
     let pool: PostgresPool
     let authenticator: AdminAuthenticator
-    let rebuild: Rebuild?
+    let rebuild: RebuildJobs?
     let logger: Logger
 
-    public init(pool: PostgresPool, authenticator: AdminAuthenticator, rebuild: Rebuild?, logger: Logger) {
+    public init(pool: PostgresPool, authenticator: AdminAuthenticator, rebuild: RebuildJobs?, logger: Logger) {
         self.pool = pool
         self.authenticator = authenticator
         self.rebuild = rebuild
@@ -80,14 +80,23 @@ public struct AnalyticsAdmin: Sendable {
         guard let rebuild else { throw AdminFailure(.unavailable, "this analytics replica cannot rebuild") }
         logger.info("analytics rebuild requested", metadata: ["actor": "\(actor)", "from": "\(request.fromUnixNanos)"])
         do {
-            let outcome = try await rebuild.run(fromUnixNanos: request.fromUnixNanos)
-            return RebuildResponse(fromUnixNanos: (outcome.fromMinute ?? 0) * 1_000_000_000,
-                                   firstSequence: outcome.firstSequence, lastSequence: outcome.lastSequence,
-                                   eventsReplayed: Int64(outcome.replayed), eventsFolded: Int64(outcome.folded))
+            return try await rebuild.start(fromUnixNanos: request.fromUnixNanos, actor: actor)
+        } catch let failure as AdminFailure {
+            throw failure
         } catch {
-            logger.error("analytics rebuild failed", metadata: ["error": "\(error)"])
-            if error is PostgresError { throw Self.storageFailure(error) }
-            throw AdminFailure(.unavailable, "the rebuild failed and changed nothing: \(error)")
+            throw Self.storageFailure(error)
+        }
+    }
+
+    public func rebuildStatus(_ request: RebuildStatusRequest) async throws(AdminFailure) -> RebuildResponse {
+        _ = try authenticator.actor(for: request)
+        guard let rebuild else { throw AdminFailure(.unavailable, "this analytics replica cannot rebuild") }
+        do {
+            return try await rebuild.status(id: request.id)
+        } catch let failure as AdminFailure {
+            throw failure
+        } catch {
+            throw Self.storageFailure(error)
         }
     }
 
@@ -267,6 +276,10 @@ public struct AnalyticsAdminDispatcher: AdminCommandDispatcher {
         case .rebuild:
             return await AdminCall.run(body, wire, bearerToken, RebuildRequest.self) { r throws(AdminFailure) in
                 try await a.rebuild(r)
+            }
+        case .rebuildStatus:
+            return await AdminCall.run(body, wire, bearerToken, RebuildStatusRequest.self) { r throws(AdminFailure) in
+                try await a.rebuildStatus(r)
             }
         }
     }

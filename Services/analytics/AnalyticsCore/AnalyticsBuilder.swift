@@ -50,7 +50,8 @@ public func buildAnalytics(configuration: ServiceConfiguration, analytics: Analy
                                         concurrentBatches: 2, handler: ingest.handle)
     builder.add(AppliedPruning(store: store, jetStream: builder.jetStream, logger: logger))
     let admin = AnalyticsAdmin(pool: pool, authenticator: AdminAuthenticator(tokens: analytics.adminTokens),
-                               rebuild: Rebuild(jetStream: builder.jetStream, store: store, logger: logger),
+                               rebuild: RebuildJobs(rebuild: Rebuild(jetStream: builder.jetStream, store: store,
+                                                                     logger: logger), pool: pool, logger: logger),
                                logger: logger)
     let dispatcher = AnalyticsAdminDispatcher(admin: admin)
     builder.add(AdminNATSService(connection: builder.connection, dispatcher: dispatcher, metrics: metrics,

@@ -77,5 +77,24 @@ public enum AnalyticsSchema {
             );
             CREATE INDEX analytics_conversations_started ON analytics_conversations (tenant_id, started);
             """),
+        // Rebuilds run in the background of the replica that got the command; their progress is here, so any
+        // replica answers `rebuild-status`. A running row whose heartbeat stopped was abandoned (its replica
+        // stopped; the rebuild's transaction rolled back, nothing changed).
+        Migration(version: 2, name: "rebuild jobs", sql: """
+            CREATE TABLE analytics_rebuilds (
+                id             bigserial   PRIMARY KEY,
+                requested_by   text        NOT NULL,
+                from_minute    timestamptz,
+                state          text        NOT NULL CHECK (state IN ('running', 'done', 'failed')),
+                first_sequence bigint      NOT NULL DEFAULT 0,
+                last_sequence  bigint      NOT NULL DEFAULT 0,
+                replayed       bigint      NOT NULL DEFAULT 0,
+                folded         bigint      NOT NULL DEFAULT 0,
+                failure        text        NOT NULL DEFAULT '',
+                started_at     timestamptz NOT NULL DEFAULT now(),
+                heartbeat_at   timestamptz NOT NULL DEFAULT now(),
+                finished_at    timestamptz
+            );
+            """),
     ]
 }

@@ -25,14 +25,28 @@ public struct RollupStore: Sendable {
         public var unpriced: Int
     }
 
-    /// Folds `facts` in one transaction of its own.
+    /// Folds `facts` in one transaction of its own. While a rebuild holds the lock, the batch waits without
+    /// holding a pooled connection (it polls with `pg_try_advisory_xact_lock_shared`), so stats queries keep
+    /// their connections.
     public func fold(_ facts: [EventFact]) async throws -> Outcome {
         guard !facts.isEmpty else { return Outcome(folded: 0, duplicates: 0, unpriced: 0) }
         try await prices.refreshIfStale()
-        return try await pool.transaction { connection in
-            _ = try await connection.query("SELECT pg_advisory_xact_lock_shared($1)", [.int64(Self.writeLock)])
-            return try await fold(facts, on: connection)
+        var delay: Duration = .milliseconds(50)
+        while true {
+            let outcome: Outcome? = try await pool.transaction { connection in
+                guard try await Self.tryLockShared(connection) else { return nil }
+                return try await fold(facts, on: connection)
+            }
+            if let outcome { return outcome }
+            try await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(1))
         }
+    }
+
+    /// Takes the rollup lock shared for this transaction, unless a rebuild holds it.
+    static func tryLockShared(_ connection: PostgresConnection) async throws -> Bool {
+        let rows = try await connection.query("SELECT pg_try_advisory_xact_lock_shared($1)", [.int64(writeLock)])
+        return try rows.first?.decode(Bool.self, at: 0) == true
     }
 
     /// Folds `facts` on `connection`, inside the caller's transaction (a rebuild's, which holds the lock).
@@ -65,7 +79,8 @@ public struct RollupStore: Sendable {
     public func prune(belowOrAt ackFloor: UInt64) async throws -> Int {
         guard ackFloor > 0 else { return 0 }
         return try await pool.transaction { connection in
-            _ = try await connection.query("SELECT pg_advisory_xact_lock_shared($1)", [.int64(Self.writeLock)])
+            // Not while a rebuild runs (next time).
+            guard try await Self.tryLockShared(connection) else { return 0 }
             return try await connection.execute("DELETE FROM analytics_applied WHERE seq <= $1",
                                                 [.int64(Int64(clamping: ackFloor))])
         }

@@ -723,8 +723,9 @@ extension StatsResponse: Codable {
     }
 }
 
-/// admin.analytics.rebuild: replays the event log into fresh rollups for every minute from `from` on
-/// (0 = everything the log holds).
+/// admin.analytics.rebuild: starts replaying the event log into fresh rollups for every minute from `from` on
+/// (0 = everything the log holds), in the background; answers at once with the rebuild's state (a rebuild
+/// already running is answered instead of starting a second). Follow it with admin.analytics.rebuild-status.
 public struct RebuildRequest: ProtoMessage, Hashable {
     public static let protoName = "switchyard.v1.RebuildRequest"
 
@@ -819,16 +820,28 @@ public struct RebuildResponse: ProtoMessage, Hashable {
 
     /// `error = 1`
     public var error: AdminError? = nil
-    /// `from_unix_nanos = 2`: the first minute rebuilt
+    /// `from_unix_nanos = 2`: the first minute rebuilt (0 = every minute)
     public var fromUnixNanos: Int64 = 0
-    /// `first_sequence = 3`: the event-log range replayed
+    /// `first_sequence = 3`: the event-log range replayed (known once it started)
     public var firstSequence: UInt64 = 0
     /// `last_sequence = 4`
     public var lastSequence: UInt64 = 0
-    /// `events_replayed = 5`
+    /// `events_replayed = 5`: so far
     public var eventsReplayed: Int64 = 0
     /// `events_folded = 6`
     public var eventsFolded: Int64 = 0
+    /// `id = 7`
+    public var id: Int64 = 0
+    /// `state = 8`: "running" | "done" | "failed"
+    public var state: String = ""
+    /// `failure = 9`: why it failed (nothing was changed)
+    public var failure: String = ""
+    /// `started_at_unix_nanos = 10`
+    public var startedAtUnixNanos: Int64 = 0
+    /// `finished_at_unix_nanos = 11`
+    public var finishedAtUnixNanos: Int64 = 0
+    /// `requested_by = 12`
+    public var requestedBy: String = ""
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -839,7 +852,13 @@ public struct RebuildResponse: ProtoMessage, Hashable {
         firstSequence: UInt64 = 0,
         lastSequence: UInt64 = 0,
         eventsReplayed: Int64 = 0,
-        eventsFolded: Int64 = 0
+        eventsFolded: Int64 = 0,
+        id: Int64 = 0,
+        state: String = "",
+        failure: String = "",
+        startedAtUnixNanos: Int64 = 0,
+        finishedAtUnixNanos: Int64 = 0,
+        requestedBy: String = ""
     ) {
         self.error = error
         self.fromUnixNanos = fromUnixNanos
@@ -847,6 +866,12 @@ public struct RebuildResponse: ProtoMessage, Hashable {
         self.lastSequence = lastSequence
         self.eventsReplayed = eventsReplayed
         self.eventsFolded = eventsFolded
+        self.id = id
+        self.state = state
+        self.failure = failure
+        self.startedAtUnixNanos = startedAtUnixNanos
+        self.finishedAtUnixNanos = finishedAtUnixNanos
+        self.requestedBy = requestedBy
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -878,6 +903,12 @@ extension RebuildResponse: _CMessage {
         c.pointee.last_sequence = self.lastSequence
         c.pointee.events_replayed = self.eventsReplayed
         c.pointee.events_folded = self.eventsFolded
+        c.pointee.id = self.id
+        if !self.state.isEmpty { c.pointee.state = arena.cString(self.state) }
+        if !self.failure.isEmpty { c.pointee.failure = arena.cString(self.failure) }
+        c.pointee.started_at_unix_nanos = self.startedAtUnixNanos
+        c.pointee.finished_at_unix_nanos = self.finishedAtUnixNanos
+        if !self.requestedBy.isEmpty { c.pointee.requested_by = arena.cString(self.requestedBy) }
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -887,6 +918,12 @@ extension RebuildResponse: _CMessage {
         self.lastSequence = p.pointee.last_sequence
         self.eventsReplayed = p.pointee.events_replayed
         self.eventsFolded = p.pointee.events_folded
+        self.id = p.pointee.id
+        self.state = try _swiftString(p.pointee.state, Self.protoName)
+        self.failure = try _swiftString(p.pointee.failure, Self.protoName)
+        self.startedAtUnixNanos = p.pointee.started_at_unix_nanos
+        self.finishedAtUnixNanos = p.pointee.finished_at_unix_nanos
+        self.requestedBy = try _swiftString(p.pointee.requested_by, Self.protoName)
     }
 }
 
@@ -899,6 +936,12 @@ extension RebuildResponse: Codable {
         case lastSequence
         case eventsReplayed
         case eventsFolded
+        case id
+        case state
+        case failure
+        case startedAtUnixNanos
+        case finishedAtUnixNanos
+        case requestedBy
 
         var protoFieldName: String {
             switch self {
@@ -907,6 +950,9 @@ extension RebuildResponse: Codable {
             case .lastSequence: "last_sequence"
             case .eventsReplayed: "events_replayed"
             case .eventsFolded: "events_folded"
+            case .startedAtUnixNanos: "started_at_unix_nanos"
+            case .finishedAtUnixNanos: "finished_at_unix_nanos"
+            case .requestedBy: "requested_by"
             default: rawValue
             }
         }
@@ -920,6 +966,12 @@ extension RebuildResponse: Codable {
         self.lastSequence = try json.decode(_ProtoJSONNumber<UInt64>.self, .lastSequence)?.value ?? 0
         self.eventsReplayed = try json.decode(_ProtoJSONNumber<Int64>.self, .eventsReplayed)?.value ?? 0
         self.eventsFolded = try json.decode(_ProtoJSONNumber<Int64>.self, .eventsFolded)?.value ?? 0
+        self.id = try json.decode(_ProtoJSONNumber<Int64>.self, .id)?.value ?? 0
+        self.state = try json.decode(String.self, .state) ?? ""
+        self.failure = try json.decode(String.self, .failure) ?? ""
+        self.startedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .startedAtUnixNanos)?.value ?? 0
+        self.finishedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .finishedAtUnixNanos)?.value ?? 0
+        self.requestedBy = try json.decode(String.self, .requestedBy) ?? ""
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -930,5 +982,100 @@ extension RebuildResponse: Codable {
         try c.encode(self.lastSequence, forKey: .lastSequence)
         try c.encode(self.eventsReplayed, forKey: .eventsReplayed)
         try c.encode(self.eventsFolded, forKey: .eventsFolded)
+        try c.encode(self.id, forKey: .id)
+        try c.encode(self.state, forKey: .state)
+        try c.encode(self.failure, forKey: .failure)
+        try c.encode(self.startedAtUnixNanos, forKey: .startedAtUnixNanos)
+        try c.encode(self.finishedAtUnixNanos, forKey: .finishedAtUnixNanos)
+        try c.encode(self.requestedBy, forKey: .requestedBy)
+    }
+}
+
+/// admin.analytics.rebuild-status: a rebuild's progress (id 0 = the latest).
+public struct RebuildStatusRequest: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.RebuildStatusRequest"
+
+    /// `admin_token = 1`
+    public var adminToken: String = ""
+    /// `actor = 2`
+    public var actor: String = ""
+    /// `id = 3`
+    public var id: Int64 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        adminToken: String = "",
+        actor: String = "",
+        id: Int64 = 0
+    ) {
+        self.adminToken = adminToken
+        self.actor = actor
+        self.id = id
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension RebuildStatusRequest: _CMessage {
+    typealias _CType = Switchyard__V1__RebuildStatusRequest
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rebuild_status_request__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__rebuild_status_request__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rebuild_status_request__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__rebuild_status_request__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__rebuild_status_request__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.adminToken.isEmpty { c.pointee.admin_token = arena.cString(self.adminToken) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        c.pointee.id = self.id
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        self.id = p.pointee.id
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension RebuildStatusRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case id
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.id = try json.decode(_ProtoJSONNumber<Int64>.self, .id)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.id, forKey: .id)
     }
 }

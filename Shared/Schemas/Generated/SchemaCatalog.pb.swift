@@ -44,6 +44,7 @@ public enum SchemaCatalog {
         StatsResponse.self,
         RebuildRequest.self,
         RebuildResponse.self,
+        RebuildStatusRequest.self,
         Price.self,
         SetPriceRequest.self,
         SetPriceResponse.self,

@@ -44,6 +44,7 @@ let allSampleableTypes: [any Sampleable.Type] = [
     StatsResponse.self,
     RebuildRequest.self,
     RebuildResponse.self,
+    RebuildStatusRequest.self,
     Price.self,
     SetPriceRequest.self,
     SetPriceResponse.self,
@@ -517,6 +518,22 @@ extension RebuildResponse: Sampleable {
         m.lastSequence = g.uint64()
         m.eventsReplayed = g.int64()
         m.eventsFolded = g.int64()
+        m.id = g.int64()
+        m.state = g.string()
+        m.failure = g.string()
+        m.startedAtUnixNanos = g.int64()
+        m.finishedAtUnixNanos = g.int64()
+        m.requestedBy = g.string()
+        return m
+    }
+}
+
+extension RebuildStatusRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> RebuildStatusRequest {
+        var m = RebuildStatusRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.id = g.int64()
         return m
     }
 }

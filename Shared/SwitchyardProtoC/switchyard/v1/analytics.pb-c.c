@@ -283,6 +283,51 @@ void   switchyard__v1__rebuild_response__free_unpacked
   assert(message->base.descriptor == &switchyard__v1__rebuild_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   switchyard__v1__rebuild_status_request__init
+                     (Switchyard__V1__RebuildStatusRequest         *message)
+{
+  static const Switchyard__V1__RebuildStatusRequest init_value = SWITCHYARD__V1__REBUILD_STATUS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__rebuild_status_request__get_packed_size
+                     (const Switchyard__V1__RebuildStatusRequest *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__rebuild_status_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__rebuild_status_request__pack
+                     (const Switchyard__V1__RebuildStatusRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__rebuild_status_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__rebuild_status_request__pack_to_buffer
+                     (const Switchyard__V1__RebuildStatusRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__rebuild_status_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__RebuildStatusRequest *
+       switchyard__v1__rebuild_status_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__RebuildStatusRequest *)
+     protobuf_c_message_unpack (&switchyard__v1__rebuild_status_request__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__rebuild_status_request__free_unpacked
+                     (Switchyard__V1__RebuildStatusRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__rebuild_status_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor switchyard__v1__latency_summary__field_descriptors[6] =
 {
   {
@@ -1070,7 +1115,7 @@ const ProtobufCMessageDescriptor switchyard__v1__rebuild_request__descriptor =
   (ProtobufCMessageInit) switchyard__v1__rebuild_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__rebuild_response__field_descriptors[6] =
+static const ProtobufCFieldDescriptor switchyard__v1__rebuild_response__field_descriptors[12] =
 {
   {
     "error",
@@ -1144,19 +1189,97 @@ static const ProtobufCFieldDescriptor switchyard__v1__rebuild_response__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "id",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RebuildResponse, id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RebuildResponse, state),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "failure",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RebuildResponse, failure),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "started_at_unix_nanos",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RebuildResponse, started_at_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "finished_at_unix_nanos",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RebuildResponse, finished_at_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "requested_by",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RebuildResponse, requested_by),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__rebuild_response__field_indices_by_name[] = {
   0,   /* field[0] = error */
   5,   /* field[5] = events_folded */
   4,   /* field[4] = events_replayed */
+  8,   /* field[8] = failure */
+  10,   /* field[10] = finished_at_unix_nanos */
   2,   /* field[2] = first_sequence */
   1,   /* field[1] = from_unix_nanos */
+  6,   /* field[6] = id */
   3,   /* field[3] = last_sequence */
+  11,   /* field[11] = requested_by */
+  9,   /* field[9] = started_at_unix_nanos */
+  7,   /* field[7] = state */
 };
 static const ProtobufCIntRange switchyard__v1__rebuild_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__rebuild_response__descriptor =
 {
@@ -1166,10 +1289,74 @@ const ProtobufCMessageDescriptor switchyard__v1__rebuild_response__descriptor =
   "Switchyard__V1__RebuildResponse",
   "switchyard.v1",
   sizeof(Switchyard__V1__RebuildResponse),
-  6,
+  12,
   switchyard__v1__rebuild_response__field_descriptors,
   switchyard__v1__rebuild_response__field_indices_by_name,
   1,  switchyard__v1__rebuild_response__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__rebuild_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__rebuild_status_request__field_descriptors[3] =
+{
+  {
+    "admin_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RebuildStatusRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RebuildStatusRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RebuildStatusRequest, id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__rebuild_status_request__field_indices_by_name[] = {
+  1,   /* field[1] = actor */
+  0,   /* field[0] = admin_token */
+  2,   /* field[2] = id */
+};
+static const ProtobufCIntRange switchyard__v1__rebuild_status_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__rebuild_status_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.RebuildStatusRequest",
+  "RebuildStatusRequest",
+  "Switchyard__V1__RebuildStatusRequest",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__RebuildStatusRequest),
+  3,
+  switchyard__v1__rebuild_status_request__field_descriptors,
+  switchyard__v1__rebuild_status_request__field_indices_by_name,
+  1,  switchyard__v1__rebuild_status_request__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__rebuild_status_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -23,6 +23,7 @@ typedef struct Switchyard__V1__StatsRequest Switchyard__V1__StatsRequest;
 typedef struct Switchyard__V1__StatsResponse Switchyard__V1__StatsResponse;
 typedef struct Switchyard__V1__RebuildRequest Switchyard__V1__RebuildRequest;
 typedef struct Switchyard__V1__RebuildResponse Switchyard__V1__RebuildResponse;
+typedef struct Switchyard__V1__RebuildStatusRequest Switchyard__V1__RebuildStatusRequest;
 
 
 /* --- enums --- */
@@ -185,8 +186,9 @@ struct  Switchyard__V1__StatsResponse
 
 
 /*
- * admin.analytics.rebuild: replays the event log into fresh rollups for every minute from `from` on
- * (0 = everything the log holds).
+ * admin.analytics.rebuild: starts replaying the event log into fresh rollups for every minute from `from` on
+ * (0 = everything the log holds), in the background; answers at once with the rebuild's state (a rebuild
+ * already running is answered instead of starting a second). Follow it with admin.analytics.rebuild-status.
  */
 struct  Switchyard__V1__RebuildRequest
 {
@@ -205,20 +207,50 @@ struct  Switchyard__V1__RebuildResponse
   ProtobufCMessage base;
   Switchyard__V1__AdminError *error;
   /*
-   * the first minute rebuilt
+   * the first minute rebuilt (0 = every minute)
    */
   int64_t from_unix_nanos;
   /*
-   * the event-log range replayed
+   * the event-log range replayed (known once it started)
    */
   uint64_t first_sequence;
   uint64_t last_sequence;
+  /*
+   * so far
+   */
   int64_t events_replayed;
   int64_t events_folded;
+  int64_t id;
+  /*
+   * "running" | "done" | "failed"
+   */
+  char *state;
+  /*
+   * why it failed (nothing was changed)
+   */
+  char *failure;
+  int64_t started_at_unix_nanos;
+  int64_t finished_at_unix_nanos;
+  char *requested_by;
 };
 #define SWITCHYARD__V1__REBUILD_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__rebuild_response__descriptor) \
-    , NULL, 0, 0, 0, 0, 0 }
+    , NULL, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * admin.analytics.rebuild-status: a rebuild's progress (id 0 = the latest).
+ */
+struct  Switchyard__V1__RebuildStatusRequest
+{
+  ProtobufCMessage base;
+  char *admin_token;
+  char *actor;
+  int64_t id;
+};
+#define SWITCHYARD__V1__REBUILD_STATUS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__rebuild_status_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 /* Switchyard__V1__LatencySummary methods */
@@ -338,6 +370,25 @@ Switchyard__V1__RebuildResponse *
 void   switchyard__v1__rebuild_response__free_unpacked
                      (Switchyard__V1__RebuildResponse *message,
                       ProtobufCAllocator *allocator);
+/* Switchyard__V1__RebuildStatusRequest methods */
+void   switchyard__v1__rebuild_status_request__init
+                     (Switchyard__V1__RebuildStatusRequest         *message);
+size_t switchyard__v1__rebuild_status_request__get_packed_size
+                     (const Switchyard__V1__RebuildStatusRequest   *message);
+size_t switchyard__v1__rebuild_status_request__pack
+                     (const Switchyard__V1__RebuildStatusRequest   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__rebuild_status_request__pack_to_buffer
+                     (const Switchyard__V1__RebuildStatusRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__RebuildStatusRequest *
+       switchyard__v1__rebuild_status_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__rebuild_status_request__free_unpacked
+                     (Switchyard__V1__RebuildStatusRequest *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Switchyard__V1__LatencySummary_Closure)
@@ -361,6 +412,9 @@ typedef void (*Switchyard__V1__RebuildRequest_Closure)
 typedef void (*Switchyard__V1__RebuildResponse_Closure)
                  (const Switchyard__V1__RebuildResponse *message,
                   void *closure_data);
+typedef void (*Switchyard__V1__RebuildStatusRequest_Closure)
+                 (const Switchyard__V1__RebuildStatusRequest *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -374,6 +428,7 @@ extern const ProtobufCMessageDescriptor switchyard__v1__stats_request__descripto
 extern const ProtobufCMessageDescriptor switchyard__v1__stats_response__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__rebuild_request__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__rebuild_response__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__rebuild_status_request__descriptor;
 
 PROTOBUF_C__END_DECLS
 
