@@ -52,13 +52,20 @@ public enum Consumers {
                      maxDeliver: 10, maxAckPending: 20_000, start: .all),
         owner: .billing)
 
-    /// Analytics' consumer of the whole event log (`evt.>`). It starts at the first event the stream holds: the
+    /// Analytics' consumers of the event log: one durable per kind it counts (`analytics-chat-routed` on
+    /// `evt.chat.routed.*`, …), so the kinds it doesn't count — about half the log — are never delivered to it
+    /// (nats-server 2.9 has one filter subject per durable). Each starts at the first event the stream holds: the
     /// rollups fold each stream sequence once (docs/adr/0015), so a recreated durable changes nothing.
-    public static let analyticsEvents = ConsumerContract(
-        stream: Streams.events,
-        ConsumerSpec(durable: "analytics-events", filterSubject: Subjects.eventsAll, ackWait: .seconds(30),
-                     maxDeliver: 10, maxAckPending: 40_000, start: .all),
-        owner: .analytics)
+    public static let analyticsKinds: [EventKind] = [.chatRouted, .chatCompleted, .chatFailed, .handoffRequested,
+                                                     .consentChecked]
+    public static let analytics: [ConsumerContract] = analyticsKinds.map { kind in
+        ConsumerContract(
+            stream: Streams.events,
+            ConsumerSpec(durable: "analytics-" + kind.rawValue.replacingOccurrences(of: ".", with: "-"),
+                         filterSubject: Subjects.eventAll(kind), ackWait: .seconds(30), maxDeliver: 10,
+                         maxAckPending: 40_000, start: .all),
+            owner: .analytics)
+    }
 
-    public static let all = [routerRequested, orchestratorRouted, tenantKeyUsage, billingUsage, analyticsEvents]
+    public static let all = [routerRequested, orchestratorRouted, tenantKeyUsage, billingUsage] + analytics
 }

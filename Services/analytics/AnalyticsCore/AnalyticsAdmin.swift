@@ -22,12 +22,12 @@ public struct AnalyticsAdmin: Sendable {
     /// The groupings of a stats query and the rollup columns each groups by (fixed: never from the request).
     static let groupings: [String: [String]] = [
         "": [],
-        "tenant": ["tenant_id"],
-        "agent": ["agent"],
-        "version": ["agent", "agent_version"],
-        "cohort": ["agent", "rollout_cohort"],
-        "channel": ["channel"],
-        "package": ["package_name"],
+        "tenant": ["s.tenant_id"],
+        "agent": ["s.agent"],
+        "version": ["s.agent", "s.agent_version"],
+        "cohort": ["s.agent", "s.rollout_cohort"],
+        "channel": ["s.channel"],
+        "package": ["s.package_name"],
         "hop": [],
     ]
 
@@ -121,7 +121,7 @@ struct StatsQuery {
     let withConversations: Bool
 
     private var filter: String {
-        "($1 = '' OR tenant_id = $1) AND minute >= to_timestamp($2) AND minute < to_timestamp($3) AND ($4 = '' OR agent = $4)"
+        "($1 = '' OR s.tenant_id = $1) AND r.minute >= to_timestamp($2) AND r.minute < to_timestamp($3) AND ($4 = '' OR s.agent = $4)"
     }
     private var parameters: [PostgresValue] { [.text(tenant), .int64(first), .int64(end), .text(agent)] }
     private var select: String { columns.isEmpty ? "" : columns.joined(separator: ", ") + ", " }
@@ -136,12 +136,12 @@ struct StatsQuery {
             var row = StatsRow()
             for (column, value) in zip(columns, key) {
                 switch column {
-                case "tenant_id": row.tenantID = value
-                case "agent": row.agent = value
-                case "agent_version": row.agentVersion = value
-                case "rollout_cohort": row.rolloutCohort = value
-                case "channel": row.channel = value
-                case "package_name": row.packageName = value
+                case "s.tenant_id": row.tenantID = value
+                case "s.agent": row.agent = value
+                case "s.agent_version": row.agentVersion = value
+                case "s.rollout_cohort": row.rolloutCohort = value
+                case "s.channel": row.channel = value
+                case "s.package_name": row.packageName = value
                 default: break
                 }
             }
@@ -150,12 +150,12 @@ struct StatsQuery {
         }
         let n = columns.count
         for record in try await pool.query("""
-            SELECT \(select) sum(requests)::bigint, sum(completions)::bigint, sum(failures)::bigint,
-                   sum(handoffs)::bigint, sum(consent_asked)::bigint, sum(consent_granted)::bigint,
-                   sum(consent_denied)::bigint, sum(kb_answered)::bigint, sum(kb_no_answer)::bigint,
-                   sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(cost_micros)::bigint,
-                   sum(unpriced_completions)::bigint
-            FROM analytics_minutes WHERE \(filter) \(group)
+            SELECT \(select) sum(r.requests)::bigint, sum(r.completions)::bigint, sum(r.failures)::bigint,
+                   sum(r.handoffs)::bigint, sum(r.consent_asked)::bigint, sum(r.consent_granted)::bigint,
+                   sum(r.consent_denied)::bigint, sum(r.kb_answered)::bigint, sum(r.kb_no_answer)::bigint,
+                   sum(r.prompt_tokens)::bigint, sum(r.completion_tokens)::bigint, sum(r.cost_micros)::bigint,
+                   sum(r.unpriced_completions)::bigint
+            FROM analytics_minutes r JOIN analytics_series s ON s.id = r.series_id WHERE \(filter) \(group)
             HAVING count(*) > 0
             ORDER BY \(columns.isEmpty ? "1" : columns.joined(separator: ", "))
             LIMIT \(AnalyticsAdmin.maxGroups + 1)
@@ -179,7 +179,8 @@ struct StatsQuery {
             rows[key] = value
         }
         for record in try await pool.query("""
-            SELECT \(select) error_code, sum(failures)::bigint FROM analytics_errors WHERE \(filter)
+            SELECT \(select) error_code, sum(failures)::bigint
+            FROM analytics_errors r JOIN analytics_series s ON s.id = r.series_id WHERE \(filter)
             GROUP BY \(select) error_code
             """, parameters) {
             let key = try (0..<n).map { try record.decode(String.self, at: $0) }
@@ -190,7 +191,8 @@ struct StatsQuery {
         // Histograms: merged per group and hop by adding bucket counts, then read for percentiles.
         var histograms: [[String]: [String: [(bucket: Int, count: Int64)]]] = [:]
         for record in try await pool.query("""
-            SELECT \(select) hop, bucket, sum(samples)::bigint FROM analytics_latency WHERE \(filter)
+            SELECT \(select) hop, bucket, sum(samples)::bigint
+            FROM analytics_latency r JOIN analytics_series s ON s.id = r.series_id WHERE \(filter)
             GROUP BY \(select) hop, bucket
             """, parameters) {
             let key = try (0..<n).map { try record.decode(String.self, at: $0) }
@@ -212,7 +214,7 @@ struct StatsQuery {
             rows[key] = value
         }
         if withConversations {
-            let tenantGrouped = columns == ["tenant_id"]
+            let tenantGrouped = columns == ["s.tenant_id"]
             for record in try await pool.query("""
                 SELECT \(tenantGrouped ? "tenant_id, " : "") count(*)::bigint,
                        count(*) FILTER (WHERE answered)::bigint, count(*) FILTER (WHERE handed_off)::bigint,

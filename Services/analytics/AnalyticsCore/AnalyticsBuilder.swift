@@ -46,8 +46,10 @@ public func buildAnalytics(configuration: ServiceConfiguration, analytics: Analy
     let store = RollupStore(pool: pool, prices: PriceBook(pool: pool))
     var ingest = EventIngest(store: store, metrics: metrics, logger: logger)
     ingest.killAfterCommits = analytics.killAfterCommits.map(CommitFailpoint.init)
-    try await builder.consumeRawBatches(Consumers.analyticsEvents, batchSize: EventIngest.batchSize,
-                                        concurrentBatches: 2, handler: ingest.handle)
+    for contract in Consumers.analytics {
+        try await builder.consumeRawBatches(contract, batchSize: EventIngest.batchSize, concurrentBatches: 2,
+                                            handler: ingest.handle)
+    }
     builder.add(AppliedPruning(store: store, jetStream: builder.jetStream, logger: logger))
     let admin = AnalyticsAdmin(pool: pool, authenticator: AdminAuthenticator(tokens: analytics.adminTokens),
                                rebuild: RebuildJobs(rebuild: Rebuild(jetStream: builder.jetStream, store: store,
@@ -67,7 +69,7 @@ public func buildAnalytics(configuration: ServiceConfiguration, analytics: Analy
 /// retrying (the consume loop keeps the messages alive meanwhile).
 public struct EventIngest: Sendable {
     /// Deliveries per batch (and per transaction).
-    public static let batchSize = 1024
+    public static let batchSize = 2048
 
     let store: RollupStore
     let metrics: TelemetryMetrics
@@ -121,8 +123,9 @@ public struct EventIngest: Sendable {
     }
 }
 
-/// Every 30 s, forgets the folded sequences at or below the durable's ack floor (they are never delivered
-/// again), so `analytics_applied` holds only what may still be redelivered.
+/// Every 30 s, forgets the folded sequences at or below the lowest ack floor of analytics' durables (each
+/// sequence belongs to one of them, and nothing at or below its durable's floor is delivered again), so
+/// `analytics_applied` holds only what may still be redelivered.
 struct AppliedPruning: Service {
     let store: RollupStore
     let jetStream: JetStream
@@ -133,9 +136,12 @@ struct AppliedPruning: Service {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             try? await Task.sleep(for: interval)
             do {
-                let state = try await jetStream.consumerState(stream: StreamNames.events,
-                                                              durable: Consumers.analyticsEvents.durable)
-                let pruned = try await store.prune(belowOrAt: state.ackFloorStreamSequence)
+                var floor = UInt64.max
+                for contract in Consumers.analytics {
+                    let state = try await jetStream.consumerState(stream: StreamNames.events, durable: contract.durable)
+                    floor = min(floor, state.ackFloorStreamSequence)
+                }
+                let pruned = try await store.prune(belowOrAt: floor == .max ? 0 : floor)
                 if pruned > 0 { logger.debug("applied sequences pruned", metadata: ["rows": "\(pruned)"]) }
             } catch {
                 logger.notice("pruning applied sequences failed; next try in \(interval)", metadata: ["error": "\(error)"])

@@ -1,7 +1,8 @@
 import Storage
 
-/// The analytics service's tables (docs/adr/0015): minute rollups of the event log, keyed by tenant × minute ×
-/// agent × agent version × rollout cohort × channel × package, all derived from the log alone.
+/// The analytics service's tables (docs/adr/0015): minute rollups of the event log per series (a tenant × agent ×
+/// agent version × rollout cohort × channel × package, numbered once in `analytics_series`, so rollup keys are
+/// two integers rather than six strings) and minute, all derived from the log alone.
 /// - `analytics_applied`: the event-log sequences already folded (with their minute), the ledger that makes a
 ///   redelivered event change nothing; pruned below the durable's ack floor, deleted by minute for a rebuild.
 /// - `analytics_minutes`: counters; `analytics_errors`: failures per error code; `analytics_latency`: per-hop
@@ -10,20 +11,25 @@ import Storage
 ///   off; flags only ever turn on, so folding an event twice cannot change them).
 public enum AnalyticsSchema {
     public static let migrations: [Migration] = [
-        Migration(version: 1, name: "minute rollups, latency histograms, conversations", sql: """
+        Migration(version: 1, name: "series, minute rollups, latency histograms, conversations", sql: """
+            CREATE TABLE analytics_series (
+                id             integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                tenant_id      text NOT NULL,
+                agent          text NOT NULL,
+                agent_version  text NOT NULL,
+                rollout_cohort text NOT NULL,
+                channel        text NOT NULL,
+                package_name   text NOT NULL,
+                UNIQUE (tenant_id, agent, agent_version, rollout_cohort, channel, package_name)
+            );
             CREATE TABLE analytics_applied (
                 seq    bigint      PRIMARY KEY,
                 minute timestamptz NOT NULL
             );
             CREATE INDEX analytics_applied_minute ON analytics_applied USING brin (minute);
             CREATE TABLE analytics_minutes (
-                tenant_id            text        NOT NULL,
+                series_id            integer     NOT NULL REFERENCES analytics_series (id),
                 minute               timestamptz NOT NULL,
-                agent                text        NOT NULL,
-                agent_version        text        NOT NULL,
-                rollout_cohort       text        NOT NULL,
-                channel              text        NOT NULL,
-                package_name         text        NOT NULL,
                 requests             bigint      NOT NULL,
                 completions          bigint      NOT NULL,
                 failures             bigint      NOT NULL,
@@ -37,36 +43,26 @@ public enum AnalyticsSchema {
                 completion_tokens    bigint      NOT NULL,
                 cost_micros          bigint      NOT NULL,
                 unpriced_completions bigint      NOT NULL,
-                PRIMARY KEY (tenant_id, minute, agent, agent_version, rollout_cohort, channel, package_name)
+                PRIMARY KEY (series_id, minute)
             );
-            CREATE INDEX analytics_minutes_minute ON analytics_minutes (minute);
+            CREATE INDEX analytics_minutes_minute ON analytics_minutes USING brin (minute);
             CREATE TABLE analytics_errors (
-                tenant_id      text        NOT NULL,
-                minute         timestamptz NOT NULL,
-                agent          text        NOT NULL,
-                agent_version  text        NOT NULL,
-                rollout_cohort text        NOT NULL,
-                channel        text        NOT NULL,
-                package_name   text        NOT NULL,
-                error_code     text        NOT NULL,
-                failures       bigint      NOT NULL,
-                PRIMARY KEY (tenant_id, minute, agent, agent_version, rollout_cohort, channel, package_name, error_code)
+                series_id  integer     NOT NULL REFERENCES analytics_series (id),
+                minute     timestamptz NOT NULL,
+                error_code text        NOT NULL,
+                failures   bigint      NOT NULL,
+                PRIMARY KEY (series_id, minute, error_code)
             );
-            CREATE INDEX analytics_errors_minute ON analytics_errors (minute);
+            CREATE INDEX analytics_errors_minute ON analytics_errors USING brin (minute);
             CREATE TABLE analytics_latency (
-                tenant_id      text        NOT NULL,
-                minute         timestamptz NOT NULL,
-                agent          text        NOT NULL,
-                agent_version  text        NOT NULL,
-                rollout_cohort text        NOT NULL,
-                channel        text        NOT NULL,
-                package_name   text        NOT NULL,
-                hop            text        NOT NULL,
-                bucket         integer     NOT NULL,
-                samples        bigint      NOT NULL,
-                PRIMARY KEY (tenant_id, minute, agent, agent_version, rollout_cohort, channel, package_name, hop, bucket)
+                series_id integer     NOT NULL REFERENCES analytics_series (id),
+                minute    timestamptz NOT NULL,
+                hop       text        NOT NULL,
+                bucket    integer     NOT NULL,
+                samples   bigint      NOT NULL,
+                PRIMARY KEY (series_id, minute, hop, bucket)
             );
-            CREATE INDEX analytics_latency_minute ON analytics_latency (minute);
+            CREATE INDEX analytics_latency_minute ON analytics_latency USING brin (minute);
             CREATE TABLE analytics_conversations (
                 tenant_id       text        NOT NULL,
                 conversation_id text        NOT NULL,

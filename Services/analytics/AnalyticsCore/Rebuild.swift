@@ -87,12 +87,14 @@ public struct Rebuild: Sendable {
                     if let minute, fact.minute < minute { continue }
                     batch.append(fact)
                     if batch.count >= 1024 {
-                        outcome.folded += try await store.fold(batch, on: connection).folded
+                        let ids = try await store.seriesIDs(batch)
+                        outcome.folded += try await store.fold(batch, series: ids, on: connection).folded
                         batch.removeAll(keepingCapacity: true)
                         progress(outcome)
                     }
                 }
-                outcome.folded += try await store.fold(batch, on: connection).folded
+                outcome.folded += try await store.fold(batch, series: try await store.seriesIDs(batch),
+                                                       on: connection).folded
                 if !deleted { try await Self.delete(from: minute, on: connection) }
             } catch {
                 try? await jetStream.deleteConsumer(stream: StreamNames.events, durable: durable)
@@ -111,6 +113,7 @@ public struct Rebuild: Sendable {
     /// Deletes the rollups of minutes ≥ `minute` (all when nil) and their applied sequences.
     static func delete(from minute: Int64?, on connection: PostgresConnection) async throws {
         let bound: PostgresValue = .int64(minute ?? Int64(-62_135_596_800))  // 0001-01-01: everything
+        // (Series are kept: their ids are stable, and cached by every replica.)
         for table in ["analytics_minutes", "analytics_errors", "analytics_latency", "analytics_applied"] {
             _ = try await connection.execute("DELETE FROM \(table) WHERE minute >= to_timestamp($1)", [bound])
         }

@@ -7,6 +7,7 @@ import Storage
 public struct RollupStore: Sendable {
     public let pool: PostgresPool
     public let prices: PriceBook
+    let series = SeriesCache()
 
     /// The advisory lock: live batches take it shared, a rebuild exclusively while it replaces rollups.
     public static let writeLock: Int64 = 0x5359_414E_4C59  // "SYANLY"
@@ -31,11 +32,12 @@ public struct RollupStore: Sendable {
     public func fold(_ facts: [EventFact]) async throws -> Outcome {
         guard !facts.isEmpty else { return Outcome(folded: 0, duplicates: 0, unpriced: 0) }
         try await prices.refreshIfStale()
+        let ids = try await series.ids(for: Set(facts.map(\.dimensions)), pool: pool)
         var delay: Duration = .milliseconds(50)
         while true {
             let outcome: Outcome? = try await pool.transaction { connection in
                 guard try await Self.tryLockShared(connection) else { return nil }
-                return try await fold(facts, on: connection)
+                return try await fold(facts, series: ids, on: connection)
             }
             if let outcome { return outcome }
             try await Task.sleep(for: delay)
@@ -49,8 +51,15 @@ public struct RollupStore: Sendable {
         return try rows.first?.decode(Bool.self, at: 0) == true
     }
 
+    /// The series ids of `facts` (added when new), outside any rollup transaction.
+    func seriesIDs(_ facts: [EventFact]) async throws -> [Dimensions: Int32] {
+        try await series.ids(for: Set(facts.map(\.dimensions)), pool: pool)
+    }
+
     /// Folds `facts` on `connection`, inside the caller's transaction (a rebuild's, which holds the lock).
-    func fold(_ facts: [EventFact], on connection: PostgresConnection) async throws -> Outcome {
+    func fold(_ facts: [EventFact], series ids: [Dimensions: Int32], on connection: PostgresConnection) async throws
+        -> Outcome
+    {
         guard !facts.isEmpty else { return Outcome(folded: 0, duplicates: 0, unpriced: 0) }
         var sequences = PostgresArrayLiteral(), minutes = PostgresArrayLiteral()
         for fact in facts {
@@ -67,7 +76,7 @@ public struct RollupStore: Sendable {
         var fresh = Set<UInt64>()
         fresh.reserveCapacity(rows.count)
         for row in rows { fresh.insert(UInt64(try row.decode(Int64.self, at: 0))) }
-        let delta = RollupDelta(facts.lazy.filter { fresh.contains($0.sequence) }, prices: prices)
+        let delta = RollupDelta(facts.lazy.filter { fresh.contains($0.sequence) }, series: ids, prices: prices)
         for (sql, parameters) in delta.statements {
             _ = try await connection.execute(sql, parameters)
         }
