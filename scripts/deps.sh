@@ -2,8 +2,10 @@
 # Installs every Debian package Switchyard needs to build, test and run. Idempotent: does nothing when all
 # are present. Needs root (or sudo).
 set -euo pipefail
+# protobuf-compiler, python3 and python3-venv: the Python consumer example (examples/python-consumer), which a
+# test runs.
 packages=(nats-server libnats-dev libprotobuf-c-dev protobuf-c-compiler libpq-dev libssl-dev openssl postgresql
-          postgresql-client pkg-config curl)
+          postgresql-client pkg-config curl protobuf-compiler python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -76,6 +76,7 @@ up() {
   SWITCHYARD_NATS_USER=admin SWITCHYARD_NATS_PASSWORD="$SWITCHYARD_NATS_PASSWORD_ADMIN" \
     SWITCHYARD_ADMIN_TOKEN="$SWITCHYARD_ADMIN_TOKEN" \
     "$BIN/switchyard" demo seed --nats "$SWITCHYARD_NATS_URL" --env-file "$RUN/demo.env" --base-url "http://127.0.0.1:$HTTP_PORT/v1" \
+      --reader-url "nats://reader:$SWITCHYARD_NATS_PASSWORD_READER@127.0.0.1:$NATS_PORT" \
     || { stop_services; echo "demo seed failed (tenant service log: .run/logs/tenant.log)" >&2; exit 1; }
   for name in "${SERVICES[@]}"; do
     [ "$name" = tenant ] || start_service "$name"

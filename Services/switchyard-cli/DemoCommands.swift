@@ -13,7 +13,8 @@ struct Demo: AsyncParsableCommand {
                 Idempotent: creates or updates the tenant, defines plan demo-starter and puts the tenant on it, sets \
                 the manifest, the rollouts and the knowledge base, and keeps the API key found in --env-file while \
                 it is active (else issues a new test key with scope chat, label demo). The env file gets \
-                SWITCHYARD_BASE_URL, SWITCHYARD_API_KEY and SWITCHYARD_NATS_URL, readable by the owner only.
+                SWITCHYARD_BASE_URL, SWITCHYARD_API_KEY, SWITCHYARD_NATS_URL (--reader-url when given: a URL with \
+                the read-only consumer's credentials) and SWITCHYARD_NATS_INBOX_PREFIX, readable by the owner only.
                 """)
 
         @OptionGroup(title: "Connection and output options") var options: AdminOptions
@@ -22,6 +23,9 @@ struct Demo: AsyncParsableCommand {
         var envFile: String?
         @Option(name: .customLong("base-url"), help: "The gateway's base URL to write into the env file.")
         var baseURL: String = "http://127.0.0.1:8080/v1"
+        @Option(name: .customLong("reader-url"),
+                help: "The NATS URL for outside consumers to write into the env file (with the read-only user's credentials).")
+        var readerURL: String?
         @Option(help: "Requests per minute per key on the demo plan (0 = unlimited).")
         var rpm: UInt32 = DemoSeed.plan.rpm
         @Option(help: "Tokens per minute per key on the demo plan (0 = unlimited).")
@@ -86,7 +90,9 @@ struct Demo: AsyncParsableCommand {
                     try Self.writeEnvFile(envFile, lines: [
                         "SWITCHYARD_BASE_URL=\(baseURL)",
                         "SWITCHYARD_API_KEY=\(apiKey.plaintext)",
-                        "SWITCHYARD_NATS_URL=\(options.nats.url)",
+                        "SWITCHYARD_NATS_URL=\(readerURL ?? options.nats.url)",
+                        // The read-only user may only receive replies under this prefix (never other clients').
+                        "SWITCHYARD_NATS_INBOX_PREFIX=\(readerURL == nil ? "_INBOX" : "_INBOX_reader")",
                     ])
                 }
                 let summary = Summary(tenantId: id, planId: plan.id, agents: DemoSeed.manifest.agents.count,

@@ -39,12 +39,15 @@ final class Stack: Sendable {
     let admin: NATSConnection
     let adminJS: JetStream
     let http = HTTPClient(eventLoopGroupProvider: .singleton)
+    /// The NATS users' passwords when nats-server runs with `scripts/nats-auth.conf.tmpl` (`natsAuth: true`).
+    let natsPasswords: [String: String]?
     private let groups: [ServiceGroup]
     private let runner: Task<Void, any Error>
 
     private init(nats: NATSServer, postgres: PostgresServer, gatewayPorts: [Int], apiKey: String, keyRecord: ApiKeyRecord,
                  writer: TenancyWriter, admin: NATSConnection, adminJS: JetStream, groups: [ServiceGroup],
-                 runner: Task<Void, any Error>) {
+                 runner: Task<Void, any Error>, natsPasswords: [String: String]?) {
+        self.natsPasswords = natsPasswords
         self.nats = nats
         self.postgres = postgres
         self.gatewayPort = gatewayPorts[0]
@@ -60,20 +63,38 @@ final class Stack: Sendable {
 
     var baseURL: String { "http://127.0.0.1:\(gatewayPort)/v1" }
 
-    static func environment(_ nats: NATSServer, _ postgres: PostgresServer, instance: String) -> [String: String] {
-        ["SWITCHYARD_NATS_URL": nats.url, "SWITCHYARD_DATABASE_URL": postgres.connectionString,
-         "SWITCHYARD_HTTP_HOST": "127.0.0.1", "SWITCHYARD_HTTP_PORT": "0", "SWITCHYARD_OPS_PORT": "0",
-         "SWITCHYARD_INSTANCE_ID": instance, "SWITCHYARD_DB_POOL_SIZE": "2", "SWITCHYARD_DRAIN_SECONDS": "5"]
+    static func environment(_ nats: NATSServer, _ postgres: PostgresServer, instance: String,
+                            user: String? = nil, passwords: [String: String]? = nil) -> [String: String] {
+        var environment = [
+            "SWITCHYARD_NATS_URL": nats.url, "SWITCHYARD_DATABASE_URL": postgres.connectionString,
+            "SWITCHYARD_HTTP_HOST": "127.0.0.1", "SWITCHYARD_HTTP_PORT": "0", "SWITCHYARD_OPS_PORT": "0",
+            "SWITCHYARD_INSTANCE_ID": instance, "SWITCHYARD_DB_POOL_SIZE": "2", "SWITCHYARD_DRAIN_SECONDS": "5"]
+        if let user, let password = passwords?[user] {
+            environment["SWITCHYARD_NATS_USER"] = user
+            environment["SWITCHYARD_NATS_PASSWORD"] = password
+        }
+        return environment
     }
 
     static func start(orchestrator: OrchestratorConfiguration = OrchestratorConfiguration(endpoints: []),
                       gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
                       consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
                       inProcessRouter: Bool = true, billing: Bool = false, analytics: Bool = false,
-                      gatewayReplicas: Int = 1) async throws -> Stack {
-        let nats = try await NATSServer.start()
+                      gatewayReplicas: Int = 1, natsAuth: Bool = false) async throws -> Stack {
+        // With natsAuth, nats-server runs with the template `make run` uses and each service as its own user.
+        let passwords = natsAuth ? NATSAuthTemplate.randomPasswords() : nil
+        let nats: NATSServer
+        if let passwords {
+            nats = try await NATSServer.start(configuration: try NATSAuthTemplate.render(passwords: passwords))
+        } else {
+            nats = try await NATSServer.start()
+        }
         let postgres = try await PostgresServer.start()
-        let (admin, adminJS) = try await connect(nats)
+        func environment(_ nats: NATSServer, _ postgres: PostgresServer, instance: String, user: String) -> [String: String] {
+            Self.environment(nats, postgres, instance: instance, user: user, passwords: passwords)
+        }
+        // The test's own connection writes the tenancy KV: as the tenant service's user under auth.
+        let (admin, adminJS) = try await connect(nats, user: passwords == nil ? nil : "tenant", password: passwords?["tenant"])
         // Tenancy: tenant, plan, manifest, knowledge base and a key.
         let writer = try await TenancyWriter(jetStream: adminJS)
         try await seed(writer: writer, postgres: postgres, consentPolicy: consentPolicy)
@@ -84,26 +105,27 @@ final class Stack: Sendable {
         var groups: [ServiceGroup] = []
         if inProcessRouter {
             groups.append(try await buildRouter(
-                configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "router-1"),
+                configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "router-1", user: "router"),
                                                         service: "router"),
                 logger: logger, signals: false))
         }
         if inProcessOrchestrator {
             groups.append(try await buildOrchestrator(
-                configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "orch-1"),
+                configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "orch-1", user: "orchestrator"),
                                                         service: "orchestrator"),
                 orchestrator: orchestrator, logger: logger, signals: false))
         }
         if billing {
             groups.append(try await buildBilling(
-                configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "billing-1"),
+                configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "billing-1", user: "billing"),
                                                         service: "billing"),
                 logger: logger, signals: false))
         }
         if analytics {
             groups.append(try await buildAnalytics(
                 configuration: try ServiceConfiguration(
-                    environment: environment(nats, postgres, instance: "analytics-1"), service: "analytics"),
+                    environment: environment(nats, postgres, instance: "analytics-1", user: "analytics"),
+                    service: "analytics"),
                 analytics: AnalyticsConfiguration(adminTokens: [(name: "test", token: adminToken)]),
                 logger: logger, signals: false))
         }
@@ -111,7 +133,8 @@ final class Stack: Sendable {
         for replica in 0..<gatewayReplicas {
             groups.append(try await buildGateway(
                 configuration: try ServiceConfiguration(
-                    environment: environment(nats, postgres, instance: "gw-\(replica + 1)"), service: "api-gateway"),
+                    environment: environment(nats, postgres, instance: "gw-\(replica + 1)", user: "gateway"),
+                    service: "api-gateway"),
                 gateway: gateway, logger: logger, signals: false,
                 onServerRunning: { bound in ports.withLock { $0[replica] = bound } }))
         }
@@ -125,14 +148,17 @@ final class Stack: Sendable {
         for _ in 0..<400 where ports.withLock({ $0.contains(0) }) { try await Task.sleep(for: .milliseconds(10)) }
         let stack = Stack(nats: nats, postgres: postgres, gatewayPorts: ports.withLock { $0 }, apiKey: apiKey,
                           keyRecord: record, writer: writer, admin: admin, adminJS: adminJS, groups: allGroups,
-                          runner: runner)
+                          runner: runner, natsPasswords: passwords)
         if inProcessOrchestrator && inProcessRouter { try await stack.waitUntilReady() }
         return stack
     }
 
-    static func connect(_ nats: NATSServer) async throws -> (NATSConnection, JetStream) {
+    static func connect(_ nats: NATSServer, user: String? = nil, password: String? = nil) async throws
+        -> (NATSConnection, JetStream)
+    {
         let connection = try await NATSConnection.connect(
-            NATSConfiguration(servers: [nats.url], name: "test-admin", connectAttempts: 3), logger: logger)
+            NATSConfiguration(servers: [nats.url], user: user, password: password, name: "test-admin", connectAttempts: 3),
+            logger: logger)
         return (connection, try JetStream(connection: connection))
     }
 
@@ -217,10 +243,12 @@ final class Stack: Sendable {
                         gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
                         consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
                         inProcessRouter: Bool = true, billing: Bool = false, analytics: Bool = false,
-                        gatewayReplicas: Int = 1, _ body: (Stack) async throws -> T) async throws -> T {
+                        gatewayReplicas: Int = 1, natsAuth: Bool = false,
+                        _ body: (Stack) async throws -> T) async throws -> T {
         let stack = try await start(orchestrator: orchestrator, gateway: gateway, consentPolicy: consentPolicy,
                                     inProcessOrchestrator: inProcessOrchestrator, inProcessRouter: inProcessRouter,
-                                    billing: billing, analytics: analytics, gatewayReplicas: gatewayReplicas)
+                                    billing: billing, analytics: analytics, gatewayReplicas: gatewayReplicas,
+                                    natsAuth: natsAuth)
         do {
             let result = try await body(stack)
             await stack.stop()

@@ -1,3 +1,4 @@
+import Contracts
 import Foundation
 import Messaging
 import TestKit
@@ -152,6 +153,79 @@ struct NATSPermissionTests {
                 _ = try await service.request("admin.tenant.ping", payload: bytes("x"), timeout: .seconds(1))
             }
             for subscription in refused { subscription.unsubscribe() }
+        }
+    }
+
+    // MARK: the read-only reader (outside consumers)
+
+    @Test("the reader creates its own durable on the event log, pulls and acks live events, and receives core events")
+    func readerConsumesTheEventLog() async throws {
+        try await withAuthServer { server, passwords in
+            let service = try await connect(server, user: "router", password: passwords["router"])
+            defer { service.close() }
+            let serviceJS = try JetStream(connection: service)
+            try await serviceJS.ensureStream(Streams.events.spec)
+            let reader = try await connect(server, user: "reader", password: passwords["reader"])
+            defer { reader.close() }
+            let readerJS = try JetStream(connection: reader)
+            let live = try reader.subscribe("evt.>")
+            try await reader.flush()
+            try await readerJS.ensureConsumer(stream: StreamNames.events,
+                                              ConsumerSpec(durable: "my-dashboard", filterSubject: "evt.>", start: .all))
+            _ = try await serviceJS.publish(OutboundMessage(subject: "evt.chat.completed.acme", payload: bytes("one")))
+            let consumer = try await PullConsumer.bind(jetStream: readerJS, stream: StreamNames.events,
+                                                       durable: "my-dashboard")
+            defer { consumer.stop() }
+            guard let message = try await consumer.next(timeout: .seconds(5)) else {
+                Issue.record("the reader's durable delivered nothing")
+                return
+            }
+            #expect(text(message.delivery.payload) == "one")
+            try message.ack()
+            #expect(text(try #require(await firstMessage(of: live, within: .seconds(5))).payload) == "one")
+            live.unsubscribe()
+            // The ack reached the server: nothing is pending for the reader's durable.
+            var state = try await readerJS.consumerState(stream: StreamNames.events, durable: "my-dashboard")
+            for _ in 0..<100 where state.ackPending > 0 {
+                try await Task.sleep(for: .milliseconds(20))
+                state = try await readerJS.consumerState(stream: StreamNames.events, durable: "my-dashboard")
+            }
+            #expect(state.ackPending == 0 && state.pending == 0)
+            try await readerJS.deleteConsumer(stream: StreamNames.events, durable: "my-dashboard")
+        }
+    }
+
+    @Test("the reader can neither touch a platform durable (every one of Consumers.all), nor publish, nor read replies, KV or admin subjects")
+    func readerIsReadOnly() async throws {
+        try await withAuthServer { server, passwords in
+            let reader = try await connect(server, user: "reader", password: passwords["reader"])
+            defer { reader.close() }
+            var subjects: [String] = []
+            for contract in Consumers.all {
+                let stream = contract.stream.name, durable = contract.durable
+                subjects += ["$JS.API.CONSUMER.MSG.NEXT.\(stream).\(durable)",
+                             "$JS.API.CONSUMER.DURABLE.CREATE.\(stream).\(durable)",
+                             "$JS.API.CONSUMER.CREATE.\(stream).\(durable)",
+                             "$JS.API.CONSUMER.CREATE.\(stream).\(durable).evt.chat",
+                             "$JS.API.CONSUMER.INFO.\(stream).\(durable)",
+                             "$JS.API.CONSUMER.DELETE.\(stream).\(durable)",
+                             "$JS.ACK.\(stream).\(durable).1.1.1.1.0"]
+            }
+            subjects += ["evt.chat.completed.acme", "usage.acme", "admin.tenant.create", "$KV.tenants.acme",
+                         "$JS.API.STREAM.DELETE.EVENTS", "$JS.API.STREAM.PURGE.EVENTS", "$JS.API.STREAM.CREATE.MINE",
+                         "$JS.API.STREAM.MSG.DELETE.EVENTS", "$JS.API.CONSUMER.DURABLE.CREATE.KV_tenants.x",
+                         "$JS.API.CONSUMER.MSG.NEXT.ADVISORIES.x"]
+            for subject in subjects {
+                try reader.publish(subject, payload: bytes("{}"))
+                try await reader.flush()
+                #expect(await refusedPublish(reader, subject), "the reader may publish to \(subject)")
+            }
+            for subject in ["_INBOX.>", "_INBOX_admin.>", "admin.>", "$KV.>", "chat.>", "agent.>", ">"] {
+                let subscription = try reader.subscribe(subject)
+                try await reader.flush()
+                #expect(await refusedSubscription(reader, subject), "the reader may subscribe to \(subject)")
+                subscription.unsubscribe()
+            }
         }
     }
 
@@ -311,7 +385,7 @@ private func connect(_ server: NATSServer, user: String, password: String?) asyn
     try await NATSConnection.connect(
         NATSConfiguration(servers: [server.url], user: user, password: password, name: "permissions-\(user)",
                           connectAttempts: 1, requestTimeout: .seconds(2),
-                          inboxPrefix: user == "admin" ? "_INBOX_admin" : "_INBOX"),
+                          inboxPrefix: user == "admin" ? "_INBOX_admin" : user == "reader" ? "_INBOX_reader" : "_INBOX"),
         logger: Harness.logger)
 }
 
@@ -360,6 +434,19 @@ private func refusedSubscription(_ connection: NATSConnection, _ subject: String
     while ContinuousClock.now < deadline {
         if let error = connection.lastErrorText?.lowercased(),
            error.contains("permissions violation for subscription"), error.contains(subject.lowercased()) {
+            return true
+        }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return false
+}
+
+/// Waits (up to 10 s) for the server's permissions violation for a publish to `subject`.
+private func refusedPublish(_ connection: NATSConnection, _ subject: String) async -> Bool {
+    let deadline = ContinuousClock.now + .seconds(10)
+    while ContinuousClock.now < deadline {
+        if let error = connection.lastErrorText?.lowercased(),
+           error.contains("permissions violation for publish"), error.contains(subject.lowercased()) {
             return true
         }
         try? await Task.sleep(for: .milliseconds(10))
