@@ -44,6 +44,10 @@ extension MetricName {
         help: "Seconds between a usage event's time and its recording in the ledger (last batch).")
 
     // Analytics (docs/adr/0015).
+    public static let agentRequestDurationSeconds = MetricName(
+        "agent_request_duration_seconds",
+        help: "Whole-path duration of answered requests (gateway in to orchestrator done, from the event log's hop "
+            + "stamps), by tenant (the top tenants by traffic, the rest as `other`) and agent.")
     public static let analyticsEventsTotal = MetricName(
         "analytics_events_total",
         help: "Event-log messages handled by analytics, by outcome (folded, duplicate, ignored = a kind the rollups "
@@ -76,7 +80,7 @@ extension MetricName {
         .natsMessagesPublishedTotal, .natsMessagesConsumedTotal, .natsMessagesDeadLetteredTotal,
         .dbQueryDurationSeconds, .providerAttemptsTotal, .providerLatencySeconds, .adminCommandsTotal,
         .billingUsageEventsTotal, .billingSpendMicrosTotal, .billingLedgerLagSeconds, .gatewayBudgetRejectionsTotal,
-        .analyticsEventsTotal, .analyticsLagSeconds,
+        .analyticsEventsTotal, .analyticsLagSeconds, .agentRequestDurationSeconds,
     ]
 }
 

@@ -1,4 +1,4 @@
-import AnalyticsCore
+@testable import AnalyticsCore
 import Contracts
 import Foundation
 import Messaging
@@ -6,6 +6,7 @@ import OrchestratorCore
 import Schemas
 import Storage
 import Synchronization
+import Telemetry
 import Tenancy
 import Testing
 import TestKit
@@ -40,6 +41,19 @@ struct LatencyBucketTests {
                                 uniquingKeysWith: +).map { (bucket: $0.key, count: $0.value) }
         #expect(LatencyBuckets.quantile(0.95, of: merged) == 95)
         #expect(LatencyBuckets.quantile(0.99, of: []) == 0)
+    }
+}
+
+@Suite("Bounded tenant labels of the log-derived metrics")
+struct LogMetricsLabelTests {
+    @Test("the first N tenants keep their label, later ones are `other`, and a label never changes")
+    func boundedLabels() {
+        let labels = LogMetrics(metrics: TelemetryMetrics(), limit: 2)
+        #expect(labels.label(for: "alpha") == "alpha")
+        #expect(labels.label(for: "beta") == "beta")
+        #expect(labels.label(for: "gamma") == "other")
+        #expect(labels.label(for: "alpha") == "alpha")
+        #expect(LogMetrics(metrics: TelemetryMetrics(), limit: 0).label(for: "alpha") == "other")
     }
 }
 
@@ -339,6 +353,28 @@ struct AnalyticsTests {
             let after = try await Self.snapshot(stack)
             let same = after == live
             #expect(same, "first difference: \(Self.firstDifference(after, live))")
+        }
+    }
+
+    @Test("the seed metrics come from the log: agent_requests_total per tenant equals the rollups, errors by code, handoffs, consent outcomes, and the whole-path duration histogram")
+    func logDerivedMetrics() async throws {
+        try await Self.withMixedStack { stack, consentKey in
+            _ = try await Self.sendMixed(stack, count: 500, consentKey: consentKey)
+            try await Self.waitCaughtUp(stack)
+            let text = stack.analyticsMetrics.renderPrometheusText()
+            func sum(_ name: String, _ filter: String) -> Double {
+                text.split(separator: "\n").filter { $0.hasPrefix(name + "{") && $0.contains(filter) }
+                    .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+            }
+            for tenant in [Stack.tenant, Self.consentTenant] {
+                let rollups = try #require(try await Self.stats(stack, tenant: tenant).first)
+                #expect(sum("agent_requests_total", "tenant=\"\(tenant)\"") == Double(rollups.requests), "\(tenant)")
+                #expect(sum("agent_handoffs_total", "tenant=\"\(tenant)\"") == Double(rollups.handoffs), "\(tenant)")
+                #expect(sum("agent_errors_total", "tenant=\"\(tenant)\"") == Double(rollups.failures), "\(tenant)")
+                #expect(sum("agent_request_duration_seconds_count", "tenant=\"\(tenant)\"") == Double(rollups.completions))
+            }
+            #expect(sum("agent_errors_total", "outcome=\"upstream_error\"") > 0, "errors by code")
+            #expect(sum("agent_consent_checks_total", "outcome=\"asked\"") > 0)
         }
     }
 

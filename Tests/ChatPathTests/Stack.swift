@@ -39,6 +39,10 @@ final class Stack: Sendable {
     let admin: NATSConnection
     let adminJS: JetStream
     let http = HTTPClient(eventLoopGroupProvider: .singleton)
+    /// The analytics service's HTTP port (admin commands, dashboard) when it runs in the stack, else 0.
+    let analyticsPort: Int
+    /// The analytics service's metrics registry (what its /metrics renders).
+    let analyticsMetrics: TelemetryMetrics
     /// The NATS users' passwords when nats-server runs with `scripts/nats-auth.conf.tmpl` (`natsAuth: true`).
     let natsPasswords: [String: String]?
     private let groups: [ServiceGroup]
@@ -46,8 +50,11 @@ final class Stack: Sendable {
 
     private init(nats: NATSServer, postgres: PostgresServer, gatewayPorts: [Int], apiKey: String, keyRecord: ApiKeyRecord,
                  writer: TenancyWriter, admin: NATSConnection, adminJS: JetStream, groups: [ServiceGroup],
-                 runner: Task<Void, any Error>, natsPasswords: [String: String]?) {
+                 runner: Task<Void, any Error>, natsPasswords: [String: String]?, analyticsPort: Int,
+                 analyticsMetrics: TelemetryMetrics) {
+        self.analyticsMetrics = analyticsMetrics
         self.natsPasswords = natsPasswords
+        self.analyticsPort = analyticsPort
         self.nats = nats
         self.postgres = postgres
         self.gatewayPort = gatewayPorts[0]
@@ -121,13 +128,16 @@ final class Stack: Sendable {
                                                         service: "billing"),
                 logger: logger, signals: false))
         }
+        let analyticsBound = Mutex(0)
+        let metricsOfAnalytics = TelemetryMetrics()
         if analytics {
             groups.append(try await buildAnalytics(
                 configuration: try ServiceConfiguration(
                     environment: environment(nats, postgres, instance: "analytics-1", user: "analytics"),
                     service: "analytics"),
                 analytics: AnalyticsConfiguration(adminTokens: [(name: "test", token: adminToken)]),
-                logger: logger, signals: false))
+                logger: logger, metrics: metricsOfAnalytics, signals: false,
+                onServerRunning: { bound in analyticsBound.withLock { $0 = bound } }))
         }
         let ports = Mutex<[Int]>(Array(repeating: 0, count: gatewayReplicas))
         for replica in 0..<gatewayReplicas {
@@ -145,10 +155,13 @@ final class Stack: Sendable {
                 try await tasks.waitForAll()
             }
         }
-        for _ in 0..<400 where ports.withLock({ $0.contains(0) }) { try await Task.sleep(for: .milliseconds(10)) }
+        for _ in 0..<400 where ports.withLock({ $0.contains(0) }) || (analytics && analyticsBound.withLock({ $0 }) == 0) {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         let stack = Stack(nats: nats, postgres: postgres, gatewayPorts: ports.withLock { $0 }, apiKey: apiKey,
                           keyRecord: record, writer: writer, admin: admin, adminJS: adminJS, groups: allGroups,
-                          runner: runner, natsPasswords: passwords)
+                          runner: runner, natsPasswords: passwords, analyticsPort: analyticsBound.withLock { $0 },
+                          analyticsMetrics: metricsOfAnalytics)
         if inProcessOrchestrator && inProcessRouter { try await stack.waitUntilReady() }
         return stack
     }

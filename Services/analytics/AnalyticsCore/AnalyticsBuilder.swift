@@ -17,10 +17,14 @@ public struct AnalyticsConfiguration: Sendable {
     /// `SWITCHYARD_ANALYTICS_FAILPOINT_KILL_AFTER_COMMITS`: fault injection for the crash tests, unset in
     /// production (see ``CommitFailpoint``).
     public var killAfterCommits: Int?
+    /// `SWITCHYARD_ANALYTICS_METRIC_TENANTS` (default 20): how many tenants, the top ones by traffic, keep their own
+    /// `tenant` label on the log-derived metrics (``LogMetrics``); the rest are `other`.
+    public var metricTenants: Int
 
-    public init(adminTokens: [(name: String, token: String)] = [], killAfterCommits: Int? = nil) {
+    public init(adminTokens: [(name: String, token: String)] = [], killAfterCommits: Int? = nil, metricTenants: Int = 20) {
         self.adminTokens = adminTokens
         self.killAfterCommits = killAfterCommits
+        self.metricTenants = metricTenants
     }
 
     public init(environment: EnvironmentReader) throws(ConfigurationError) {
@@ -28,6 +32,7 @@ public struct AnalyticsConfiguration: Sendable {
         killAfterCommits = environment.optional(name) == nil
             ? nil : try environment.integer(name, default: 1, range: 1...1_000_000)
         adminTokens = try AdminAuthenticator.tokens(from: environment)
+        metricTenants = try environment.integer("SWITCHYARD_ANALYTICS_METRIC_TENANTS", default: 20, range: 0...1_000)
     }
 }
 
@@ -44,14 +49,18 @@ public func buildAnalytics(configuration: ServiceConfiguration, analytics: Analy
                           logger: logger)
     }
     let store = RollupStore(pool: pool, prices: PriceBook(pool: pool))
+    let logMetrics = LogMetrics(metrics: metrics, limit: analytics.metricTenants)
     var ingest = EventIngest(store: store, metrics: metrics, logger: logger)
+    ingest.logMetrics = logMetrics
+    builder.add(LogMetricsRefresh(logMetrics: logMetrics, pool: pool, logger: logger))
     ingest.killAfterCommits = analytics.killAfterCommits.map(CommitFailpoint.init)
     for contract in Consumers.analytics {
         try await builder.consumeRawBatches(contract, batchSize: EventIngest.batchSize, concurrentBatches: 2,
                                             handler: ingest.handle)
     }
     builder.add(AppliedPruning(store: store, jetStream: builder.jetStream, logger: logger))
-    let admin = AnalyticsAdmin(pool: pool, authenticator: AdminAuthenticator(tokens: analytics.adminTokens),
+    let authenticator = AdminAuthenticator(tokens: analytics.adminTokens)
+    let admin = AnalyticsAdmin(pool: pool, authenticator: authenticator,
                                rebuild: RebuildJobs(rebuild: Rebuild(jetStream: builder.jetStream, store: store,
                                                                      logger: logger), pool: pool, logger: logger),
                                logger: logger)
@@ -60,6 +69,7 @@ public func buildAnalytics(configuration: ServiceConfiguration, analytics: Analy
                                  logger: logger))
     let router = Router(context: BasicRequestContext.self)
     AdminHTTPRoutes(dispatcher: dispatcher, metrics: metrics, logger: logger).add(to: router)
+    Dashboard(pool: pool, authenticator: authenticator, logger: logger).add(to: router)
     builder.http(router, onServerRunning: onServerRunning)
     return builder.serviceGroup(signals: signals)
 }
@@ -76,6 +86,7 @@ public struct EventIngest: Sendable {
     let logger: Logger
     var retryBudget: Duration = .seconds(600)
     var killAfterCommits: CommitFailpoint?
+    var logMetrics: LogMetrics?
 
     public init(store: RollupStore, metrics: TelemetryMetrics, logger: Logger) {
         self.store = store
@@ -104,6 +115,7 @@ public struct EventIngest: Sendable {
         guard !facts.isEmpty else { return outcomes }
         let outcome = try await foldRetrying(facts)
         killAfterCommits?.committed()
+        logMetrics?.record(outcome.fresh)
         metrics.counter(.analyticsEventsTotal, [(.outcome, "folded")]).increment(by: outcome.folded)
         if outcome.duplicates > 0 {
             metrics.counter(.analyticsEventsTotal, [(.outcome, "duplicate")]).increment(by: outcome.duplicates)
@@ -120,6 +132,24 @@ public struct EventIngest: Sendable {
                 "error": "\(error)", "events": "\(facts.count)", "retry": "\(delay)",
             ])
         }) { try await store.fold(facts) }
+    }
+}
+
+/// Recomputes the metrics' top tenants at start and every minute.
+struct LogMetricsRefresh: Service {
+    let logMetrics: LogMetrics
+    let pool: PostgresPool
+    let logger: Logger
+
+    func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                try await logMetrics.refreshTop(pool: pool)
+            } catch {
+                logger.notice("top tenants for metrics not refreshed; next try in 60 s", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: .seconds(60))
+        }
     }
 }
 

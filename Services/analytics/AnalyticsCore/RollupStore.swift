@@ -17,13 +17,15 @@ public struct RollupStore: Sendable {
         self.prices = prices
     }
 
-    public struct Outcome: Sendable, Equatable {
+    public struct Outcome: Sendable {
         /// Facts new to the rollups.
         public var folded: Int
         /// Facts whose sequence had been folded before.
         public var duplicates: Int
         /// New completions without a price.
         public var unpriced: Int
+        /// The facts folded for the first time (for the log-derived metrics).
+        public var fresh: [EventFact] = []
     }
 
     /// Folds `facts` in one transaction of its own. While a rebuild holds the lock, the batch waits without
@@ -80,7 +82,8 @@ public struct RollupStore: Sendable {
         for (sql, parameters) in delta.statements {
             _ = try await connection.execute(sql, parameters)
         }
-        return Outcome(folded: fresh.count, duplicates: facts.count - fresh.count, unpriced: delta.unpriced)
+        return Outcome(folded: fresh.count, duplicates: facts.count - fresh.count, unpriced: delta.unpriced,
+                       fresh: fresh.count == facts.count ? facts : facts.filter { fresh.contains($0.sequence) })
     }
 
     /// Forgets the applied sequences at or below the durable's ack floor: those are never delivered again (a
