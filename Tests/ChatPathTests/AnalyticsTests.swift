@@ -378,6 +378,29 @@ struct AnalyticsTests {
         }
     }
 
+    @Test("applied sequences are pruned once every durable has acked them, also when a counted kind never occurs")
+    func appliedSequencesArePruned() async throws {
+        // Only answered knowledge-base questions: no failures, consent checks or handoffs on the log.
+        try await Stack.with(analytics: true) { stack in
+            for _ in 0..<50 {
+                #expect(try await stack.chat(["model": "host", "messages": [["role": "user", "content": "When are you open?"]]]).status == 200)
+            }
+            try await Self.waitCaughtUp(stack)
+            let pool = try PostgresPool(configuration: PostgresConfiguration(connectionString: stack.postgres.connectionString,
+                                                                             poolSize: 1), logger: Stack.logger)
+            func applied() async throws -> Int64 {
+                try await pool.query("SELECT count(*) FROM analytics_applied")[0].decode(Int64.self, at: 0)
+            }
+            #expect(try await applied() >= 100)  // routed and completed of each chat
+            let pruning = AppliedPruning(store: RollupStore(pool: pool, prices: PriceBook(pool: pool)),
+                                         jetStream: stack.adminJS, logger: Stack.logger)
+            let pruned = try await pruning.pruneOnce()
+            #expect(pruned >= 100)
+            #expect(try await applied() == 0)
+            await pool.close()
+        }
+    }
+
     @Test("stats refuse bad input: no tenant, a hostile tenant id, an unknown grouping, a wrong token")
     func statsRefuseBadInput() async throws {
         try await Stack.with(analytics: true) { stack in

@@ -153,9 +153,10 @@ struct LogMetricsRefresh: Service {
     }
 }
 
-/// Every 30 s, forgets the folded sequences at or below the lowest ack floor of analytics' durables (each
-/// sequence belongs to one of them, and nothing at or below its durable's floor is delivered again), so
-/// `analytics_applied` holds only what may still be redelivered.
+/// Every 30 s, forgets folded sequences that can no longer be delivered again, so `analytics_applied` holds only
+/// what may still be redelivered: everything at or below the lowest bound of analytics' durables, where a
+/// durable's bound is its ack floor — or, when it has nothing pending and nothing unacknowledged, the stream's
+/// last sequence read before it (a kind that is rare or never occurs must not hold pruning back).
 struct AppliedPruning: Service {
     let store: RollupStore
     let jetStream: JetStream
@@ -166,16 +167,22 @@ struct AppliedPruning: Service {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             try? await Task.sleep(for: interval)
             do {
-                var floor = UInt64.max
-                for contract in Consumers.analytics {
-                    let state = try await jetStream.consumerState(stream: StreamNames.events, durable: contract.durable)
-                    floor = min(floor, state.ackFloorStreamSequence)
-                }
-                let pruned = try await store.prune(belowOrAt: floor == .max ? 0 : floor)
+                let pruned = try await pruneOnce()
                 if pruned > 0 { logger.debug("applied sequences pruned", metadata: ["rows": "\(pruned)"]) }
             } catch {
                 logger.notice("pruning applied sequences failed; next try in \(interval)", metadata: ["error": "\(error)"])
             }
         }
+    }
+
+    /// Prunes once; returns how many rows went.
+    func pruneOnce() async throws -> Int {
+        let last = try await jetStream.streamState(StreamNames.events).lastSequence
+        var floor = UInt64.max
+        for contract in Consumers.analytics {
+            let state = try await jetStream.consumerState(stream: StreamNames.events, durable: contract.durable)
+            floor = min(floor, state.pending == 0 && state.ackPending == 0 ? last : state.ackFloorStreamSequence)
+        }
+        return try await store.prune(belowOrAt: floor == .max ? 0 : floor)
     }
 }
