@@ -108,7 +108,7 @@ let package = Package(
             .product(name: "HummingbirdCore", package: "hummingbird"),
         ], path: "Shared/ServiceKit", swiftSettings: swiftSettings),
         .target(name: "ServiceKitPostgres", dependencies: [
-            "ServiceKit", "Storage", "Messaging",
+            "ServiceKit", "Storage", "Messaging", "Tenancy",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], path: "Shared/ServiceKitPostgres", swiftSettings: swiftSettings),

@@ -2,6 +2,7 @@ import Logging
 import Messaging
 import ServiceKit
 import Storage
+import Tenancy
 
 extension ServiceConfiguration {
     /// libpq pool settings for this service instance.
@@ -55,5 +56,17 @@ public func retryingTransientDatabaseErrors<T>(
             try await Task.sleep(for: delay)
             delay = min(delay * 2, .seconds(5))
         }
+    }
+}
+
+extension AdminFailure {
+    /// What an admin command answers when its database failed: `unavailable` ("try again") when a retry can help
+    /// (connection lost, PostgreSQL restarting, deadlock), else `internal`. Names only the service's database,
+    /// never the error (it may quote data).
+    public static func storage(_ error: any Error, service: String) -> AdminFailure {
+        if let postgres = error as? PostgresError, postgres.isRetriable {
+            return AdminFailure(.unavailable, "the \(service) database is unavailable; try again")
+        }
+        return AdminFailure(.internalError, "the \(service) database failed")
     }
 }

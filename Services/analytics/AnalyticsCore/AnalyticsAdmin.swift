@@ -1,6 +1,7 @@
 import Logging
 import Schemas
 import ServiceKit
+import ServiceKitPostgres
 import Storage
 import Tenancy
 
@@ -100,12 +101,7 @@ public struct AnalyticsAdmin: Sendable {
         }
     }
 
-    static func storageFailure(_ error: any Error) -> AdminFailure {
-        if let postgres = error as? PostgresError, postgres.isRetriable {
-            return AdminFailure(.unavailable, "the analytics database is unavailable; try again")
-        }
-        return AdminFailure(.internalError, "the analytics database failed")
-    }
+    static func storageFailure(_ error: any Error) -> AdminFailure { .storage(error, service: "analytics") }
 }
 
 /// One stats query over the rollups: counters, failures per code, merged latency histograms and conversation

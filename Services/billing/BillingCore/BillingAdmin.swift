@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Schemas
 import ServiceKit
+import ServiceKitPostgres
 import Storage
 import Tenancy
 
@@ -193,12 +194,7 @@ public struct BillingAdmin: Sendable {
         }
     }
 
-    static func storageFailure(_ error: any Error) -> AdminFailure {
-        if let postgres = error as? PostgresError, postgres.isRetriable {
-            return AdminFailure(.unavailable, "the billing database is unavailable; try again")
-        }
-        return AdminFailure(.internalError, "the billing database failed")
-    }
+    static func storageFailure(_ error: any Error) -> AdminFailure { .storage(error, service: "billing") }
 }
 
 /// Routes `admin.billing.<command>` to ``BillingAdmin``.
