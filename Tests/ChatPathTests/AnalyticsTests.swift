@@ -340,7 +340,7 @@ struct AnalyticsTests {
                 state = try await client.call(AnalyticsAdminCommand.rebuildStatus, RebuildStatusRequest(id: state.id))
             }
             #expect(state.state == "done", "\(state.failure)")
-            #expect(answeredDuring > 0 || state.finishedAtUnixNanos > 0)
+            #expect(answeredDuring > 0, "no stats query was answered while the rebuild ran")
             let sent = try await traffic
             try await Self.waitCaughtUp(stack)
             let total = try #require(try await Self.stats(stack, tenant: Stack.tenant).first)
