@@ -59,9 +59,9 @@ public struct AnalyticsAdmin: Sendable {
         // Whole minutes: from the minute `since` falls in up to and including the minute `until` falls in.
         let first = EventFact.minute(of: request.sinceUnixNanos)
         let end = EventFact.minute(of: until) + 60
-        let tenant = request.platform ? request.tenantID : request.tenantID
         do {
-            let rows = try await StatsQuery(pool: pool, tenant: tenant, first: first, end: end, agent: request.agent,
+            // A platform query without a tenant covers every tenant ("" matches all).
+            let rows = try await StatsQuery(pool: pool, tenant: request.tenantID, first: first, end: end, agent: request.agent,
                                             columns: columns, byHop: request.by == "hop",
                                             withConversations: request.by == "" || request.by == "tenant").run()
             guard rows.count <= Self.maxGroups else {
