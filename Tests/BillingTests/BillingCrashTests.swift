@@ -1,4 +1,5 @@
 import BillingCore
+import Contracts
 import Foundation
 import Schemas
 import Storage
@@ -63,11 +64,35 @@ struct BillingCrashTests {
                 }
             }
             #expect(killedThemselves >= 3, "the failpoint fired \(killedThemselves) times")
-            let last = try TestProcess(executable: binary, environment: h.environment(instance: "billing-final"))
+            var lastEnvironment = h.environment(instance: "billing-final")
+            lastEnvironment["SWITCHYARD_LOG_LEVEL"] = "warning"  // its log is shown when the figures are off
+            let last = try TestProcess(executable: binary, environment: lastEnvironment)
             defer { last.terminate(signal: SIGKILL) }
-            try await BillingHarness.eventually(.seconds(180)) { try await h.ledgerRows() >= Int64(total) }
+            // Until every line is in, or the durable has settled everything (then the figures say what is missing);
+            // a busy machine only makes this slower.
+            try await BillingHarness.eventually(.seconds(600)) {
+                if try await h.ledgerRows() >= Int64(total) { return true }
+                guard let state = try? await h.jetStream.consumerState(stream: Consumers.billingUsage.stream.name,
+                                                                       durable: Consumers.billingUsage.durable)
+                else { return false }
+                return state.pending == 0 && state.ackPending == 0
+            }
 
-            #expect(try await h.ledgerRows() == Int64(total))
+            let recorded = try await h.ledgerRows()
+            if recorded != Int64(total) {
+                // Where the missing events are: still pending on the durable, or dead-lettered.
+                let consumer = try? await h.jetStream.consumerState(stream: Consumers.billingUsage.stream.name,
+                                                                     durable: Consumers.billingUsage.durable)
+                let deadLettered = (try? await h.jetStream.streamState(Streams.deadLetter.name).messages) ?? 0
+                let logged = (try? await h.jetStream.streamState(Streams.usage.name).messages) ?? 0
+                Issue.record("""
+                    ledger holds \(recorded) of \(total) lines; the usage stream \(logged); \
+                    durable: \(consumer.map { "\($0)" } ?? "unreadable"); dead letters: \(deadLettered); failpoint fired \(killedThemselves) times; last process \
+                    \(last.exitStatus.map { "exited with \($0)" } ?? "running"), its log ends:
+                    \(last.output.suffix(2_000))
+                    """)
+            }
+            #expect(recorded == Int64(total))
             #expect(try await h.scalar("SELECT count(DISTINCT (tenant_id, event_id)) FROM billing_ledger") == Int64(total))
             let rows = try await h.pool.query("""
                 SELECT tenant_id, sum(prompt_tokens), sum(completion_tokens) FROM billing_ledger GROUP BY tenant_id
