@@ -23,19 +23,22 @@ public enum Consumers {
     /// at most 10 min).
     public static let replayWindow: Duration = .seconds(15 * 60)
 
-    /// The router's consumer of chat requests (`evt.chat.requested.*`).
+    /// The router's consumer of chat requests (`evt.chat.requested.*`). AckWait is short because it is how long a
+    /// request whose delivery was lost (a router killed, a nats-server restart) waits before it is redelivered; a
+    /// live router keeps what it holds with in-progress acks (docs/adr/0016).
     public static let routerRequested = ConsumerContract(
         stream: Streams.events,
         ConsumerSpec(durable: "router-requested", filterSubject: Subjects.eventAll(.chatRequested),
-                     ackWait: .seconds(10), maxDeliver: 5, maxAckPending: 10_000, start: .recent(replayWindow)),
+                     ackWait: .seconds(2), maxDeliver: 5, maxAckPending: 10_000, start: .recent(replayWindow)),
         owner: .router)
-    /// The orchestrator's consumer of routed requests (`evt.chat.routed.*`). AckWait covers a slow provider: the
-    /// consume loop also sends in-progress acks while a task runs (`SWITCHYARD_TASK_ACK_WAIT_MS` overrides it).
-    /// MaxAckPending covers throughput × the slowest upstream (5,000 req/s × 4 s).
+    /// The orchestrator's consumer of routed requests (`evt.chat.routed.*`). AckWait is how long a task whose
+    /// orchestrator died waits before another replica gets it; a slow provider call is covered by the in-progress
+    /// acks the consume loop sends every AckWait/2 while a task runs (docs/adr/0016; `SWITCHYARD_TASK_ACK_WAIT_MS`
+    /// overrides it). MaxAckPending covers throughput × the slowest upstream (5,000 req/s × 4 s).
     public static let orchestratorRouted = ConsumerContract(
         stream: Streams.events,
         ConsumerSpec(durable: "orchestrator-routed", filterSubject: Subjects.eventAll(.chatRouted),
-                     ackWait: .seconds(30), maxDeliver: 5, maxAckPending: 20_000, start: .recent(replayWindow)),
+                     ackWait: .seconds(5), maxDeliver: 5, maxAckPending: 20_000, start: .recent(replayWindow)),
         owner: .orchestrator)
     /// The tenant service's consumer of `evt.chat.requested.*` (API key last use; idempotent, so a day back).
     public static let tenantKeyUsage = ConsumerContract(

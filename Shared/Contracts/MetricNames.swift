@@ -73,6 +73,10 @@ extension MetricName {
     public static let dbQueryDurationSeconds = MetricName(
         "db_query_duration_seconds", help: "PostgreSQL query duration in seconds.")
 
+    // Replies after a reconnect (docs/adr/0016).
+    public static let replyResendsTotal = MetricName(
+        "reply_resends_total", help: "Answers sent again to a gateway that reconnected to NATS, by outcome (resent, malformed request).")
+
     /// All declared names, for documentation and checks.
     public static let all: [MetricName] = [
         .agentRequestsTotal, .agentErrorsTotal, .agentHandoffsTotal, .agentConsentChecksTotal,
@@ -80,7 +84,7 @@ extension MetricName {
         .natsMessagesPublishedTotal, .natsMessagesConsumedTotal, .natsMessagesDeadLetteredTotal,
         .dbQueryDurationSeconds, .providerAttemptsTotal, .providerLatencySeconds, .adminCommandsTotal,
         .billingUsageEventsTotal, .billingSpendMicrosTotal, .billingLedgerLagSeconds, .gatewayBudgetRejectionsTotal,
-        .analyticsEventsTotal, .analyticsLagSeconds, .agentRequestDurationSeconds,
+        .analyticsEventsTotal, .analyticsLagSeconds, .agentRequestDurationSeconds, .replyResendsTotal,
     ]
 }
 

@@ -90,9 +90,11 @@ struct ResilienceTests {
                     group.addTask {
                         // The clients keep asking until 100 answers came after the restart.
                         while tally.state.withLock({ !$0.restarted || $0.afterRestart < 100 }) {
-                            let status = (try? await stack.send(body: body).status) ?? 0
+                            let result = try? await stack.send(body: body)
+                            let status = result?.status ?? 0
                             tally.state.withLock {
                                 $0.statuses[status, default: 0] += 1
+                                if status != 200 { $0.failedIDs.append(result?.headers["x-switchyard-request-id"] ?? "?") }
                                 if $0.restarted { $0.afterRestart += 1 }
                             }
                         }
@@ -102,15 +104,22 @@ struct ResilienceTests {
                     while tally.state.withLock({ $0.statuses.values.reduce(0, +) }) < 40 {
                         try await Task.sleep(for: .milliseconds(10))
                     }
-                    let started = ContinuousClock.now
+                    let started = EventClock.nowUnixNanos()
                     try await stack.nats.restart()
-                    print("nats-server restarted in \(ContinuousClock.now - started)")
-                    tally.state.withLock { $0.restarted = true }
+                    let ended = EventClock.nowUnixNanos()
+                    tally.state.withLock {
+                        $0.restarted = true
+                        $0.restart = "\(started)…\(ended) (\((ended - started) / 1_000_000) ms)"
+                    }
                 }
                 try await group.waitForAll()
             }
-            let statuses = tally.state.withLock { $0.statuses }
-            #expect(statuses.keys.sorted() == [200], "statuses \(statuses)")
+            let (statuses, failedIDs, restart) = tally.state.withLock { ($0.statuses, $0.failedIDs, $0.restart) }
+            let trail = try await Self.eventTrail(stack, requestIDs: Set(failedIDs))
+            #expect(statuses.keys.sorted() == [200], """
+                statuses \(statuses); nats-server down and back \(restart); what the log holds of the failed requests: \
+                \(trail)
+                """)
         }
     }
 
@@ -169,7 +178,51 @@ struct ResilienceTests {
 }
 
 /// Statuses seen by the clients of the nats-server restart test.
+extension ResilienceTests {
+    /// For a failure report: the event kinds the log holds for each of `requestIDs`, with their hop stamps.
+    static func eventTrail(_ stack: Stack, requestIDs: Set<String>) async throws -> [String: [String]] {
+        guard !requestIDs.isEmpty else { return [:] }
+        let reader = "test-trail"
+        try await stack.adminJS.ensureConsumer(stream: StreamNames.events, ConsumerSpec(
+            durable: reader, filterSubject: "evt.>", maxAckPending: 100_000))
+        let consumer = try await PullConsumer.bind(jetStream: stack.adminJS, stream: StreamNames.events, durable: reader)
+        defer { consumer.stop() }
+        var trail: [String: [String]] = [:]
+        while let message = try await consumer.next(timeout: .seconds(1), batch: 256) {
+            let delivery = message.delivery
+            try message.ack()
+            let kind = delivery.subject.split(separator: ".").dropFirst().dropLast().joined(separator: ".")
+            var meta: EventMeta?
+            var hops: [HopStamp] = []
+            switch kind {
+            case "chat.requested": meta = try? ChatRequested(protobuf: delivery.payload).meta
+            case "chat.routed":
+                let routed = try? ChatRouted(protobuf: delivery.payload)
+                (meta, hops) = (routed?.meta, routed?.hops ?? [])
+            case "chat.completed":
+                let completed = try? ChatCompleted(protobuf: delivery.payload)
+                (meta, hops) = (completed?.meta, completed?.hops ?? [])
+            case "chat.failed":
+                let failed = try? ChatFailed(protobuf: delivery.payload)
+                (meta, hops) = (failed?.meta, failed?.hops ?? [])
+            default: continue
+            }
+            guard let meta, requestIDs.contains(meta.requestID) else { continue }
+            trail[meta.requestID, default: []].append(
+                "\(kind) seq \(delivery.streamSequence) delivered \(delivery.deliveryCount)× stored \(delivery.storedAtUnixNanos) "
+                    + hops.map { "\($0.hop)@\($0.unixNanos)" }.joined(separator: " "))
+        }
+        return trail
+    }
+}
+
 final class RestartTally: Sendable {
-    struct Tally { var statuses: [Int: Int] = [:]; var restarted = false; var afterRestart = 0 }
+    struct Tally {
+        var statuses: [Int: Int] = [:]
+        var restarted = false
+        var afterRestart = 0
+        var failedIDs: [String] = []
+        var restart = ""
+    }
     let state = Mutex(Tally())
 }

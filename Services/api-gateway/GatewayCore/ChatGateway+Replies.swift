@@ -92,9 +92,12 @@ extension ChatGateway {
             try await writer.write(ByteBuffer(bytes: encoder.roleChunk()))
             // The inbox ends the reply stream at the deadline, which ends this loop with no outcome.
             var outcome: NATSMessage?
+            // Chunks are written in order; after a gap (chunks lost while the NATS connection was away) the rest
+            // of the text comes from the final answer, which carries all of it.
+            var written = StreamedText()
             for await message in replies {
                 if ReplyType.isChunk(message.headers[Headers.eventType]) {
-                    guard let chunk = try? StreamChunk(protobuf: message.payload) else { continue }
+                    guard let chunk = try? StreamChunk(protobuf: message.payload), written.accept(chunk) else { continue }
                     // A client that went away stops the writes, not the recording of usage.
                     try? await writer.write(ByteBuffer(bytes: encoder.contentChunk(chunk.delta)))
                 } else {
@@ -115,6 +118,9 @@ extension ChatGateway {
                 try await writer.write(ByteBuffer(bytes: error.sseEvent))
             } else if let completed = try? ChatCompleted(protobuf: outcome.payload) {
                 self.reconcile(completed, context: context)
+                if let rest = written.remainder(of: completed.content) {
+                    try? await writer.write(ByteBuffer(bytes: encoder.contentChunk(rest)))
+                }
                 try await writer.write(ByteBuffer(bytes: encoder.finishChunk(
                     finishReason: completed.finishReason.isEmpty ? "stop" : completed.finishReason)))
                 if context.includeUsage, let usage = completed.usage {
@@ -144,5 +150,31 @@ extension ChatGateway {
         var response = json(HTTPResponse.Status(code: error.status), error.body, requestID: requestID)
         if let retry = error.retryAfterSeconds { response.headers[.retryAfter] = String(retry) }
         return response
+    }
+}
+
+/// What a streamed answer has written so far: chunks are taken in index order (a duplicate is skipped, and after a
+/// gap nothing more is taken), and the final answer's text supplies whatever is missing at the end.
+struct StreamedText {
+    private(set) var nextIndex: UInt32 = 0
+    private(set) var gap = false
+    private(set) var text = ""
+
+    /// Whether `chunk` is the next one in order (then it counts as written).
+    mutating func accept(_ chunk: StreamChunk) -> Bool {
+        guard !gap, chunk.index >= nextIndex else { return false }
+        guard chunk.index == nextIndex else {
+            gap = true
+            return false
+        }
+        nextIndex += 1
+        text += chunk.delta
+        return true
+    }
+
+    /// The part of `content` (the whole answer) not written yet, when what was written is its beginning.
+    func remainder(of content: String) -> String? {
+        guard content.utf8.count > text.utf8.count, content.utf8.starts(with: text.utf8) else { return nil }
+        return String(decoding: content.utf8.dropFirst(text.utf8.count), as: UTF8.self)
     }
 }

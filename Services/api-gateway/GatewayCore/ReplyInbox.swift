@@ -1,14 +1,23 @@
 import Contracts
 import Logging
 import Messaging
+import Schemas
 import ServiceLifecycle
 import Synchronization
 
 /// This gateway instance's reply subject: `_sy.gw.<instance>.<request id>`. The orchestrator publishes a
 /// request's answer (or its stream chunks) there; the inbox routes each message to the waiting HTTP handler.
 /// One wildcard subscription per instance, so replies never cross replicas.
+///
+/// A reply published while this instance's connection was away (a nats-server restart, a network blip) is
+/// dropped by the server — core NATS keeps nothing. So after every reconnect the inbox asks the orchestrators
+/// to send the answers of its waiting requests again (``ReplyResend`` on `_sy.resend.<instance>`, right away and
+/// again 1 s and 3 s later for orchestrators that reconnect after it); duplicates find no waiter and are dropped
+/// (docs/adr/0016).
 public final class ReplyInbox: Sendable {
     public let prefix: String
+    let connection: NATSConnection
+    let resendSubject: String
     private struct Waiter {
         let continuation: AsyncStream<NATSMessage>.Continuation
         let deadline: ContinuousClock.Instant
@@ -17,8 +26,28 @@ public final class ReplyInbox: Sendable {
     private let subscription: NATSSubscription
 
     public init(connection: NATSConnection, instanceID: String) throws {
+        self.connection = connection
         prefix = ReplySubjects.gatewayPrefix(instanceID: instanceID)
+        resendSubject = ReplySubjects.resendSubject(instanceID: instanceID)
         subscription = try connection.subscribe(prefix + "*")
+    }
+
+    /// When resend requests go out after a reconnect (from the moment it is noticed).
+    static let resendDelays: [Duration] = [.zero, .seconds(1), .seconds(3)]
+
+    /// Asks the orchestrators for the answers of every request still waiting; returns how many ids were asked for.
+    @discardableResult
+    func requestResend() -> Int {
+        let ids = waiters.withLock { Array($0.keys) }
+        var start = 0
+        while start < ids.count {
+            let end = min(start + ReplySubjects.maxResendIDsPerMessage, ids.count)
+            let request = ReplyResend(requestIds: Array(ids[start..<end]))
+            try? connection.publish(resendSubject, payload: request.protobufBytes(),
+                                    headers: [Headers.eventType: ReplyResend.protoName])
+            start = end
+        }
+        return ids.count
     }
 
     public func subject(for requestID: String) -> String { prefix + requestID }
@@ -73,10 +102,23 @@ public struct ReplyInboxService: Service {
         let inbox = self.inbox
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                // Deadline sweep every 10 ms: a request's 504 comes at most that late.
+                // Deadline sweep every 10 ms: a request's 504 comes at most that late. The same loop notices a
+                // reconnect and sends the resend requests.
+                var reconnects = inbox.connection.reconnectCount
+                var resendAt: [ContinuousClock.Instant] = []
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
                     try? await Task.sleep(for: .milliseconds(10))
-                    inbox.expire(now: .now)
+                    let now = ContinuousClock.now
+                    inbox.expire(now: now)
+                    let count = inbox.connection.reconnectCount
+                    if count != reconnects {
+                        reconnects = count
+                        resendAt = ReplyInbox.resendDelays.map { now + $0 }
+                    }
+                    while let first = resendAt.first, first <= now, inbox.connection.isConnected {
+                        resendAt.removeFirst()
+                        inbox.requestResend()
+                    }
                 }
             }
             await inbox.dispatch()

@@ -25,6 +25,8 @@ public func buildOrchestrator(configuration: ServiceConfiguration, orchestrator:
         knowledge: knowledge, providers: providers, breakers: CircuitBreakers(configuration: orchestrator.breaker),
         configuration: orchestrator, metrics: metrics, logger: logger)
     builder.add(KnowledgeInvalidationService(connection: builder.connection, cache: knowledge, logger: logger))
+    builder.add(ReplyResendService(connection: builder.connection, replies: handler.recentReplies, metrics: metrics,
+                                   logger: logger))
     var tasks = Consumers.orchestratorRouted.spec
     tasks.ackWait = orchestrator.taskAckWait
     try await builder.consume(Consumers.orchestratorRouted, ChatRouted.self, spec: tasks, batchSize: 128, maxInFlight: 1024,

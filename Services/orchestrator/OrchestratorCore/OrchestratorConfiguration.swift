@@ -19,7 +19,8 @@ public struct OrchestratorConfiguration: Sendable {
     /// `SWITCHYARD_HISTORY_TURNS`: earlier messages loaded per conversation (default 20).
     public var historyTurns: Int
     /// `SWITCHYARD_TASK_ACK_WAIT_MS`: how long a task fetched by an orchestrator that died stays invisible
-    /// before another replica gets it (default 30000; live replicas keep their tasks with in-progress acks).
+    /// before another replica gets it (default 5000; live replicas keep their tasks with in-progress acks every
+    /// half of it, docs/adr/0016).
     public var taskAckWait: Duration
     /// `SWITCHYARD_KNOWLEDGE_CACHE_TTL_MS`: how long a tenant's knowledge index is reused before it is reloaded
     /// from PostgreSQL (default 5000). Knowledge edits invalidate it at once through `evt.tenant.changed`; the
@@ -29,7 +30,7 @@ public struct OrchestratorConfiguration: Sendable {
     public init(endpoints: [ProviderEndpoint] = [], fallbackChain: [ProviderTarget] = [ProviderTarget(provider: "local")],
                 providerTimeout: Duration = .seconds(20), retryPolicy: RetryPolicy = RetryPolicy(),
                 breaker: CircuitBreaker.Configuration = .init(), historyTurns: Int = 20,
-                taskAckWait: Duration = .seconds(30), knowledgeCacheTTL: Duration = .seconds(5)) {
+                taskAckWait: Duration = .seconds(5), knowledgeCacheTTL: Duration = .seconds(5)) {
         self.endpoints = endpoints
         self.fallbackChain = fallbackChain
         self.providerTimeout = providerTimeout
@@ -67,7 +68,7 @@ public struct OrchestratorConfiguration: Sendable {
                            openDuration: try environment.milliseconds("SWITCHYARD_BREAKER_OPEN_MS", default: .seconds(30),
                                                                       range: 1...3_600_000)),
             historyTurns: try environment.integer("SWITCHYARD_HISTORY_TURNS", default: 20, range: 0...200),
-            taskAckWait: try environment.milliseconds("SWITCHYARD_TASK_ACK_WAIT_MS", default: .seconds(30),
+            taskAckWait: try environment.milliseconds("SWITCHYARD_TASK_ACK_WAIT_MS", default: .seconds(5),
                                                       range: 500...3_600_000),
             knowledgeCacheTTL: try environment.milliseconds("SWITCHYARD_KNOWLEDGE_CACHE_TTL_MS", default: .seconds(5),
                                                             range: 0...86_400_000))

@@ -27,7 +27,7 @@ extension OrchestratorHandler {
             channel: context.request.channel, packageName: context.routed.packageName)
         let bytes = completed.protobufBytes()
         // The client first: then the durable record.
-        context.reply.send(completed)
+        context.reply.sendFinal(completed)
         let usageEvent = UsageRecorded(
             meta: context.eventMeta("usage"), conversationID: context.request.conversationID,
             agent: context.routed.agent, provider: run.provider, model: run.model,
@@ -74,7 +74,7 @@ extension OrchestratorHandler {
             rolloutCohort: context.routed.rolloutCohort, channel: context.request.channel,
             packageName: context.routed.packageName)
         let bytes = failed.protobufBytes()
-        context.reply.send(failed)
+        context.reply.sendFinal(failed)
         try await jetStream.publishEvent(.chatFailed, tenant: context.tenant, eventID: failed.meta!.eventID,
                                          payload: bytes, headers: context.headers)
         if let partial {

@@ -22,10 +22,14 @@ public struct OrchestratorHandler: Sendable {
     let configuration: OrchestratorConfiguration
     let metrics: TelemetryMetrics
     let logger: Logger
+    /// The final answers sent lately, for gateways that ask again after a reconnect (``ReplyResendService``).
+    let recentReplies: RecentReplies
 
     public init(jetStream: JetStream, directory: TenantDirectory, store: OrchestratorStore,
                 knowledge: KnowledgeCache, providers: ProviderClients, breakers: CircuitBreakers,
-                configuration: OrchestratorConfiguration, metrics: TelemetryMetrics, logger: Logger) {
+                configuration: OrchestratorConfiguration, metrics: TelemetryMetrics, logger: Logger,
+                recentReplies: RecentReplies = RecentReplies()) {
+        self.recentReplies = recentReplies
         self.jetStream = jetStream
         self.directory = directory
         self.store = store
@@ -59,7 +63,8 @@ public struct OrchestratorHandler: Sendable {
         let reply = ReplyChannel(
             connection: jetStream.connection,
             subject: event.replySubject ?? (request.replySubject.isEmpty ? nil : request.replySubject),
-            headers: headers, stream: request.stream, model: routed.agent, conversationID: request.conversationID)
+            headers: headers, stream: request.stream, model: routed.agent, conversationID: request.conversationID,
+            recent: recentReplies)
         let context = TaskContext(routed: routed, request: request, meta: meta, headers: headers, reply: reply,
                                   hops: routed.hops + [HopStamp(hop: "orchestrator", unixNanos: started)])
         let labels: [(MetricLabel, String)] = [(.tenant, tenant), (.agent, routed.agent)]

@@ -1,3 +1,4 @@
+import Contracts
 import Messaging
 import Schemas
 import ServiceKit
@@ -12,15 +13,18 @@ final class ReplyChannel: Sendable {
     let model: String
     let conversationID: String
     let chunkIndex = Atomic<UInt32>(0)
+    /// Where final answers are kept for a gateway that asks for them again after a reconnect.
+    let recent: RecentReplies?
 
     init(connection: NATSConnection, subject: String?, headers: NATSHeaders, stream: Bool, model: String,
-         conversationID: String) {
+         conversationID: String, recent: RecentReplies? = nil) {
         self.connection = connection
         self.subject = subject
         self.headers = headers
         self.stream = stream
         self.model = model
         self.conversationID = conversationID
+        self.recent = recent
     }
 
     /// Sends a reply typed by its payload (`Switchyard-Event-Type` = the protobuf full name); fire and forget:
@@ -28,6 +32,18 @@ final class ReplyChannel: Sendable {
     func send<Message: ProtoMessage>(_ message: Message) {
         guard let subject else { return }
         try? connection.publishReply(message, to: subject, headers: headers)
+    }
+
+    /// Sends the final answer (ChatCompleted or ChatFailed) and keeps it in ``recent`` — recorded before it is
+    /// published, so a resend request that races the publish still finds it.
+    func sendFinal<Message: ProtoMessage>(_ message: Message) {
+        guard let subject else { return }
+        var headers = self.headers
+        headers[Headers.eventType] = Message.protoName
+        headers.removeValue(forKey: Headers.replyTo)
+        let payload = message.protobufBytes()
+        recent?.record(subject: subject, payload: payload, headers: headers)
+        try? connection.publish(subject, payload: payload, headers: headers)
     }
 
     /// Streams a content delta (only for `stream: true` requests).

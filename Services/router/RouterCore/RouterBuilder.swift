@@ -12,7 +12,7 @@ public func buildRouter(configuration: ServiceConfiguration, logger: Logger,
     try await builder.streams(Streams.events, Streams.deadLetter)
     let handler = RouterHandler(jetStream: builder.jetStream, directory: builder.tenancyMirror(), metrics: metrics,
                                 logger: logger)
-    try await builder.consume(Consumers.routerRequested, ChatRequested.self, batchSize: 128, keepAlive: false,
-                              handler: handler.handle)
+    // Kept alive: AckWait is short (docs/adr/0016), and a burst may hold a request here longer than that.
+    try await builder.consume(Consumers.routerRequested, ChatRequested.self, batchSize: 128, handler: handler.handle)
     return builder.serviceGroup(signals: signals)
 }

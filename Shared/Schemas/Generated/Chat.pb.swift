@@ -1616,3 +1616,89 @@ extension AgentDecision: Codable {
         try c.encode(self.conversationID, forKey: .conversationID)
     }
 }
+
+/// ReplyResend: a gateway instance whose NATS connection was re-established asks the orchestrators to send again
+/// the answers (ChatCompleted / ChatFailed) of its requests still waiting, in case one was published while it was
+/// away (subject _sy.resend.<gateway instance token>; core NATS, every orchestrator instance; docs/adr/0016).
+public struct ReplyResend: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.ReplyResend"
+
+    /// `request_ids = 1`
+    public var requestIds: [String] = []
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        requestIds: [String] = []
+    ) {
+        self.requestIds = requestIds
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension ReplyResend: _CMessage {
+    typealias _CType = Switchyard__V1__ReplyResend
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__reply_resend__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__reply_resend__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__reply_resend__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__reply_resend__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__reply_resend__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.requestIds.isEmpty {
+            let arr = arena.allocateArray(UnsafeMutablePointer<CChar>?.self, count: self.requestIds.count)
+            for (i, v) in self.requestIds.enumerated() {
+                arr[i] = arena.cString(v)
+            }
+            c.pointee.n_request_ids = self.requestIds.count
+            c.pointee.request_ids = arr
+        }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        var requestIds_: [String] = []
+        if let arr = p.pointee.request_ids {
+            requestIds_.reserveCapacity(p.pointee.n_request_ids)
+            for i in 0..<p.pointee.n_request_ids {
+                requestIds_.append(try _swiftString(arr[i], Self.protoName))
+            }
+        }
+        self.requestIds = requestIds_
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ReplyResend: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case requestIds
+
+        var protoFieldName: String {
+            switch self {
+            case .requestIds: "request_ids"
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.requestIds = try json.decode([String].self, .requestIds) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.requestIds, forKey: .requestIds)
+    }
+}

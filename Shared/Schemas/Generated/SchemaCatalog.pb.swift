@@ -70,6 +70,7 @@ public enum SchemaCatalog {
         HandoffRequested.self,
         ConsentChecked.self,
         AgentDecision.self,
+        ReplyResend.self,
         EventMeta.self,
         ChatMessage.self,
         Usage.self,

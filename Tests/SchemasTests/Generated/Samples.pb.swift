@@ -70,6 +70,7 @@ let allSampleableTypes: [any Sampleable.Type] = [
     HandoffRequested.self,
     ConsentChecked.self,
     AgentDecision.self,
+    ReplyResend.self,
     EventMeta.self,
     ChatMessage.self,
     Usage.self,
@@ -892,6 +893,14 @@ extension AgentDecision: Sampleable {
         m.reason = g.string()
         m.durationNanos = g.int64()
         m.conversationID = g.string()
+        return m
+    }
+}
+
+extension ReplyResend: Sampleable {
+    static func sample(_ g: inout SampleGen) -> ReplyResend {
+        var m = ReplyResend()
+        for _ in 0..<g.count() { m.requestIds.append(g.string()) }
         return m
     }
 }

@@ -418,6 +418,51 @@ void   switchyard__v1__agent_decision__free_unpacked
   assert(message->base.descriptor == &switchyard__v1__agent_decision__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   switchyard__v1__reply_resend__init
+                     (Switchyard__V1__ReplyResend         *message)
+{
+  static const Switchyard__V1__ReplyResend init_value = SWITCHYARD__V1__REPLY_RESEND__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__reply_resend__get_packed_size
+                     (const Switchyard__V1__ReplyResend *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__reply_resend__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__reply_resend__pack
+                     (const Switchyard__V1__ReplyResend *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__reply_resend__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__reply_resend__pack_to_buffer
+                     (const Switchyard__V1__ReplyResend *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__reply_resend__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__ReplyResend *
+       switchyard__v1__reply_resend__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__ReplyResend *)
+     protobuf_c_message_unpack (&switchyard__v1__reply_resend__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__reply_resend__free_unpacked
+                     (Switchyard__V1__ReplyResend *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__reply_resend__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor switchyard__v1__chat_requested__metadata_entry__field_descriptors[2] =
 {
   {
@@ -1992,5 +2037,43 @@ const ProtobufCMessageDescriptor switchyard__v1__agent_decision__descriptor =
   switchyard__v1__agent_decision__field_indices_by_name,
   1,  switchyard__v1__agent_decision__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__agent_decision__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__reply_resend__field_descriptors[1] =
+{
+  {
+    "request_ids",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Switchyard__V1__ReplyResend, n_request_ids),
+    offsetof(Switchyard__V1__ReplyResend, request_ids),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__reply_resend__field_indices_by_name[] = {
+  0,   /* field[0] = request_ids */
+};
+static const ProtobufCIntRange switchyard__v1__reply_resend__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__reply_resend__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.ReplyResend",
+  "ReplyResend",
+  "Switchyard__V1__ReplyResend",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__ReplyResend),
+  1,
+  switchyard__v1__reply_resend__field_descriptors,
+  switchyard__v1__reply_resend__field_indices_by_name,
+  1,  switchyard__v1__reply_resend__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__reply_resend__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

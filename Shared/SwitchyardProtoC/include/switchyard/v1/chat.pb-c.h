@@ -26,6 +26,7 @@ typedef struct Switchyard__V1__UsageRecorded Switchyard__V1__UsageRecorded;
 typedef struct Switchyard__V1__HandoffRequested Switchyard__V1__HandoffRequested;
 typedef struct Switchyard__V1__ConsentChecked Switchyard__V1__ConsentChecked;
 typedef struct Switchyard__V1__AgentDecision Switchyard__V1__AgentDecision;
+typedef struct Switchyard__V1__ReplyResend Switchyard__V1__ReplyResend;
 
 
 /* --- enums --- */
@@ -302,6 +303,22 @@ struct  Switchyard__V1__AgentDecision
     , NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
 
 
+/*
+ * ReplyResend: a gateway instance whose NATS connection was re-established asks the orchestrators to send again
+ * the answers (ChatCompleted / ChatFailed) of its requests still waiting, in case one was published while it was
+ * away (subject _sy.resend.<gateway instance token>; core NATS, every orchestrator instance; docs/adr/0016).
+ */
+struct  Switchyard__V1__ReplyResend
+{
+  ProtobufCMessage base;
+  size_t n_request_ids;
+  char **request_ids;
+};
+#define SWITCHYARD__V1__REPLY_RESEND__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__reply_resend__descriptor) \
+    , 0,NULL }
+
+
 /* Switchyard__V1__ChatRequested__MetadataEntry methods */
 void   switchyard__v1__chat_requested__metadata_entry__init
                      (Switchyard__V1__ChatRequested__MetadataEntry         *message);
@@ -476,6 +493,25 @@ Switchyard__V1__AgentDecision *
 void   switchyard__v1__agent_decision__free_unpacked
                      (Switchyard__V1__AgentDecision *message,
                       ProtobufCAllocator *allocator);
+/* Switchyard__V1__ReplyResend methods */
+void   switchyard__v1__reply_resend__init
+                     (Switchyard__V1__ReplyResend         *message);
+size_t switchyard__v1__reply_resend__get_packed_size
+                     (const Switchyard__V1__ReplyResend   *message);
+size_t switchyard__v1__reply_resend__pack
+                     (const Switchyard__V1__ReplyResend   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__reply_resend__pack_to_buffer
+                     (const Switchyard__V1__ReplyResend   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__ReplyResend *
+       switchyard__v1__reply_resend__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__reply_resend__free_unpacked
+                     (Switchyard__V1__ReplyResend *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Switchyard__V1__ChatRequested__MetadataEntry_Closure)
@@ -508,6 +544,9 @@ typedef void (*Switchyard__V1__ConsentChecked_Closure)
 typedef void (*Switchyard__V1__AgentDecision_Closure)
                  (const Switchyard__V1__AgentDecision *message,
                   void *closure_data);
+typedef void (*Switchyard__V1__ReplyResend_Closure)
+                 (const Switchyard__V1__ReplyResend *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -524,6 +563,7 @@ extern const ProtobufCMessageDescriptor switchyard__v1__usage_recorded__descript
 extern const ProtobufCMessageDescriptor switchyard__v1__handoff_requested__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__consent_checked__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__agent_decision__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__reply_resend__descriptor;
 
 PROTOBUF_C__END_DECLS
 
