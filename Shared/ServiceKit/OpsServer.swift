@@ -31,7 +31,7 @@ public func buildOpsApplication(
     addOpsRoutes(to: router, health: health, metrics: metrics)
     return Application(
         router: router,
-        server: .http1(configuration: configuration.httpChannel),
+        server: configuration.httpServer,
         configuration: .init(
             address: .hostname(configuration.httpHost, port: configuration.opsPort),
             serverName: "\(configuration.service)-ops"
@@ -86,9 +86,12 @@ private func jsonResponse(status: HTTPResponse.Status, body: String) -> Response
 }
 
 extension ServiceConfiguration {
-    /// The HTTP/1 channel of every listener: connections with no request in progress close after
-    /// ``httpIdleTimeoutSeconds``.
-    var httpChannel: HTTP1Channel.Configuration {
-        HTTP1Channel.Configuration(idleTimeout: .seconds(Int64(httpIdleTimeoutSeconds)))
+    /// The connection limits of every HTTP listener (docs/adr/0017).
+    public var httpConnectionLimits: HTTPConnectionLimits {
+        HTTPConnectionLimits(headerTimeout: .seconds(httpHeaderTimeoutSeconds), bodyTimeout: .seconds(httpBodyTimeoutSeconds),
+                             idleTimeout: .seconds(httpIdleTimeoutSeconds), maxConnections: httpMaxConnections)
     }
+
+    /// The HTTP/1 server of every listener, with ``httpConnectionLimits``.
+    var httpServer: HTTPServerBuilder { .guardedHTTP1(limits: httpConnectionLimits) }
 }

@@ -78,7 +78,7 @@ public final class ServiceBuilder {
                      onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
         add(Application(
             router: router,
-            server: .http1(configuration: configuration.httpChannel),
+            server: configuration.httpServer,
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort),
                                  serverName: serverName ?? "switchyard-\(configuration.service)"),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },

@@ -39,9 +39,17 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
     /// `SWITCHYARD_DRAIN_SECONDS` — graceful-shutdown budget in whole seconds, 0...3600. Default `20`.
     public var drainSeconds: Int
     /// `SWITCHYARD_HTTP_IDLE_TIMEOUT_SECONDS` — an HTTP connection (API and ops ports) with no request in
-    /// progress for this long is closed: an idle keep-alive, one that never sends a byte, or one whose request
-    /// headers never complete. 1...3600, default `60`.
+    /// progress for this long is closed: an idle keep-alive, or one that never sends a byte. 1...3600, default `60`.
     public var httpIdleTimeoutSeconds: Int
+    /// `SWITCHYARD_HTTP_HEADER_TIMEOUT_SECONDS` — a request's headers must be complete this long after its first
+    /// byte, or it gets 408 and the connection closes. 1...600, default `10`.
+    public var httpHeaderTimeoutSeconds: Int
+    /// `SWITCHYARD_HTTP_BODY_TIMEOUT_SECONDS` — a request's body must be complete this long after its headers
+    /// (a body shorter than its Content-Length too), or it gets 408. 1...3600, default `30`.
+    public var httpBodyTimeoutSeconds: Int
+    /// `SWITCHYARD_HTTP_MAX_CONNECTIONS` — connections open at once per listener; one more gets 503 and is
+    /// closed. 1...1000000, default `10000` (keep it under the process's open-file limit).
+    public var httpMaxConnections: Int
     /// The tenant service's Ed25519 mirror public key (`SWITCHYARD_MIRROR_PUBLIC_KEY`, 32 bytes hex): when
     /// set, tenancy KV values without its valid signature are ignored (docs/adr/0009).
     public var mirrorPublicKey: [UInt8]?
@@ -64,6 +72,9 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
         public static let instanceID = "SWITCHYARD_INSTANCE_ID"
         public static let drainSeconds = "SWITCHYARD_DRAIN_SECONDS"
         public static let httpIdleTimeoutSeconds = "SWITCHYARD_HTTP_IDLE_TIMEOUT_SECONDS"
+        public static let httpHeaderTimeoutSeconds = "SWITCHYARD_HTTP_HEADER_TIMEOUT_SECONDS"
+        public static let httpBodyTimeoutSeconds = "SWITCHYARD_HTTP_BODY_TIMEOUT_SECONDS"
+        public static let httpMaxConnections = "SWITCHYARD_HTTP_MAX_CONNECTIONS"
         public static let mirrorPublicKey = "SWITCHYARD_MIRROR_PUBLIC_KEY"
     }
 
@@ -77,6 +88,9 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
         public static let logFormat = LogFormat.json
         public static let drainSeconds = 20
         public static let httpIdleTimeoutSeconds = 60
+        public static let httpHeaderTimeoutSeconds = 10
+        public static let httpBodyTimeoutSeconds = 30
+        public static let httpMaxConnections = 10_000
     }
 
     /// Reads and validates the configuration.
@@ -111,6 +125,12 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
             Variable.drainSeconds, default: Default.drainSeconds, range: 0...3600)
         self.httpIdleTimeoutSeconds = try reader.integer(
             Variable.httpIdleTimeoutSeconds, default: Default.httpIdleTimeoutSeconds, range: 1...3600)
+        self.httpHeaderTimeoutSeconds = try reader.integer(
+            Variable.httpHeaderTimeoutSeconds, default: Default.httpHeaderTimeoutSeconds, range: 1...600)
+        self.httpBodyTimeoutSeconds = try reader.integer(
+            Variable.httpBodyTimeoutSeconds, default: Default.httpBodyTimeoutSeconds, range: 1...3600)
+        self.httpMaxConnections = try reader.integer(
+            Variable.httpMaxConnections, default: Default.httpMaxConnections, range: 1...1_000_000)
         if let bytes = try reader.hexSecret(Variable.mirrorPublicKey, minimumBytes: 32,
                                             expectation: "a 32-byte Ed25519 public key, hex-encoded") {
             guard Ed25519.VerifyingKey(publicKey: bytes) != nil else {
@@ -141,6 +161,12 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
             (Variable.drainSeconds, "\(Default.drainSeconds)", "graceful shutdown budget in seconds"),
             (Variable.httpIdleTimeoutSeconds, "\(Default.httpIdleTimeoutSeconds)",
              "close an HTTP connection with no request in progress after this many seconds"),
+            (Variable.httpHeaderTimeoutSeconds, "\(Default.httpHeaderTimeoutSeconds)",
+             "408 when a request's headers are not complete this many seconds after its first byte"),
+            (Variable.httpBodyTimeoutSeconds, "\(Default.httpBodyTimeoutSeconds)",
+             "408 when a request's body is not complete this many seconds after its headers"),
+            (Variable.httpMaxConnections, "\(Default.httpMaxConnections)",
+             "connections open at once per HTTP listener; one more gets 503"),
             (Variable.mirrorPublicKey, "(none)", "tenant service's mirror public key; unsigned tenancy KV values are then ignored"),
         ]
     }
@@ -152,7 +178,8 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
             + "databaseURL: \(Self.redactingCredentials(databaseURL)), databasePoolSize: \(databasePoolSize), "
             + "http: \(httpHost):\(httpPort), opsPort: \(opsPort), logLevel: \(logLevel), "
             + "logFormat: \(logFormat.rawValue), instanceID: \(instanceID), drainSeconds: \(drainSeconds), "
-            + "httpIdleTimeoutSeconds: \(httpIdleTimeoutSeconds))"
+            + "httpIdleTimeoutSeconds: \(httpIdleTimeoutSeconds), httpHeaderTimeoutSeconds: \(httpHeaderTimeoutSeconds), "
+            + "httpBodyTimeoutSeconds: \(httpBodyTimeoutSeconds), httpMaxConnections: \(httpMaxConnections))"
     }
 
     /// `url` with any `user:password@` part replaced by `[redacted]@`.

@@ -40,6 +40,11 @@ enum RawClient {
     /// Connects, sends `first`, then `trickle` every 200 ms (if given), reading whatever comes back, until the
     /// server closes the connection (true) or 20 s pass (false).
     static func closedByServer(port: Int, first: String?, trickle: String?) async -> Bool {
+        await exchange(port: port, first: first, trickle: trickle).closed
+    }
+
+    /// As ``closedByServer(port:first:trickle:)``, also returning what the server sent.
+    static func exchange(port: Int, first: String?, trickle: String? = nil) async -> (closed: Bool, received: String) {
         await withCheckedContinuation { continuation in
             Thread.detachNewThread {
                 continuation.resume(returning: run(port: port, first: first, trickle: trickle))
@@ -47,24 +52,81 @@ enum RawClient {
         }
     }
 
-    private static func run(port: Int, first: String?, trickle: String?) -> Bool {
-        guard let fd = connectedSocket(port: port) else { return false }
+    private static func run(port: Int, first: String?, trickle: String?) -> (closed: Bool, received: String) {
+        guard let fd = connectedSocket(port: port) else { return (false, "") }
         defer { close(fd) }
         var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        if let first, !send(fd, first) { return true }
+        var received: [UInt8] = []
+        func result(_ closed: Bool) -> (closed: Bool, received: String) {
+            (closed, String(decoding: received, as: UTF8.self))
+        }
+        if let first, !send(fd, first) { return result(true) }
         var buffer = [UInt8](repeating: 0, count: 4096)
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             let count = recv(fd, &buffer, buffer.count, 0)
-            if count == 0 { return true }  // orderly close by the server
-            if count < 0 && errno != EAGAIN && errno != EWOULDBLOCK { return true }  // reset
-            if let trickle, count < 0, !send(fd, trickle) { return true }
+            if count == 0 { return result(true) }  // orderly close by the server
+            if count < 0 && errno != EAGAIN && errno != EWOULDBLOCK { return result(true) }  // reset
+            if count > 0 { received += buffer[0..<count] }
+            if let trickle, count < 0, !send(fd, trickle) { return result(true) }
         }
-        return false
+        return result(false)
     }
 
-    private static func send(_ fd: Int32, _ text: String) -> Bool {
+    /// Opens a connection, sends `request` and reads until the response's blank line and `Content-Length` bytes
+    /// arrived; returns the open socket (kept alive) and the response, or nil. On a thread of its own.
+    static func openWithRequest(port: Int, _ request: String) async -> (fd: Int32, response: String)? {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(returning: openWithRequestBlocking(port: port, request))
+            }
+        }
+    }
+
+    /// Sends `request` on the open connection `fd` and reads its response (nil when the connection closed first).
+    static func requestOn(_ fd: Int32, _ request: String) async -> String? {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(returning: send(fd, request) ? readResponse(fd) : nil)
+            }
+        }
+    }
+
+    private static func openWithRequestBlocking(port: Int, _ request: String) -> (fd: Int32, response: String)? {
+        guard let fd = connectedSocket(port: port) else { return nil }
+        var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        guard send(fd, request), let response = readResponse(fd) else {
+            close(fd)
+            return nil
+        }
+        return (fd, response)
+    }
+
+    /// Reads one response (head and `Content-Length` body) within 20 s, or nil.
+    private static func readResponse(_ fd: Int32) -> String? {
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count == 0 { break }
+            if count > 0 { received += buffer[0..<count] }
+            let text = String(decoding: received, as: UTF8.self)
+            if let end = text.range(of: "\r\n\r\n") {
+                let length = text[..<end.lowerBound].split(separator: "\r\n")
+                    .first { $0.lowercased().hasPrefix("content-length:") }
+                    .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
+                if text.utf8.count - text.utf8.distance(from: text.startIndex, to: end.upperBound) >= length {
+                    return text
+                }
+            }
+        }
+        return nil
+    }
+
+    static func send(_ fd: Int32, _ text: String) -> Bool {
         let bytes = Array(text.utf8)
         return Glibc.send(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count
     }

@@ -100,6 +100,10 @@ struct ServiceConfigurationTests {
         InvalidCase(variable: "SWITCHYARD_LOG_FORMAT", value: "xml", code: .invalidChoice),
         InvalidCase(variable: "SWITCHYARD_INSTANCE_ID", value: "   ", code: .empty),
         InvalidCase(variable: "SWITCHYARD_HTTP_HOST", value: "", code: .empty),
+        InvalidCase(variable: "SWITCHYARD_HTTP_HEADER_TIMEOUT_SECONDS", value: "0", code: .outOfRange),
+        InvalidCase(variable: "SWITCHYARD_HTTP_BODY_TIMEOUT_SECONDS", value: "3601", code: .outOfRange),
+        InvalidCase(variable: "SWITCHYARD_HTTP_MAX_CONNECTIONS", value: "0", code: .outOfRange),
+        InvalidCase(variable: "SWITCHYARD_HTTP_MAX_CONNECTIONS", value: "many", code: .invalidInteger),
     ])
     func invalidValuesAreRejectedWithoutEchoingThem(invalid: InvalidCase) {
         do {
@@ -145,8 +149,12 @@ struct ServiceConfigurationTests {
                 "SWITCHYARD_DB_POOL_SIZE", "SWITCHYARD_HTTP_HOST", "SWITCHYARD_HTTP_PORT", "SWITCHYARD_OPS_PORT",
                 "SWITCHYARD_LOG_LEVEL", "SWITCHYARD_LOG_FORMAT", "SWITCHYARD_INSTANCE_ID",
                 "SWITCHYARD_DRAIN_SECONDS", "SWITCHYARD_MIRROR_PUBLIC_KEY", "SWITCHYARD_HTTP_IDLE_TIMEOUT_SECONDS",
+                "SWITCHYARD_HTTP_HEADER_TIMEOUT_SECONDS", "SWITCHYARD_HTTP_BODY_TIMEOUT_SECONDS",
+                "SWITCHYARD_HTTP_MAX_CONNECTIONS",
             ])
         #expect(docs.first { $0.name == "SWITCHYARD_DB_POOL_SIZE" }?.defaultValue == "4")
+        #expect(docs.first { $0.name == "SWITCHYARD_HTTP_HEADER_TIMEOUT_SECONDS" }?.defaultValue == "10")
+        #expect(docs.first { $0.name == "SWITCHYARD_HTTP_MAX_CONNECTIONS" }?.defaultValue == "10000")
         #expect(docs.first { $0.name == "SWITCHYARD_NATS_URL" }?.defaultValue == "nats://127.0.0.1:4222")
         #expect(docs.allSatisfy { !$0.description.isEmpty })
     }
