@@ -79,6 +79,18 @@ bench-analytics: deps ## Analytics fold rate: 100,000 pre-filled chats (~450,000
 bench: ## Full chat path under load (wrk, concurrency 1/16/64, stream + non-stream, fake upstream + local)
 	./scripts/bench.sh
 
+.PHONY: chaos
+chaos: deps ## Fault suite: the whole platform (release) under 150 chats/s, one fault per run (kills, nats/PostgreSQL restarts, 1,000 slow clients); lost/duplicated table
+	@echo "building release (the first build takes minutes on 2 cores; progress every 50 steps)…"
+	@set -o pipefail; $(SWIFT) build -c release 2>&1 \
+	  | awk '/error|Build complete/ {print; fflush(); next} NR % 50 == 1 {print; fflush()}'
+	stdbuf -oL "$$($(SWIFT) build -c release --show-bin-path)/chaos" --bin "$$($(SWIFT) build -c release --show-bin-path)" $(CHAOS_ARGS)
+
+.PHONY: chaos-quick
+chaos-quick: deps ## Short fault suite for CI (debug build): orchestrator killed, nats-server restarted, 200 slow clients
+	$(SWIFT) build $(SWIFT_BUILD_FLAGS)
+	stdbuf -oL "$$($(SWIFT) build --show-bin-path)/chaos" --bin "$$($(SWIFT) build --show-bin-path)" --quick
+
 .PHONY: infra-up
 infra-up: deps ## Start nats-server (users/passwords in .run/secrets.env) and PostgreSQL under .run/ on ports 4222 / 5432
 	./scripts/infra.sh up

@@ -32,6 +32,7 @@ let package = Package(
         .executable(name: "shared-bench", targets: ["SharedBench"]),
         .executable(name: "fake-upstream", targets: ["FakeUpstream"]),
         .executable(name: "ingest-bench", targets: ["IngestBench"]),
+        .executable(name: "chaos", targets: ["Chaos"]),
         .executable(name: "crash-consumer", targets: ["CrashConsumer"]),
         .executable(name: "api-gateway", targets: ["api-gateway"]),
         .executable(name: "router", targets: ["router"]),
@@ -186,6 +187,12 @@ let package = Package(
             "Schemas", "Messaging", "Storage", "Contracts", "Tenancy", "TestKit",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Benchmarks/IngestBench", swiftSettings: swiftSettings),
+
+        .executableTarget(name: "Chaos", dependencies: [
+            "Schemas", "Messaging", "Storage", "Contracts", "Tenancy", "TestKit", "KnowledgeBase",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Benchmarks/Chaos", swiftSettings: swiftSettings),
 
         .executableTarget(name: "FakeUpstream", dependencies: [
             .product(name: "Hummingbird", package: "hummingbird"),
