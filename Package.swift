@@ -40,6 +40,7 @@ let package = Package(
         .executable(name: "tenant", targets: ["tenant"]),
         .executable(name: "billing", targets: ["billing"]),
         .executable(name: "analytics", targets: ["analytics"]),
+        .executable(name: "eval", targets: ["eval"]),
         .executable(name: "switchyard", targets: ["switchyard"]),
     ],
     dependencies: [
@@ -171,6 +172,15 @@ let package = Package(
         .executableTarget(name: "analytics", dependencies: ["AnalyticsCore", "ServiceKit"],
                           path: "Services/analytics/App", swiftSettings: swiftSettings),
 
+        .target(name: "EvalCore", dependencies: [
+            "ServiceKit", "ServiceKitPostgres", "Contracts", "Tenancy", "Messaging", "Schemas", "Storage", "Telemetry",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Yams", package: "Yams"),
+        ], path: "Services/eval/EvalCore", swiftSettings: swiftSettings),
+        .executableTarget(name: "eval", dependencies: ["EvalCore", "ServiceKit"],
+                          path: "Services/eval/App", swiftSettings: swiftSettings),
+
         .executableTarget(name: "switchyard", dependencies: [
             "Messaging", "Schemas", "Contracts", "Tenancy",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -210,8 +220,13 @@ let package = Package(
         .testTarget(name: "RouterCoreTests", dependencies: ["RouterCore", "TestKit"], swiftSettings: swiftSettings),
         .testTarget(name: "OrchestratorCoreTests", dependencies: ["OrchestratorCore", "KnowledgeBase", "TestKit"],
                     swiftSettings: swiftSettings),
+        .testTarget(name: "EvalTests", dependencies: [
+            "EvalCore", "Schemas", "Messaging", "Storage", "Tenancy", "TestKit", "ServiceKit", "Contracts",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         .testTarget(name: "ChatPathTests", dependencies: [
-            "GatewayCore", "RouterCore", "OrchestratorCore", "BillingCore", "AnalyticsCore", "Tenancy", "TestKit",
+            "GatewayCore", "RouterCore", "OrchestratorCore", "BillingCore", "AnalyticsCore", "EvalCore", "Tenancy", "TestKit",
             "ServiceKit", "Messaging", "Schemas",
             "Storage", "Telemetry", "Contracts", "KnowledgeBase",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -21,12 +21,12 @@ BILLING_HTTP_PORT="${SWITCHYARD_BILLING_HTTP_PORT:-8085}"
 ANALYTICS_HTTP_PORT="${SWITCHYARD_ANALYTICS_HTTP_PORT:-8086}"
 # Start order: the tenant service first (it owns the tenants/apikeys KV buckets and serves the admin commands
 # the seed uses), then the rest.
-SERVICES=(tenant router orchestrator billing analytics api-gateway)
+SERVICES=(tenant router orchestrator billing analytics eval api-gateway)
 # Ops port (/health, /ready, /metrics) and NATS user of each service.
 ops_port() {
   case "$1" in
     tenant) echo 9084 ;; router) echo 9081 ;; orchestrator) echo 9082 ;; api-gateway) echo 9083 ;; billing) echo 9085 ;;
-    analytics) echo 9086 ;;
+    analytics) echo 9086 ;; eval) echo 9087 ;;
   esac
 }
 nats_user() { case "$1" in api-gateway) echo gateway ;; *) echo "$1" ;; esac; }
@@ -92,7 +92,7 @@ up() {
   cat <<TXT
 
 Switchyard is running. Services: ${SERVICES[*]} (logs in .run/logs/; ops ports: tenant 9084, router 9081,
-orchestrator 9082, billing 9085, analytics 9086, api-gateway 9083; admin HTTP: tenant on $TENANT_HTTP_PORT,
+orchestrator 9082, billing 9085, analytics 9086, eval 9087, api-gateway 9083; admin HTTP: tenant on $TENANT_HTTP_PORT,
 billing on $BILLING_HTTP_PORT, analytics on $ANALYTICS_HTTP_PORT).
 Demo credentials are in .run/demo.env. Try:
 
@@ -108,6 +108,7 @@ Administer it with the CLI (NATS user \`admin\` and the admin token are in .run/
   $BIN/switchyard price set --provider openai --model gpt-4o-mini --input-micros 150000 --output-micros 600000
   $BIN/switchyard usage --tenant demo-restaurant --by model
   $BIN/switchyard stats --tenant demo-restaurant --since 1h --by agent
+  $BIN/switchyard eval suite import --tenant demo-restaurant --agent restaurant-host examples/eval/restaurant-host.yaml
 
 TXT
 }
@@ -144,6 +145,9 @@ start_service() {
     fi
     if [ "$name" = analytics ]; then
       export SWITCHYARD_HTTP_PORT="$ANALYTICS_HTTP_PORT" SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN"
+    fi
+    if [ "$name" = eval ]; then
+      export SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN"
     fi
     exec nohup "$BIN/$name" >"$RUN/logs/$name.log" 2>&1
   ) &

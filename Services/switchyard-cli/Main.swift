@@ -16,7 +16,7 @@ struct Switchyard: AsyncParsableCommand {
         subcommands: [
             TenantCommand.self, PlanCommand.self, KeyCommand.self, ManifestCommand.self, RolloutCommand.self,
             KnowledgeCommand.self, PriceCommand.self, UsageCommand.self, InvoiceCommand.self,
-            BillingCommand.self, StatsCommand.self, AnalyticsCommand.self, Events.self, Demo.self,
+            BillingCommand.self, StatsCommand.self, AnalyticsCommand.self, EvalCommand.self, Events.self, Demo.self,
         ])
 }
 

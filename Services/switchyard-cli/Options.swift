@@ -154,6 +154,12 @@ struct AdminSession {
         try await client.call(command, request, as: Response.self)
     }
 
+    func call<Request: AdminRequest, Response: AdminResponse>(
+        _ command: EvalAdminCommand, _ request: Request, as _: Response.Type = Response.self
+    ) async throws(AdminFailure) -> Response {
+        try await client.call(command, request, as: Response.self)
+    }
+
     /// Prints `value` as JSON with `--json`, else runs `text`.
     func output(json value: some Encodable, text: () -> Void) throws {
         if json { try Output.printJSON(value) } else { text() }

@@ -62,11 +62,12 @@ struct GuardedHTTP1Channel: ServerChildChannel {
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
-        return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
+        // On the channel's event loop (where `setup` is called): the gate never leaves it.
+        return inner.setup(channel: channel, logger: logger).assumeIsolated().flatMapThrowing { value in
             let codec = try channel.pipeline.syncOperations.handler(type: HTTP1ToHTTPServerCodec.self)
             try channel.pipeline.syncOperations.addHandler(RequestTiming(gate: gate), position: .after(codec))
             return value
-        }
+        }.nonisolated()
     }
 
     func handle(value: Value, logger: Logger) async {

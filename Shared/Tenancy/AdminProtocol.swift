@@ -63,6 +63,17 @@ public enum AnalyticsAdminCommand: String, Sendable, CaseIterable {
     public var subject: String { Subjects.admin(service: Self.service, command: rawValue) }
 }
 
+public enum EvalAdminCommand: String, Sendable, CaseIterable {
+    case suiteImport = "suite-import"
+    case suiteList = "suite-list"
+    case suiteGet = "suite-get"
+
+    public static let service = "eval"
+
+    /// `admin.eval.<command>`
+    public var subject: String { Subjects.admin(service: Self.service, command: rawValue) }
+}
+
 /// Every admin request carries the caller's admin token and a declared actor name.
 public protocol AdminRequest: ProtoMessage {
     var adminToken: String { get set }
@@ -99,6 +110,9 @@ extension RecomputeRequest: AdminRequest {}
 extension StatsRequest: AdminRequest {}
 extension RebuildRequest: AdminRequest {}
 extension RebuildStatusRequest: AdminRequest {}
+extension ImportSuiteRequest: AdminRequest {}
+extension ListSuitesRequest: AdminRequest {}
+extension GetSuiteRequest: AdminRequest {}
 
 extension CreateTenantResponse: AdminResponse {}
 extension UpdateTenantResponse: AdminResponse {}
@@ -123,6 +137,9 @@ extension InvoiceResponse: AdminResponse {}
 extension RecomputeResponse: AdminResponse {}
 extension StatsResponse: AdminResponse {}
 extension RebuildResponse: AdminResponse {}
+extension ImportSuiteResponse: AdminResponse {}
+extension ListSuitesResponse: AdminResponse {}
+extension GetSuiteResponse: AdminResponse {}
 
 /// The error codes of `AdminError.code`, with their HTTP statuses for the admin HTTP API.
 public enum AdminErrorCode: String, Sendable, CaseIterable {
@@ -196,6 +213,13 @@ public struct AdminClient: Sendable {
         _ command: AnalyticsAdminCommand, _ request: Request, as _: Response.Type = Response.self
     ) async throws(AdminFailure) -> Response {
         try await call(subject: command.subject, service: "analytics service", request)
+    }
+
+    /// Sends an eval admin command (`admin.eval.<command>`).
+    public func call<Request: AdminRequest, Response: AdminResponse>(
+        _ command: EvalAdminCommand, _ request: Request, as _: Response.Type = Response.self
+    ) async throws(AdminFailure) -> Response {
+        try await call(subject: command.subject, service: "eval service", request)
     }
 
     /// Sends `request` (with this client's token and actor) to `subject` and returns the response, or throws

@@ -131,7 +131,8 @@ public final class NATSServer: Sendable {
 /// subject permissions), rendered for tests the way `scripts/infra.sh` renders it for `make run`.
 public enum NATSAuthTemplate {
     /// The users the template defines.
-    public static let users = ["admin", "tenant", "gateway", "router", "orchestrator", "billing", "analytics", "reader"]
+    public static let users = ["admin", "tenant", "gateway", "router", "orchestrator", "billing", "analytics", "eval",
+                               "reader"]
 
     /// `<repo>/scripts/nats-auth.conf.tmpl`, found relative to this source file (`<repo>/Shared/TestKit/`).
     public static var templatePath: String {

@@ -9,6 +9,7 @@
 #include "switchyard/v1/billing.pb-c.h"
 #include "switchyard/v1/chat.pb-c.h"
 #include "switchyard/v1/common.pb-c.h"
+#include "switchyard/v1/eval.pb-c.h"
 #include "switchyard/v1/tenant.pb-c.h"
 
 #endif

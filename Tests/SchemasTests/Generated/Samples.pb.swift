@@ -76,6 +76,16 @@ let allSampleableTypes: [any Sampleable.Type] = [
     Usage.self,
     HopStamp.self,
     ProviderAttempt.self,
+    EvalExpectation.self,
+    EvalCase.self,
+    EvalSuite.self,
+    ImportSuiteRequest.self,
+    ImportSuiteResponse.self,
+    ListSuitesRequest.self,
+    EvalSuiteSummary.self,
+    ListSuitesResponse.self,
+    GetSuiteRequest.self,
+    GetSuiteResponse.self,
     Tenant.self,
     Plan.self,
     ApiKeyRecord.self,
@@ -959,6 +969,121 @@ extension ProviderAttempt: Sampleable {
         m.httpStatus = g.uint32()
         m.startedAtUnixNanos = g.int64()
         m.endedAtUnixNanos = g.int64()
+        return m
+    }
+}
+
+extension EvalExpectation: Sampleable {
+    static func sample(_ g: inout SampleGen) -> EvalExpectation {
+        var m = EvalExpectation()
+        m.kind = g.string()
+        m.value = g.string()
+        for _ in 0..<g.count() { m.values.append(g.string()) }
+        m.weight = g.double()
+        return m
+    }
+}
+
+extension EvalCase: Sampleable {
+    static func sample(_ g: inout SampleGen) -> EvalCase {
+        var m = EvalCase()
+        m.id = g.string()
+        for _ in 0..<g.count() { m.messages.append(ChatMessage.sample(&g)) }
+        for _ in 0..<g.count() { m.expectations.append(EvalExpectation.sample(&g)) }
+        m.weight = g.double()
+        m.line = g.uint32()
+        return m
+    }
+}
+
+extension EvalSuite: Sampleable {
+    static func sample(_ g: inout SampleGen) -> EvalSuite {
+        var m = EvalSuite()
+        m.tenantID = g.string()
+        m.agent = g.string()
+        m.name = g.string()
+        m.summary = g.string()
+        for _ in 0..<g.count() { m.cases.append(EvalCase.sample(&g)) }
+        m.updatedAtUnixNanos = g.int64()
+        m.updatedBy = g.string()
+        return m
+    }
+}
+
+extension ImportSuiteRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> ImportSuiteRequest {
+        var m = ImportSuiteRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.agent = g.string()
+        m.name = g.string()
+        m.source = g.string()
+        return m
+    }
+}
+
+extension ImportSuiteResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> ImportSuiteResponse {
+        var m = ImportSuiteResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        if g.present() { m.suite = EvalSuite.sample(&g) }
+        m.replaced = g.bool()
+        return m
+    }
+}
+
+extension ListSuitesRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> ListSuitesRequest {
+        var m = ListSuitesRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.agent = g.string()
+        return m
+    }
+}
+
+extension EvalSuiteSummary: Sampleable {
+    static func sample(_ g: inout SampleGen) -> EvalSuiteSummary {
+        var m = EvalSuiteSummary()
+        m.tenantID = g.string()
+        m.agent = g.string()
+        m.name = g.string()
+        m.summary = g.string()
+        m.cases = g.uint32()
+        m.updatedAtUnixNanos = g.int64()
+        m.updatedBy = g.string()
+        return m
+    }
+}
+
+extension ListSuitesResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> ListSuitesResponse {
+        var m = ListSuitesResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        for _ in 0..<g.count() { m.suites.append(EvalSuiteSummary.sample(&g)) }
+        return m
+    }
+}
+
+extension GetSuiteRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> GetSuiteRequest {
+        var m = GetSuiteRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.agent = g.string()
+        m.name = g.string()
+        return m
+    }
+}
+
+extension GetSuiteResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> GetSuiteResponse {
+        var m = GetSuiteResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        if g.present() { m.suite = EvalSuite.sample(&g) }
         return m
     }
 }
