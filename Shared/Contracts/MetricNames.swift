@@ -77,6 +77,32 @@ extension MetricName {
     public static let replyResendsTotal = MetricName(
         "reply_resends_total", help: "Answers sent again to a gateway that reconnected to NATS, by outcome (resent, malformed request).")
 
+    // Every service, from start (ServiceKit `ServiceMetrics`).
+    public static let processResidentMemoryBytes = MetricName(
+        "process_resident_memory_bytes", help: "Resident memory size in bytes.")
+    public static let processVirtualMemoryBytes = MetricName(
+        "process_virtual_memory_bytes", help: "Virtual memory size in bytes.")
+    public static let processCPUSecondsTotal = MetricName(
+        "process_cpu_seconds_total", help: "Total user and system CPU time spent in seconds.")
+    public static let processOpenFDs = MetricName("process_open_fds", help: "Number of open file descriptors.")
+    public static let processMaxFDs = MetricName("process_max_fds", help: "Maximum number of open file descriptors.")
+    public static let processStartTimeSeconds = MetricName(
+        "process_start_time_seconds", help: "Start time of the process since unix epoch in seconds.")
+    public static let natsConnected = MetricName(
+        "nats_connected", help: "Whether the NATS connection is up (1) or reconnecting or closed (0).")
+    public static let natsReconnectsTotal = MetricName(
+        "nats_reconnects_total", help: "Times the NATS connection was re-established.")
+    public static let jetStreamConsumerPendingMessages = MetricName(
+        "jetstream_consumer_pending_messages", help: "Messages of a durable this service owns not yet delivered, by stream and consumer.")
+    public static let jetStreamConsumerAckPendingMessages = MetricName(
+        "jetstream_consumer_ack_pending_messages", help: "Messages of a durable delivered and not yet acknowledged, by stream and consumer.")
+    public static let jetStreamConsumerRedeliveredMessages = MetricName(
+        "jetstream_consumer_redelivered_messages", help: "Messages of a durable being redelivered, by stream and consumer.")
+    public static let dbPoolConnections = MetricName(
+        "db_pool_connections", help: "PostgreSQL pool connections by state (in_use, idle) and the pool's size (max).")
+    public static let dbPoolWaitingRequests = MetricName(
+        "db_pool_waiting_requests", help: "Callers waiting for a PostgreSQL pool connection.")
+
     /// All declared names, for documentation and checks.
     public static let all: [MetricName] = [
         .agentRequestsTotal, .agentErrorsTotal, .agentHandoffsTotal, .agentConsentChecksTotal,
@@ -85,6 +111,10 @@ extension MetricName {
         .dbQueryDurationSeconds, .providerAttemptsTotal, .providerLatencySeconds, .adminCommandsTotal,
         .billingUsageEventsTotal, .billingSpendMicrosTotal, .billingLedgerLagSeconds, .gatewayBudgetRejectionsTotal,
         .analyticsEventsTotal, .analyticsLagSeconds, .agentRequestDurationSeconds, .replyResendsTotal,
+        .processResidentMemoryBytes, .processVirtualMemoryBytes, .processCPUSecondsTotal, .processOpenFDs, .processMaxFDs,
+        .processStartTimeSeconds, .natsConnected, .natsReconnectsTotal, .jetStreamConsumerPendingMessages,
+        .jetStreamConsumerAckPendingMessages, .jetStreamConsumerRedeliveredMessages, .dbPoolConnections,
+        .dbPoolWaitingRequests,
     ]
 }
 
@@ -109,6 +139,17 @@ extension MetricLabel {
     /// Admin command name (`create`, `issue-key`, …; a fixed set).
     public static let command = MetricLabel("command")
 
+    /// JetStream stream and durable consumer names (declared in Contracts: a fixed set).
+    public static let stream = MetricLabel("stream")
+    public static let consumer = MetricLabel("consumer")
+    /// A pool connection's state: `in_use`, `idle`, `max`.
+    public static let state = MetricLabel("state")
+    /// HTTP method, route (the path of a served route, `unmatched` for a 404) and status code.
+    public static let method = MetricLabel("method")
+    public static let route = MetricLabel("route")
+    public static let status = MetricLabel("status")
+
     /// All declared label names.
-    public static let all: [MetricLabel] = [.tenant, .agent, .package, .service, .outcome, .provider, .command]
+    public static let all: [MetricLabel] = [.tenant, .agent, .package, .service, .outcome, .provider, .command, .stream,
+                                            .consumer, .state, .method, .route, .status]
 }

@@ -164,6 +164,7 @@ extension ServiceBuilder {
         // Messages the server gives up on without an outcome (a handler that crashes the process) are parked.
         add(try await MaxDeliveries.service(jetStream: jetStream, stream: contract.stream.name,
                                             consumer: spec.durable, logger: logger))
+        ServiceMetrics.watchConsumer(metrics, jetStream: jetStream, stream: contract.stream.name, durable: spec.durable)
         return spec
     }
 }

@@ -30,7 +30,7 @@ public func buildOpsApplication(
     let router = Router(context: BasicRequestContext.self)
     addOpsRoutes(to: router, health: health, metrics: metrics)
     return Application(
-        router: router,
+        responder: HTTPMetricsResponder(inner: router.buildResponder(), metrics: metrics),
         server: configuration.httpServer,
         configuration: .init(
             address: .hostname(configuration.httpHost, port: configuration.opsPort),
@@ -69,7 +69,8 @@ public func addOpsRoutes<Context: RequestContext>(
         )
     }
     router.get(RouterPath(OpsPath.metrics)) { _, _ in
-        Response(
+        await metrics.collect()
+        return Response(
             status: .ok,
             headers: [.contentType: TelemetryMetrics.contentType],
             body: .init(byteBuffer: ByteBuffer(bytes: metrics.renderPrometheusBytes()))

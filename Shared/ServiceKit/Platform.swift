@@ -21,6 +21,7 @@ public struct ServicePlatform: Sendable {
         let connection = try await NATSConnection.connect(configuration.natsConfiguration(), logger: logger)
         let health = HealthRegistry()
         health.register(NATSHealthCheck(connection: connection))
+        ServiceMetrics.install(metrics, connection: connection)
         return ServicePlatform(configuration: configuration, logger: logger, metrics: metrics, health: health,
                                connection: connection, jetStream: try JetStream(connection: connection))
     }

@@ -77,7 +77,7 @@ public final class ServiceBuilder {
     public func http(_ router: Router<BasicRequestContext>, serverName: String? = nil,
                      onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) {
         add(Application(
-            router: router,
+            responder: HTTPMetricsResponder(inner: router.buildResponder(), metrics: metrics),
             server: configuration.httpServer,
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort),
                                  serverName: serverName ?? "switchyard-\(configuration.service)"),

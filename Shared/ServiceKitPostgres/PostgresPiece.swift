@@ -2,6 +2,7 @@ import Logging
 import Messaging
 import ServiceKit
 import Storage
+import Telemetry
 import Tenancy
 
 extension ServiceConfiguration {
@@ -33,6 +34,14 @@ extension ServiceBuilder {
     public func postgres(migrate: (PostgresPool, Logger) async throws -> Void) async throws -> PostgresPool {
         let pool = try PostgresPool(configuration: configuration.postgresConfiguration, logger: logger)
         health.register(PostgresHealthCheck(pool: pool))
+        let metrics = self.metrics
+        metrics.onScrape {
+            let figures = pool.statistics
+            metrics.gauge(.dbPoolConnections, [(.state, "in_use")]).record(Double(figures.inUse))
+            metrics.gauge(.dbPoolConnections, [(.state, "idle")]).record(Double(figures.idle))
+            metrics.gauge(.dbPoolConnections, [(.state, "max")]).record(Double(figures.size))
+            metrics.gauge(.dbPoolWaitingRequests).record(Double(figures.waiting))
+        }
         onShutdown { await pool.close() }
         try await migrate(pool, logger)
         return pool

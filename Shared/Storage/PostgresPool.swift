@@ -47,6 +47,21 @@ public final class PostgresPool: Sendable {
 
     // MARK: - Public API
 
+    /// The pool's state for metrics: its size, connections leased, idle and being opened, and callers waiting.
+    public struct Statistics: Sendable, Equatable {
+        public var size: Int
+        public var inUse: Int
+        public var idle: Int
+        public var waiting: Int
+    }
+
+    public var statistics: Statistics {
+        state.withLock { state in
+            Statistics(size: configuration.poolSize, inUse: state.slots - state.idle.count, idle: state.idle.count,
+                       waiting: state.waiters.count)
+        }
+    }
+
     /// Leases a connection for the duration of `body`, then returns it to the pool.
     public func withConnection<T>(
         isolation: isolated (any Actor)? = #isolation,

@@ -1,6 +1,7 @@
 import CoreMetrics
 import Metrics
 import Prometheus
+import Synchronization
 
 /// A Prometheus registry plus a swift-metrics factory writing into it.
 ///
@@ -12,6 +13,8 @@ public struct TelemetryMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     /// A swift-metrics factory backed by ``registry``.
     public let factory: PrometheusMetricsFactory
+    /// Help texts and scrape-time collectors, shared by every copy of this value.
+    private let scrape = ScrapeState()
 
     /// A fresh, independent registry.
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
@@ -38,6 +41,13 @@ public struct TelemetryMetrics: Sendable {
         CoreMetrics.Counter(label: name.rawValue, dimensions: Self.dimensions(labels), factory: factory)
     }
 
+    /// A counter of fractional amounts (e.g. CPU seconds) for `name` with bounded `labels`.
+    public func floatingCounter(_ name: MetricName, _ labels: [(MetricLabel, String)] = [])
+        -> CoreMetrics.FloatingPointCounter
+    {
+        CoreMetrics.FloatingPointCounter(label: name.rawValue, dimensions: Self.dimensions(labels), factory: factory)
+    }
+
     /// A timer (rendered as a histogram in seconds) for `name` with bounded `labels`.
     public func timer(_ name: MetricName, _ labels: [(MetricLabel, String)] = []) -> CoreMetrics.Timer {
         CoreMetrics.Timer(
@@ -50,14 +60,66 @@ public struct TelemetryMetrics: Sendable {
         CoreMetrics.Gauge(label: name.rawValue, dimensions: Self.dimensions(labels), factory: factory)
     }
 
-    /// The whole registry in the Prometheus text exposition format (version 0.0.4).
+    /// Declares help texts (`# HELP` lines) for metric names; the names of ``MetricName`` are declared by the
+    /// service scaffold, so every metric a service exports has one.
+    public func declareHelp(_ names: [MetricName]) {
+        scrape.state.withLock { state in
+            for name in names { state.help[name.rawValue] = name.help }
+        }
+    }
+
+    /// Adds a collector that refreshes gauges and counters right before each scrape (process figures, pool and
+    /// consumer state). Collectors must be quick; each runs once per scrape.
+    public func onScrape(_ collector: @escaping @Sendable () async -> Void) {
+        scrape.state.withLock { $0.collectors.append(collector) }
+    }
+
+    /// Runs the scrape-time collectors.
+    public func collect() async {
+        let collectors = scrape.state.withLock { $0.collectors }
+        for collector in collectors { await collector() }
+    }
+
+    /// The whole registry in the Prometheus text exposition format (version 0.0.4), with a `# HELP` line before
+    /// each family's `# TYPE` line whose name was declared (``declareHelp(_:)``).
     public func renderPrometheusText() -> String {
-        registry.emitToString()
+        let text = registry.emitToString()
+        let help = scrape.state.withLock { $0.help }
+        guard !help.isEmpty else { return text }
+        var output = ""
+        output.reserveCapacity(text.utf8.count + help.count * 64)
+        var previous: Substring = ""
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("# TYPE ") {
+                let name = line.dropFirst(7).prefix { $0 != " " }
+                if !previous.hasPrefix("# HELP \(name) "), let description = help[String(name)] {
+                    output += "# HELP \(name) \(Self.escapeHelp(description))\n"
+                }
+            }
+            output += line
+            output += "\n"
+            previous = line
+        }
+        if output.hasSuffix("\n\n") { output.removeLast() }
+        return output
     }
 
     /// The whole registry in the Prometheus text exposition format, as UTF-8 bytes.
     public func renderPrometheusBytes() -> [UInt8] {
-        registry.emitToBuffer()
+        Array(renderPrometheusText().utf8)
+    }
+
+    /// Help text escaping of the text format: backslash and newline.
+    static func escapeHelp(_ text: String) -> String {
+        var escaped = ""
+        for character in text {
+            switch character {
+            case "\\": escaped += "\\\\"
+            case "\n": escaped += "\\n"
+            default: escaped.append(character)
+            }
+        }
+        return escaped
     }
 
     /// The content type of ``renderPrometheusText()``.
@@ -66,4 +128,13 @@ public struct TelemetryMetrics: Sendable {
     private static func dimensions(_ labels: [(MetricLabel, String)]) -> [(String, String)] {
         labels.map { ($0.0.rawValue, $0.1) }
     }
+}
+
+/// The mutable part of ``TelemetryMetrics`` (help texts, scrape collectors), behind a lock.
+final class ScrapeState: Sendable {
+    struct State {
+        var help: [String: String] = [:]
+        var collectors: [@Sendable () async -> Void] = []
+    }
+    let state = Mutex(State())
 }

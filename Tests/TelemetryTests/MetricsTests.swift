@@ -37,6 +37,18 @@ struct MetricsTests {
         #expect(!second.renderPrometheusText().contains("chat_requests_total"))
     }
 
+    @Test("declared names get a # HELP line before their # TYPE line, escaped; undeclared ones none")
+    func helpLines() {
+        let metrics = TelemetryMetrics()
+        metrics.declareHelp([MetricName("demo_total", help: "Demo counter\\with a backslash\nand a newline.")])
+        metrics.counter(MetricName("demo_total", help: "")).increment()
+        metrics.counter(MetricName("undeclared_total", help: "")).increment()
+        let text = metrics.renderPrometheusText()
+        #expect(text.contains("# HELP demo_total Demo counter\\\\with a backslash\\nand a newline.\n# TYPE demo_total counter\n"))
+        #expect(!text.contains("# HELP undeclared_total"))
+        #expect(text.hasSuffix("\n") && !text.hasSuffix("\n\n"))
+    }
+
     @Test func metricNamesAreDeclaredOnceAndValid() {
         let names = MetricName.all.map(\.rawValue)
         #expect(Set(names).count == names.count)
@@ -51,6 +63,7 @@ struct MetricsTests {
         for name in names {
             #expect(name.wholeMatch(of: /[a-z_][a-z0-9_]*/) != nil)
         }
-        #expect(MetricLabel.all.map(\.rawValue) == ["tenant", "agent", "package", "service", "outcome", "provider", "command"])
+        #expect(MetricLabel.all.map(\.rawValue) == ["tenant", "agent", "package", "service", "outcome", "provider", "command",
+                                                    "stream", "consumer", "state", "method", "route", "status"])
     }
 }
