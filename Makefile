@@ -91,6 +91,15 @@ chaos-quick: deps ## Short fault suite for CI (debug build): orchestrator killed
 	$(SWIFT) build $(SWIFT_BUILD_FLAGS)
 	stdbuf -oL "$$($(SWIFT) build --show-bin-path)/chaos" --bin "$$($(SWIFT) build --show-bin-path)" --quick
 
+.PHONY: rules-check
+rules-check: ## Check the Prometheus rules and run their unit tests (promtool check rules / test rules)
+	promtool check rules observability/prometheus/rules.yml
+	promtool test rules observability/prometheus/tests.yml
+
+.PHONY: observe
+observe: deps ## A local Prometheus on :9090 scraping the services of make run/up, with the alert and SLO rules loaded (Ctrl-C stops it)
+	./scripts/observe.sh
+
 .PHONY: infra-up
 infra-up: deps ## Start nats-server (users/passwords in .run/secrets.env) and PostgreSQL under .run/ on ports 4222 / 5432
 	./scripts/infra.sh up

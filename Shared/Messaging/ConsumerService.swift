@@ -77,6 +77,8 @@ public struct JetStreamConsumerService: Service {
     /// Batch mode: how many batches run at once.
     private let concurrentBatches: Int
     private let logger: Logger
+    /// Called once per message parked on the dead-letter stream (metrics), with its stream and consumer.
+    public var onDeadLetter: (@Sendable (_ stream: String, _ consumer: String) -> Void)?
 
     /// - Parameters:
     ///   - batchSize: the most messages one pull request asks for.
@@ -269,6 +271,7 @@ public struct JetStreamConsumerService: Service {
             try? message.nak(delay: spec.retryDelay(afterDelivery: delivery.deliveryCount))
             return
         }
+        onDeadLetter?(delivery.stream, delivery.consumer)
         logger.warning("message dead-lettered", metadata: [
             "stream": "\(stream)", "consumer": "\(spec.durable)",
             "stream.seq": "\(delivery.streamSequence)", "deliveries": "\(delivery.deliveryCount)",

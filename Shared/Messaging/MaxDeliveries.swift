@@ -39,8 +39,9 @@ public enum MaxDeliveries {
     }
 
     /// The consume loop that parks `consumer`'s given-up messages (provisions the stream and its durable).
-    public static func service(jetStream: JetStream, stream: String, consumer: String, logger: Logger) async throws
-        -> JetStreamConsumerService
+    public static func service(jetStream: JetStream, stream: String, consumer: String, logger: Logger,
+                               onDeadLetter: (@Sendable (_ stream: String, _ consumer: String) -> Void)? = nil)
+        async throws -> JetStreamConsumerService
     {
         try await jetStream.ensureStream(Self.stream)
         let spec = ConsumerSpec(durable: "maxdeliver-\(stream)-\(consumer)",
@@ -48,7 +49,9 @@ public enum MaxDeliveries {
         try await jetStream.ensureConsumer(stream: Self.stream.name, spec)
         return JetStreamConsumerService(jetStream: jetStream, stream: Self.stream.name, consumer: spec, batchSize: 8,
                                         logger: logger) { delivery in
-            try await park(delivery.payload, stream: stream, consumer: consumer, jetStream: jetStream, logger: logger)
+            if try await park(delivery.payload, stream: stream, consumer: consumer, jetStream: jetStream, logger: logger) {
+                onDeadLetter?(stream, consumer)
+            }
         }
     }
 
@@ -67,14 +70,16 @@ public enum MaxDeliveries {
 
     /// Dead-letters the message an advisory names (at least once: the dead-letter publish is de-duplicated by
     /// stream and sequence). An unreadable advisory is poison; a failed read or publish is retried.
+    /// Parks the message the advisory names; false when it is already gone.
+    @discardableResult
     static func park(_ payload: [UInt8], stream: String, consumer: String, jetStream: JetStream,
-                     logger: Logger) async throws {
+                     logger: Logger) async throws -> Bool {
         guard let advisory = try? JSONDecoder().decode(Advisory.self, from: Data(payload)),
               advisory.stream == stream, advisory.consumer == consumer else {
             throw PoisonMessage("unreadable max-deliveries advisory")
         }
         guard let stored = try await jetStream.storedMessage(stream: stream, sequence: advisory.streamSequence) else {
-            return  // already gone (aged out, or removed from a work queue)
+            return false  // already gone (aged out, or removed from a work queue)
         }
         let delivery = JetStreamDelivery(subject: stored.subject, payload: stored.payload, headers: stored.headers,
                                          stream: stream, consumer: consumer, streamSequence: advisory.streamSequence,
@@ -85,5 +90,6 @@ public enum MaxDeliveries {
             "stream": "\(stream)", "consumer": "\(consumer)", "stream.seq": "\(advisory.streamSequence)",
             "deliveries": "\(advisory.deliveries)",
         ])
+        return true
     }
 }

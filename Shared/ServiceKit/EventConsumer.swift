@@ -154,6 +154,13 @@ extension ServiceBuilder {
 }
 
 extension ServiceBuilder {
+    /// Adds a consume loop, counting its dead letters in `nats_messages_dead_lettered_total{stream,consumer}`.
+    public func add(_ consumer: JetStreamConsumerService) {
+        var consumer = consumer
+        consumer.onDeadLetter = ServiceMetrics.deadLetterCounter(metrics)
+        add(consumer as any Service)
+    }
+
     /// The consumer's stream (see ``streams(_:)``) and its durable; this service must own the durable.
     func provision(_ contract: ConsumerContract, spec: ConsumerSpec?) async throws -> ConsumerSpec {
         precondition(contract.owner.rawValue == configuration.service,
@@ -163,7 +170,8 @@ extension ServiceBuilder {
         try await jetStream.ensureConsumer(stream: contract.stream.name, spec)
         // Messages the server gives up on without an outcome (a handler that crashes the process) are parked.
         add(try await MaxDeliveries.service(jetStream: jetStream, stream: contract.stream.name,
-                                            consumer: spec.durable, logger: logger))
+                                            consumer: spec.durable, logger: logger,
+                                            onDeadLetter: ServiceMetrics.deadLetterCounter(metrics)))
         ServiceMetrics.watchConsumer(metrics, jetStream: jetStream, stream: contract.stream.name, durable: spec.durable)
         return spec
     }

@@ -27,10 +27,19 @@ public enum ServiceMetrics {
         }
     }
 
+    /// Counts a consume loop's dead letters (the MaxDeliveries loop's ones under the consumer they belong to).
+    static func deadLetterCounter(_ metrics: TelemetryMetrics) -> @Sendable (String, String) -> Void {
+        { stream, consumer in
+            metrics.counter(.natsMessagesDeadLetteredTotal, [(.stream, stream), (.consumer, consumer)]).increment()
+        }
+    }
+
     /// Pending, ack-pending and redelivered messages of a durable this service owns (skipped while NATS is away,
     /// so a scrape never waits on a reconnect).
     static func watchConsumer(_ metrics: TelemetryMetrics, jetStream: JetStream, stream: String, durable: String) {
         let labels: [(MetricLabel, String)] = [(.stream, stream), (.consumer, durable)]
+        // Its dead letters from the start, at zero, so that an alert on their increase has a series to look at.
+        metrics.counter(.natsMessagesDeadLetteredTotal, labels).increment(by: 0)
         metrics.onScrape {
             guard jetStream.connection.isConnected,
                   let state = try? await jetStream.consumerState(stream: stream, durable: durable) else { return }

@@ -81,7 +81,8 @@ struct LedgerTests {
     @Test("hostile usage events are dead-lettered with a reason and bill nothing; the good ones behind them are billed")
     func hostileEvents() async throws {
         try await BillingHarness.with { h in
-            try await h.runBilling {
+            let metrics = TelemetryMetrics()
+            try await h.runBilling(metrics: metrics) {
                 let deadLetters = try h.connection.subscribe("dlq.>")
                 try await h.connection.flush()
                 let hostile = [
@@ -115,6 +116,13 @@ struct LedgerTests {
                 #expect(reasons.contains { $0.contains("unknown tenant") })
                 #expect(reasons.contains { $0.contains("without a provider") })
                 #expect(reasons.contains { $0.contains("over-long") })
+                // Counted for the dead-letter alert (observability/prometheus/rules.yml).
+                func deadLettered() -> Double {
+                    counterValue(metrics.renderPrometheusText(), "nats_messages_dead_lettered_total", label: "consumer",
+                                 "billing-usage")
+                }
+                try await BillingHarness.eventually { deadLettered() == 6 }
+                #expect(deadLettered() == 6)
                 try await BillingHarness.eventually { try await h.ledgerRows() == 3 }
                 #expect(try await h.ledgerRows() == 3)
                 #expect(try await h.scalar("SELECT count(*) FROM billing_ledger WHERE tenant_id <> 'globex'") == 0)

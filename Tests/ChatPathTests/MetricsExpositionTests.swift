@@ -61,6 +61,7 @@ struct MetricsExpositionTests {
                     if Self.withConsumers.contains(service) {
                         #expect(text.contains("jetstream_consumer_pending_messages{"), "\(service) lacks consumer figures")
                         #expect(text.contains("jetstream_consumer_ack_pending_messages{"))
+                        #expect(text.contains("nats_messages_dead_lettered_total{"), "\(service): dead letters from the start")
                     }
                     if Self.withPool.contains(service) {
                         #expect(text.contains("db_pool_connections{state=\"max\"} 2") || text.contains("db_pool_connections{state=\"max\"} 2.0"),
