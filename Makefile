@@ -88,7 +88,8 @@ chaos: deps ## Fault suite: the whole platform (release) under 150 chats/s, one 
 
 .PHONY: chaos-quick
 chaos-quick: deps ## Short fault suite for CI (debug build): orchestrator killed, nats-server restarted, 200 slow clients
-	$(SWIFT) build $(SWIFT_BUILD_FLAGS)
+	@# --build-tests: the same build as make test's (a plain build would recompile everything without testability).
+	$(SWIFT) build --build-tests $(SWIFT_BUILD_FLAGS)
 	stdbuf -oL "$$($(SWIFT) build --show-bin-path)/chaos" --bin "$$($(SWIFT) build --show-bin-path)" --quick
 
 .PHONY: rules-check
