@@ -11,6 +11,8 @@ struct Outcome: Sendable {
     /// A 200 whose answer lacks the knowledge base's fact (an answer composed without the knowledge base), or a
     /// stream that ended without `[DONE]` or with an error event.
     var wrong: Bool
+    /// The start of the body of a failure (for the report).
+    var failure: String = ""
 }
 
 /// Sends chats to the gateway: the question has one right answer in the tenant's knowledge base ("12:00").
@@ -44,9 +46,10 @@ final class LoadClient: Sendable {
                 wrong = !(stream ? Self.streamedContent(text) : Self.content(text)).map { $0.contains("12:00") }.isTrue
             }
             return Outcome(status: status, requestID: response.headers.first(name: "x-switchyard-request-id"),
-                           milliseconds: milliseconds, wrong: wrong)
+                           milliseconds: milliseconds, wrong: wrong,
+                           failure: status == 200 ? "" : String(text.prefix(200)))
         } catch {
-            return Outcome(status: 0, requestID: nil, milliseconds: 0, wrong: false)
+            return Outcome(status: 0, requestID: nil, milliseconds: 0, wrong: false, failure: "\(error)".prefix(200).description)
         }
     }
 

@@ -121,6 +121,11 @@ func run(_ fault: Fault, options: Options) async throws -> Row {
         row.sent = outcomes.count
         row.answered = outcomes.filter { $0.status == 200 }.count
         for outcome in outcomes where outcome.status != 200 { row.failures[outcome.status, default: 0] += 1 }
+        // What the failures said (the first of each status).
+        var shown = Set<Int>()
+        for outcome in outcomes where outcome.status != 200 && shown.insert(outcome.status).inserted {
+            row.notes.append("\(outcome.status == 0 ? "no answer" : String(outcome.status)): \(outcome.failure)")
+        }
         row.wrong = outcomes.filter(\.wrong).count
         let latencies = outcomes.filter { $0.status == 200 }.map(\.milliseconds).sorted()
         row.p50 = percentile(latencies, 0.50)
@@ -176,14 +181,23 @@ func inject(_ fault: Fault, platform: Platform, options: Options, headerTimeout:
         try await platform.postgres.restart()
         notes.add("PostgreSQL down for \(milliseconds(ContinuousClock.now - started)) ms")
     case .slowClients:
-        let (trickling, silent) = await slowClients(port: platform.gatewayPort, count: options.slow,
-                                                    limit: .seconds(idleTimeout + 20))
+        let (trickling, silent, answers) = await slowClients(port: platform.gatewayPort, count: options.slow,
+                                                             limit: .seconds(idleTimeout + 20))
         let late = trickling.filter { ($0 ?? .infinity) > Double(headerTimeout) + 2 }.count
             + silent.filter { ($0 ?? .infinity) > Double(idleTimeout) + 2 }.count
+        // Trickling connections must end with the header timeout's 408 (not earlier, not otherwise); silent ones
+        // are closed without an answer.
+        let early = trickling.filter { ($0 ?? 0) < Double(headerTimeout) - 0.5 }.count
+        let unexpected = answers.filter { key, _ in
+            key != "trickling: HTTP/1.1 408 Request Timeout" && key != "silent: closed without an answer"
+        }
+        if !unexpected.isEmpty { notes.add("unexpected answers: \(unexpected)", failing: true) }
+        if early > 0 { notes.add("\(early) trickling connections closed before the header timeout", failing: true) }
         let slowestTrickling = trickling.compactMap { $0 }.max() ?? 0
+        let fastestTrickling = trickling.compactMap { $0 }.min() ?? 0
         let slowestSilent = silent.compactMap { $0 }.max() ?? 0
-        notes.add("\(trickling.count) trickling connections closed (408) after at most "
-                  + String(format: "%.1f s", slowestTrickling) + " (header timeout \(headerTimeout) s), \(silent.count) silent ones after at most "
+        notes.add("\(trickling.count) trickling connections closed with 408 after "
+                  + String(format: "%.1f–%.1f s", fastestTrickling, slowestTrickling) + " (header timeout \(headerTimeout) s), \(silent.count) silent ones after at most "
                   + String(format: "%.1f s", slowestSilent) + " (idle timeout \(idleTimeout) s); \(late) late",
                   failing: late > 0 || trickling.count + silent.count < options.slow)
     }

@@ -477,8 +477,8 @@ public final class JetStream: @unchecked Sendable {
                                                          timeout: timeout)
                 return try Self.decodeAck(reply.payload)
             } catch {
-                let retriable = error.code == .noResponders || (error.code == .timeout && message.messageID != nil)
-                guard retriable, clock.now + delay < giveUp, !Task.isCancelled else {
+                guard Self.retriableDuringOutage(error, hasMessageID: message.messageID != nil),
+                      clock.now + delay < giveUp, !Task.isCancelled else {
                     if error.code == .noResponders {
                         throw NATSError(.jetStream, context: "no stream captures this subject", status: "no responders")
                     }
@@ -488,6 +488,18 @@ public final class JetStream: @unchecked Sendable {
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .milliseconds(500))
             }
+        }
+    }
+
+    /// Whether a failed publish is worth retrying while nats-server restarts: "no responders" and JetStream's own
+    /// 503 (nothing was stored: JetStream is still starting), and a timeout when the message has an id (a copy
+    /// stored after all is dropped by the stream's de-duplication).
+    static func retriableDuringOutage(_ error: NATSError, hasMessageID: Bool) -> Bool {
+        switch error.code {
+        case .noResponders: true
+        case .jetStream: error.status == "503"
+        case .timeout: hasMessageID
+        default: false
         }
     }
 
@@ -503,6 +515,11 @@ public final class JetStream: @unchecked Sendable {
         let data = Data(payload)
         if let ack = try? JSONDecoder().decode(PublishAck.self, from: data) { return ack }
         let failure = try? JSONDecoder().decode(PublishAckError.self, from: data)
+        if failure?.error?.code == 503 {
+            // JetStream not (yet) available, e.g. still recovering its streams right after a restart.
+            throw NATSError(.jetStream, context: "JetStream is temporarily unavailable", status: "503",
+                            jetStreamCode: failure?.error?.err_code ?? 503)
+        }
         throw NATSError(.jetStream, context: "publish rejected by the stream",
                         jetStreamCode: failure?.error?.err_code ?? failure?.error?.code)
     }
