@@ -29,10 +29,15 @@ extension NATSConnection {
     /// Publishes a reply (core NATS) typed by its payload's protobuf full name in `Switchyard-Event-Type`.
     public func publishReply<Message: ProtoMessage>(_ message: Message, to subject: String,
                                                    headers: NATSHeaders = [:]) throws(NATSError) {
+        try publish(subject, payload: message.protobufBytes(), headers: Self.replyHeaders(headers, for: Message.self))
+    }
+
+    /// A reply's headers: the request's, typed by `Message`, without the reply-to (a reply is never answered).
+    public static func replyHeaders<Message: ProtoMessage>(_ headers: NATSHeaders, for _: Message.Type) -> NATSHeaders {
         var headers = headers
         headers[Headers.eventType] = Message.protoName
         headers.removeValue(forKey: Headers.replyTo)
-        try publish(subject, payload: message.protobufBytes(), headers: headers)
+        return headers
     }
 }
 

@@ -21,9 +21,8 @@ public enum ServiceMetrics {
         let nats = CounterDelta()
         metrics.onScrape {
             metrics.gauge(.natsConnected).record(connection.isConnected ? 1 : 0)
-            let reconnects = metrics.counter(.natsReconnectsTotal)
-            let delta = nats.advance(to: Double(connection.reconnectCount))
-            if delta > 0 { reconnects.increment(by: Int64(delta)) } else { reconnects.increment(by: 0) }
+            // By what grew since the last scrape (0 creates the series at the first one).
+            metrics.counter(.natsReconnectsTotal).increment(by: Int64(nats.advance(to: Double(connection.reconnectCount))))
         }
     }
 

@@ -38,9 +38,7 @@ final class ReplyChannel: Sendable {
     /// published, so a resend request that races the publish still finds it.
     func sendFinal<Message: ProtoMessage>(_ message: Message) {
         guard let subject else { return }
-        var headers = self.headers
-        headers[Headers.eventType] = Message.protoName
-        headers.removeValue(forKey: Headers.replyTo)
+        let headers = NATSConnection.replyHeaders(self.headers, for: Message.self)
         let payload = message.protobufBytes()
         recent?.record(subject: subject, payload: payload, headers: headers)
         try? connection.publish(subject, payload: payload, headers: headers)
