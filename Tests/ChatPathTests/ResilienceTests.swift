@@ -94,7 +94,10 @@ struct ResilienceTests {
                             let status = result?.status ?? 0
                             tally.state.withLock {
                                 $0.statuses[status, default: 0] += 1
-                                if status != 200 { $0.failedIDs.append(result?.headers["x-switchyard-request-id"] ?? "?") }
+                                if status != 200 {
+                                    $0.failedIDs.append(result?.headers["x-switchyard-request-id"] ?? "?")
+                                    $0.failureBodies.append(String((result?.text ?? "no answer").prefix(300)))
+                                }
                                 if $0.restarted { $0.afterRestart += 1 }
                             }
                         }
@@ -114,10 +117,13 @@ struct ResilienceTests {
                 }
                 try await group.waitForAll()
             }
-            let (statuses, failedIDs, restart) = tally.state.withLock { ($0.statuses, $0.failedIDs, $0.restart) }
+            let (statuses, failedIDs, restart, bodies) = tally.state.withLock {
+                ($0.statuses, $0.failedIDs, $0.restart, $0.failureBodies)
+            }
             let trail = try await Self.eventTrail(stack, requestIDs: Set(failedIDs))
             #expect(statuses.keys.sorted() == [200], """
-                statuses \(statuses); nats-server down and back \(restart); what the log holds of the failed requests: \
+                statuses \(statuses); nats-server down and back \(restart); answers \(bodies); \
+                what the log holds of the failed requests: \
                 \(trail)
                 """)
         }
@@ -222,6 +228,7 @@ final class RestartTally: Sendable {
         var restarted = false
         var afterRestart = 0
         var failedIDs: [String] = []
+        var failureBodies: [String] = []
         var restart = ""
     }
     let state = Mutex(Tally())
