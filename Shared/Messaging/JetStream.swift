@@ -204,6 +204,9 @@ public final class JetStream: @unchecked Sendable {
     let context: OpaquePointer
     let logger: Logger
     let counters = HandleCounters()
+    /// Replicas of every stream and KV bucket this context creates or updates, in place of the specs' own
+    /// (`SWITCHYARD_STREAM_REPLICAS`: 3 on a 3-node JetStream cluster); nil keeps each spec's.
+    public let replicas: Int?
 
     /// How many nats.c handles made through this context are alive, and how many received messages were
     /// dropped without being settled (for health figures and the ownership tests).
@@ -213,7 +216,7 @@ public final class JetStream: @unchecked Sendable {
                      droppedUnsettledMessages: counters.droppedUnsettled.load(ordering: .relaxed))
     }
 
-    public init(connection: NATSConnection) throws(NATSError) {
+    public init(connection: NATSConnection, replicas: Int? = nil) throws(NATSError) {
         var options = jsOptions()
         jsOptions_Init(&options)
         options.Wait = connection.configuration.requestTimeout.milliseconds
@@ -225,6 +228,7 @@ public final class JetStream: @unchecked Sendable {
         self.connection = connection
         self.context = ctx
         self.logger = connection.logger
+        self.replicas = replicas
     }
 
     deinit { jsCtx_Destroy(context) }
@@ -232,7 +236,7 @@ public final class JetStream: @unchecked Sendable {
     // MARK: provisioning
 
     /// nats.c's stream configuration for `spec`; its strings live in `arena`.
-    static func streamConfig(_ spec: StreamSpec, arena: CStringArena) -> jsStreamConfig {
+    static func streamConfig(_ spec: StreamSpec, replicas: Int? = nil, arena: CStringArena) -> jsStreamConfig {
         var config = jsStreamConfig()
         jsStreamConfig_Init(&config)
         config.Name = arena.string(spec.name)
@@ -240,7 +244,7 @@ public final class JetStream: @unchecked Sendable {
         config.SubjectsLen = Int32(spec.subjects.count)
         config.Retention = spec.retention == .workQueue ? js_WorkQueuePolicy : js_LimitsPolicy
         config.Storage = spec.storage == .memory ? js_MemoryStorage : js_FileStorage
-        config.Replicas = Int64(spec.replicas)
+        config.Replicas = Int64(replicas ?? spec.replicas)
         config.MaxAge = spec.maxAge.nanoseconds
         config.MaxBytes = spec.maxBytes
         config.MaxMsgSize = spec.maxMessageSize
@@ -253,9 +257,10 @@ public final class JetStream: @unchecked Sendable {
     /// Creates the stream, or updates it to `spec` if it exists. Safe to call from every replica at start.
     public func ensureStream(_ spec: StreamSpec) async throws(NATSError) {
         let ctx = SendablePointer(context)
+        let replicas = self.replicas
         try await connection.lane.run { () throws(NATSError) in
             let arena = CStringArena()
-            var config = Self.streamConfig(spec, arena: arena)
+            var config = Self.streamConfig(spec, replicas: replicas, arena: arena)
             var info: UnsafeMutablePointer<jsStreamInfo>?
             var jsErr = jsErrCode(0)
             var status = js_AddStream(&info, ctx.pointer, &config, nil, &jsErr)
@@ -279,6 +284,7 @@ public final class JetStream: @unchecked Sendable {
     @discardableResult
     public func ensureStreamExists(_ spec: StreamSpec) async throws(NATSError) -> Bool {
         let ctx = SendablePointer(context)
+        let replicas = self.replicas
         return try await connection.lane.run { () throws(NATSError) -> Bool in
             var info: UnsafeMutablePointer<jsStreamInfo>?
             var jsErr = jsErrCode(0)
@@ -289,7 +295,7 @@ public final class JetStream: @unchecked Sendable {
                 throw NATSError.fromStatus(status, code: .jetStream, context: "looking up stream", jsErr: jsErr)
             }
             let arena = CStringArena()
-            var config = Self.streamConfig(spec, arena: arena)
+            var config = Self.streamConfig(spec, replicas: replicas, arena: arena)
             info = nil
             jsErr = jsErrCode(0)
             status = js_AddStream(&info, ctx.pointer, &config, nil, &jsErr)

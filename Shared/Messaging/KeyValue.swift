@@ -228,6 +228,7 @@ extension JetStream {
     /// Creates the bucket if missing and returns it; binds to it if it exists.
     public func keyValue(_ spec: KVBucketSpec) async throws(NATSError) -> KeyValueBucket {
         let ctx = SendablePointer(context)
+        let replicas = self.replicas
         let store = try await connection.lane.run { () throws(NATSError) -> SendablePointer in
             let arena = CStringArena()
             var config = kvConfig()
@@ -235,7 +236,7 @@ extension JetStream {
             config.Bucket = arena.string(spec.name)
             config.History = spec.history
             config.TTL = spec.ttl.nanoseconds
-            config.Replicas = Int32(spec.replicas)
+            config.Replicas = Int32(replicas ?? spec.replicas)
             config.MaxValueSize = spec.maxValueSize
             var kv: OpaquePointer?
             var status = js_CreateKeyValue(&kv, ctx.pointer, &config)

@@ -23,7 +23,8 @@ public struct ServicePlatform: Sendable {
         health.register(NATSHealthCheck(connection: connection))
         ServiceMetrics.install(metrics, connection: connection)
         return ServicePlatform(configuration: configuration, logger: logger, metrics: metrics, health: health,
-                               connection: connection, jetStream: try JetStream(connection: connection))
+                               connection: connection, jetStream: try JetStream(connection: connection,
+                                                                         replicas: configuration.streamReplicas))
     }
 
     /// The process's service group, in start order: ops HTTP server, NATS drain guard, then `services`

@@ -53,6 +53,9 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
     /// The tenant service's Ed25519 mirror public key (`SWITCHYARD_MIRROR_PUBLIC_KEY`, 32 bytes hex): when
     /// set, tenancy KV values without its valid signature are ignored (docs/adr/0009).
     public var mirrorPublicKey: [UInt8]?
+    /// Replicas of the streams and KV buckets this service creates or updates (3 on a 3-node JetStream
+    /// cluster); 1 on a single nats-server.
+    public var streamReplicas: Int
 
     /// The graceful-shutdown budget as a `Duration`.
     public var drainTimeout: Duration { .seconds(drainSeconds) }
@@ -76,6 +79,7 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
         public static let httpBodyTimeoutSeconds = "SWITCHYARD_HTTP_BODY_TIMEOUT_SECONDS"
         public static let httpMaxConnections = "SWITCHYARD_HTTP_MAX_CONNECTIONS"
         public static let mirrorPublicKey = "SWITCHYARD_MIRROR_PUBLIC_KEY"
+        public static let streamReplicas = "SWITCHYARD_STREAM_REPLICAS"
     }
 
     /// Defaults (the per-service ports are arguments of the initializer).
@@ -91,6 +95,7 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
         public static let httpHeaderTimeoutSeconds = 10
         public static let httpBodyTimeoutSeconds = 30
         public static let httpMaxConnections = 10_000
+        public static let streamReplicas = 1
     }
 
     /// Reads and validates the configuration.
@@ -131,6 +136,8 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
             Variable.httpBodyTimeoutSeconds, default: Default.httpBodyTimeoutSeconds, range: 1...3600)
         self.httpMaxConnections = try reader.integer(
             Variable.httpMaxConnections, default: Default.httpMaxConnections, range: 1...1_000_000)
+        self.streamReplicas = try reader.integer(
+            Variable.streamReplicas, default: Default.streamReplicas, range: 1...5)
         if let bytes = try reader.hexSecret(Variable.mirrorPublicKey, minimumBytes: 32,
                                             expectation: "a 32-byte Ed25519 public key, hex-encoded") {
             guard Ed25519.VerifyingKey(publicKey: bytes) != nil else {
@@ -167,6 +174,8 @@ public struct ServiceConfiguration: Sendable, CustomStringConvertible {
              "408 when a request's body is not complete this many seconds after its headers"),
             (Variable.httpMaxConnections, "\(Default.httpMaxConnections)",
              "connections open at once per HTTP listener; one more gets 503"),
+            (Variable.streamReplicas, "\(Default.streamReplicas)",
+             "replicas of the streams and KV buckets a service creates (1 to 5; 3 on a 3-node JetStream cluster)"),
             (Variable.mirrorPublicKey, "(none)", "tenant service's mirror public key; unsigned tenancy KV values are then ignored"),
         ]
     }

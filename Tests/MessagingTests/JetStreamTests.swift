@@ -49,6 +49,21 @@ struct JetStreamTests {
         }
     }
 
+    @Test("the context's replica count replaces the specs': a single nats-server refuses three replicas, for streams and buckets")
+    func replicaOverride() async throws {
+        try await withHarness { h in
+            let three = try JetStream(connection: h.connection, replicas: 3)
+            await #expect(throws: NATSError.self) { try await three.ensureStream(StreamSpec(name: "R3", subjects: ["r3.*"])) }
+            await #expect(throws: NATSError.self) { try await three.ensureStreamExists(StreamSpec(name: "R3", subjects: ["r3.*"])) }
+            await #expect(throws: NATSError.self) { _ = try await three.keyValue(KVBucketSpec(name: "r3")) }
+            let one = try JetStream(connection: h.connection, replicas: 1)
+            try await one.ensureStream(StreamSpec(name: "R3", subjects: ["r3.*"], replicas: 3))
+            _ = try await one.keyValue(KVBucketSpec(name: "r3", replicas: 3))
+            try await one.publish(OutboundMessage(subject: "r3.a", payload: bytes("1")))
+            #expect(try await one.streamState("R3").messages == 1)
+        }
+    }
+
     @Test("a publish that finds no stream yet (JetStream right after a restart) is retried until one captures it")
     func publishRidesOutNoResponders() async throws {
         try await withHarness { h in

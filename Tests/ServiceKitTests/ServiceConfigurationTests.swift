@@ -139,6 +139,16 @@ struct ServiceConfigurationTests {
         #expect(try ServiceConfiguration(environment: [:], service: "x").mirrorVerifier == nil)
     }
 
+    @Test func streamReplicasAreOneToFive() throws {
+        #expect(try ServiceConfiguration(environment: [:], service: "x").streamReplicas == 1)
+        #expect(try ServiceConfiguration(environment: ["SWITCHYARD_STREAM_REPLICAS": "3"], service: "x").streamReplicas == 3)
+        for bad in ["0", "6", "three"] {
+            #expect(throws: ConfigurationError.self) {
+                try ServiceConfiguration(environment: ["SWITCHYARD_STREAM_REPLICAS": bad], service: "x")
+            }
+        }
+    }
+
     @Test func documentationListsEveryVariableOnce() {
         let docs = ServiceConfiguration.documentation()
         let names = docs.map(\.name)
@@ -150,7 +160,7 @@ struct ServiceConfigurationTests {
                 "SWITCHYARD_LOG_LEVEL", "SWITCHYARD_LOG_FORMAT", "SWITCHYARD_INSTANCE_ID",
                 "SWITCHYARD_DRAIN_SECONDS", "SWITCHYARD_MIRROR_PUBLIC_KEY", "SWITCHYARD_HTTP_IDLE_TIMEOUT_SECONDS",
                 "SWITCHYARD_HTTP_HEADER_TIMEOUT_SECONDS", "SWITCHYARD_HTTP_BODY_TIMEOUT_SECONDS",
-                "SWITCHYARD_HTTP_MAX_CONNECTIONS",
+                "SWITCHYARD_HTTP_MAX_CONNECTIONS", "SWITCHYARD_STREAM_REPLICAS",
             ])
         #expect(docs.first { $0.name == "SWITCHYARD_DB_POOL_SIZE" }?.defaultValue == "4")
         #expect(docs.first { $0.name == "SWITCHYARD_HTTP_HEADER_TIMEOUT_SECONDS" }?.defaultValue == "10")
