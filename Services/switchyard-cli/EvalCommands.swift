@@ -3,12 +3,12 @@ import Foundation
 import Schemas
 import Tenancy
 
-/// `switchyard eval …`: golden suites of the eval service (runs, replays and rollouts build on them).
+/// `switchyard eval …`: golden suites of the eval service and runs of them against agent versions.
 struct EvalCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Golden suites per tenant and agent (the eval service).",
-        subcommands: [SuiteCommand.self])
+        abstract: "Golden suites per tenant and agent, and runs of them on an agent version (the eval service).",
+        subcommands: [SuiteCommand.self, RunSuite.self, Runs.self, Result.self])
 
     struct SuiteCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -109,6 +109,138 @@ struct EvalCommand: AsyncParsableCommand {
                     table.print(ifEmpty: "no cases")
                 }
             }
+        }
+    }
+
+    struct RunSuite: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "run",
+            abstract: "Run a suite through the chat path on a version of its agent and report the score.",
+            discussion: """
+                Each case goes through router and orchestrator pinned to --version (a version of the agent in the \
+                tenant's manifest or rollout), marked as eval traffic: it is on no invoice and in none of the \
+                tenant's analytics. Progress is printed while the run goes on; then every case with its score and \
+                the run's score (weighted by the cases' weights). Exit status 1 if the run failed or, with \
+                --min-score, scored below it. --detach prints the run id and returns at once.
+                """)
+
+        @OptionGroup(title: "Connection and output options") var options: AdminOptions
+        @Option(help: ArgumentHelp("The tenant id.", valueName: "tenant-id")) var tenant: String
+        @Option(help: "The agent the suite tests.") var agent: String
+        @Option(help: "The agent version to run (e.g. v2).") var version: String
+        @Option(help: "The suite's name.") var suite: String
+        @Option(help: "Cases in flight at once (1-32, default 4).") var concurrency: UInt32 = 4
+        @Option(name: .customLong("min-score"), help: "Exit with status 1 when the score is below this (0-1).")
+        var minScore: Double?
+        @Flag(help: "Start the run and return its id without waiting.") var detach = false
+
+        func validate() throws {
+            try validateTenantID(tenant)
+            guard (1...32).contains(concurrency) else { throw ValidationError("--concurrency must be 1 to 32") }
+            if let minScore, !(0...1).contains(minScore) { throw ValidationError("--min-score must be 0 to 1") }
+        }
+
+        func run() async throws {
+            try await options.withSession { session in
+                let started: StartRunResponse = try await session.call(EvalAdminCommand.runStart, StartRunRequest(
+                    tenantID: tenant, agent: agent, agentVersion: version, suite: suite, concurrency: concurrency))
+                let runID = started.run?.runID ?? ""
+                if detach {
+                    try session.output(json: started) { print(runID) }
+                    return
+                }
+                let progress = FileHandle.standardError
+                progress.write(Data("run \(runID): \(started.run?.casesTotal ?? 0) cases of \(suite) on \(agent) \(version)…\n".utf8))
+                var lastDone: UInt32 = .max
+                var run = started.run ?? EvalRun()
+                while run.status == "running" {
+                    try await Task.sleep(for: .milliseconds(500))
+                    let response: GetRunResponse = try await session.call(EvalAdminCommand.runGet, GetRunRequest(
+                        tenantID: tenant, runID: runID))
+                    run = response.run ?? run
+                    if run.casesDone != lastDone && run.status == "running" {
+                        lastDone = run.casesDone
+                        progress.write(Data("  \(run.casesDone)/\(run.casesTotal) cases done, \(run.casesPassed) passed\n".utf8))
+                    }
+                }
+                let final: GetRunResponse = try await session.call(EvalAdminCommand.runGet, GetRunRequest(
+                    tenantID: tenant, runID: runID, includeResults: true))
+                let finished = final.run ?? run
+                try session.output(json: final) { EvalRunText.print(finished) }
+                if finished.status != "completed" {
+                    throw CLIFailure("run \(runID) \(finished.status): \(finished.error)")
+                }
+                if let minScore, finished.score < minScore {
+                    throw CLIFailure(String(format: "run %@ scored %.3f, below --min-score %.3f", runID, finished.score, minScore))
+                }
+            }
+        }
+    }
+
+    struct Runs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "runs", abstract: "List a tenant's eval runs, newest first.")
+
+        @OptionGroup(title: "Connection and output options") var options: AdminOptions
+        @Option(help: ArgumentHelp("The tenant id.", valueName: "tenant-id")) var tenant: String
+        @Option(help: "Only this agent's runs.") var agent: String?
+        @Option(help: "At most this many runs (default 20).") var limit: UInt32 = 20
+
+        func validate() throws { try validateTenantID(tenant) }
+
+        func run() async throws {
+            try await options.withSession { session in
+                let response: ListRunsResponse = try await session.call(EvalAdminCommand.runList, ListRunsRequest(
+                    tenantID: tenant, agent: agent ?? "", limit: limit))
+                try session.output(json: response) {
+                    var table = TextTable("RUN", "AGENT", "VERSION", "SUITE", "STATUS", "CASES", "PASSED", "SCORE", "STARTED", "BY")
+                    for run in response.runs {
+                        table.add(run.runID, run.agent, run.agentVersion, run.suite, run.status,
+                                  "\(run.casesDone)/\(run.casesTotal)", String(run.casesPassed),
+                                  run.status == "completed" ? String(format: "%.3f", run.score) : "-",
+                                  Output.time(run.startedAtUnixNanos), run.startedBy)
+                    }
+                    table.print(ifEmpty: "no eval runs for \(tenant)")
+                }
+            }
+        }
+    }
+
+    struct Result: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "result", abstract: "Show a run with every case's result.")
+
+        @OptionGroup(title: "Connection and output options") var options: AdminOptions
+        @Option(help: ArgumentHelp("The tenant id.", valueName: "tenant-id")) var tenant: String
+        @Argument(help: ArgumentHelp("The run id (run-…).", valueName: "run-id")) var runID: String
+
+        func validate() throws { try validateTenantID(tenant) }
+
+        func run() async throws {
+            try await options.withSession { session in
+                let response: GetRunResponse = try await session.call(EvalAdminCommand.runGet, GetRunRequest(
+                    tenantID: tenant, runID: runID, includeResults: true))
+                try session.output(json: response) { EvalRunText.print(response.run ?? EvalRun()) }
+            }
+        }
+    }
+}
+
+/// A run as text: one row per case, then the totals.
+enum EvalRunText {
+    static func print(_ run: EvalRun) {
+        var table = TextTable("CASE", "SCORE", "PASS", "MS", "HANDOFF", "ANSWER / FAILURES")
+        for result in run.results {
+            let detail = result.failures.isEmpty ? String(result.answer.prefix(50)) : result.failures.joined(separator: "; ")
+            table.add(result.caseID, String(format: "%.2f", result.score), result.passed ? "yes" : "no",
+                      String(result.latencyMs), result.handedOff ? "yes" : "no", String(detail.prefix(90)))
+        }
+        table.print(ifEmpty: "no case results")
+        Swift.print("run \(run.runID) \(run.status): \(run.agent) \(run.agentVersion), suite \(run.suite)")
+        if run.status == "completed" {
+            Swift.print(String(format: "score %.3f — %d/%d cases passed, %d handoffs, %d errors, p95 %d ms, tokens %d in / %d out",
+                               run.score, run.casesPassed, run.casesTotal, run.handoffs, run.errors, run.latencyP95Ms,
+                               run.promptTokens, run.completionTokens))
+        } else if !run.error.isEmpty {
+            Swift.print("error: \(run.error)")
         }
     }
 }

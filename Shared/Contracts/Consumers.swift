@@ -31,6 +31,13 @@ public enum Consumers {
         ConsumerSpec(durable: "router-requested", filterSubject: Subjects.eventAll(.chatRequested),
                      ackWait: .seconds(2), maxDeliver: 5, maxAckPending: 10_000, start: .recent(replayWindow)),
         owner: .router)
+    /// The router's consumer of eval runs' requests (`evt.eval.requested.*`): the only place a pinned agent version
+    /// is honoured (docs/EVAL.md). Same delivery settings as ``routerRequested``.
+    public static let routerEvalRequested = ConsumerContract(
+        stream: Streams.events,
+        ConsumerSpec(durable: "router-eval-requested", filterSubject: Subjects.eventAll(.evalRequested),
+                     ackWait: .seconds(2), maxDeliver: 5, maxAckPending: 1_000, start: .recent(replayWindow)),
+        owner: .router)
     /// The orchestrator's consumer of routed requests (`evt.chat.routed.*`). AckWait is how long a task whose
     /// orchestrator died waits before another replica gets it; a slow provider call is covered by the in-progress
     /// acks the consume loop sends every AckWait/2 while a task runs (docs/adr/0016; `SWITCHYARD_TASK_ACK_WAIT_MS`
@@ -70,5 +77,5 @@ public enum Consumers {
             owner: .analytics)
     }
 
-    public static let all = [routerRequested, orchestratorRouted, tenantKeyUsage, billingUsage] + analytics
+    public static let all = [routerRequested, routerEvalRequested, orchestratorRouted, tenantKeyUsage, billingUsage] + analytics
 }

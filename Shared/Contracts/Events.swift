@@ -16,6 +16,8 @@ extension HandoffRequested: EventMessage {}
 extension ConsentChecked: EventMessage {}
 extension AgentDecision: EventMessage {}
 extension TenantChanged: EventMessage {}
+extension EvalRequested: EventMessage {}
+extension EvalCompleted: EventMessage {}
 extension AuditRecorded: EventMessage {}
 extension BudgetExceeded: EventMessage {}
 extension BudgetWarning: EventMessage {}

@@ -32,6 +32,8 @@ extension MetricName {
         "admin_commands_total", help: "Admin commands handled by the tenant service, by command and outcome.")
 
     // Billing.
+    public static let evalRunsTotal = MetricName(
+        "eval_runs_total", help: "Eval runs finished by this process, by outcome (completed, failed).")
     public static let billingUsageEventsTotal = MetricName(
         "billing_usage_events_total",
         help: "Usage events handled by billing, by outcome (recorded, duplicate, unpriced, rejected, failed).")
@@ -110,7 +112,7 @@ extension MetricName {
         .natsMessagesPublishedTotal, .natsMessagesConsumedTotal, .natsMessagesDeadLetteredTotal,
         .dbQueryDurationSeconds, .providerAttemptsTotal, .providerLatencySeconds, .adminCommandsTotal,
         .billingUsageEventsTotal, .billingSpendMicrosTotal, .billingLedgerLagSeconds, .gatewayBudgetRejectionsTotal,
-        .analyticsEventsTotal, .analyticsLagSeconds, .agentRequestDurationSeconds, .replyResendsTotal,
+        .analyticsEventsTotal, .analyticsLagSeconds, .evalRunsTotal, .agentRequestDurationSeconds, .replyResendsTotal,
         .processResidentMemoryBytes, .processVirtualMemoryBytes, .processCPUSecondsTotal, .processOpenFDs, .processMaxFDs,
         .processStartTimeSeconds, .natsConnected, .natsReconnectsTotal, .jetStreamConsumerPendingMessages,
         .jetStreamConsumerAckPendingMessages, .jetStreamConsumerRedeliveredMessages, .dbPoolConnections,

@@ -38,6 +38,10 @@ public enum EventKind: String, Sendable, CaseIterable {
     case budgetExceeded = "budget.exceeded"
     case budgetWarning = "budget.warning"
     case auditRecorded = "audit.recorded"
+    /// One case of an eval run (`EvalRequested`: a chat request, its run id and pinned version); only the eval
+    /// service's NATS user may publish it, and only the router's eval durable reads it.
+    case evalRequested = "eval.requested"
+    case evalCompleted = "eval.completed"
 
     /// The payload's Swift type.
     public var messageType: any ProtoMessage.Type {
@@ -53,6 +57,8 @@ public enum EventKind: String, Sendable, CaseIterable {
         case .budgetExceeded: BudgetExceeded.self
         case .budgetWarning: BudgetWarning.self
         case .auditRecorded: AuditRecorded.self
+        case .evalRequested: EvalRequested.self
+        case .evalCompleted: EvalCompleted.self
         }
     }
 

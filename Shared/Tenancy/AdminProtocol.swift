@@ -67,6 +67,9 @@ public enum EvalAdminCommand: String, Sendable, CaseIterable {
     case suiteImport = "suite-import"
     case suiteList = "suite-list"
     case suiteGet = "suite-get"
+    case runStart = "run-start"
+    case runGet = "run-get"
+    case runList = "run-list"
 
     public static let service = "eval"
 
@@ -113,6 +116,9 @@ extension RebuildStatusRequest: AdminRequest {}
 extension ImportSuiteRequest: AdminRequest {}
 extension ListSuitesRequest: AdminRequest {}
 extension GetSuiteRequest: AdminRequest {}
+extension StartRunRequest: AdminRequest {}
+extension GetRunRequest: AdminRequest {}
+extension ListRunsRequest: AdminRequest {}
 
 extension CreateTenantResponse: AdminResponse {}
 extension UpdateTenantResponse: AdminResponse {}
@@ -140,6 +146,9 @@ extension RebuildResponse: AdminResponse {}
 extension ImportSuiteResponse: AdminResponse {}
 extension ListSuitesResponse: AdminResponse {}
 extension GetSuiteResponse: AdminResponse {}
+extension StartRunResponse: AdminResponse {}
+extension GetRunResponse: AdminResponse {}
+extension ListRunsResponse: AdminResponse {}
 
 /// The error codes of `AdminError.code`, with their HTTP statuses for the admin HTTP API.
 public enum AdminErrorCode: String, Sendable, CaseIterable {

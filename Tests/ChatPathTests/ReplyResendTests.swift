@@ -4,6 +4,7 @@ import Logging
 import Messaging
 @testable import OrchestratorCore
 import Schemas
+@testable import ServiceKit
 import Telemetry
 import Testing
 import TestKit

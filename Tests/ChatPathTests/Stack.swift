@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import AnalyticsCore
 import BillingCore
+import EvalCore
 import Foundation
 import GatewayCore
 import Hummingbird
@@ -87,7 +88,7 @@ final class Stack: Sendable {
                       gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
                       consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
                       inProcessRouter: Bool = true, billing: Bool = false, analytics: Bool = false,
-                      gatewayReplicas: Int = 1, natsAuth: Bool = false) async throws -> Stack {
+                      eval: Bool = false, gatewayReplicas: Int = 1, natsAuth: Bool = false) async throws -> Stack {
         // With natsAuth, nats-server runs with the template `make run` uses and each service as its own user.
         let passwords = natsAuth ? NATSAuthTemplate.randomPasswords() : nil
         let nats: NATSServer
@@ -138,6 +139,13 @@ final class Stack: Sendable {
                 analytics: AnalyticsConfiguration(adminTokens: [(name: "test", token: adminToken)]),
                 logger: logger, metrics: metricsOfAnalytics, signals: false,
                 onServerRunning: { bound in analyticsBound.withLock { $0 = bound } }))
+        }
+        if eval {
+            groups.append(try await buildEval(
+                configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "eval-1", user: "eval"),
+                                                        service: "eval"),
+                eval: EvalConfiguration(adminTokens: [(name: "test", token: adminToken)]), logger: logger,
+                signals: false))
         }
         let ports = Mutex<[Int]>(Array(repeating: 0, count: gatewayReplicas))
         for replica in 0..<gatewayReplicas {
@@ -256,11 +264,11 @@ final class Stack: Sendable {
                         gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
                         consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
                         inProcessRouter: Bool = true, billing: Bool = false, analytics: Bool = false,
-                        gatewayReplicas: Int = 1, natsAuth: Bool = false,
+                        eval: Bool = false, gatewayReplicas: Int = 1, natsAuth: Bool = false,
                         _ body: (Stack) async throws -> T) async throws -> T {
         let stack = try await start(orchestrator: orchestrator, gateway: gateway, consentPolicy: consentPolicy,
                                     inProcessOrchestrator: inProcessOrchestrator, inProcessRouter: inProcessRouter,
-                                    billing: billing, analytics: analytics, gatewayReplicas: gatewayReplicas,
+                                    billing: billing, analytics: analytics, eval: eval, gatewayReplicas: gatewayReplicas,
                                     natsAuth: natsAuth)
         do {
             let result = try await body(stack)

@@ -123,6 +123,33 @@ struct NATSPermissionTests {
         }
     }
 
+    @Test("only the eval service's user may publish eval requests (a pinned agent version): tenant, services and admin are refused")
+    func evalRequestsOnlyFromEval() async throws {
+        try await withAuthServer { server, passwords in
+            let listener = try await connect(server, user: "tenant", password: passwords["tenant"])
+            defer { listener.close() }
+            let subscription = try listener.subscribe("evt.eval.requested.acme")
+            let seen = Recorder()
+            let recorder = Task { for await message in subscription.messages { await seen.add(text(message.payload)) } }
+            defer { recorder.cancel(); subscription.unsubscribe() }
+            try await listener.flush()
+            for user in Self.serviceUsers + ["tenant", "admin"] {
+                let connection = try await connect(server, user: user, password: passwords[user])
+                try? connection.publish("evt.eval.requested.acme", payload: bytes("from-\(user)"))
+                // Once the server has answered this PING it has processed (dropped) the publish above.
+                try await connection.flush()
+                connection.close()
+            }
+            let eval = try await connect(server, user: "eval", password: passwords["eval"])
+            defer { eval.close() }
+            try eval.publish("evt.eval.requested.acme", payload: bytes("from-eval"))
+            try await eval.flush()
+            let deadline = ContinuousClock.now + .seconds(5)
+            while await seen.values.isEmpty && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(await seen.values == ["from-eval"])
+        }
+    }
+
     @Test("billing and analytics serve their own admin commands (answering into the admin inbox) but never receive the tenant service's or each other's",
           arguments: [("billing", "analytics"), ("analytics", "billing")])
     func servicesServeOnlyTheirOwnAdminCommands(user: String, other: String) async throws {

@@ -109,3 +109,48 @@ struct RolloutTests {
         #expect(routed.agentVersion == "b-canary")
     }
 }
+
+@Suite("Agent versions: per-version manifest entries and eval pins")
+struct AgentVersionTests {
+    /// `sales` at 1.0.0 (openai) plus a 2.0.0 entry of its own (anthropic) and a rollout naming 3.0.0 as canary.
+    private let manifest = Fixture.manifest([
+        Fixture.agent("sales", version: "1.0.0"),
+        Fixture.agent("sales", provider: "anthropic", model: "claude-test", version: "2.0.0"),
+    ], defaultAgent: "sales")
+
+    private func pinned(_ version: String, rollouts: [RolloutSettings] = []) -> RoutingOutcome {
+        var input = Fixture.input(manifest: manifest, rollouts: rollouts, request: Fixture.request(model: "sales"))
+        input.pinnedVersion = version
+        return decide(input)
+    }
+
+    @Test("a pin runs that version in the eval cohort, with its own entry's provider and model")
+    func pinUsesTheVersionEntry() throws {
+        let routed = try #require(pinned("2.0.0").decision)
+        #expect(routed.agentVersion == "2.0.0")
+        #expect(routed.cohort == .eval)
+        #expect(routed.provider == "anthropic" && routed.model == "claude-test")
+        let stable = try #require(pinned("1.0.0").decision)
+        #expect(stable.provider == "openai" && stable.cohort == .eval)
+    }
+
+    @Test("a pin may name the rollout's versions; anything else is 404 unknown_version")
+    func unknownPinsAreRejected() throws {
+        #expect(pinned("9.9.9").rejection?.code == .unknownVersion)
+        #expect(pinned("").rejection?.code == .unknownVersion)
+        let rollout = Fixture.canary("sales", percent: 0, stable: "1.0.0", canary: "3.0.0")
+        let routed = try #require(pinned("3.0.0", rollouts: [rollout]).decision)
+        // No entry of its own: the agent's first entry configures it.
+        #expect(routed.agentVersion == "3.0.0" && routed.provider == "openai")
+    }
+
+    @Test("without a pin a canary version with its own entry gets that entry's provider; the rollout split is unchanged")
+    func canaryUsesItsEntry() throws {
+        let rollout = Fixture.canary("sales", percent: 100, stable: "1.0.0", canary: "2.0.0")
+        let routed = try #require(decide(Fixture.input(manifest: manifest, rollouts: [rollout],
+                                                       request: Fixture.request(model: "sales"))).decision)
+        #expect(routed.cohort == .canary && routed.agentVersion == "2.0.0" && routed.provider == "anthropic")
+        let none = try #require(decide(Fixture.input(manifest: manifest, request: Fixture.request(model: "sales"))).decision)
+        #expect(none.cohort == .stable && none.agentVersion == "1.0.0" && none.provider == "openai")
+    }
+}

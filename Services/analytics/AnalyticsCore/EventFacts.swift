@@ -54,7 +54,8 @@ public struct EventFact: Sendable {
     }
 
     /// The fact of one delivery from the event log; nil for kinds analytics doesn't count (requests are counted
-    /// once routed; decisions, tenant, budget and audit events carry nothing for the rollups).
+    /// once routed; decisions, tenant, budget and audit events carry nothing for the rollups) and for eval runs'
+    /// events.
     /// - Throws: ``PoisonMessage`` for an undecodable payload or invalid metadata (dead-lettered, never folded).
     public static func from(_ delivery: JetStreamDelivery) throws(PoisonMessage) -> EventFact? {
         guard let kind = kind(ofSubject: delivery.subject) else { return nil }
@@ -69,21 +70,23 @@ public struct EventFact: Sendable {
             case .chatCompleted:
                 let event = try ChatCompleted(protobuf: delivery.payload)
                 let usage = event.usage ?? Usage()
-                var fact = try fact(delivery, event.meta, Dimensions(
+                guard var fact = try fact(delivery, event.meta, Dimensions(
                     tenant: "", agent: event.agent, version: event.agentVersion, cohort: event.rolloutCohort,
                     channel: event.channel, package: event.packageName), event.conversationID,
                     .completed(provider: event.provider, model: event.model, promptTokens: Int64(usage.promptTokens),
                                completionTokens: Int64(usage.completionTokens), handedOff: event.handedOff))
+                else { return nil }
                 fact.latencies = HopLatency.segments(event.hops)
                 return fact
             case .chatFailed:
                 let event = try ChatFailed(protobuf: delivery.payload)
                 let unrouted = event.meta?.producer == "router" || event.agent.isEmpty
-                var fact = try fact(delivery, event.meta, Dimensions(
+                guard var fact = try fact(delivery, event.meta, Dimensions(
                     tenant: "", agent: event.agent, version: event.agentVersion, cohort: event.rolloutCohort,
                     channel: event.channel, package: event.packageName), event.conversationID,
                     .failed(code: event.errorCode.isEmpty ? "unknown" : String(event.errorCode.prefix(64)),
                             unrouted: unrouted))
+                else { return nil }
                 fact.latencies = HopLatency.segments(event.hops)
                 return fact
             case .handoffRequested:
@@ -115,12 +118,15 @@ public struct EventFact: Sendable {
         return EventKind(rawValue: String(subject[start..<lastDot]))
     }
 
+    /// nil for an eval run's event: eval traffic is never part of a tenant's figures (the eval service keeps its
+    /// own results).
     private static func fact(_ delivery: JetStreamDelivery, _ meta: EventMeta?, _ dimensions: Dimensions,
-                             _ conversation: String, _ kind: Kind) throws(PoisonMessage) -> EventFact {
+                             _ conversation: String, _ kind: Kind) throws(PoisonMessage) -> EventFact? {
         guard let meta, TenantID.isValid(meta.tenantID), !meta.eventID.isEmpty, meta.occurredAtUnixNanos > 0,
               delivery.subject.hasSuffix("." + meta.tenantID) else {
             throw PoisonMessage("event without valid metadata (tenant, event id, time) for its subject")
         }
+        guard meta.evalRunID.isEmpty else { return nil }
         var dimensions = dimensions
         dimensions.tenant = meta.tenantID
         // Dimensions become primary-key columns: bounded length (they come from manifests and the gateway).

@@ -51,8 +51,8 @@ public func buildBilling(configuration: ServiceConfiguration, billing: BillingCo
     return builder.serviceGroup(signals: signals)
 }
 
-/// The usage log → ledger step: validate each event (poison → dead letter, never billed), record the valid
-/// ones in one statement, and ride out a PostgreSQL outage by retrying (the consume loop keeps the messages
+/// The usage log → ledger step: validate each event (poison → dead letter, never billed), leave eval runs' usage
+/// out (the meta's `eval_run_id`), record the valid ones in one statement, and ride out a PostgreSQL outage by retrying (the consume loop keeps the messages
 /// alive meanwhile) rather than dead-lettering billable usage.
 public struct UsageIngest: Sendable {
     /// Events per ledger statement (and per transaction).
@@ -82,7 +82,13 @@ public struct UsageIngest: Sendable {
         var outcomes = [(any Error)?](repeating: nil, count: batch.count)
         var lines: [UsageLine] = []
         lines.reserveCapacity(batch.count)
+        var evalEvents = 0
         for (index, (event, context)) in batch.enumerated() {
+            // An eval run's usage is the platform's, not the tenant's: never on an invoice (acked, counted).
+            if !context.meta.evalRunID.isEmpty {
+                evalEvents += 1
+                continue
+            }
             do throws(PoisonMessage) {
                 lines.append(try UsageLine(event, context: context, directory: directory))
             } catch {
@@ -93,6 +99,7 @@ public struct UsageIngest: Sendable {
                 ])
             }
         }
+        if evalEvents > 0 { metrics.counter(.billingUsageEventsTotal, [(.outcome, "eval")]).increment(by: evalEvents) }
         guard !lines.isEmpty else { return outcomes }
         let outcome = try await recordRetrying(lines)
         killAfterCommits?.committed()

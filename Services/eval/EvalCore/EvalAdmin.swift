@@ -8,7 +8,8 @@ import Tenancy
 
 /// The eval service's tables. `eval_suites`: one row per (tenant, agent, suite name): the file as imported (so
 /// an operator can read it back) and the parsed suite (protobuf), replaced whole on re-import. `eval_audit`: who
-/// imported what, when.
+/// imported or ran what, when. `eval_runs`: a run's progress and totals (`summary`: the finished `EvalRun`);
+/// `eval_case_results`: each case's `EvalCaseResult` as it arrives.
 public enum EvalSchema {
     public static let migrations: [Migration] = [
         Migration(version: 1, name: "golden suites and their audit", sql: """
@@ -34,6 +35,36 @@ public enum EvalSchema {
                 detail    text        NOT NULL
             );
             """),
+        Migration(version: 2, name: "eval runs and their case results", sql: """
+            CREATE TABLE eval_runs (
+                run_id        text        PRIMARY KEY,
+                tenant_id     text        NOT NULL,
+                agent         text        NOT NULL,
+                agent_version text        NOT NULL,
+                suite         text        NOT NULL,
+                status        text        NOT NULL,
+                cases_total   integer     NOT NULL,
+                cases_done    integer     NOT NULL DEFAULT 0,
+                cases_passed  integer     NOT NULL DEFAULT 0,
+                score         double precision NOT NULL DEFAULT 0,
+                error         text        NOT NULL DEFAULT '',
+                started_by    text        NOT NULL,
+                started_at    timestamptz NOT NULL DEFAULT now(),
+                updated_at    timestamptz NOT NULL DEFAULT now(),
+                finished_at   timestamptz,
+                summary       bytea
+            );
+            CREATE INDEX eval_runs_by_agent ON eval_runs (tenant_id, agent, started_at DESC);
+            CREATE TABLE eval_case_results (
+                run_id   text             NOT NULL REFERENCES eval_runs (run_id) ON DELETE CASCADE,
+                position integer          NOT NULL,
+                case_id  text             NOT NULL,
+                score    double precision NOT NULL,
+                passed   boolean          NOT NULL,
+                result   bytea            NOT NULL,
+                PRIMARY KEY (run_id, position)
+            );
+            """),
     ]
 }
 
@@ -45,12 +76,16 @@ public struct EvalAdmin: Sendable {
     /// The tenancy mirror: the tenant and its agents must exist.
     let directory: TenantDirectory?
     let logger: Logger
+    /// Runs suites through the chat path (nil: run-start is refused as unavailable).
+    var runner: EvalRunner?
 
-    public init(pool: PostgresPool, authenticator: AdminAuthenticator, directory: TenantDirectory?, logger: Logger) {
+    public init(pool: PostgresPool, authenticator: AdminAuthenticator, directory: TenantDirectory?, logger: Logger,
+                runner: EvalRunner? = nil) {
         self.pool = pool
         self.authenticator = authenticator
         self.directory = directory
         self.logger = logger
+        self.runner = runner
     }
 
     func storage(_ error: any Error) -> AdminFailure { AdminFailure.storage(error, service: "eval") }
@@ -173,6 +208,107 @@ public struct EvalAdmin: Sendable {
     }
 }
 
+extension EvalAdmin {
+    /// Starts a run of a stored suite on a version of its agent; answers at once with the run (poll run-get).
+    public func startRun(_ request: StartRunRequest) async throws(AdminFailure) -> StartRunResponse {
+        let actor = try authenticator.actor(for: request)
+        try checkTarget(tenant: request.tenantID, agent: request.agent, agentRequired: true)
+        guard let runner else { throw AdminFailure(.unavailable, "this eval process cannot run suites") }
+        guard !request.agentVersion.isEmpty, EvalNames.isValidVersion(request.agentVersion) else {
+            throw AdminFailure(.invalidArgument, "agent_version must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+        }
+        if let snapshot = directory?.snapshot(tenant: request.tenantID) {
+            let known = snapshot.manifest?.versions(of: request.agent, rollout: snapshot.rollouts[request.agent]) ?? []
+            guard known.contains(request.agentVersion) else {
+                throw AdminFailure(.notFound, "agent \(request.agent) of tenant \(request.tenantID) has no version "
+                                   + "\(request.agentVersion) (versions: \(known.isEmpty ? "none" : known.sorted().joined(separator: ", ")))")
+            }
+        }
+        let concurrency = request.concurrency == 0 ? EvalRunner.defaultConcurrency : Int(request.concurrency)
+        guard concurrency <= EvalRunner.maxConcurrency else {
+            throw AdminFailure(.invalidArgument, "concurrency must be 1 to \(EvalRunner.maxConcurrency)")
+        }
+        let suite = try await getSuite(GetSuiteRequest(adminToken: request.adminToken, actor: request.actor,
+                                                       tenantID: request.tenantID, agent: request.agent,
+                                                       name: request.suite)).suite ?? EvalSuite()
+        guard !suite.cases.isEmpty else { throw AdminFailure(.invalidArgument, "suite \(request.suite) has no cases") }
+        do {
+            let run = try await runner.start(tenant: request.tenantID, agent: request.agent,
+                                             version: request.agentVersion, suite: suite, concurrency: concurrency,
+                                             actor: actor)
+            return StartRunResponse(error: nil, run: run)
+        } catch {
+            throw storage(error)
+        }
+    }
+
+    public func getRun(_ request: GetRunRequest) async throws(AdminFailure) -> GetRunResponse {
+        _ = try authenticator.actor(for: request)
+        try checkTarget(tenant: request.tenantID, agent: "", agentRequired: false)
+        guard EvalNames.isValidRunID(request.runID) else { throw AdminFailure(.invalidArgument, "run_id is not a run id") }
+        do {
+            guard var run = try await Self.runs(pool, where: "tenant_id = $1 AND run_id = $2",
+                                                [.text(request.tenantID), .text(request.runID)], limit: 1).first else {
+                throw AdminFailure(.notFound, "no run \(request.runID) for tenant \(request.tenantID)")
+            }
+            if request.includeResults {
+                let rows = try await pool.query(
+                    "SELECT result FROM eval_case_results WHERE run_id = $1 ORDER BY position", [.text(request.runID)])
+                run.results = try rows.map { try EvalCaseResult(protobuf: try $0.decode([UInt8].self, at: 0)) }
+            }
+            return GetRunResponse(error: nil, run: run)
+        } catch let failure as AdminFailure {
+            throw failure
+        } catch {
+            throw storage(error)
+        }
+    }
+
+    public func listRuns(_ request: ListRunsRequest) async throws(AdminFailure) -> ListRunsResponse {
+        _ = try authenticator.actor(for: request)
+        try checkTarget(tenant: request.tenantID, agent: request.agent, agentRequired: false)
+        let limit = request.limit == 0 ? 20 : min(Int(request.limit), 500)
+        do {
+            return ListRunsResponse(error: nil, runs: try await Self.runs(
+                pool, where: "tenant_id = $1 AND ($2 = '' OR agent = $2)", [.text(request.tenantID), .text(request.agent)],
+                limit: limit))
+        } catch {
+            throw storage(error)
+        }
+    }
+
+    /// Runs from `eval_runs`, newest first: a finished run's stored summary, a running one's progress columns.
+    static func runs(_ pool: PostgresPool, where condition: String, _ parameters: [PostgresValue], limit: Int)
+        async throws -> [EvalRun]
+    {
+        let rows = try await pool.query("""
+            SELECT run_id, tenant_id, agent, agent_version, suite, status, cases_total, cases_done, cases_passed, score,
+                   error, started_by, (extract(epoch FROM started_at) * 1e9)::bigint,
+                   coalesce((extract(epoch FROM finished_at) * 1e9)::bigint, 0), summary
+            FROM eval_runs WHERE \(condition) ORDER BY started_at DESC, run_id LIMIT \(limit)
+            """, parameters)
+        return try rows.map { row in
+            var run = EvalRun()
+            if let summary = try row.decode([UInt8]?.self, at: 14) { run = try EvalRun(protobuf: summary) }
+            run.runID = try row.decode(String.self, at: 0)
+            run.tenantID = try row.decode(String.self, at: 1)
+            run.agent = try row.decode(String.self, at: 2)
+            run.agentVersion = try row.decode(String.self, at: 3)
+            run.suite = try row.decode(String.self, at: 4)
+            run.status = try row.decode(String.self, at: 5)
+            run.casesTotal = UInt32(try row.decode(Int64.self, at: 6))
+            run.casesDone = UInt32(try row.decode(Int64.self, at: 7))
+            run.casesPassed = UInt32(try row.decode(Int64.self, at: 8))
+            run.score = try row.decode(Double.self, at: 9)
+            run.error = try row.decode(String.self, at: 10)
+            run.startedBy = try row.decode(String.self, at: 11)
+            run.startedAtUnixNanos = try row.decode(Int64.self, at: 12)
+            run.finishedAtUnixNanos = try row.decode(Int64.self, at: 13)
+            return run
+        }
+    }
+}
+
 /// `admin.eval.*` over NATS.
 public struct EvalAdminDispatcher: AdminCommandDispatcher {
     let admin: EvalAdmin
@@ -199,6 +335,18 @@ public struct EvalAdminDispatcher: AdminCommandDispatcher {
         case .suiteGet:
             return await AdminCall.run(body, wire, bearerToken, GetSuiteRequest.self) { r throws(AdminFailure) in
                 try await a.getSuite(r)
+            }
+        case .runStart:
+            return await AdminCall.run(body, wire, bearerToken, StartRunRequest.self) { r throws(AdminFailure) in
+                try await a.startRun(r)
+            }
+        case .runGet:
+            return await AdminCall.run(body, wire, bearerToken, GetRunRequest.self) { r throws(AdminFailure) in
+                try await a.getRun(r)
+            }
+        case .runList:
+            return await AdminCall.run(body, wire, bearerToken, ListRunsRequest.self) { r throws(AdminFailure) in
+                try await a.listRuns(r)
             }
         }
     }

@@ -23,8 +23,8 @@ public struct EvalConfiguration: Sendable {
 }
 
 /// Builds the eval process: NATS, PostgreSQL with its migrations, the tenancy mirror (suites name agents of the
-/// tenant's manifest) and the admin commands (`admin.eval.*`): golden suites imported, listed and read back.
-/// Runs, replays and rollouts build on these (issue 11, next slices).
+/// tenant's manifest), the runner with its reply inbox, and the admin commands (`admin.eval.*`): golden suites
+/// imported, listed and read back; runs started, followed and listed. Replays and rollouts build on these.
 public func buildEval(configuration: ServiceConfiguration, eval: EvalConfiguration = EvalConfiguration(),
                       logger: Logger, metrics: TelemetryMetrics = TelemetryMetrics(),
                       signals: Bool = true) async throws -> ServiceGroup {
@@ -33,8 +33,15 @@ public func buildEval(configuration: ServiceConfiguration, eval: EvalConfigurati
         try await migrate(pool: pool, service: ServiceName.eval.rawValue, migrations: EvalSchema.migrations,
                           logger: logger)
     }
+    try await builder.streams(Streams.events, Streams.deadLetter)
+    // Answers to the cases of runs come back like a gateway's (a reply inbox per instance, resends after a
+    // reconnect).
+    let inbox = try ReplyInbox(connection: builder.connection, instanceID: "eval-" + configuration.instanceID)
+    builder.add(ReplyInboxService(inbox: inbox))
+    let runner = EvalRunner(pool: pool, jetStream: builder.jetStream, inbox: inbox, metrics: metrics, logger: logger)
+    builder.add(EvalRunnerService(runner: runner))
     let admin = EvalAdmin(pool: pool, authenticator: AdminAuthenticator(tokens: eval.adminTokens),
-                          directory: builder.tenancyMirror(), logger: logger)
+                          directory: builder.tenancyMirror(), logger: logger, runner: runner)
     builder.add(AdminNATSService(connection: builder.connection, dispatcher: EvalAdminDispatcher(admin: admin),
                                  metrics: metrics, logger: logger))
     return builder.serviceGroup(signals: signals)

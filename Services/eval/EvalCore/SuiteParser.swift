@@ -301,4 +301,19 @@ public enum EvalNames {
         let isLowerOrDigit = { (byte: UInt8) in (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39) }
         return isLowerOrDigit(first) && name.utf8.allSatisfy { isLowerOrDigit($0) || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E }
     }
+
+    /// Agent versions, as the tenant service accepts them: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`.
+    public static func isValidVersion(_ version: String) -> Bool {
+        guard let first = version.utf8.first, version.utf8.count <= 64 else { return false }
+        let isAlphanumeric = { (byte: UInt8) in
+            (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x30 && byte <= 0x39)
+        }
+        return isAlphanumeric(first) && version.utf8.allSatisfy { isAlphanumeric($0) || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E }
+    }
+
+    /// Run ids: `run-` and 16 lower-case hex digits.
+    public static func isValidRunID(_ id: String) -> Bool {
+        id.utf8.count == 20 && id.hasPrefix("run-")
+            && id.utf8.dropFirst(4).allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+    }
 }

@@ -59,7 +59,10 @@ public struct OrchestratorHandler: Sendable {
         }
         let clockStart = ContinuousClock.now
         let snapshot = directory.snapshot(tenant: tenant)
-        let manifest = snapshot?.manifest?.agents.first { $0.agent == routed.agent }
+        // The routed version's own entry when the manifest lists the agent per version, else the agent's first.
+        let agents = snapshot?.manifest?.agents ?? []
+        let manifest = agents.first { $0.enabled && $0.agent == routed.agent && $0.version == routed.agentVersion }
+            ?? agents.first { $0.agent == routed.agent }
         let reply = ReplyChannel(
             connection: jetStream.connection,
             subject: event.replySubject ?? (request.replySubject.isEmpty ? nil : request.replySubject),
@@ -133,7 +136,8 @@ public struct OrchestratorHandler: Sendable {
         func eventMeta(_ kind: String) -> EventMeta {
             EventMeta(eventID: DerivedEventID.make(from: meta.eventID, kind: kind), tenantID: meta.tenantID,
                       occurredAtUnixNanos: EventClock.nowUnixNanos(), producer: OrchestratorNames.producer,
-                      schemaVersion: EventMeta.currentSchemaVersion, requestID: meta.requestID, traceID: meta.traceID)
+                      schemaVersion: EventMeta.currentSchemaVersion, requestID: meta.requestID, traceID: meta.traceID,
+                      evalRunID: meta.evalRunID)
         }
     }
 }

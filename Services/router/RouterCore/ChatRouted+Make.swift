@@ -27,7 +27,8 @@ public func makeRouted(_ request: ChatRequested, decision: RoutingDecision, prod
         producer: producer,
         schemaVersion: EventMeta.currentSchemaVersion,
         requestID: requestMeta.requestID,
-        traceID: requestMeta.traceID
+        traceID: requestMeta.traceID,
+        evalRunID: requestMeta.evalRunID
     )
     return ChatRouted(
         meta: meta,

@@ -14,5 +14,7 @@ public func buildRouter(configuration: ServiceConfiguration, logger: Logger,
                                 logger: logger)
     // Kept alive: AckWait is short (docs/adr/0016), and a burst may hold a request here longer than that.
     try await builder.consume(Consumers.routerRequested, ChatRequested.self, batchSize: 128, handler: handler.handle)
+    try await builder.consume(Consumers.routerEvalRequested, EvalRequested.self, batchSize: 16,
+                              handler: handler.handleEval)
     return builder.serviceGroup(signals: signals)
 }

@@ -30,9 +30,27 @@ public struct RouterHandler: Sendable {
         self.logger = logger
     }
 
-    /// The typed consumer has already waited for the mirror, decoded the request and validated its meta.
+    /// The typed consumer has already waited for the mirror, decoded the request and validated its meta. A
+    /// tenant's request never carries an eval run id onward (only ``handleEval(_:_:)`` sets one).
     public func handle(_ request: ChatRequested, _ context: EventContext) async throws {
-        let meta = context.meta
+        var request = request
+        if request.meta?.evalRunID.isEmpty == false { request.meta?.evalRunID = "" }
+        try await route(request, context, pinnedVersion: nil)
+    }
+
+    /// One case of an eval run (`evt.eval.requested`, which only the eval service may publish): routed like a
+    /// tenant's request to the agent `request.model` names, on the pinned version, with the run id in the meta
+    /// of everything that follows, so billing and the tenant's analytics leave it out.
+    public func handleEval(_ eval: EvalRequested, _ context: EventContext) async throws {
+        guard var request = eval.request, !context.meta.evalRunID.isEmpty, !eval.pinnedAgentVersion.isEmpty,
+              request.meta?.tenantID == context.meta.tenantID, request.meta?.eventID.isEmpty == false
+        else { throw PoisonMessage("eval request without a run id, a pinned version or its tenant's request") }
+        request.meta?.evalRunID = context.meta.evalRunID
+        try await route(request, context, pinnedVersion: eval.pinnedAgentVersion)
+    }
+
+    func route(_ request: ChatRequested, _ context: EventContext, pinnedVersion: String?) async throws {
+        let meta = request.meta ?? context.meta
         let tenant = meta.tenantID
         let headers = context.hopHeaders
         if StaleWork.isStale(deadlineUnixNanos: request.deadlineUnixNanos, nowUnixNanos: EventClock.nowUnixNanos()) {
@@ -44,7 +62,8 @@ public struct RouterHandler: Sendable {
         if let snapshot = directory.snapshot(tenant: tenant) {
             packageName = snapshot.manifest?.packageName ?? snapshot.tenant.packageName
             outcome = policy.decide(RoutingInput(tenant: snapshot.tenant, manifest: snapshot.manifest,
-                                                 rollouts: snapshot.rollouts, request: request))
+                                                 rollouts: snapshot.rollouts, request: request,
+                                                 pinnedVersion: pinnedVersion))
         } else {
             outcome = .rejected(RoutingRejection(.tenantSuspended, httpStatus: 403,
                                                  message: "The tenant is not active."))
@@ -68,7 +87,7 @@ public struct RouterHandler: Sendable {
                 meta: EventMeta(eventID: DerivedEventID.make(from: meta.eventID, kind: "failed"), tenantID: tenant,
                                 occurredAtUnixNanos: EventClock.nowUnixNanos(), producer: RouterNames.producer,
                                 schemaVersion: EventMeta.currentSchemaVersion, requestID: meta.requestID,
-                                traceID: meta.traceID),
+                                traceID: meta.traceID, evalRunID: meta.evalRunID),
                 conversationID: request.conversationID, errorCode: rejection.code.description,
                 message: rejection.message, httpStatus: UInt32(rejection.httpStatus),
                 retriable: rejection.isRetriable, hops: request.hops, channel: request.channel,

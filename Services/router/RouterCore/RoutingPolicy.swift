@@ -1,6 +1,7 @@
 import Foundation
 import Schemas
 import Security
+import Tenancy
 
 /// Everything the router knows when it decides one request: plain values, no I/O.
 public struct RoutingInput: Sendable {
@@ -11,13 +12,17 @@ public struct RoutingInput: Sendable {
     /// Rollout settings by agent name.
     public var rollouts: [String: RolloutSettings]
     public var request: ChatRequested
+    /// An eval run's pinned version (only ever set from `evt.eval.requested`): the request runs that version of
+    /// the agent, in the `eval` cohort, whatever the rollout says.
+    public var pinnedVersion: String?
 
     public init(tenant: Tenant, manifest: PackageManifest?, rollouts: [String: RolloutSettings] = [:],
-                request: ChatRequested) {
+                request: ChatRequested, pinnedVersion: String? = nil) {
         self.tenant = tenant
         self.manifest = manifest
         self.rollouts = rollouts
         self.request = request
+        self.pinnedVersion = pinnedVersion
     }
 }
 
@@ -31,6 +36,8 @@ public enum RoutingOutcome: Sendable, Equatable {
 public enum RolloutCohort: String, Sendable, Hashable, CaseIterable {
     case stable
     case canary
+    /// An eval run's request, pinned to a version (never a tenant's own traffic).
+    case eval
 }
 
 /// What picked the agent before any kill switch applied. A bounded set, fit for metric labels
@@ -95,7 +102,10 @@ public struct RoutingDecision: Sendable, Hashable {
 ///    `maxFallbackHops` hops; a missing/disabled fallback, a loop or a longer chain is 503 `fallbackLoop`.
 /// 7. The final agent's rollout puts the request in the canary cohort when
 ///    `rolloutBucket(…) < min(canaryPercent, 100) * 100` (and a canary version is set), keyed by the
-///    conversation id (or the request id for one-off requests), so a conversation keeps its cohort.
+///    conversation id (or the request id for one-off requests), so a conversation keeps its cohort. An eval
+///    run's pinned version replaces that choice (cohort `eval`) if the agent has it, else 404 `unknownVersion`.
+/// 8. The chosen version's own manifest entry (same agent name, that `version`), if there is one, supplies the
+///    provider and model; otherwise the agent's first entry does.
 public struct RoutingPolicy: Sendable {
     /// The only tenant status that may route.
     public static let activeTenantStatus = "active"
@@ -111,6 +121,13 @@ public struct RoutingPolicy: Sendable {
     public static let bucketCount: UInt64 = 10_000
 
     public init() {}
+
+    /// The enabled manifest entry of `agent` at `version`. A manifest may list an agent once per version (each
+    /// with its own prompt, provider, model and handoff threshold); the first entry of a name is the agent's
+    /// routing entry (intents, fallback), the others only configure their version.
+    public static func entry(of agent: String, version: String, manifest: PackageManifest) -> AgentManifest? {
+        manifest.agents.first { $0.enabled && $0.agent == agent && $0.version == version }
+    }
 
     public func decide(_ input: RoutingInput) -> RoutingOutcome {
         guard input.tenant.status == Self.activeTenantStatus else { return .rejected(.tenantSuspended) }
@@ -158,7 +175,12 @@ public struct RoutingPolicy: Sendable {
         let rollout = input.rollouts[agent.agent]
         var cohort = RolloutCohort.stable
         var version = rollout.map(\.stableVersion).flatMap { $0.isEmpty ? nil : $0 } ?? agent.version
-        if let rollout, rollout.canaryPercent > 0, !rollout.canaryVersion.isEmpty {
+        if let pinned = input.pinnedVersion {
+            let known = manifest.versions(of: agent.agent, rollout: rollout)
+            guard known.contains(pinned) else { return .rejected(.unknownVersion) }
+            cohort = .eval
+            version = pinned
+        } else if let rollout, rollout.canaryPercent > 0, !rollout.canaryVersion.isEmpty {
             let percent = UInt64(min(rollout.canaryPercent, 100))
             let request = input.request
             let stickyKey = request.conversationID.isEmpty ? (request.meta?.requestID ?? "") : request.conversationID
@@ -185,11 +207,13 @@ public struct RoutingPolicy: Sendable {
             fallbackAgent = agent.fallbackAgent
         }
 
+        // A version with its own manifest entry runs that entry's provider and model.
+        let configured = Self.entry(of: agent.agent, version: version, manifest: manifest) ?? agent
         return .routed(RoutingDecision(
             agent: agent.agent,
             agentVersion: version,
-            provider: agent.provider.isEmpty ? Self.defaultProvider : agent.provider,
-            model: agent.model,
+            provider: configured.provider.isEmpty ? Self.defaultProvider : configured.provider,
+            model: configured.model,
             intent: picked.intent,
             cohort: cohort,
             reason: reason,

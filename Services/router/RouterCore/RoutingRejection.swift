@@ -19,6 +19,8 @@ public struct RoutingRejection: Error, Sendable, Hashable, CustomStringConvertib
         /// The chosen agent is kill-switched and its fallback chain leads nowhere usable
         /// (missing/disabled fallback, a loop, or more than `RoutingPolicy.maxFallbackHops` hops).
         public static let fallbackLoop = Code("fallback_loop")
+        /// An eval run pinned a version its agent doesn't have (neither in the manifest nor in the rollout).
+        public static let unknownVersion = Code("unknown_version")
     }
 
     public let code: Code
@@ -53,6 +55,8 @@ extension RoutingRejection {
         .fallbackLoop, httpStatus: 503, message: "agent is switched off and has no enabled fallback agent")
     static let fallbackCycle = RoutingRejection(
         .fallbackLoop, httpStatus: 503, message: "agent is switched off and its fallback chain loops")
+    static let unknownVersion = RoutingRejection(
+        .unknownVersion, httpStatus: 404, message: "the pinned agent version does not exist")
     static let fallbackTooLong = RoutingRejection(
         .fallbackLoop, httpStatus: 503, message: "agent is switched off and its fallback chain is too long")
 }

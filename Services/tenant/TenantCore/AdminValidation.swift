@@ -136,11 +136,21 @@ public enum AdminValidation {
         guard !manifest.agents.isEmpty else { throw fail("manifest.agents must list at least one agent") }
         guard manifest.agents.count <= maxAgents else { throw fail("manifest.agents has more than \(maxAgents) agents") }
         var names = Set<String>()
+        var versions = Set<String>()
         for index in manifest.agents.indices {
             var agent = manifest.agents[index]
             let field = "manifest.agents[\(index)]"
             agent.agent = try token(agent.agent, field: "\(field).agent")
-            guard names.insert(agent.agent).inserted else { throw fail("\(field).agent is listed twice") }
+            // An agent may be listed once per version: the first entry routes (intents, fallback), the others
+            // configure their version (prompt, provider, model, threshold) for rollouts and eval runs.
+            if !names.insert(agent.agent).inserted {
+                guard !agent.version.isEmpty,
+                      versions.insert("\(agent.agent)\u{0}\(agent.version)").inserted,
+                      manifest.agents.first(where: { $0.agent == agent.agent })?.version != agent.version
+                else { throw fail("\(field).agent is listed twice with the same version") }
+            } else {
+                versions.insert("\(agent.agent)\u{0}\(agent.version)")
+            }
             if agent.provider.isEmpty { agent.provider = "local" }
             guard providers.contains(agent.provider) else {
                 throw fail("\(field).provider must be one of: local, openai, anthropic")

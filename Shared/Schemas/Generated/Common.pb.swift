@@ -22,6 +22,8 @@ public struct EventMeta: ProtoMessage, Hashable {
     public var requestID: String = ""
     /// `trace_id = 7`: W3C trace id (hex)
     public var traceID: String = ""
+    /// `eval_run_id = 8`: non-empty: eval traffic of that run, never a tenant's own (the router
+    public var evalRunID: String = ""
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -33,7 +35,8 @@ public struct EventMeta: ProtoMessage, Hashable {
         producer: String = "",
         schemaVersion: UInt32 = 0,
         requestID: String = "",
-        traceID: String = ""
+        traceID: String = "",
+        evalRunID: String = ""
     ) {
         self.eventID = eventID
         self.tenantID = tenantID
@@ -42,6 +45,7 @@ public struct EventMeta: ProtoMessage, Hashable {
         self.schemaVersion = schemaVersion
         self.requestID = requestID
         self.traceID = traceID
+        self.evalRunID = evalRunID
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -74,6 +78,7 @@ extension EventMeta: _CMessage {
         c.pointee.schema_version = self.schemaVersion
         if !self.requestID.isEmpty { c.pointee.request_id = arena.cString(self.requestID) }
         if !self.traceID.isEmpty { c.pointee.trace_id = arena.cString(self.traceID) }
+        if !self.evalRunID.isEmpty { c.pointee.eval_run_id = arena.cString(self.evalRunID) }
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -84,6 +89,7 @@ extension EventMeta: _CMessage {
         self.schemaVersion = p.pointee.schema_version
         self.requestID = try _swiftString(p.pointee.request_id, Self.protoName)
         self.traceID = try _swiftString(p.pointee.trace_id, Self.protoName)
+        self.evalRunID = try _swiftString(p.pointee.eval_run_id, Self.protoName)
     }
 }
 
@@ -97,6 +103,7 @@ extension EventMeta: Codable {
         case schemaVersion
         case requestID = "requestId"
         case traceID = "traceId"
+        case evalRunID = "evalRunId"
 
         var protoFieldName: String {
             switch self {
@@ -106,6 +113,7 @@ extension EventMeta: Codable {
             case .schemaVersion: "schema_version"
             case .requestID: "request_id"
             case .traceID: "trace_id"
+            case .evalRunID: "eval_run_id"
             default: rawValue
             }
         }
@@ -120,6 +128,7 @@ extension EventMeta: Codable {
         self.schemaVersion = try json.decode(_ProtoJSONNumber<UInt32>.self, .schemaVersion)?.value ?? 0
         self.requestID = try json.decode(String.self, .requestID) ?? ""
         self.traceID = try json.decode(String.self, .traceID) ?? ""
+        self.evalRunID = try json.decode(String.self, .evalRunID) ?? ""
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -131,6 +140,7 @@ extension EventMeta: Codable {
         try c.encode(self.schemaVersion, forKey: .schemaVersion)
         try c.encode(self.requestID, forKey: .requestID)
         try c.encode(self.traceID, forKey: .traceID)
+        try c.encode(self.evalRunID, forKey: .evalRunID)
     }
 }
 

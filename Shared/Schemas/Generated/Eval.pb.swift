@@ -1080,3 +1080,1220 @@ extension GetSuiteResponse: Codable {
         try c.encodeIfPresent(self.suite, forKey: .suite)
     }
 }
+
+/// EvalCaseResult: one case of a run — what came back and how it scored.
+public struct EvalCaseResult: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.EvalCaseResult"
+
+    /// `case_id = 1`
+    public var caseID: String = ""
+    /// `score = 2`: 0..1: the weighted share of expectations met
+    public var score: Double = 0
+    /// `weight = 3`
+    public var weight: Double = 0
+    /// `passed = 4`: every expectation met
+    public var passed: Bool = false
+    /// `answer = 5`: the agent's answer (or the error message)
+    public var answer: String = ""
+    /// `error_code = 6`: "" when answered
+    public var errorCode: String = ""
+    /// `handed_off = 7`
+    public var handedOff: Bool = false
+    /// `latency_ms = 8`: from publishing the request to its final answer
+    public var latencyMs: UInt32 = 0
+    /// `prompt_tokens = 9`
+    public var promptTokens: UInt32 = 0
+    /// `completion_tokens = 10`
+    public var completionTokens: UInt32 = 0
+    /// `failures = 11`: one line per unmet expectation
+    public var failures: [String] = []
+    /// `agent_version = 12`: the version that answered (the pin)
+    public var agentVersion: String = ""
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        caseID: String = "",
+        score: Double = 0,
+        weight: Double = 0,
+        passed: Bool = false,
+        answer: String = "",
+        errorCode: String = "",
+        handedOff: Bool = false,
+        latencyMs: UInt32 = 0,
+        promptTokens: UInt32 = 0,
+        completionTokens: UInt32 = 0,
+        failures: [String] = [],
+        agentVersion: String = ""
+    ) {
+        self.caseID = caseID
+        self.score = score
+        self.weight = weight
+        self.passed = passed
+        self.answer = answer
+        self.errorCode = errorCode
+        self.handedOff = handedOff
+        self.latencyMs = latencyMs
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.failures = failures
+        self.agentVersion = agentVersion
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension EvalCaseResult: _CMessage {
+    typealias _CType = Switchyard__V1__EvalCaseResult
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__eval_case_result__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__eval_case_result__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__eval_case_result__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__eval_case_result__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__eval_case_result__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.caseID.isEmpty { c.pointee.case_id = arena.cString(self.caseID) }
+        c.pointee.score = self.score
+        c.pointee.weight = self.weight
+        c.pointee.passed = (self.passed ? 1 : 0)
+        if !self.answer.isEmpty { c.pointee.answer = arena.cString(self.answer) }
+        if !self.errorCode.isEmpty { c.pointee.error_code = arena.cString(self.errorCode) }
+        c.pointee.handed_off = (self.handedOff ? 1 : 0)
+        c.pointee.latency_ms = self.latencyMs
+        c.pointee.prompt_tokens = self.promptTokens
+        c.pointee.completion_tokens = self.completionTokens
+        if !self.failures.isEmpty {
+            let arr = arena.allocateArray(UnsafeMutablePointer<CChar>?.self, count: self.failures.count)
+            for (i, v) in self.failures.enumerated() {
+                arr[i] = arena.cString(v)
+            }
+            c.pointee.n_failures = self.failures.count
+            c.pointee.failures = arr
+        }
+        if !self.agentVersion.isEmpty { c.pointee.agent_version = arena.cString(self.agentVersion) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.caseID = try _swiftString(p.pointee.case_id, Self.protoName)
+        self.score = p.pointee.score
+        self.weight = p.pointee.weight
+        self.passed = (p.pointee.passed != 0)
+        self.answer = try _swiftString(p.pointee.answer, Self.protoName)
+        self.errorCode = try _swiftString(p.pointee.error_code, Self.protoName)
+        self.handedOff = (p.pointee.handed_off != 0)
+        self.latencyMs = p.pointee.latency_ms
+        self.promptTokens = p.pointee.prompt_tokens
+        self.completionTokens = p.pointee.completion_tokens
+        var failures_: [String] = []
+        if let arr = p.pointee.failures {
+            failures_.reserveCapacity(p.pointee.n_failures)
+            for i in 0..<p.pointee.n_failures {
+                failures_.append(try _swiftString(arr[i], Self.protoName))
+            }
+        }
+        self.failures = failures_
+        self.agentVersion = try _swiftString(p.pointee.agent_version, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension EvalCaseResult: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case caseID = "caseId"
+        case score
+        case weight
+        case passed
+        case answer
+        case errorCode
+        case handedOff
+        case latencyMs
+        case promptTokens
+        case completionTokens
+        case failures
+        case agentVersion
+
+        var protoFieldName: String {
+            switch self {
+            case .caseID: "case_id"
+            case .errorCode: "error_code"
+            case .handedOff: "handed_off"
+            case .latencyMs: "latency_ms"
+            case .promptTokens: "prompt_tokens"
+            case .completionTokens: "completion_tokens"
+            case .agentVersion: "agent_version"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.caseID = try json.decode(String.self, .caseID) ?? ""
+        self.score = try json.decode(_ProtoJSONNumber<Double>.self, .score)?.value ?? 0
+        self.weight = try json.decode(_ProtoJSONNumber<Double>.self, .weight)?.value ?? 0
+        self.passed = try json.decode(Bool.self, .passed) ?? false
+        self.answer = try json.decode(String.self, .answer) ?? ""
+        self.errorCode = try json.decode(String.self, .errorCode) ?? ""
+        self.handedOff = try json.decode(Bool.self, .handedOff) ?? false
+        self.latencyMs = try json.decode(_ProtoJSONNumber<UInt32>.self, .latencyMs)?.value ?? 0
+        self.promptTokens = try json.decode(_ProtoJSONNumber<UInt32>.self, .promptTokens)?.value ?? 0
+        self.completionTokens = try json.decode(_ProtoJSONNumber<UInt32>.self, .completionTokens)?.value ?? 0
+        self.failures = try json.decode([String].self, .failures) ?? []
+        self.agentVersion = try json.decode(String.self, .agentVersion) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.caseID, forKey: .caseID)
+        try c.encode(_ProtoJSONNumber(self.score), forKey: .score)
+        try c.encode(_ProtoJSONNumber(self.weight), forKey: .weight)
+        try c.encode(self.passed, forKey: .passed)
+        try c.encode(self.answer, forKey: .answer)
+        try c.encode(self.errorCode, forKey: .errorCode)
+        try c.encode(self.handedOff, forKey: .handedOff)
+        try c.encode(self.latencyMs, forKey: .latencyMs)
+        try c.encode(self.promptTokens, forKey: .promptTokens)
+        try c.encode(self.completionTokens, forKey: .completionTokens)
+        try c.encode(self.failures, forKey: .failures)
+        try c.encode(self.agentVersion, forKey: .agentVersion)
+    }
+}
+
+/// EvalRun: one run of a suite against a pinned agent version.
+public struct EvalRun: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.EvalRun"
+
+    /// `run_id = 1`
+    public var runID: String = ""
+    /// `tenant_id = 2`
+    public var tenantID: String = ""
+    /// `agent = 3`
+    public var agent: String = ""
+    /// `agent_version = 4`
+    public var agentVersion: String = ""
+    /// `suite = 5`
+    public var suite: String = ""
+    /// `status = 6`: "running" | "completed" | "failed"
+    public var status: String = ""
+    /// `cases_total = 7`
+    public var casesTotal: UInt32 = 0
+    /// `cases_done = 8`
+    public var casesDone: UInt32 = 0
+    /// `cases_passed = 9`
+    public var casesPassed: UInt32 = 0
+    /// `score = 10`: weighted mean of the cases' scores (valid when completed)
+    public var score: Double = 0
+    /// `started_at_unix_nanos = 11`
+    public var startedAtUnixNanos: Int64 = 0
+    /// `finished_at_unix_nanos = 12`
+    public var finishedAtUnixNanos: Int64 = 0
+    /// `started_by = 13`
+    public var startedBy: String = ""
+    /// `error = 14`: why a run failed
+    public var error: String = ""
+    /// `results = 15`: filled by run-get
+    public var results: [EvalCaseResult] = []
+    /// `latency_p95_ms = 16`
+    public var latencyP95Ms: UInt32 = 0
+    /// `prompt_tokens = 17`
+    public var promptTokens: UInt64 = 0
+    /// `completion_tokens = 18`
+    public var completionTokens: UInt64 = 0
+    /// `handoffs = 19`
+    public var handoffs: UInt32 = 0
+    /// `errors = 20`
+    public var errors: UInt32 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        runID: String = "",
+        tenantID: String = "",
+        agent: String = "",
+        agentVersion: String = "",
+        suite: String = "",
+        status: String = "",
+        casesTotal: UInt32 = 0,
+        casesDone: UInt32 = 0,
+        casesPassed: UInt32 = 0,
+        score: Double = 0,
+        startedAtUnixNanos: Int64 = 0,
+        finishedAtUnixNanos: Int64 = 0,
+        startedBy: String = "",
+        error: String = "",
+        results: [EvalCaseResult] = [],
+        latencyP95Ms: UInt32 = 0,
+        promptTokens: UInt64 = 0,
+        completionTokens: UInt64 = 0,
+        handoffs: UInt32 = 0,
+        errors: UInt32 = 0
+    ) {
+        self.runID = runID
+        self.tenantID = tenantID
+        self.agent = agent
+        self.agentVersion = agentVersion
+        self.suite = suite
+        self.status = status
+        self.casesTotal = casesTotal
+        self.casesDone = casesDone
+        self.casesPassed = casesPassed
+        self.score = score
+        self.startedAtUnixNanos = startedAtUnixNanos
+        self.finishedAtUnixNanos = finishedAtUnixNanos
+        self.startedBy = startedBy
+        self.error = error
+        self.results = results
+        self.latencyP95Ms = latencyP95Ms
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.handoffs = handoffs
+        self.errors = errors
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension EvalRun: _CMessage {
+    typealias _CType = Switchyard__V1__EvalRun
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__eval_run__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__eval_run__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__eval_run__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__eval_run__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__eval_run__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.runID.isEmpty { c.pointee.run_id = arena.cString(self.runID) }
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        if !self.agent.isEmpty { c.pointee.agent = arena.cString(self.agent) }
+        if !self.agentVersion.isEmpty { c.pointee.agent_version = arena.cString(self.agentVersion) }
+        if !self.suite.isEmpty { c.pointee.suite = arena.cString(self.suite) }
+        if !self.status.isEmpty { c.pointee.status = arena.cString(self.status) }
+        c.pointee.cases_total = self.casesTotal
+        c.pointee.cases_done = self.casesDone
+        c.pointee.cases_passed = self.casesPassed
+        c.pointee.score = self.score
+        c.pointee.started_at_unix_nanos = self.startedAtUnixNanos
+        c.pointee.finished_at_unix_nanos = self.finishedAtUnixNanos
+        if !self.startedBy.isEmpty { c.pointee.started_by = arena.cString(self.startedBy) }
+        if !self.error.isEmpty { c.pointee.error = arena.cString(self.error) }
+        if !self.results.isEmpty {
+            let arr = arena.allocateArray(UnsafeMutablePointer<Switchyard__V1__EvalCaseResult>?.self, count: self.results.count)
+            for (i, v) in self.results.enumerated() {
+                arr[i] = v._cMake(&arena)
+            }
+            c.pointee.n_results = self.results.count
+            c.pointee.results = arr
+        }
+        c.pointee.latency_p95_ms = self.latencyP95Ms
+        c.pointee.prompt_tokens = self.promptTokens
+        c.pointee.completion_tokens = self.completionTokens
+        c.pointee.handoffs = self.handoffs
+        c.pointee.errors = self.errors
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.runID = try _swiftString(p.pointee.run_id, Self.protoName)
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.agent = try _swiftString(p.pointee.agent, Self.protoName)
+        self.agentVersion = try _swiftString(p.pointee.agent_version, Self.protoName)
+        self.suite = try _swiftString(p.pointee.suite, Self.protoName)
+        self.status = try _swiftString(p.pointee.status, Self.protoName)
+        self.casesTotal = p.pointee.cases_total
+        self.casesDone = p.pointee.cases_done
+        self.casesPassed = p.pointee.cases_passed
+        self.score = p.pointee.score
+        self.startedAtUnixNanos = p.pointee.started_at_unix_nanos
+        self.finishedAtUnixNanos = p.pointee.finished_at_unix_nanos
+        self.startedBy = try _swiftString(p.pointee.started_by, Self.protoName)
+        self.error = try _swiftString(p.pointee.error, Self.protoName)
+        var results_: [EvalCaseResult] = []
+        if let arr = p.pointee.results {
+            results_.reserveCapacity(p.pointee.n_results)
+            for i in 0..<p.pointee.n_results {
+                guard let e = arr[i] else { throw SchemaError(.malformed, messageType: Self.protoName) }
+                results_.append(try EvalCaseResult(_c: e))
+            }
+        }
+        self.results = results_
+        self.latencyP95Ms = p.pointee.latency_p95_ms
+        self.promptTokens = p.pointee.prompt_tokens
+        self.completionTokens = p.pointee.completion_tokens
+        self.handoffs = p.pointee.handoffs
+        self.errors = p.pointee.errors
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension EvalRun: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case runID = "runId"
+        case tenantID = "tenantId"
+        case agent
+        case agentVersion
+        case suite
+        case status
+        case casesTotal
+        case casesDone
+        case casesPassed
+        case score
+        case startedAtUnixNanos
+        case finishedAtUnixNanos
+        case startedBy
+        case error
+        case results
+        case latencyP95Ms
+        case promptTokens
+        case completionTokens
+        case handoffs
+        case errors
+
+        var protoFieldName: String {
+            switch self {
+            case .runID: "run_id"
+            case .tenantID: "tenant_id"
+            case .agentVersion: "agent_version"
+            case .casesTotal: "cases_total"
+            case .casesDone: "cases_done"
+            case .casesPassed: "cases_passed"
+            case .startedAtUnixNanos: "started_at_unix_nanos"
+            case .finishedAtUnixNanos: "finished_at_unix_nanos"
+            case .startedBy: "started_by"
+            case .latencyP95Ms: "latency_p95_ms"
+            case .promptTokens: "prompt_tokens"
+            case .completionTokens: "completion_tokens"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.runID = try json.decode(String.self, .runID) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.agentVersion = try json.decode(String.self, .agentVersion) ?? ""
+        self.suite = try json.decode(String.self, .suite) ?? ""
+        self.status = try json.decode(String.self, .status) ?? ""
+        self.casesTotal = try json.decode(_ProtoJSONNumber<UInt32>.self, .casesTotal)?.value ?? 0
+        self.casesDone = try json.decode(_ProtoJSONNumber<UInt32>.self, .casesDone)?.value ?? 0
+        self.casesPassed = try json.decode(_ProtoJSONNumber<UInt32>.self, .casesPassed)?.value ?? 0
+        self.score = try json.decode(_ProtoJSONNumber<Double>.self, .score)?.value ?? 0
+        self.startedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .startedAtUnixNanos)?.value ?? 0
+        self.finishedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .finishedAtUnixNanos)?.value ?? 0
+        self.startedBy = try json.decode(String.self, .startedBy) ?? ""
+        self.error = try json.decode(String.self, .error) ?? ""
+        self.results = try json.decode([EvalCaseResult].self, .results) ?? []
+        self.latencyP95Ms = try json.decode(_ProtoJSONNumber<UInt32>.self, .latencyP95Ms)?.value ?? 0
+        self.promptTokens = try json.decode(_ProtoJSONNumber<UInt64>.self, .promptTokens)?.value ?? 0
+        self.completionTokens = try json.decode(_ProtoJSONNumber<UInt64>.self, .completionTokens)?.value ?? 0
+        self.handoffs = try json.decode(_ProtoJSONNumber<UInt32>.self, .handoffs)?.value ?? 0
+        self.errors = try json.decode(_ProtoJSONNumber<UInt32>.self, .errors)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.runID, forKey: .runID)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.agentVersion, forKey: .agentVersion)
+        try c.encode(self.suite, forKey: .suite)
+        try c.encode(self.status, forKey: .status)
+        try c.encode(self.casesTotal, forKey: .casesTotal)
+        try c.encode(self.casesDone, forKey: .casesDone)
+        try c.encode(self.casesPassed, forKey: .casesPassed)
+        try c.encode(_ProtoJSONNumber(self.score), forKey: .score)
+        try c.encode(self.startedAtUnixNanos, forKey: .startedAtUnixNanos)
+        try c.encode(self.finishedAtUnixNanos, forKey: .finishedAtUnixNanos)
+        try c.encode(self.startedBy, forKey: .startedBy)
+        try c.encode(self.error, forKey: .error)
+        try c.encode(self.results, forKey: .results)
+        try c.encode(self.latencyP95Ms, forKey: .latencyP95Ms)
+        try c.encode(self.promptTokens, forKey: .promptTokens)
+        try c.encode(self.completionTokens, forKey: .completionTokens)
+        try c.encode(self.handoffs, forKey: .handoffs)
+        try c.encode(self.errors, forKey: .errors)
+    }
+}
+
+/// admin.eval.run-start: run a suite against a version of its agent through the chat path (asynchronous: poll
+/// run-get).
+public struct StartRunRequest: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.StartRunRequest"
+
+    /// `admin_token = 1`
+    public var adminToken: String = ""
+    /// `actor = 2`
+    public var actor: String = ""
+    /// `tenant_id = 3`
+    public var tenantID: String = ""
+    /// `agent = 4`
+    public var agent: String = ""
+    /// `agent_version = 5`
+    public var agentVersion: String = ""
+    /// `suite = 6`
+    public var suite: String = ""
+    /// `concurrency = 7`: cases in flight at once; 0 = 4
+    public var concurrency: UInt32 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        adminToken: String = "",
+        actor: String = "",
+        tenantID: String = "",
+        agent: String = "",
+        agentVersion: String = "",
+        suite: String = "",
+        concurrency: UInt32 = 0
+    ) {
+        self.adminToken = adminToken
+        self.actor = actor
+        self.tenantID = tenantID
+        self.agent = agent
+        self.agentVersion = agentVersion
+        self.suite = suite
+        self.concurrency = concurrency
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension StartRunRequest: _CMessage {
+    typealias _CType = Switchyard__V1__StartRunRequest
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__start_run_request__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__start_run_request__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__start_run_request__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__start_run_request__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__start_run_request__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.adminToken.isEmpty { c.pointee.admin_token = arena.cString(self.adminToken) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        if !self.agent.isEmpty { c.pointee.agent = arena.cString(self.agent) }
+        if !self.agentVersion.isEmpty { c.pointee.agent_version = arena.cString(self.agentVersion) }
+        if !self.suite.isEmpty { c.pointee.suite = arena.cString(self.suite) }
+        c.pointee.concurrency = self.concurrency
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.agent = try _swiftString(p.pointee.agent, Self.protoName)
+        self.agentVersion = try _swiftString(p.pointee.agent_version, Self.protoName)
+        self.suite = try _swiftString(p.pointee.suite, Self.protoName)
+        self.concurrency = p.pointee.concurrency
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension StartRunRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case agent
+        case agentVersion
+        case suite
+        case concurrency
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            case .agentVersion: "agent_version"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.agentVersion = try json.decode(String.self, .agentVersion) ?? ""
+        self.suite = try json.decode(String.self, .suite) ?? ""
+        self.concurrency = try json.decode(_ProtoJSONNumber<UInt32>.self, .concurrency)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.agentVersion, forKey: .agentVersion)
+        try c.encode(self.suite, forKey: .suite)
+        try c.encode(self.concurrency, forKey: .concurrency)
+    }
+}
+
+public struct StartRunResponse: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.StartRunResponse"
+
+    /// `error = 1`
+    public var error: AdminError? = nil
+    /// `run = 2`
+    public var run: EvalRun? = nil
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        error: AdminError? = nil,
+        run: EvalRun? = nil
+    ) {
+        self.error = error
+        self.run = run
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension StartRunResponse: _CMessage {
+    typealias _CType = Switchyard__V1__StartRunResponse
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__start_run_response__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__start_run_response__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__start_run_response__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__start_run_response__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__start_run_response__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.error { c.pointee.error = v._cMake(&arena) }
+        if let v = self.run { c.pointee.run = v._cMake(&arena) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
+        if let q = p.pointee.run { self.run = try EvalRun(_c: q) } else { self.run = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension StartRunResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case run
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.run = try json.decode(EvalRun.self, .run)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.run, forKey: .run)
+    }
+}
+
+/// admin.eval.run-get
+public struct GetRunRequest: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.GetRunRequest"
+
+    /// `admin_token = 1`
+    public var adminToken: String = ""
+    /// `actor = 2`
+    public var actor: String = ""
+    /// `tenant_id = 3`
+    public var tenantID: String = ""
+    /// `run_id = 4`
+    public var runID: String = ""
+    /// `include_results = 5`
+    public var includeResults: Bool = false
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        adminToken: String = "",
+        actor: String = "",
+        tenantID: String = "",
+        runID: String = "",
+        includeResults: Bool = false
+    ) {
+        self.adminToken = adminToken
+        self.actor = actor
+        self.tenantID = tenantID
+        self.runID = runID
+        self.includeResults = includeResults
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension GetRunRequest: _CMessage {
+    typealias _CType = Switchyard__V1__GetRunRequest
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__get_run_request__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__get_run_request__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__get_run_request__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__get_run_request__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__get_run_request__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.adminToken.isEmpty { c.pointee.admin_token = arena.cString(self.adminToken) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        if !self.runID.isEmpty { c.pointee.run_id = arena.cString(self.runID) }
+        c.pointee.include_results = (self.includeResults ? 1 : 0)
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.runID = try _swiftString(p.pointee.run_id, Self.protoName)
+        self.includeResults = (p.pointee.include_results != 0)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension GetRunRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case runID = "runId"
+        case includeResults
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            case .runID: "run_id"
+            case .includeResults: "include_results"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.runID = try json.decode(String.self, .runID) ?? ""
+        self.includeResults = try json.decode(Bool.self, .includeResults) ?? false
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.runID, forKey: .runID)
+        try c.encode(self.includeResults, forKey: .includeResults)
+    }
+}
+
+public struct GetRunResponse: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.GetRunResponse"
+
+    /// `error = 1`
+    public var error: AdminError? = nil
+    /// `run = 2`
+    public var run: EvalRun? = nil
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        error: AdminError? = nil,
+        run: EvalRun? = nil
+    ) {
+        self.error = error
+        self.run = run
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension GetRunResponse: _CMessage {
+    typealias _CType = Switchyard__V1__GetRunResponse
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__get_run_response__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__get_run_response__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__get_run_response__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__get_run_response__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__get_run_response__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.error { c.pointee.error = v._cMake(&arena) }
+        if let v = self.run { c.pointee.run = v._cMake(&arena) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
+        if let q = p.pointee.run { self.run = try EvalRun(_c: q) } else { self.run = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension GetRunResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case run
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.run = try json.decode(EvalRun.self, .run)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.run, forKey: .run)
+    }
+}
+
+/// admin.eval.run-list
+public struct ListRunsRequest: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.ListRunsRequest"
+
+    /// `admin_token = 1`
+    public var adminToken: String = ""
+    /// `actor = 2`
+    public var actor: String = ""
+    /// `tenant_id = 3`
+    public var tenantID: String = ""
+    /// `agent = 4`: empty: every agent
+    public var agent: String = ""
+    /// `limit = 5`: 0 = 20
+    public var limit: UInt32 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        adminToken: String = "",
+        actor: String = "",
+        tenantID: String = "",
+        agent: String = "",
+        limit: UInt32 = 0
+    ) {
+        self.adminToken = adminToken
+        self.actor = actor
+        self.tenantID = tenantID
+        self.agent = agent
+        self.limit = limit
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension ListRunsRequest: _CMessage {
+    typealias _CType = Switchyard__V1__ListRunsRequest
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__list_runs_request__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__list_runs_request__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__list_runs_request__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__list_runs_request__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__list_runs_request__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.adminToken.isEmpty { c.pointee.admin_token = arena.cString(self.adminToken) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        if !self.agent.isEmpty { c.pointee.agent = arena.cString(self.agent) }
+        c.pointee.limit = self.limit
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.agent = try _swiftString(p.pointee.agent, Self.protoName)
+        self.limit = p.pointee.limit
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ListRunsRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case agent
+        case limit
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.limit = try json.decode(_ProtoJSONNumber<UInt32>.self, .limit)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.limit, forKey: .limit)
+    }
+}
+
+public struct ListRunsResponse: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.ListRunsResponse"
+
+    /// `error = 1`
+    public var error: AdminError? = nil
+    /// `runs = 2`
+    public var runs: [EvalRun] = []
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        error: AdminError? = nil,
+        runs: [EvalRun] = []
+    ) {
+        self.error = error
+        self.runs = runs
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension ListRunsResponse: _CMessage {
+    typealias _CType = Switchyard__V1__ListRunsResponse
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__list_runs_response__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__list_runs_response__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__list_runs_response__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__list_runs_response__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__list_runs_response__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.error { c.pointee.error = v._cMake(&arena) }
+        if !self.runs.isEmpty {
+            let arr = arena.allocateArray(UnsafeMutablePointer<Switchyard__V1__EvalRun>?.self, count: self.runs.count)
+            for (i, v) in self.runs.enumerated() {
+                arr[i] = v._cMake(&arena)
+            }
+            c.pointee.n_runs = self.runs.count
+            c.pointee.runs = arr
+        }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
+        var runs_: [EvalRun] = []
+        if let arr = p.pointee.runs {
+            runs_.reserveCapacity(p.pointee.n_runs)
+            for i in 0..<p.pointee.n_runs {
+                guard let e = arr[i] else { throw SchemaError(.malformed, messageType: Self.protoName) }
+                runs_.append(try EvalRun(_c: e))
+            }
+        }
+        self.runs = runs_
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ListRunsResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case runs
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.runs = try json.decode([EvalRun].self, .runs) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encode(self.runs, forKey: .runs)
+    }
+}
+
+/// evt.eval.requested.<tenant>: one case of an eval run, sent by the eval service (the only NATS user allowed to
+/// publish this subject) to the router's eval durable, which runs `request` on the pinned version. `meta` carries
+/// the run id in eval_run_id; so do the request's meta and every event that follows from it.
+public struct EvalRequested: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.EvalRequested"
+
+    /// `meta = 1`
+    public var meta: EventMeta? = nil
+    /// `request = 2`
+    public var request: ChatRequested? = nil
+    /// `pinned_agent_version = 3`
+    public var pinnedAgentVersion: String = ""
+    /// `case_id = 4`
+    public var caseID: String = ""
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        meta: EventMeta? = nil,
+        request: ChatRequested? = nil,
+        pinnedAgentVersion: String = "",
+        caseID: String = ""
+    ) {
+        self.meta = meta
+        self.request = request
+        self.pinnedAgentVersion = pinnedAgentVersion
+        self.caseID = caseID
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension EvalRequested: _CMessage {
+    typealias _CType = Switchyard__V1__EvalRequested
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__eval_requested__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__eval_requested__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__eval_requested__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__eval_requested__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__eval_requested__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.meta { c.pointee.meta = v._cMake(&arena) }
+        if let v = self.request { c.pointee.request = v._cMake(&arena) }
+        if !self.pinnedAgentVersion.isEmpty { c.pointee.pinned_agent_version = arena.cString(self.pinnedAgentVersion) }
+        if !self.caseID.isEmpty { c.pointee.case_id = arena.cString(self.caseID) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.meta { self.meta = try EventMeta(_c: q) } else { self.meta = nil }
+        if let q = p.pointee.request { self.request = try ChatRequested(_c: q) } else { self.request = nil }
+        self.pinnedAgentVersion = try _swiftString(p.pointee.pinned_agent_version, Self.protoName)
+        self.caseID = try _swiftString(p.pointee.case_id, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension EvalRequested: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case request
+        case pinnedAgentVersion
+        case caseID = "caseId"
+
+        var protoFieldName: String {
+            switch self {
+            case .pinnedAgentVersion: "pinned_agent_version"
+            case .caseID: "case_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.request = try json.decode(ChatRequested.self, .request)
+        self.pinnedAgentVersion = try json.decode(String.self, .pinnedAgentVersion) ?? ""
+        self.caseID = try json.decode(String.self, .caseID) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encodeIfPresent(self.request, forKey: .request)
+        try c.encode(self.pinnedAgentVersion, forKey: .pinnedAgentVersion)
+        try c.encode(self.caseID, forKey: .caseID)
+    }
+}
+
+/// evt.eval.completed.<tenant>: a run finished (completed or failed); results without the per-case list.
+public struct EvalCompleted: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.EvalCompleted"
+
+    /// `meta = 1`
+    public var meta: EventMeta? = nil
+    /// `run = 2`
+    public var run: EvalRun? = nil
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        meta: EventMeta? = nil,
+        run: EvalRun? = nil
+    ) {
+        self.meta = meta
+        self.run = run
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension EvalCompleted: _CMessage {
+    typealias _CType = Switchyard__V1__EvalCompleted
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__eval_completed__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__eval_completed__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__eval_completed__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__eval_completed__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__eval_completed__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.meta { c.pointee.meta = v._cMake(&arena) }
+        if let v = self.run { c.pointee.run = v._cMake(&arena) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.meta { self.meta = try EventMeta(_c: q) } else { self.meta = nil }
+        if let q = p.pointee.run { self.run = try EvalRun(_c: q) } else { self.run = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension EvalCompleted: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case run
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.run = try json.decode(EvalRun.self, .run)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encodeIfPresent(self.run, forKey: .run)
+    }
+}

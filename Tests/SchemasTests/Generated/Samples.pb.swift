@@ -86,6 +86,16 @@ let allSampleableTypes: [any Sampleable.Type] = [
     ListSuitesResponse.self,
     GetSuiteRequest.self,
     GetSuiteResponse.self,
+    EvalCaseResult.self,
+    EvalRun.self,
+    StartRunRequest.self,
+    StartRunResponse.self,
+    GetRunRequest.self,
+    GetRunResponse.self,
+    ListRunsRequest.self,
+    ListRunsResponse.self,
+    EvalRequested.self,
+    EvalCompleted.self,
     Tenant.self,
     Plan.self,
     ApiKeyRecord.self,
@@ -925,6 +935,7 @@ extension EventMeta: Sampleable {
         m.schemaVersion = g.uint32()
         m.requestID = g.string()
         m.traceID = g.string()
+        m.evalRunID = g.string()
         return m
     }
 }
@@ -1084,6 +1095,137 @@ extension GetSuiteResponse: Sampleable {
         var m = GetSuiteResponse()
         if g.present() { m.error = AdminError.sample(&g) }
         if g.present() { m.suite = EvalSuite.sample(&g) }
+        return m
+    }
+}
+
+extension EvalCaseResult: Sampleable {
+    static func sample(_ g: inout SampleGen) -> EvalCaseResult {
+        var m = EvalCaseResult()
+        m.caseID = g.string()
+        m.score = g.double()
+        m.weight = g.double()
+        m.passed = g.bool()
+        m.answer = g.string()
+        m.errorCode = g.string()
+        m.handedOff = g.bool()
+        m.latencyMs = g.uint32()
+        m.promptTokens = g.uint32()
+        m.completionTokens = g.uint32()
+        for _ in 0..<g.count() { m.failures.append(g.string()) }
+        m.agentVersion = g.string()
+        return m
+    }
+}
+
+extension EvalRun: Sampleable {
+    static func sample(_ g: inout SampleGen) -> EvalRun {
+        var m = EvalRun()
+        m.runID = g.string()
+        m.tenantID = g.string()
+        m.agent = g.string()
+        m.agentVersion = g.string()
+        m.suite = g.string()
+        m.status = g.string()
+        m.casesTotal = g.uint32()
+        m.casesDone = g.uint32()
+        m.casesPassed = g.uint32()
+        m.score = g.double()
+        m.startedAtUnixNanos = g.int64()
+        m.finishedAtUnixNanos = g.int64()
+        m.startedBy = g.string()
+        m.error = g.string()
+        for _ in 0..<g.count() { m.results.append(EvalCaseResult.sample(&g)) }
+        m.latencyP95Ms = g.uint32()
+        m.promptTokens = g.uint64()
+        m.completionTokens = g.uint64()
+        m.handoffs = g.uint32()
+        m.errors = g.uint32()
+        return m
+    }
+}
+
+extension StartRunRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> StartRunRequest {
+        var m = StartRunRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.agent = g.string()
+        m.agentVersion = g.string()
+        m.suite = g.string()
+        m.concurrency = g.uint32()
+        return m
+    }
+}
+
+extension StartRunResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> StartRunResponse {
+        var m = StartRunResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        if g.present() { m.run = EvalRun.sample(&g) }
+        return m
+    }
+}
+
+extension GetRunRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> GetRunRequest {
+        var m = GetRunRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.runID = g.string()
+        m.includeResults = g.bool()
+        return m
+    }
+}
+
+extension GetRunResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> GetRunResponse {
+        var m = GetRunResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        if g.present() { m.run = EvalRun.sample(&g) }
+        return m
+    }
+}
+
+extension ListRunsRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> ListRunsRequest {
+        var m = ListRunsRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.agent = g.string()
+        m.limit = g.uint32()
+        return m
+    }
+}
+
+extension ListRunsResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> ListRunsResponse {
+        var m = ListRunsResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        for _ in 0..<g.count() { m.runs.append(EvalRun.sample(&g)) }
+        return m
+    }
+}
+
+extension EvalRequested: Sampleable {
+    static func sample(_ g: inout SampleGen) -> EvalRequested {
+        var m = EvalRequested()
+        if g.present() { m.meta = EventMeta.sample(&g) }
+        if g.present() { m.request = ChatRequested.sample(&g) }
+        m.pinnedAgentVersion = g.string()
+        m.caseID = g.string()
+        return m
+    }
+}
+
+extension EvalCompleted: Sampleable {
+    static func sample(_ g: inout SampleGen) -> EvalCompleted {
+        var m = EvalCompleted()
+        if g.present() { m.meta = EventMeta.sample(&g) }
+        if g.present() { m.run = EvalRun.sample(&g) }
         return m
     }
 }

@@ -232,7 +232,7 @@ void   switchyard__v1__provider_attempt__free_unpacked
   assert(message->base.descriptor == &switchyard__v1__provider_attempt__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor switchyard__v1__event_meta__field_descriptors[7] =
+static const ProtobufCFieldDescriptor switchyard__v1__event_meta__field_descriptors[8] =
 {
   {
     "event_id",
@@ -318,8 +318,21 @@ static const ProtobufCFieldDescriptor switchyard__v1__event_meta__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "eval_run_id",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EventMeta, eval_run_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__event_meta__field_indices_by_name[] = {
+  7,   /* field[7] = eval_run_id */
   0,   /* field[0] = event_id */
   2,   /* field[2] = occurred_at_unix_nanos */
   3,   /* field[3] = producer */
@@ -331,7 +344,7 @@ static const unsigned switchyard__v1__event_meta__field_indices_by_name[] = {
 static const ProtobufCIntRange switchyard__v1__event_meta__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__event_meta__descriptor =
 {
@@ -341,7 +354,7 @@ const ProtobufCMessageDescriptor switchyard__v1__event_meta__descriptor =
   "Switchyard__V1__EventMeta",
   "switchyard.v1",
   sizeof(Switchyard__V1__EventMeta),
-  7,
+  8,
   switchyard__v1__event_meta__field_descriptors,
   switchyard__v1__event_meta__field_indices_by_name,
   1,  switchyard__v1__event_meta__number_ranges,

@@ -457,6 +457,456 @@ void   switchyard__v1__get_suite_response__free_unpacked
   assert(message->base.descriptor == &switchyard__v1__get_suite_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   switchyard__v1__eval_case_result__init
+                     (Switchyard__V1__EvalCaseResult         *message)
+{
+  static const Switchyard__V1__EvalCaseResult init_value = SWITCHYARD__V1__EVAL_CASE_RESULT__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__eval_case_result__get_packed_size
+                     (const Switchyard__V1__EvalCaseResult *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__eval_case_result__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__eval_case_result__pack
+                     (const Switchyard__V1__EvalCaseResult *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__eval_case_result__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__eval_case_result__pack_to_buffer
+                     (const Switchyard__V1__EvalCaseResult *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__eval_case_result__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__EvalCaseResult *
+       switchyard__v1__eval_case_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__EvalCaseResult *)
+     protobuf_c_message_unpack (&switchyard__v1__eval_case_result__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__eval_case_result__free_unpacked
+                     (Switchyard__V1__EvalCaseResult *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__eval_case_result__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__eval_run__init
+                     (Switchyard__V1__EvalRun         *message)
+{
+  static const Switchyard__V1__EvalRun init_value = SWITCHYARD__V1__EVAL_RUN__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__eval_run__get_packed_size
+                     (const Switchyard__V1__EvalRun *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__eval_run__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__eval_run__pack
+                     (const Switchyard__V1__EvalRun *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__eval_run__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__eval_run__pack_to_buffer
+                     (const Switchyard__V1__EvalRun *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__eval_run__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__EvalRun *
+       switchyard__v1__eval_run__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__EvalRun *)
+     protobuf_c_message_unpack (&switchyard__v1__eval_run__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__eval_run__free_unpacked
+                     (Switchyard__V1__EvalRun *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__eval_run__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__start_run_request__init
+                     (Switchyard__V1__StartRunRequest         *message)
+{
+  static const Switchyard__V1__StartRunRequest init_value = SWITCHYARD__V1__START_RUN_REQUEST__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__start_run_request__get_packed_size
+                     (const Switchyard__V1__StartRunRequest *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_run_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__start_run_request__pack
+                     (const Switchyard__V1__StartRunRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_run_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__start_run_request__pack_to_buffer
+                     (const Switchyard__V1__StartRunRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_run_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__StartRunRequest *
+       switchyard__v1__start_run_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__StartRunRequest *)
+     protobuf_c_message_unpack (&switchyard__v1__start_run_request__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__start_run_request__free_unpacked
+                     (Switchyard__V1__StartRunRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__start_run_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__start_run_response__init
+                     (Switchyard__V1__StartRunResponse         *message)
+{
+  static const Switchyard__V1__StartRunResponse init_value = SWITCHYARD__V1__START_RUN_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__start_run_response__get_packed_size
+                     (const Switchyard__V1__StartRunResponse *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_run_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__start_run_response__pack
+                     (const Switchyard__V1__StartRunResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_run_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__start_run_response__pack_to_buffer
+                     (const Switchyard__V1__StartRunResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_run_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__StartRunResponse *
+       switchyard__v1__start_run_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__StartRunResponse *)
+     protobuf_c_message_unpack (&switchyard__v1__start_run_response__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__start_run_response__free_unpacked
+                     (Switchyard__V1__StartRunResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__start_run_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__get_run_request__init
+                     (Switchyard__V1__GetRunRequest         *message)
+{
+  static const Switchyard__V1__GetRunRequest init_value = SWITCHYARD__V1__GET_RUN_REQUEST__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__get_run_request__get_packed_size
+                     (const Switchyard__V1__GetRunRequest *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__get_run_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__get_run_request__pack
+                     (const Switchyard__V1__GetRunRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__get_run_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__get_run_request__pack_to_buffer
+                     (const Switchyard__V1__GetRunRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__get_run_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__GetRunRequest *
+       switchyard__v1__get_run_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__GetRunRequest *)
+     protobuf_c_message_unpack (&switchyard__v1__get_run_request__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__get_run_request__free_unpacked
+                     (Switchyard__V1__GetRunRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__get_run_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__get_run_response__init
+                     (Switchyard__V1__GetRunResponse         *message)
+{
+  static const Switchyard__V1__GetRunResponse init_value = SWITCHYARD__V1__GET_RUN_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__get_run_response__get_packed_size
+                     (const Switchyard__V1__GetRunResponse *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__get_run_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__get_run_response__pack
+                     (const Switchyard__V1__GetRunResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__get_run_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__get_run_response__pack_to_buffer
+                     (const Switchyard__V1__GetRunResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__get_run_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__GetRunResponse *
+       switchyard__v1__get_run_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__GetRunResponse *)
+     protobuf_c_message_unpack (&switchyard__v1__get_run_response__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__get_run_response__free_unpacked
+                     (Switchyard__V1__GetRunResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__get_run_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__list_runs_request__init
+                     (Switchyard__V1__ListRunsRequest         *message)
+{
+  static const Switchyard__V1__ListRunsRequest init_value = SWITCHYARD__V1__LIST_RUNS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__list_runs_request__get_packed_size
+                     (const Switchyard__V1__ListRunsRequest *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__list_runs_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__list_runs_request__pack
+                     (const Switchyard__V1__ListRunsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__list_runs_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__list_runs_request__pack_to_buffer
+                     (const Switchyard__V1__ListRunsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__list_runs_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__ListRunsRequest *
+       switchyard__v1__list_runs_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__ListRunsRequest *)
+     protobuf_c_message_unpack (&switchyard__v1__list_runs_request__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__list_runs_request__free_unpacked
+                     (Switchyard__V1__ListRunsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__list_runs_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__list_runs_response__init
+                     (Switchyard__V1__ListRunsResponse         *message)
+{
+  static const Switchyard__V1__ListRunsResponse init_value = SWITCHYARD__V1__LIST_RUNS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__list_runs_response__get_packed_size
+                     (const Switchyard__V1__ListRunsResponse *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__list_runs_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__list_runs_response__pack
+                     (const Switchyard__V1__ListRunsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__list_runs_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__list_runs_response__pack_to_buffer
+                     (const Switchyard__V1__ListRunsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__list_runs_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__ListRunsResponse *
+       switchyard__v1__list_runs_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__ListRunsResponse *)
+     protobuf_c_message_unpack (&switchyard__v1__list_runs_response__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__list_runs_response__free_unpacked
+                     (Switchyard__V1__ListRunsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__list_runs_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__eval_requested__init
+                     (Switchyard__V1__EvalRequested         *message)
+{
+  static const Switchyard__V1__EvalRequested init_value = SWITCHYARD__V1__EVAL_REQUESTED__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__eval_requested__get_packed_size
+                     (const Switchyard__V1__EvalRequested *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__eval_requested__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__eval_requested__pack
+                     (const Switchyard__V1__EvalRequested *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__eval_requested__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__eval_requested__pack_to_buffer
+                     (const Switchyard__V1__EvalRequested *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__eval_requested__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__EvalRequested *
+       switchyard__v1__eval_requested__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__EvalRequested *)
+     protobuf_c_message_unpack (&switchyard__v1__eval_requested__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__eval_requested__free_unpacked
+                     (Switchyard__V1__EvalRequested *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__eval_requested__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__eval_completed__init
+                     (Switchyard__V1__EvalCompleted         *message)
+{
+  static const Switchyard__V1__EvalCompleted init_value = SWITCHYARD__V1__EVAL_COMPLETED__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__eval_completed__get_packed_size
+                     (const Switchyard__V1__EvalCompleted *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__eval_completed__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__eval_completed__pack
+                     (const Switchyard__V1__EvalCompleted *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__eval_completed__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__eval_completed__pack_to_buffer
+                     (const Switchyard__V1__EvalCompleted *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__eval_completed__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__EvalCompleted *
+       switchyard__v1__eval_completed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__EvalCompleted *)
+     protobuf_c_message_unpack (&switchyard__v1__eval_completed__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__eval_completed__free_unpacked
+                     (Switchyard__V1__EvalCompleted *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__eval_completed__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor switchyard__v1__eval_expectation__field_descriptors[4] =
 {
   {
@@ -1290,5 +1740,1048 @@ const ProtobufCMessageDescriptor switchyard__v1__get_suite_response__descriptor 
   switchyard__v1__get_suite_response__field_indices_by_name,
   1,  switchyard__v1__get_suite_response__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__get_suite_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__eval_case_result__field_descriptors[12] =
+{
+  {
+    "case_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, case_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "score",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, score),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "weight",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, weight),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "passed",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, passed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "answer",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, answer),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "error_code",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, error_code),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "handed_off",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, handed_off),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "latency_ms",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, latency_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "prompt_tokens",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, prompt_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "completion_tokens",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, completion_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "failures",
+    11,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Switchyard__V1__EvalCaseResult, n_failures),
+    offsetof(Switchyard__V1__EvalCaseResult, failures),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agent_version",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, agent_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__eval_case_result__field_indices_by_name[] = {
+  11,   /* field[11] = agent_version */
+  4,   /* field[4] = answer */
+  0,   /* field[0] = case_id */
+  9,   /* field[9] = completion_tokens */
+  5,   /* field[5] = error_code */
+  10,   /* field[10] = failures */
+  6,   /* field[6] = handed_off */
+  7,   /* field[7] = latency_ms */
+  3,   /* field[3] = passed */
+  8,   /* field[8] = prompt_tokens */
+  1,   /* field[1] = score */
+  2,   /* field[2] = weight */
+};
+static const ProtobufCIntRange switchyard__v1__eval_case_result__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 12 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__eval_case_result__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.EvalCaseResult",
+  "EvalCaseResult",
+  "Switchyard__V1__EvalCaseResult",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__EvalCaseResult),
+  12,
+  switchyard__v1__eval_case_result__field_descriptors,
+  switchyard__v1__eval_case_result__field_indices_by_name,
+  1,  switchyard__v1__eval_case_result__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__eval_case_result__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__eval_run__field_descriptors[20] =
+{
+  {
+    "run_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, run_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agent",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agent_version",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, agent_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "suite",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, suite),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cases_total",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, cases_total),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cases_done",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, cases_done),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cases_passed",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, cases_passed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "score",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, score),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "started_at_unix_nanos",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, started_at_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "finished_at_unix_nanos",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, finished_at_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "started_by",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, started_by),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "error",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, error),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "results",
+    15,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Switchyard__V1__EvalRun, n_results),
+    offsetof(Switchyard__V1__EvalRun, results),
+    &switchyard__v1__eval_case_result__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "latency_p95_ms",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, latency_p95_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "prompt_tokens",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, prompt_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "completion_tokens",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, completion_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "handoffs",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, handoffs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "errors",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, errors),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__eval_run__field_indices_by_name[] = {
+  2,   /* field[2] = agent */
+  3,   /* field[3] = agent_version */
+  7,   /* field[7] = cases_done */
+  8,   /* field[8] = cases_passed */
+  6,   /* field[6] = cases_total */
+  17,   /* field[17] = completion_tokens */
+  13,   /* field[13] = error */
+  19,   /* field[19] = errors */
+  11,   /* field[11] = finished_at_unix_nanos */
+  18,   /* field[18] = handoffs */
+  15,   /* field[15] = latency_p95_ms */
+  16,   /* field[16] = prompt_tokens */
+  14,   /* field[14] = results */
+  0,   /* field[0] = run_id */
+  9,   /* field[9] = score */
+  10,   /* field[10] = started_at_unix_nanos */
+  12,   /* field[12] = started_by */
+  5,   /* field[5] = status */
+  4,   /* field[4] = suite */
+  1,   /* field[1] = tenant_id */
+};
+static const ProtobufCIntRange switchyard__v1__eval_run__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 20 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__eval_run__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.EvalRun",
+  "EvalRun",
+  "Switchyard__V1__EvalRun",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__EvalRun),
+  20,
+  switchyard__v1__eval_run__field_descriptors,
+  switchyard__v1__eval_run__field_indices_by_name,
+  1,  switchyard__v1__eval_run__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__eval_run__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__start_run_request__field_descriptors[7] =
+{
+  {
+    "admin_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRunRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRunRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRunRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agent",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRunRequest, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agent_version",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRunRequest, agent_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "suite",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRunRequest, suite),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "concurrency",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRunRequest, concurrency),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__start_run_request__field_indices_by_name[] = {
+  1,   /* field[1] = actor */
+  0,   /* field[0] = admin_token */
+  3,   /* field[3] = agent */
+  4,   /* field[4] = agent_version */
+  6,   /* field[6] = concurrency */
+  5,   /* field[5] = suite */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange switchyard__v1__start_run_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__start_run_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.StartRunRequest",
+  "StartRunRequest",
+  "Switchyard__V1__StartRunRequest",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__StartRunRequest),
+  7,
+  switchyard__v1__start_run_request__field_descriptors,
+  switchyard__v1__start_run_request__field_indices_by_name,
+  1,  switchyard__v1__start_run_request__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__start_run_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__start_run_response__field_descriptors[2] =
+{
+  {
+    "error",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRunResponse, error),
+    &switchyard__v1__admin_error__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "run",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRunResponse, run),
+    &switchyard__v1__eval_run__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__start_run_response__field_indices_by_name[] = {
+  0,   /* field[0] = error */
+  1,   /* field[1] = run */
+};
+static const ProtobufCIntRange switchyard__v1__start_run_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__start_run_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.StartRunResponse",
+  "StartRunResponse",
+  "Switchyard__V1__StartRunResponse",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__StartRunResponse),
+  2,
+  switchyard__v1__start_run_response__field_descriptors,
+  switchyard__v1__start_run_response__field_indices_by_name,
+  1,  switchyard__v1__start_run_response__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__start_run_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__get_run_request__field_descriptors[5] =
+{
+  {
+    "admin_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__GetRunRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__GetRunRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__GetRunRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "run_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__GetRunRequest, run_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "include_results",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__GetRunRequest, include_results),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__get_run_request__field_indices_by_name[] = {
+  1,   /* field[1] = actor */
+  0,   /* field[0] = admin_token */
+  4,   /* field[4] = include_results */
+  3,   /* field[3] = run_id */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange switchyard__v1__get_run_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__get_run_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.GetRunRequest",
+  "GetRunRequest",
+  "Switchyard__V1__GetRunRequest",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__GetRunRequest),
+  5,
+  switchyard__v1__get_run_request__field_descriptors,
+  switchyard__v1__get_run_request__field_indices_by_name,
+  1,  switchyard__v1__get_run_request__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__get_run_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__get_run_response__field_descriptors[2] =
+{
+  {
+    "error",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__GetRunResponse, error),
+    &switchyard__v1__admin_error__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "run",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__GetRunResponse, run),
+    &switchyard__v1__eval_run__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__get_run_response__field_indices_by_name[] = {
+  0,   /* field[0] = error */
+  1,   /* field[1] = run */
+};
+static const ProtobufCIntRange switchyard__v1__get_run_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__get_run_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.GetRunResponse",
+  "GetRunResponse",
+  "Switchyard__V1__GetRunResponse",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__GetRunResponse),
+  2,
+  switchyard__v1__get_run_response__field_descriptors,
+  switchyard__v1__get_run_response__field_indices_by_name,
+  1,  switchyard__v1__get_run_response__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__get_run_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__list_runs_request__field_descriptors[5] =
+{
+  {
+    "admin_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ListRunsRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ListRunsRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ListRunsRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agent",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ListRunsRequest, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ListRunsRequest, limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__list_runs_request__field_indices_by_name[] = {
+  1,   /* field[1] = actor */
+  0,   /* field[0] = admin_token */
+  3,   /* field[3] = agent */
+  4,   /* field[4] = limit */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange switchyard__v1__list_runs_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__list_runs_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.ListRunsRequest",
+  "ListRunsRequest",
+  "Switchyard__V1__ListRunsRequest",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__ListRunsRequest),
+  5,
+  switchyard__v1__list_runs_request__field_descriptors,
+  switchyard__v1__list_runs_request__field_indices_by_name,
+  1,  switchyard__v1__list_runs_request__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__list_runs_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__list_runs_response__field_descriptors[2] =
+{
+  {
+    "error",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ListRunsResponse, error),
+    &switchyard__v1__admin_error__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "runs",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Switchyard__V1__ListRunsResponse, n_runs),
+    offsetof(Switchyard__V1__ListRunsResponse, runs),
+    &switchyard__v1__eval_run__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__list_runs_response__field_indices_by_name[] = {
+  0,   /* field[0] = error */
+  1,   /* field[1] = runs */
+};
+static const ProtobufCIntRange switchyard__v1__list_runs_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__list_runs_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.ListRunsResponse",
+  "ListRunsResponse",
+  "Switchyard__V1__ListRunsResponse",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__ListRunsResponse),
+  2,
+  switchyard__v1__list_runs_response__field_descriptors,
+  switchyard__v1__list_runs_response__field_indices_by_name,
+  1,  switchyard__v1__list_runs_response__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__list_runs_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__eval_requested__field_descriptors[4] =
+{
+  {
+    "meta",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRequested, meta),
+    &switchyard__v1__event_meta__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "request",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRequested, request),
+    &switchyard__v1__chat_requested__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pinned_agent_version",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRequested, pinned_agent_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "case_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRequested, case_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__eval_requested__field_indices_by_name[] = {
+  3,   /* field[3] = case_id */
+  0,   /* field[0] = meta */
+  2,   /* field[2] = pinned_agent_version */
+  1,   /* field[1] = request */
+};
+static const ProtobufCIntRange switchyard__v1__eval_requested__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__eval_requested__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.EvalRequested",
+  "EvalRequested",
+  "Switchyard__V1__EvalRequested",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__EvalRequested),
+  4,
+  switchyard__v1__eval_requested__field_descriptors,
+  switchyard__v1__eval_requested__field_indices_by_name,
+  1,  switchyard__v1__eval_requested__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__eval_requested__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__eval_completed__field_descriptors[2] =
+{
+  {
+    "meta",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCompleted, meta),
+    &switchyard__v1__event_meta__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "run",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCompleted, run),
+    &switchyard__v1__eval_run__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__eval_completed__field_indices_by_name[] = {
+  0,   /* field[0] = meta */
+  1,   /* field[1] = run */
+};
+static const ProtobufCIntRange switchyard__v1__eval_completed__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__eval_completed__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.EvalCompleted",
+  "EvalCompleted",
+  "Switchyard__V1__EvalCompleted",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__EvalCompleted),
+  2,
+  switchyard__v1__eval_completed__field_descriptors,
+  switchyard__v1__eval_completed__field_indices_by_name,
+  1,  switchyard__v1__eval_completed__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__eval_completed__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -61,10 +61,14 @@ struct  Switchyard__V1__EventMeta
    * W3C trace id (hex)
    */
   char *trace_id;
+  /*
+   * non-empty: eval traffic of that run, never a tenant's own (the router
+   */
+  char *eval_run_id;
 };
 #define SWITCHYARD__V1__EVENT_META__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__event_meta__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*

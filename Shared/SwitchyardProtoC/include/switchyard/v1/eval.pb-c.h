@@ -15,6 +15,7 @@ PROTOBUF_C__BEGIN_DECLS
 #endif
 
 #include "switchyard/v1/admin.pb-c.h"
+#include "switchyard/v1/chat.pb-c.h"
 #include "switchyard/v1/common.pb-c.h"
 
 typedef struct Switchyard__V1__EvalExpectation Switchyard__V1__EvalExpectation;
@@ -27,6 +28,16 @@ typedef struct Switchyard__V1__EvalSuiteSummary Switchyard__V1__EvalSuiteSummary
 typedef struct Switchyard__V1__ListSuitesResponse Switchyard__V1__ListSuitesResponse;
 typedef struct Switchyard__V1__GetSuiteRequest Switchyard__V1__GetSuiteRequest;
 typedef struct Switchyard__V1__GetSuiteResponse Switchyard__V1__GetSuiteResponse;
+typedef struct Switchyard__V1__EvalCaseResult Switchyard__V1__EvalCaseResult;
+typedef struct Switchyard__V1__EvalRun Switchyard__V1__EvalRun;
+typedef struct Switchyard__V1__StartRunRequest Switchyard__V1__StartRunRequest;
+typedef struct Switchyard__V1__StartRunResponse Switchyard__V1__StartRunResponse;
+typedef struct Switchyard__V1__GetRunRequest Switchyard__V1__GetRunRequest;
+typedef struct Switchyard__V1__GetRunResponse Switchyard__V1__GetRunResponse;
+typedef struct Switchyard__V1__ListRunsRequest Switchyard__V1__ListRunsRequest;
+typedef struct Switchyard__V1__ListRunsResponse Switchyard__V1__ListRunsResponse;
+typedef struct Switchyard__V1__EvalRequested Switchyard__V1__EvalRequested;
+typedef struct Switchyard__V1__EvalCompleted Switchyard__V1__EvalCompleted;
 
 
 /* --- enums --- */
@@ -225,6 +236,226 @@ struct  Switchyard__V1__GetSuiteResponse
     , NULL, NULL }
 
 
+/*
+ * EvalCaseResult: one case of a run — what came back and how it scored.
+ */
+struct  Switchyard__V1__EvalCaseResult
+{
+  ProtobufCMessage base;
+  char *case_id;
+  /*
+   * 0..1: the weighted share of expectations met
+   */
+  double score;
+  double weight;
+  /*
+   * every expectation met
+   */
+  protobuf_c_boolean passed;
+  /*
+   * the agent's answer (or the error message)
+   */
+  char *answer;
+  /*
+   * "" when answered
+   */
+  char *error_code;
+  protobuf_c_boolean handed_off;
+  /*
+   * from publishing the request to its final answer
+   */
+  uint32_t latency_ms;
+  uint32_t prompt_tokens;
+  uint32_t completion_tokens;
+  /*
+   * one line per unmet expectation
+   */
+  size_t n_failures;
+  char **failures;
+  /*
+   * the version that answered (the pin)
+   */
+  char *agent_version;
+};
+#define SWITCHYARD__V1__EVAL_CASE_RESULT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__eval_case_result__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0,NULL, (char *)protobuf_c_empty_string }
+
+
+/*
+ * EvalRun: one run of a suite against a pinned agent version.
+ */
+struct  Switchyard__V1__EvalRun
+{
+  ProtobufCMessage base;
+  char *run_id;
+  char *tenant_id;
+  char *agent;
+  char *agent_version;
+  char *suite;
+  /*
+   * "running" | "completed" | "failed"
+   */
+  char *status;
+  uint32_t cases_total;
+  uint32_t cases_done;
+  uint32_t cases_passed;
+  /*
+   * weighted mean of the cases' scores (valid when completed)
+   */
+  double score;
+  int64_t started_at_unix_nanos;
+  int64_t finished_at_unix_nanos;
+  char *started_by;
+  /*
+   * why a run failed
+   */
+  char *error;
+  /*
+   * filled by run-get
+   */
+  size_t n_results;
+  Switchyard__V1__EvalCaseResult **results;
+  uint32_t latency_p95_ms;
+  uint64_t prompt_tokens;
+  uint64_t completion_tokens;
+  uint32_t handoffs;
+  uint32_t errors;
+};
+#define SWITCHYARD__V1__EVAL_RUN__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__eval_run__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0 }
+
+
+/*
+ * admin.eval.run-start: run a suite against a version of its agent through the chat path (asynchronous: poll
+ * run-get).
+ */
+struct  Switchyard__V1__StartRunRequest
+{
+  ProtobufCMessage base;
+  char *admin_token;
+  char *actor;
+  char *tenant_id;
+  char *agent;
+  char *agent_version;
+  char *suite;
+  /*
+   * cases in flight at once; 0 = 4
+   */
+  uint32_t concurrency;
+};
+#define SWITCHYARD__V1__START_RUN_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__start_run_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Switchyard__V1__StartRunResponse
+{
+  ProtobufCMessage base;
+  Switchyard__V1__AdminError *error;
+  Switchyard__V1__EvalRun *run;
+};
+#define SWITCHYARD__V1__START_RUN_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__start_run_response__descriptor) \
+    , NULL, NULL }
+
+
+/*
+ * admin.eval.run-get
+ */
+struct  Switchyard__V1__GetRunRequest
+{
+  ProtobufCMessage base;
+  char *admin_token;
+  char *actor;
+  char *tenant_id;
+  char *run_id;
+  protobuf_c_boolean include_results;
+};
+#define SWITCHYARD__V1__GET_RUN_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__get_run_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Switchyard__V1__GetRunResponse
+{
+  ProtobufCMessage base;
+  Switchyard__V1__AdminError *error;
+  Switchyard__V1__EvalRun *run;
+};
+#define SWITCHYARD__V1__GET_RUN_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__get_run_response__descriptor) \
+    , NULL, NULL }
+
+
+/*
+ * admin.eval.run-list
+ */
+struct  Switchyard__V1__ListRunsRequest
+{
+  ProtobufCMessage base;
+  char *admin_token;
+  char *actor;
+  char *tenant_id;
+  /*
+   * empty: every agent
+   */
+  char *agent;
+  /*
+   * 0 = 20
+   */
+  uint32_t limit;
+};
+#define SWITCHYARD__V1__LIST_RUNS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__list_runs_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Switchyard__V1__ListRunsResponse
+{
+  ProtobufCMessage base;
+  Switchyard__V1__AdminError *error;
+  size_t n_runs;
+  Switchyard__V1__EvalRun **runs;
+};
+#define SWITCHYARD__V1__LIST_RUNS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__list_runs_response__descriptor) \
+    , NULL, 0,NULL }
+
+
+/*
+ * evt.eval.requested.<tenant>: one case of an eval run, sent by the eval service (the only NATS user allowed to
+ * publish this subject) to the router's eval durable, which runs `request` on the pinned version. `meta` carries
+ * the run id in eval_run_id; so do the request's meta and every event that follows from it.
+ */
+struct  Switchyard__V1__EvalRequested
+{
+  ProtobufCMessage base;
+  Switchyard__V1__EventMeta *meta;
+  Switchyard__V1__ChatRequested *request;
+  char *pinned_agent_version;
+  char *case_id;
+};
+#define SWITCHYARD__V1__EVAL_REQUESTED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__eval_requested__descriptor) \
+    , NULL, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * evt.eval.completed.<tenant>: a run finished (completed or failed); results without the per-case list.
+ */
+struct  Switchyard__V1__EvalCompleted
+{
+  ProtobufCMessage base;
+  Switchyard__V1__EventMeta *meta;
+  Switchyard__V1__EvalRun *run;
+};
+#define SWITCHYARD__V1__EVAL_COMPLETED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__eval_completed__descriptor) \
+    , NULL, NULL }
+
+
 /* Switchyard__V1__EvalExpectation methods */
 void   switchyard__v1__eval_expectation__init
                      (Switchyard__V1__EvalExpectation         *message);
@@ -415,6 +646,196 @@ Switchyard__V1__GetSuiteResponse *
 void   switchyard__v1__get_suite_response__free_unpacked
                      (Switchyard__V1__GetSuiteResponse *message,
                       ProtobufCAllocator *allocator);
+/* Switchyard__V1__EvalCaseResult methods */
+void   switchyard__v1__eval_case_result__init
+                     (Switchyard__V1__EvalCaseResult         *message);
+size_t switchyard__v1__eval_case_result__get_packed_size
+                     (const Switchyard__V1__EvalCaseResult   *message);
+size_t switchyard__v1__eval_case_result__pack
+                     (const Switchyard__V1__EvalCaseResult   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__eval_case_result__pack_to_buffer
+                     (const Switchyard__V1__EvalCaseResult   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__EvalCaseResult *
+       switchyard__v1__eval_case_result__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__eval_case_result__free_unpacked
+                     (Switchyard__V1__EvalCaseResult *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__EvalRun methods */
+void   switchyard__v1__eval_run__init
+                     (Switchyard__V1__EvalRun         *message);
+size_t switchyard__v1__eval_run__get_packed_size
+                     (const Switchyard__V1__EvalRun   *message);
+size_t switchyard__v1__eval_run__pack
+                     (const Switchyard__V1__EvalRun   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__eval_run__pack_to_buffer
+                     (const Switchyard__V1__EvalRun   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__EvalRun *
+       switchyard__v1__eval_run__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__eval_run__free_unpacked
+                     (Switchyard__V1__EvalRun *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__StartRunRequest methods */
+void   switchyard__v1__start_run_request__init
+                     (Switchyard__V1__StartRunRequest         *message);
+size_t switchyard__v1__start_run_request__get_packed_size
+                     (const Switchyard__V1__StartRunRequest   *message);
+size_t switchyard__v1__start_run_request__pack
+                     (const Switchyard__V1__StartRunRequest   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__start_run_request__pack_to_buffer
+                     (const Switchyard__V1__StartRunRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__StartRunRequest *
+       switchyard__v1__start_run_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__start_run_request__free_unpacked
+                     (Switchyard__V1__StartRunRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__StartRunResponse methods */
+void   switchyard__v1__start_run_response__init
+                     (Switchyard__V1__StartRunResponse         *message);
+size_t switchyard__v1__start_run_response__get_packed_size
+                     (const Switchyard__V1__StartRunResponse   *message);
+size_t switchyard__v1__start_run_response__pack
+                     (const Switchyard__V1__StartRunResponse   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__start_run_response__pack_to_buffer
+                     (const Switchyard__V1__StartRunResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__StartRunResponse *
+       switchyard__v1__start_run_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__start_run_response__free_unpacked
+                     (Switchyard__V1__StartRunResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__GetRunRequest methods */
+void   switchyard__v1__get_run_request__init
+                     (Switchyard__V1__GetRunRequest         *message);
+size_t switchyard__v1__get_run_request__get_packed_size
+                     (const Switchyard__V1__GetRunRequest   *message);
+size_t switchyard__v1__get_run_request__pack
+                     (const Switchyard__V1__GetRunRequest   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__get_run_request__pack_to_buffer
+                     (const Switchyard__V1__GetRunRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__GetRunRequest *
+       switchyard__v1__get_run_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__get_run_request__free_unpacked
+                     (Switchyard__V1__GetRunRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__GetRunResponse methods */
+void   switchyard__v1__get_run_response__init
+                     (Switchyard__V1__GetRunResponse         *message);
+size_t switchyard__v1__get_run_response__get_packed_size
+                     (const Switchyard__V1__GetRunResponse   *message);
+size_t switchyard__v1__get_run_response__pack
+                     (const Switchyard__V1__GetRunResponse   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__get_run_response__pack_to_buffer
+                     (const Switchyard__V1__GetRunResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__GetRunResponse *
+       switchyard__v1__get_run_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__get_run_response__free_unpacked
+                     (Switchyard__V1__GetRunResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__ListRunsRequest methods */
+void   switchyard__v1__list_runs_request__init
+                     (Switchyard__V1__ListRunsRequest         *message);
+size_t switchyard__v1__list_runs_request__get_packed_size
+                     (const Switchyard__V1__ListRunsRequest   *message);
+size_t switchyard__v1__list_runs_request__pack
+                     (const Switchyard__V1__ListRunsRequest   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__list_runs_request__pack_to_buffer
+                     (const Switchyard__V1__ListRunsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__ListRunsRequest *
+       switchyard__v1__list_runs_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__list_runs_request__free_unpacked
+                     (Switchyard__V1__ListRunsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__ListRunsResponse methods */
+void   switchyard__v1__list_runs_response__init
+                     (Switchyard__V1__ListRunsResponse         *message);
+size_t switchyard__v1__list_runs_response__get_packed_size
+                     (const Switchyard__V1__ListRunsResponse   *message);
+size_t switchyard__v1__list_runs_response__pack
+                     (const Switchyard__V1__ListRunsResponse   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__list_runs_response__pack_to_buffer
+                     (const Switchyard__V1__ListRunsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__ListRunsResponse *
+       switchyard__v1__list_runs_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__list_runs_response__free_unpacked
+                     (Switchyard__V1__ListRunsResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__EvalRequested methods */
+void   switchyard__v1__eval_requested__init
+                     (Switchyard__V1__EvalRequested         *message);
+size_t switchyard__v1__eval_requested__get_packed_size
+                     (const Switchyard__V1__EvalRequested   *message);
+size_t switchyard__v1__eval_requested__pack
+                     (const Switchyard__V1__EvalRequested   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__eval_requested__pack_to_buffer
+                     (const Switchyard__V1__EvalRequested   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__EvalRequested *
+       switchyard__v1__eval_requested__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__eval_requested__free_unpacked
+                     (Switchyard__V1__EvalRequested *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__EvalCompleted methods */
+void   switchyard__v1__eval_completed__init
+                     (Switchyard__V1__EvalCompleted         *message);
+size_t switchyard__v1__eval_completed__get_packed_size
+                     (const Switchyard__V1__EvalCompleted   *message);
+size_t switchyard__v1__eval_completed__pack
+                     (const Switchyard__V1__EvalCompleted   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__eval_completed__pack_to_buffer
+                     (const Switchyard__V1__EvalCompleted   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__EvalCompleted *
+       switchyard__v1__eval_completed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__eval_completed__free_unpacked
+                     (Switchyard__V1__EvalCompleted *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Switchyard__V1__EvalExpectation_Closure)
@@ -447,6 +868,36 @@ typedef void (*Switchyard__V1__GetSuiteRequest_Closure)
 typedef void (*Switchyard__V1__GetSuiteResponse_Closure)
                  (const Switchyard__V1__GetSuiteResponse *message,
                   void *closure_data);
+typedef void (*Switchyard__V1__EvalCaseResult_Closure)
+                 (const Switchyard__V1__EvalCaseResult *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__EvalRun_Closure)
+                 (const Switchyard__V1__EvalRun *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__StartRunRequest_Closure)
+                 (const Switchyard__V1__StartRunRequest *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__StartRunResponse_Closure)
+                 (const Switchyard__V1__StartRunResponse *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__GetRunRequest_Closure)
+                 (const Switchyard__V1__GetRunRequest *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__GetRunResponse_Closure)
+                 (const Switchyard__V1__GetRunResponse *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__ListRunsRequest_Closure)
+                 (const Switchyard__V1__ListRunsRequest *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__ListRunsResponse_Closure)
+                 (const Switchyard__V1__ListRunsResponse *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__EvalRequested_Closure)
+                 (const Switchyard__V1__EvalRequested *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__EvalCompleted_Closure)
+                 (const Switchyard__V1__EvalCompleted *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -463,6 +914,16 @@ extern const ProtobufCMessageDescriptor switchyard__v1__eval_suite_summary__desc
 extern const ProtobufCMessageDescriptor switchyard__v1__list_suites_response__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__get_suite_request__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__get_suite_response__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__eval_case_result__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__eval_run__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__start_run_request__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__start_run_response__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__get_run_request__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__get_run_response__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__list_runs_request__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__list_runs_response__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__eval_requested__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__eval_completed__descriptor;
 
 PROTOBUF_C__END_DECLS
 

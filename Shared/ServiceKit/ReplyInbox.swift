@@ -5,7 +5,7 @@ import Schemas
 import ServiceLifecycle
 import Synchronization
 
-/// This gateway instance's reply subject: `_sy.gw.<instance>.<request id>`. The orchestrator publishes a
+/// This instance's reply subject: `_sy.gw.<instance>.<request id>` (gateways; the eval service uses one too). The orchestrator publishes a
 /// request's answer (or its stream chunks) there; the inbox routes each message to the waiting HTTP handler.
 /// One wildcard subscription per instance, so replies never cross replicas.
 ///
@@ -94,7 +94,7 @@ public final class ReplyInbox: Sendable {
     func stop() { subscription.unsubscribe() }
 }
 
-/// Runs the inbox's dispatch loop as part of the gateway's service group.
+/// Runs the inbox's dispatch loop as part of its service's group (the gateway's, the eval service's).
 public struct ReplyInboxService: Service {
     let inbox: ReplyInbox
     public init(inbox: ReplyInbox) { self.inbox = inbox }

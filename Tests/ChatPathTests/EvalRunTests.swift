@@ -1,0 +1,220 @@
+import Contracts
+import EvalCore
+import Foundation
+import Messaging
+import OrchestratorCore
+import Schemas
+import ServiceKit
+import Storage
+import Synchronization
+import Tenancy
+import Testing
+import TestKit
+
+/// Eval runs through the real chat path (router, orchestrator, billing, analytics, eval in-process; nats-server
+/// with the per-service users and permissions of `make run`; the fake upstream speaks OpenAI's wire format).
+@Suite("Eval runs: suites through the chat path on a pinned version", .serialized)
+struct EvalRunTests {
+    /// The demo tenant's manifest plus a second entry for `host`: version v2, answered by the upstream (which the
+    /// test tells to answer nonsense) — a deliberately broken candidate.
+    static var manifestWithCandidate: PackageManifest {
+        var manifest = Stack.manifest
+        manifest.agents.append(AgentManifest(agent: "host", provider: "openai", model: "gpt-test",
+                                             systemPrompt: "Answer anything.", intents: [], fallbackAgent: "",
+                                             enabled: true, version: "v2", handoffThreshold: 0.2))
+        return manifest
+    }
+
+    static let suite = """
+        name: basics
+        description: what every guest asks
+        cases:
+          - id: hours
+            messages: [{role: user, content: "When are you open?"}]
+            expect: [{contains: "Tuesday"}]
+          - id: address
+            messages: [{role: user, content: "Where is the bistro, what is the address?"}]
+            expect: [{contains: "Hauptstraße"}]
+          - id: hours-de
+            messages: [{role: user, content: "Wann habt ihr geöffnet?"}]
+            expect: [{contains: "Dienstag"}, {language: de}]
+          - id: reservation
+            messages: [{role: user, content: "How can I reserve a table?"}]
+            expect: [{contains: "+49 30 1234567"}, {handoff: false}]
+        """
+
+    func withEvalStack(_ body: (Stack, FakeOpenAI, AdminClient) async throws -> Void) async throws {
+        let fake = FakeOpenAI()
+        try await fake.start()
+        let orchestrator = OrchestratorConfiguration(
+            endpoints: [ProviderEndpoint(name: "openai", kind: .openAI, baseURL: fake.baseURL, apiKey: "upstream-key",
+                                         timeout: .seconds(2))])
+        do {
+            try await Stack.with(orchestrator: orchestrator, billing: true, analytics: true, eval: true, natsAuth: true) { stack in
+                try await stack.writer.put(Self.manifestWithCandidate, tenant: Stack.tenant)
+                let admin = AdminClient(connection: stack.admin, token: Stack.adminToken, actor: "test",
+                                        timeout: .seconds(10))
+                // The eval service serves commands once its mirror knows the tenant's new manifest.
+                var imported = false
+                for _ in 0..<400 where !imported {
+                    do {
+                        _ = try await admin.call(EvalAdminCommand.suiteImport, ImportSuiteRequest(
+                            tenantID: Stack.tenant, agent: "host", source: Self.suite), as: ImportSuiteResponse.self)
+                        imported = true
+                    } catch let failure as AdminFailure where failure.code == .unavailable || failure.code == .notFound {
+                        try await Task.sleep(for: .milliseconds(25))
+                    }
+                }
+                #expect(imported)
+                try await body(stack, fake, admin)
+            }
+        } catch {
+            await fake.stop()
+            throw error
+        }
+        await fake.stop()
+    }
+
+    /// Starts a run and polls it until it is no longer running (each case has a 30 s deadline, so this ends).
+    static func run(_ admin: AdminClient, version: String) async throws -> EvalRun {
+        let started = try await admin.call(EvalAdminCommand.runStart, StartRunRequest(
+            tenantID: Stack.tenant, agent: "host", agentVersion: version, suite: "basics", concurrency: 2),
+            as: StartRunResponse.self)
+        let runID = try #require(started.run?.runID)
+        #expect(started.run?.status == "running")
+        while true {
+            let response = try await admin.call(EvalAdminCommand.runGet, GetRunRequest(
+                tenantID: Stack.tenant, runID: runID, includeResults: true), as: GetRunResponse.self)
+            let run = try #require(response.run)
+            if run.status != "running" { return run }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    @Test("the stable version scores 1, a broken candidate scores lower; the pin reaches the candidate's provider; eval traffic is on no invoice and in none of the tenant's analytics")
+    func scoresAndSeparation() async throws {
+        try await withEvalStack { stack, fake, admin in
+            let completed = try stack.admin.subscribe(Subjects.event(.evalCompleted, tenant: Stack.tenant))
+            let received = Mutex<[[UInt8]]>([])
+            let collector = Task { for await message in completed.messages { received.withLock { $0.append(message.payload) } } }
+            defer { completed.unsubscribe(); collector.cancel() }
+            fake.set(.answer("I have no idea, sorry."))
+            let upstreamBefore = fake.requests
+
+            let good = try await Self.run(admin, version: "v1")
+            #expect(good.status == "completed", "\(good.error)")
+            #expect(good.casesTotal == 4 && good.casesDone == 4)
+            #expect(good.score == 1.0, "\(good.results.map { "\($0.caseID): \($0.failures) \($0.answer)" })")
+            #expect(good.results.allSatisfy { $0.agentVersion == "v1" })
+            #expect(fake.requests == upstreamBefore, "v1 is the local agent: the upstream must not be asked")
+
+            let broken = try await Self.run(admin, version: "v2")
+            #expect(broken.status == "completed", "\(broken.error)")
+            #expect(broken.score < 0.5, "a candidate answering nonsense scored \(broken.score)")
+            #expect(broken.score < good.score)
+            #expect(broken.results.allSatisfy { $0.agentVersion == "v2" })
+            #expect(fake.requests - upstreamBefore >= 4, "the pinned version's own provider answers its cases")
+
+            // Both runs closed with an event on the log.
+            let closing = ContinuousClock.now + .seconds(10)
+            while received.withLock({ $0.count }) < 2 && ContinuousClock.now < closing {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let scores = try received.withLock { $0 }.map { try EvalCompleted(protobuf: $0).run?.score ?? -1 }.sorted()
+            #expect(scores == [broken.score, good.score].sorted())
+
+            // Billing: every usage event handled; the eval ones (one per answered case) on no ledger line.
+            let evalAnswers = (good.results + broken.results).filter { $0.errorCode.isEmpty }.count
+            #expect(evalAnswers == 8)
+            try await Self.waitSettled(stack, stream: StreamNames.usage, durable: Consumers.billingUsage.durable)
+            let usage = try await stack.adminJS.streamState(StreamNames.usage).messages
+            let ledger = try await Self.count(stack, "SELECT count(*) FROM billing_ledger")
+            #expect(ledger == Int(usage) - evalAnswers, "usage events \(usage), ledger lines \(ledger), eval answers \(evalAnswers)")
+            #expect(ledger > 0, "the tenant's own chats (readiness probes) are billed")
+
+            // Analytics: caught up; the tenant's series hold only its own traffic (no eval cohort, no v2).
+            try await AnalyticsTests.waitCaughtUp(stack)
+            let evalSeries = try await Self.count(stack, """
+                SELECT count(*) FROM analytics_series WHERE rollout_cohort = 'eval' OR agent_version = 'v2' OR channel = 'eval'
+                """)
+            #expect(evalSeries == 0)
+            #expect(try await Self.count(stack, "SELECT count(*) FROM analytics_series") > 0)
+        }
+    }
+
+    @Test("bad runs get clear errors and write nothing: unknown version, agent, suite, tenant; hostile run ids")
+    func badRunsAreRefused() async throws {
+        try await withEvalStack { stack, _, admin in
+            func failure(_ request: StartRunRequest) async -> AdminFailure? { await Self.startFailure(admin, request) }
+            let unknownVersion = await failure(StartRunRequest(tenantID: Stack.tenant, agent: "host", agentVersion: "v9",
+                                                               suite: "basics"))
+            #expect(unknownVersion?.code == .notFound)
+            #expect(unknownVersion?.message.contains("v1, v2") == true, "\(unknownVersion?.message ?? "")")
+            let unknownAgent = await failure(StartRunRequest(tenantID: Stack.tenant, agent: "ghost", agentVersion: "v1",
+                                                             suite: "basics"))
+            #expect(unknownAgent?.code == .notFound)
+            let unknownSuite = await failure(StartRunRequest(tenantID: Stack.tenant, agent: "host", agentVersion: "v1",
+                                                             suite: "nope"))
+            #expect(unknownSuite?.code == .notFound)
+            let unknownTenant = await failure(StartRunRequest(tenantID: "nobody", agent: "host", agentVersion: "v1",
+                                                              suite: "basics"))
+            #expect(unknownTenant?.code == .notFound)
+            for version in ["", "../v1", "v1; DROP TABLE eval_runs", String(repeating: "v", count: 65)] {
+                let hostile = await failure(StartRunRequest(tenantID: Stack.tenant, agent: "host", agentVersion: version,
+                                                            suite: "basics"))
+                #expect(hostile?.code == .invalidArgument, "version \(version.prefix(20))")
+            }
+            let tooWide = await failure(StartRunRequest(tenantID: Stack.tenant, agent: "host", agentVersion: "v1",
+                                                        suite: "basics", concurrency: 1_000))
+            #expect(tooWide?.code == .invalidArgument)
+            for id in ["", "run-XYZ", "run-0123456789abcdef'--", "../etc"] {
+                let refused = await Self.getFailure(admin, GetRunRequest(tenantID: Stack.tenant, runID: id))
+                #expect(refused?.code == .invalidArgument, "run id \(id)")
+            }
+            #expect(try await Self.count(stack, "SELECT count(*) FROM eval_runs") == 0)
+            let listed = try await admin.call(EvalAdminCommand.runList, ListRunsRequest(tenantID: Stack.tenant),
+                                              as: ListRunsResponse.self)
+            #expect(listed.runs.isEmpty)
+        }
+    }
+
+    // MARK: helpers
+
+    static func startFailure(_ admin: AdminClient, _ request: StartRunRequest) async -> AdminFailure? {
+        do {
+            _ = try await admin.call(EvalAdminCommand.runStart, request, as: StartRunResponse.self)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    static func getFailure(_ admin: AdminClient, _ request: GetRunRequest) async -> AdminFailure? {
+        do {
+            _ = try await admin.call(EvalAdminCommand.runGet, request, as: GetRunResponse.self)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    static func count(_ stack: Stack, _ sql: String) async throws -> Int {
+        let pool = try PostgresPool(configuration: PostgresConfiguration(connectionString: stack.postgres.connectionString,
+                                                                         poolSize: 1), logger: Stack.logger)
+        defer { Task { await pool.close() } }
+        return Int(try await pool.query(sql).first?.decode(Int64.self, at: 0) ?? -1)
+    }
+
+    /// Waits until a durable has nothing pending or unacknowledged.
+    static func waitSettled(_ stack: Stack, stream: String, durable: String, limit: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if let state = try? await stack.adminJS.consumerState(stream: stream, durable: durable),
+               state.pending == 0, state.ackPending == 0 {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        Issue.record("\(durable) did not settle within \(limit)")
+    }
+}
