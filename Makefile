@@ -7,7 +7,7 @@ SWIFT_BUILD_FLAGS ?=
 
 .PHONY: help
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: deps
 deps: ## Install the Debian packages needed to build, test and run (idempotent)
@@ -51,6 +51,10 @@ proto: ## Regenerate the protoc-c output and the Swift schema mapping from Proto
 .PHONY: proto-check
 proto-check: ## Fail if the committed generated code differs from what Proto/ generates
 	./scripts/gen-proto.sh --check
+
+.PHONY: k8s-check
+k8s-check: ## Render every k8s/ overlay (kubectl kustomize) and validate it: kubernetes-validate --strict, policy checks, NATS users in sync
+	./scripts/k8s-check.sh
 
 .PHONY: bench-shared
 bench-shared: deps ## Measure the Shared layer (JetStream publish/consume, protobuf, Postgres batch insert)
