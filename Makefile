@@ -97,9 +97,10 @@ chaos-quick: deps ## Short fault suite for CI (debug build): orchestrator killed
 	stdbuf -oL "$$($(SWIFT) build --show-bin-path)/chaos" --bin "$$($(SWIFT) build --show-bin-path)" --quick
 
 .PHONY: rules-check
-rules-check: ## Check the Prometheus rules and run their unit tests (promtool check rules / test rules)
+rules-check: ## Check the Prometheus rules and run their unit tests (promtool check rules / test rules); check the Grafana dashboards
 	promtool check rules observability/prometheus/rules.yml
 	promtool test rules observability/prometheus/tests.yml
+	python3 scripts/dashboards-check.py
 
 .PHONY: observe
 observe: deps ## A local Prometheus on :9090 scraping the services of make run/up, with the alert and SLO rules loaded (Ctrl-C stops it)
