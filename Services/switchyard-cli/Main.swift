@@ -17,6 +17,7 @@ struct Switchyard: AsyncParsableCommand {
             TenantCommand.self, PlanCommand.self, KeyCommand.self, ManifestCommand.self, RolloutCommand.self,
             KnowledgeCommand.self, PriceCommand.self, UsageCommand.self, InvoiceCommand.self,
             BillingCommand.self, StatsCommand.self, AnalyticsCommand.self, EvalCommand.self, Events.self, Demo.self,
+            DoctorCommand.self,
         ])
 }
 
@@ -51,6 +52,8 @@ enum SwitchyardMain {
 
     static func fail(_ message: String, code: Int32) -> Never {
         let line = message.split(whereSeparator: \.isNewline).joined(separator: " ")
+        // Whatever the command printed first (a report, JSON) goes out whole before the error line.
+        fflush(nil)  // every output stream
         FileHandle.standardError.write(Data("error: \(line)\n".utf8))
         Foundation.exit(code)
     }

@@ -5,14 +5,15 @@ import Schemas
 import ServiceLifecycle
 import Synchronization
 
-/// This instance's reply subject: `_sy.gw.<instance>.<request id>` (gateways; the eval service uses one too). The orchestrator publishes a
-/// request's answer (or its stream chunks) there; the inbox routes each message to the waiting HTTP handler.
-/// One wildcard subscription per instance, so replies never cross replicas.
+/// This instance's reply subject: `_sy.gw.<instance>.<request id>` (gateways; the eval service has one too). The
+/// orchestrator publishes a request's answer (or its stream chunks) there; the inbox routes each message to the
+/// waiting handler. One wildcard subscription per instance, so replies never cross replicas.
 ///
 /// A reply published while this instance's connection was away (a nats-server restart, a network blip) is
 /// dropped by the server — core NATS keeps nothing. So after every reconnect the inbox asks the orchestrators
 /// to send the answers of its waiting requests again (``ReplyResend`` on `_sy.resend.<instance>`, right away and
-/// again 1 s and 3 s later for orchestrators that reconnect after it); duplicates find no waiter and are dropped
+/// again 1, 3, 6, 10 and 15 s later for orchestrators that reconnect after it — a client's reconnect backoff grows
+/// with the attempts of a long outage, up to 5 s); duplicates find no waiter and are dropped
 /// (docs/adr/0016).
 public final class ReplyInbox: Sendable {
     public let prefix: String
@@ -33,7 +34,7 @@ public final class ReplyInbox: Sendable {
     }
 
     /// When resend requests go out after a reconnect (from the moment it is noticed).
-    static let resendDelays: [Duration] = [.zero, .seconds(1), .seconds(3)]
+    static let resendDelays: [Duration] = [.zero, .seconds(1), .seconds(3), .seconds(6), .seconds(10), .seconds(15)]
 
     /// Asks the orchestrators for the answers of every request still waiting; returns how many ids were asked for.
     @discardableResult

@@ -25,12 +25,25 @@ public final class ServiceBuilder {
     public var health: HealthRegistry { platform.health }
     public var connection: NATSConnection { platform.connection }
     public var jetStream: JetStream { platform.jetStream }
+    /// This process's answers to `switchyard doctor` (``Doctor``): add what only this service knows.
+    public let doctor = DoctorChecks()
 
     /// The tenancy mirror, when ``tenancyMirror()`` was added.
     public var directory: TenantDirectory? { mirror }
 
     private init(platform: ServicePlatform) {
         self.platform = platform
+        let configuration = platform.configuration
+        doctor.add {
+            var checks = [DoctorChecks.disk()]
+            if configuration.natsUser == nil {
+                checks.append(Doctor.check(.warn, "nats credentials",
+                                           "no SWITCHYARD_NATS_USER: the server must require a user per service (docs/adr/0009)"))
+            } else {
+                checks.append(SecretHygiene.check("SWITCHYARD_NATS_PASSWORD", configuration.natsPassword))
+            }
+            return checks
+        }
     }
 
     /// Connects to NATS (retrying with backoff) and registers its health check.
@@ -64,6 +77,11 @@ public final class ServiceBuilder {
     public func tenancyMirror() -> TenantDirectory {
         if let mirror { return mirror }
         let directory = TenantDirectory(logger: logger, verifier: configuration.mirrorVerifier)
+        let signed = configuration.mirrorPublicKey
+        doctor.add {
+            [SecretHygiene.check("SWITCHYARD_MIRROR_PUBLIC_KEY", bytes: signed, minimumBytes: 32,
+                                 unset: "tenancy KV values are accepted without the tenant service's signature")]
+        }
         health.register(name: "kv") { directory.isSynced ? .up : .down("tenant mirror not loaded") }
         add(TenantDirectoryService(directory: directory, jetStream: jetStream, logger: logger))
         mirror = directory
@@ -100,6 +118,8 @@ public final class ServiceBuilder {
 
     /// The process's service group (see ``ServicePlatform/serviceGroup(_:signals:readinessGracePeriod:)``).
     public func serviceGroup(signals: Bool = true) -> ServiceGroup {
-        platform.serviceGroup(services, signals: signals)
+        platform.serviceGroup(services + [DoctorResponderService(
+            connection: connection, service: configuration.service, instance: configuration.instanceID,
+            checks: doctor, logger: logger)], signals: signals)
     }
 }

@@ -1,5 +1,6 @@
 import Logging
 import Messaging
+import Schemas
 import ServiceKit
 import Storage
 import Telemetry
@@ -45,6 +46,30 @@ extension ServiceBuilder {
         onShutdown { await pool.close() }
         try await migrate(pool, logger)
         return pool
+    }
+
+    /// Adds the doctor's migrations check: every one of `migrations` recorded for `service` (a database restored
+    /// from an old backup, or one a newer version migrated further, fails).
+    public func doctorMigrations(_ pool: PostgresPool, service: String, migrations: [Migration]) {
+        let latest = migrations.map(\.version).max() ?? 0
+        doctor.add {
+            let name = "migrations \(service)"
+            do {
+                let applied = try await pool.query(
+                    "SELECT coalesce(max(version), 0), count(*) FROM schema_migrations WHERE service = $1", [.text(service)])
+                let highest = Int(try applied.first?.decode(Int64.self, at: 0) ?? 0)
+                let count = Int(try applied.first?.decode(Int64.self, at: 1) ?? 0)
+                if highest == latest && count == migrations.count {
+                    return [Doctor.check(.pass, name, "all \(latest) applied")]
+                }
+                if highest > latest {
+                    return [Doctor.check(.fail, name, "the database has version \(highest), this build knows \(latest): a newer version migrated it")]
+                }
+                return [Doctor.check(.fail, name, "\(count) of \(migrations.count) applied (up to \(highest) of \(latest))")]
+            } catch {
+                return [Doctor.check(.fail, name, "cannot read schema_migrations: \(error)")]
+            }
+        }
     }
 }
 

@@ -22,6 +22,7 @@ public enum AdminCommand: String, Sendable, CaseIterable {
     case knowledgeUpsert = "knowledge-upsert"
     case knowledgeDelete = "knowledge-delete"
     case knowledgeList = "knowledge-list"
+    case doctor
 
     public static let service = "tenant"
 
@@ -31,7 +32,7 @@ public enum AdminCommand: String, Sendable, CaseIterable {
     /// Whether the command changes state (and is therefore audited).
     public var isMutation: Bool {
         switch self {
-        case .get, .list, .listKeys, .knowledgeList: false
+        case .get, .list, .listKeys, .knowledgeList, .doctor: false
         default: true
         }
     }
@@ -113,6 +114,7 @@ extension RecomputeRequest: AdminRequest {}
 extension StatsRequest: AdminRequest {}
 extension RebuildRequest: AdminRequest {}
 extension RebuildStatusRequest: AdminRequest {}
+extension DoctorRequest: AdminRequest {}
 extension ImportSuiteRequest: AdminRequest {}
 extension ListSuitesRequest: AdminRequest {}
 extension GetSuiteRequest: AdminRequest {}
@@ -143,6 +145,7 @@ extension InvoiceResponse: AdminResponse {}
 extension RecomputeResponse: AdminResponse {}
 extension StatsResponse: AdminResponse {}
 extension RebuildResponse: AdminResponse {}
+extension DoctorResponse: AdminResponse {}
 extension ImportSuiteResponse: AdminResponse {}
 extension ListSuitesResponse: AdminResponse {}
 extension GetSuiteResponse: AdminResponse {}

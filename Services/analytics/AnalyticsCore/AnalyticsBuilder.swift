@@ -48,6 +48,12 @@ public func buildAnalytics(configuration: ServiceConfiguration, analytics: Analy
         try await migrate(pool: pool, service: ServiceName.analytics.rawValue, migrations: AnalyticsSchema.migrations,
                           logger: logger)
     }
+    builder.doctorMigrations(pool, service: ServiceName.analytics.rawValue, migrations: AnalyticsSchema.migrations)
+    builder.doctor.add {
+        analytics.adminTokens.isEmpty
+            ? [Doctor.check(.warn, "secret SWITCHYARD_ADMIN_TOKENS", "not set: analytics's admin commands are refused")]
+            : analytics.adminTokens.map { SecretHygiene.check("SWITCHYARD_ADMIN_TOKENS (\($0.name))", $0.token) }
+    }
     let store = RollupStore(pool: pool, prices: PriceBook(pool: pool))
     let logMetrics = LogMetrics(metrics: metrics, limit: analytics.metricTenants)
     var ingest = EventIngest(store: store, metrics: metrics, logger: logger)

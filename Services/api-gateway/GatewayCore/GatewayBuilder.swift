@@ -13,6 +13,11 @@ public func buildGateway(configuration: ServiceConfiguration, gateway: GatewayCo
     let builder = try await ServiceBuilder.connect(configuration: configuration, logger: logger, metrics: metrics)
     try await builder.streams(Streams.events)
     let directory = builder.tenancyMirror()
+    let pepper = gateway.keyPepper
+    builder.doctor.add {
+        [SecretHygiene.check("SWITCHYARD_KEY_PEPPER", bytes: pepper,
+                             unset: "API key hashes are plain SHA-256; set the same pepper on tenant and gateways")]
+    }
     let inbox = try ReplyInbox(connection: builder.connection, instanceID: configuration.instanceID)
     let limiter = RateLimiterRegistry()
     let budgets = BudgetBook(bucket: try await builder.jetStream.keyValue(Budgets.bucket))

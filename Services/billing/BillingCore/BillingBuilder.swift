@@ -25,6 +25,12 @@ public func buildBilling(configuration: ServiceConfiguration, billing: BillingCo
         try await migrate(pool: pool, service: ServiceName.billing.rawValue, migrations: BillingSchema.migrations,
                           logger: logger)
     }
+    builder.doctorMigrations(pool, service: ServiceName.billing.rawValue, migrations: BillingSchema.migrations)
+    builder.doctor.add {
+        billing.adminTokens.isEmpty
+            ? [Doctor.check(.warn, "secret SWITCHYARD_ADMIN_TOKENS", "not set: billing's admin commands are refused")]
+            : billing.adminTokens.map { SecretHygiene.check("SWITCHYARD_ADMIN_TOKENS (\($0.name))", $0.token) }
+    }
     let directory = builder.tenancyMirror()
     // Budgets (docs/adr/0014): the settled spend of budgeted tenants, written to KV `budgets` after every batch
     // and once a second.

@@ -33,6 +33,12 @@ public func buildEval(configuration: ServiceConfiguration, eval: EvalConfigurati
         try await migrate(pool: pool, service: ServiceName.eval.rawValue, migrations: EvalSchema.migrations,
                           logger: logger)
     }
+    builder.doctorMigrations(pool, service: ServiceName.eval.rawValue, migrations: EvalSchema.migrations)
+    builder.doctor.add {
+        eval.adminTokens.isEmpty
+            ? [Doctor.check(.warn, "secret SWITCHYARD_ADMIN_TOKENS", "not set: eval's admin commands are refused")]
+            : eval.adminTokens.map { SecretHygiene.check("SWITCHYARD_ADMIN_TOKENS (\($0.name))", $0.token) }
+    }
     try await builder.streams(Streams.events, Streams.deadLetter)
     // Answers to the cases of runs come back like a gateway's (a reply inbox per instance, resends after a
     // reconnect).

@@ -6,6 +6,7 @@ import ServiceKit
 import ServiceKitPostgres
 import ServiceLifecycle
 import Telemetry
+import Tenancy
 
 /// Builds the orchestrator process: NATS + streams + consumer, PostgreSQL + migrations, KV mirror, providers.
 public func buildOrchestrator(configuration: ServiceConfiguration, orchestrator: OrchestratorConfiguration,
@@ -17,8 +18,11 @@ public func buildOrchestrator(configuration: ServiceConfiguration, orchestrator:
         try await OrchestratorStore(pool: pool).migrate(logger: logger)
         try await KnowledgeStore(pool: pool).migrate(logger: logger)
     }
+    builder.doctorMigrations(pool, service: "orchestrator", migrations: OrchestratorStore.migrations)
+    builder.doctorMigrations(pool, service: "knowledge", migrations: KnowledgeStore.migrations)
     let providers = ProviderClients(endpoints: orchestrator.endpoints)
     builder.onShutdown { await providers.shutdown() }
+    builder.doctor.add { await providers.doctorChecks() }
     let knowledge = KnowledgeCache(store: KnowledgeStore(pool: pool), ttl: orchestrator.knowledgeCacheTTL)
     let handler = OrchestratorHandler(
         jetStream: builder.jetStream, directory: builder.tenancyMirror(), store: OrchestratorStore(pool: pool),

@@ -1,9 +1,11 @@
 import AsyncHTTPClient
-import Messaging
 import Foundation
+import Messaging
 import NIOCore
 import NIOHTTP1
 import Schemas
+import ServiceKit
+import Tenancy
 
 /// An upstream LLM endpoint, configured by the operator (never by tenants or requests: no SSRF).
 public struct ProviderEndpoint: Sendable, Hashable {
@@ -60,6 +62,44 @@ public final class ProviderClients: Sendable {
 
     public func shutdown() async {
         try? await http.shutdown()
+    }
+
+    /// The doctor's provider checks: each configured upstream answers an HTTP request at all (any status: a
+    /// 401 means the key is refused), within 3 s; the local agent needs nothing.
+    public func doctorChecks() async -> [DoctorCheck] {
+        guard !endpoints.isEmpty else {
+            return [Doctor.check(.pass, "providers", "only the built-in local agent (no upstream configured)")]
+        }
+        var checks: [DoctorCheck] = []
+        for endpoint in endpoints.values.sorted(by: { $0.name < $1.name }) {
+            let name = "provider \(endpoint.name)"
+            let host = URL(string: endpoint.baseURL)?.host ?? "?"
+            var request = HTTPClientRequest(url: endpoint.kind == .openAI ? endpoint.baseURL + "/models"
+                                                                          : endpoint.baseURL + "/v1/models")
+            if let key = endpoint.apiKey {
+                if endpoint.kind == .openAI {
+                    request.headers.add(name: "authorization", value: "Bearer \(key)")
+                } else {
+                    request.headers.add(name: "x-api-key", value: key)
+                    request.headers.add(name: "anthropic-version", value: "2023-06-01")
+                }
+            }
+            do {
+                let response = try await http.execute(request, timeout: .seconds(3))
+                _ = try? await response.body.collect(upTo: 1 << 20)
+                let status = Int(response.status.code)
+                if status == 401 || status == 403 {
+                    checks.append(Doctor.check(.fail, name, "\(host) reachable but refuses the API key (HTTP \(status))"))
+                } else if endpoint.apiKey == nil {
+                    checks.append(Doctor.check(.warn, name, "\(host) reachable (HTTP \(status)); no API key configured"))
+                } else {
+                    checks.append(Doctor.check(.pass, name, "\(host) reachable (HTTP \(status))"))
+                }
+            } catch {
+                checks.append(Doctor.check(.fail, name, "\(host) not reachable: \(error)"))
+            }
+        }
+        return checks
     }
 
     /// Runs one attempt. With `call.stream`, `onDelta` receives content as it arrives; the first delta marks

@@ -12,8 +12,13 @@ import Tenancy
 /// `AdminNATSService` and `AdminHTTPRoutes` serve it).
 public struct AdminDispatcher: AdminCommandDispatcher {
     let admin: TenantAdmin
+    /// `admin.tenant.doctor` (nil: refused as unavailable).
+    var doctor: PlatformDoctor?
 
-    public init(admin: TenantAdmin) { self.admin = admin }
+    public init(admin: TenantAdmin, doctor: PlatformDoctor? = nil) {
+        self.admin = admin
+        self.doctor = doctor
+    }
 
     public var service: String { AdminCommand.service }
     public var commandNames: [String] { AdminCommand.allCases.map(\.rawValue) }
@@ -52,6 +57,9 @@ public struct AdminDispatcher: AdminCommandDispatcher {
         case .knowledgeUpsert: return await run(KnowledgeUpsertRequest.self) { r throws(AdminFailure) in try await a.knowledgeUpsert(r) }
         case .knowledgeDelete: return await run(KnowledgeDeleteRequest.self) { r throws(AdminFailure) in try await a.knowledgeDelete(r) }
         case .knowledgeList: return await run(KnowledgeListRequest.self) { r throws(AdminFailure) in try await a.knowledgeList(r) }
+        case .doctor:
+            guard let doctor else { return (.unavailable, []) }
+            return await run(DoctorRequest.self) { r throws(AdminFailure) in try await doctor.run(r) }
         }
     }
 }

@@ -3023,3 +3023,428 @@ extension KnowledgeListResponse: Codable {
         try c.encode(self.entries, forKey: .entries)
     }
 }
+
+/// DoctorCheck: one finding of the production-readiness check (`switchyard doctor`).
+public struct DoctorCheck: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.DoctorCheck"
+
+    /// `name = 1`: e.g. "stream EVENTS", "secret SWITCHYARD_ADMIN_TOKENS"
+    public var name: String = ""
+    /// `status = 2`: "pass" | "warn" | "fail"
+    public var status: String = ""
+    /// `detail = 3`: why (never a secret's value)
+    public var detail: String = ""
+    /// `source = 4`: "<service>/<instance>" that found it
+    public var source: String = ""
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        name: String = "",
+        status: String = "",
+        detail: String = "",
+        source: String = ""
+    ) {
+        self.name = name
+        self.status = status
+        self.detail = detail
+        self.source = source
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension DoctorCheck: _CMessage {
+    typealias _CType = Switchyard__V1__DoctorCheck
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__doctor_check__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__doctor_check__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__doctor_check__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__doctor_check__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__doctor_check__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.name.isEmpty { c.pointee.name = arena.cString(self.name) }
+        if !self.status.isEmpty { c.pointee.status = arena.cString(self.status) }
+        if !self.detail.isEmpty { c.pointee.detail = arena.cString(self.detail) }
+        if !self.source.isEmpty { c.pointee.source = arena.cString(self.source) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.name = try _swiftString(p.pointee.name, Self.protoName)
+        self.status = try _swiftString(p.pointee.status, Self.protoName)
+        self.detail = try _swiftString(p.pointee.detail, Self.protoName)
+        self.source = try _swiftString(p.pointee.source, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension DoctorCheck: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case name
+        case status
+        case detail
+        case source
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.name = try json.decode(String.self, .name) ?? ""
+        self.status = try json.decode(String.self, .status) ?? ""
+        self.detail = try json.decode(String.self, .detail) ?? ""
+        self.source = try json.decode(String.self, .source) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.name, forKey: .name)
+        try c.encode(self.status, forKey: .status)
+        try c.encode(self.detail, forKey: .detail)
+        try c.encode(self.source, forKey: .source)
+    }
+}
+
+/// DoctorReport: one service instance's answer to a doctor probe (core NATS `_sy.doctor`): its own checks
+/// (secrets, migrations, disk, providers) and its clock.
+public struct DoctorReport: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.DoctorReport"
+
+    /// `service = 1`
+    public var service: String = ""
+    /// `instance = 2`
+    public var instance: String = ""
+    /// `now_unix_nanos = 3`
+    public var nowUnixNanos: Int64 = 0
+    /// `checks = 4`
+    public var checks: [DoctorCheck] = []
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        service: String = "",
+        instance: String = "",
+        nowUnixNanos: Int64 = 0,
+        checks: [DoctorCheck] = []
+    ) {
+        self.service = service
+        self.instance = instance
+        self.nowUnixNanos = nowUnixNanos
+        self.checks = checks
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension DoctorReport: _CMessage {
+    typealias _CType = Switchyard__V1__DoctorReport
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__doctor_report__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__doctor_report__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__doctor_report__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__doctor_report__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__doctor_report__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.service.isEmpty { c.pointee.service = arena.cString(self.service) }
+        if !self.instance.isEmpty { c.pointee.instance = arena.cString(self.instance) }
+        c.pointee.now_unix_nanos = self.nowUnixNanos
+        if !self.checks.isEmpty {
+            let arr = arena.allocateArray(UnsafeMutablePointer<Switchyard__V1__DoctorCheck>?.self, count: self.checks.count)
+            for (i, v) in self.checks.enumerated() {
+                arr[i] = v._cMake(&arena)
+            }
+            c.pointee.n_checks = self.checks.count
+            c.pointee.checks = arr
+        }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.service = try _swiftString(p.pointee.service, Self.protoName)
+        self.instance = try _swiftString(p.pointee.instance, Self.protoName)
+        self.nowUnixNanos = p.pointee.now_unix_nanos
+        var checks_: [DoctorCheck] = []
+        if let arr = p.pointee.checks {
+            checks_.reserveCapacity(p.pointee.n_checks)
+            for i in 0..<p.pointee.n_checks {
+                guard let e = arr[i] else { throw SchemaError(.malformed, messageType: Self.protoName) }
+                checks_.append(try DoctorCheck(_c: e))
+            }
+        }
+        self.checks = checks_
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension DoctorReport: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case service
+        case instance
+        case nowUnixNanos
+        case checks
+
+        var protoFieldName: String {
+            switch self {
+            case .nowUnixNanos: "now_unix_nanos"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.service = try json.decode(String.self, .service) ?? ""
+        self.instance = try json.decode(String.self, .instance) ?? ""
+        self.nowUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .nowUnixNanos)?.value ?? 0
+        self.checks = try json.decode([DoctorCheck].self, .checks) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.service, forKey: .service)
+        try c.encode(self.instance, forKey: .instance)
+        try c.encode(self.nowUnixNanos, forKey: .nowUnixNanos)
+        try c.encode(self.checks, forKey: .checks)
+    }
+}
+
+/// admin.tenant.doctor: the platform's checks (streams, consumers, buckets, storage, PostgreSQL) and every
+/// service instance's report, gathered by the tenant service.
+public struct DoctorRequest: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.DoctorRequest"
+
+    /// `admin_token = 1`
+    public var adminToken: String = ""
+    /// `actor = 2`
+    public var actor: String = ""
+    /// `wait_ms = 3`: how long to gather instance reports; 0 = 1500
+    public var waitMs: UInt32 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        adminToken: String = "",
+        actor: String = "",
+        waitMs: UInt32 = 0
+    ) {
+        self.adminToken = adminToken
+        self.actor = actor
+        self.waitMs = waitMs
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension DoctorRequest: _CMessage {
+    typealias _CType = Switchyard__V1__DoctorRequest
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__doctor_request__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__doctor_request__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__doctor_request__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__doctor_request__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__doctor_request__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.adminToken.isEmpty { c.pointee.admin_token = arena.cString(self.adminToken) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        c.pointee.wait_ms = self.waitMs
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        self.waitMs = p.pointee.wait_ms
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension DoctorRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case waitMs
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .waitMs: "wait_ms"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.waitMs = try json.decode(_ProtoJSONNumber<UInt32>.self, .waitMs)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.waitMs, forKey: .waitMs)
+    }
+}
+
+public struct DoctorResponse: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.DoctorResponse"
+
+    /// `error = 1`
+    public var error: AdminError? = nil
+    /// `checks = 2`: platform checks plus every report's checks
+    public var checks: [DoctorCheck] = []
+    /// `now_unix_nanos = 3`: the tenant service's clock when it answered
+    public var nowUnixNanos: Int64 = 0
+    /// `reports = 4`: who answered (checks not repeated here)
+    public var reports: [DoctorReport] = []
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        error: AdminError? = nil,
+        checks: [DoctorCheck] = [],
+        nowUnixNanos: Int64 = 0,
+        reports: [DoctorReport] = []
+    ) {
+        self.error = error
+        self.checks = checks
+        self.nowUnixNanos = nowUnixNanos
+        self.reports = reports
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension DoctorResponse: _CMessage {
+    typealias _CType = Switchyard__V1__DoctorResponse
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__doctor_response__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__doctor_response__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__doctor_response__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__doctor_response__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__doctor_response__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.error { c.pointee.error = v._cMake(&arena) }
+        if !self.checks.isEmpty {
+            let arr = arena.allocateArray(UnsafeMutablePointer<Switchyard__V1__DoctorCheck>?.self, count: self.checks.count)
+            for (i, v) in self.checks.enumerated() {
+                arr[i] = v._cMake(&arena)
+            }
+            c.pointee.n_checks = self.checks.count
+            c.pointee.checks = arr
+        }
+        c.pointee.now_unix_nanos = self.nowUnixNanos
+        if !self.reports.isEmpty {
+            let arr = arena.allocateArray(UnsafeMutablePointer<Switchyard__V1__DoctorReport>?.self, count: self.reports.count)
+            for (i, v) in self.reports.enumerated() {
+                arr[i] = v._cMake(&arena)
+            }
+            c.pointee.n_reports = self.reports.count
+            c.pointee.reports = arr
+        }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
+        var checks_: [DoctorCheck] = []
+        if let arr = p.pointee.checks {
+            checks_.reserveCapacity(p.pointee.n_checks)
+            for i in 0..<p.pointee.n_checks {
+                guard let e = arr[i] else { throw SchemaError(.malformed, messageType: Self.protoName) }
+                checks_.append(try DoctorCheck(_c: e))
+            }
+        }
+        self.checks = checks_
+        self.nowUnixNanos = p.pointee.now_unix_nanos
+        var reports_: [DoctorReport] = []
+        if let arr = p.pointee.reports {
+            reports_.reserveCapacity(p.pointee.n_reports)
+            for i in 0..<p.pointee.n_reports {
+                guard let e = arr[i] else { throw SchemaError(.malformed, messageType: Self.protoName) }
+                reports_.append(try DoctorReport(_c: e))
+            }
+        }
+        self.reports = reports_
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension DoctorResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case checks
+        case nowUnixNanos
+        case reports
+
+        var protoFieldName: String {
+            switch self {
+            case .nowUnixNanos: "now_unix_nanos"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.checks = try json.decode([DoctorCheck].self, .checks) ?? []
+        self.nowUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .nowUnixNanos)?.value ?? 0
+        self.reports = try json.decode([DoctorReport].self, .reports) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encode(self.checks, forKey: .checks)
+        try c.encode(self.nowUnixNanos, forKey: .nowUnixNanos)
+        try c.encode(self.reports, forKey: .reports)
+    }
+}

@@ -38,6 +38,10 @@ let allSampleableTypes: [any Sampleable.Type] = [
     KnowledgeDeleteResponse.self,
     KnowledgeListRequest.self,
     KnowledgeListResponse.self,
+    DoctorCheck.self,
+    DoctorReport.self,
+    DoctorRequest.self,
+    DoctorResponse.self,
     LatencySummary.self,
     StatsRow.self,
     StatsRequest.self,
@@ -444,6 +448,49 @@ extension KnowledgeListResponse: Sampleable {
         var m = KnowledgeListResponse()
         if g.present() { m.error = AdminError.sample(&g) }
         for _ in 0..<g.count() { m.entries.append(KnowledgeEntry.sample(&g)) }
+        return m
+    }
+}
+
+extension DoctorCheck: Sampleable {
+    static func sample(_ g: inout SampleGen) -> DoctorCheck {
+        var m = DoctorCheck()
+        m.name = g.string()
+        m.status = g.string()
+        m.detail = g.string()
+        m.source = g.string()
+        return m
+    }
+}
+
+extension DoctorReport: Sampleable {
+    static func sample(_ g: inout SampleGen) -> DoctorReport {
+        var m = DoctorReport()
+        m.service = g.string()
+        m.instance = g.string()
+        m.nowUnixNanos = g.int64()
+        for _ in 0..<g.count() { m.checks.append(DoctorCheck.sample(&g)) }
+        return m
+    }
+}
+
+extension DoctorRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> DoctorRequest {
+        var m = DoctorRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.waitMs = g.uint32()
+        return m
+    }
+}
+
+extension DoctorResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> DoctorResponse {
+        var m = DoctorResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        for _ in 0..<g.count() { m.checks.append(DoctorCheck.sample(&g)) }
+        m.nowUnixNanos = g.int64()
+        for _ in 0..<g.count() { m.reports.append(DoctorReport.sample(&g)) }
         return m
     }
 }

@@ -1492,6 +1492,186 @@ void   switchyard__v1__knowledge_list_response__free_unpacked
   assert(message->base.descriptor == &switchyard__v1__knowledge_list_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   switchyard__v1__doctor_check__init
+                     (Switchyard__V1__DoctorCheck         *message)
+{
+  static const Switchyard__V1__DoctorCheck init_value = SWITCHYARD__V1__DOCTOR_CHECK__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__doctor_check__get_packed_size
+                     (const Switchyard__V1__DoctorCheck *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__doctor_check__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__doctor_check__pack
+                     (const Switchyard__V1__DoctorCheck *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__doctor_check__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__doctor_check__pack_to_buffer
+                     (const Switchyard__V1__DoctorCheck *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__doctor_check__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__DoctorCheck *
+       switchyard__v1__doctor_check__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__DoctorCheck *)
+     protobuf_c_message_unpack (&switchyard__v1__doctor_check__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__doctor_check__free_unpacked
+                     (Switchyard__V1__DoctorCheck *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__doctor_check__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__doctor_report__init
+                     (Switchyard__V1__DoctorReport         *message)
+{
+  static const Switchyard__V1__DoctorReport init_value = SWITCHYARD__V1__DOCTOR_REPORT__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__doctor_report__get_packed_size
+                     (const Switchyard__V1__DoctorReport *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__doctor_report__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__doctor_report__pack
+                     (const Switchyard__V1__DoctorReport *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__doctor_report__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__doctor_report__pack_to_buffer
+                     (const Switchyard__V1__DoctorReport *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__doctor_report__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__DoctorReport *
+       switchyard__v1__doctor_report__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__DoctorReport *)
+     protobuf_c_message_unpack (&switchyard__v1__doctor_report__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__doctor_report__free_unpacked
+                     (Switchyard__V1__DoctorReport *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__doctor_report__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__doctor_request__init
+                     (Switchyard__V1__DoctorRequest         *message)
+{
+  static const Switchyard__V1__DoctorRequest init_value = SWITCHYARD__V1__DOCTOR_REQUEST__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__doctor_request__get_packed_size
+                     (const Switchyard__V1__DoctorRequest *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__doctor_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__doctor_request__pack
+                     (const Switchyard__V1__DoctorRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__doctor_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__doctor_request__pack_to_buffer
+                     (const Switchyard__V1__DoctorRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__doctor_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__DoctorRequest *
+       switchyard__v1__doctor_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__DoctorRequest *)
+     protobuf_c_message_unpack (&switchyard__v1__doctor_request__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__doctor_request__free_unpacked
+                     (Switchyard__V1__DoctorRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__doctor_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__doctor_response__init
+                     (Switchyard__V1__DoctorResponse         *message)
+{
+  static const Switchyard__V1__DoctorResponse init_value = SWITCHYARD__V1__DOCTOR_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__doctor_response__get_packed_size
+                     (const Switchyard__V1__DoctorResponse *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__doctor_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__doctor_response__pack
+                     (const Switchyard__V1__DoctorResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__doctor_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__doctor_response__pack_to_buffer
+                     (const Switchyard__V1__DoctorResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__doctor_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__DoctorResponse *
+       switchyard__v1__doctor_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__DoctorResponse *)
+     protobuf_c_message_unpack (&switchyard__v1__doctor_response__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__doctor_response__free_unpacked
+                     (Switchyard__V1__DoctorResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__doctor_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor switchyard__v1__admin_error__field_descriptors[2] =
 {
   {
@@ -3706,5 +3886,300 @@ const ProtobufCMessageDescriptor switchyard__v1__knowledge_list_response__descri
   switchyard__v1__knowledge_list_response__field_indices_by_name,
   1,  switchyard__v1__knowledge_list_response__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__knowledge_list_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__doctor_check__field_descriptors[4] =
+{
+  {
+    "name",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__DoctorCheck, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "status",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__DoctorCheck, status),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "detail",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__DoctorCheck, detail),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "source",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__DoctorCheck, source),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__doctor_check__field_indices_by_name[] = {
+  2,   /* field[2] = detail */
+  0,   /* field[0] = name */
+  3,   /* field[3] = source */
+  1,   /* field[1] = status */
+};
+static const ProtobufCIntRange switchyard__v1__doctor_check__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__doctor_check__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.DoctorCheck",
+  "DoctorCheck",
+  "Switchyard__V1__DoctorCheck",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__DoctorCheck),
+  4,
+  switchyard__v1__doctor_check__field_descriptors,
+  switchyard__v1__doctor_check__field_indices_by_name,
+  1,  switchyard__v1__doctor_check__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__doctor_check__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__doctor_report__field_descriptors[4] =
+{
+  {
+    "service",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__DoctorReport, service),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "instance",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__DoctorReport, instance),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "now_unix_nanos",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__DoctorReport, now_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "checks",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Switchyard__V1__DoctorReport, n_checks),
+    offsetof(Switchyard__V1__DoctorReport, checks),
+    &switchyard__v1__doctor_check__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__doctor_report__field_indices_by_name[] = {
+  3,   /* field[3] = checks */
+  1,   /* field[1] = instance */
+  2,   /* field[2] = now_unix_nanos */
+  0,   /* field[0] = service */
+};
+static const ProtobufCIntRange switchyard__v1__doctor_report__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__doctor_report__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.DoctorReport",
+  "DoctorReport",
+  "Switchyard__V1__DoctorReport",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__DoctorReport),
+  4,
+  switchyard__v1__doctor_report__field_descriptors,
+  switchyard__v1__doctor_report__field_indices_by_name,
+  1,  switchyard__v1__doctor_report__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__doctor_report__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__doctor_request__field_descriptors[3] =
+{
+  {
+    "admin_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__DoctorRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__DoctorRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "wait_ms",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__DoctorRequest, wait_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__doctor_request__field_indices_by_name[] = {
+  1,   /* field[1] = actor */
+  0,   /* field[0] = admin_token */
+  2,   /* field[2] = wait_ms */
+};
+static const ProtobufCIntRange switchyard__v1__doctor_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__doctor_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.DoctorRequest",
+  "DoctorRequest",
+  "Switchyard__V1__DoctorRequest",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__DoctorRequest),
+  3,
+  switchyard__v1__doctor_request__field_descriptors,
+  switchyard__v1__doctor_request__field_indices_by_name,
+  1,  switchyard__v1__doctor_request__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__doctor_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__doctor_response__field_descriptors[4] =
+{
+  {
+    "error",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__DoctorResponse, error),
+    &switchyard__v1__admin_error__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "checks",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Switchyard__V1__DoctorResponse, n_checks),
+    offsetof(Switchyard__V1__DoctorResponse, checks),
+    &switchyard__v1__doctor_check__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "now_unix_nanos",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__DoctorResponse, now_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reports",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Switchyard__V1__DoctorResponse, n_reports),
+    offsetof(Switchyard__V1__DoctorResponse, reports),
+    &switchyard__v1__doctor_report__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__doctor_response__field_indices_by_name[] = {
+  1,   /* field[1] = checks */
+  0,   /* field[0] = error */
+  2,   /* field[2] = now_unix_nanos */
+  3,   /* field[3] = reports */
+};
+static const ProtobufCIntRange switchyard__v1__doctor_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__doctor_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.DoctorResponse",
+  "DoctorResponse",
+  "Switchyard__V1__DoctorResponse",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__DoctorResponse),
+  4,
+  switchyard__v1__doctor_response__field_descriptors,
+  switchyard__v1__doctor_response__field_indices_by_name,
+  1,  switchyard__v1__doctor_response__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__doctor_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

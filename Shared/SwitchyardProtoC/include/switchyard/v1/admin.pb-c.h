@@ -49,6 +49,10 @@ typedef struct Switchyard__V1__KnowledgeDeleteRequest Switchyard__V1__KnowledgeD
 typedef struct Switchyard__V1__KnowledgeDeleteResponse Switchyard__V1__KnowledgeDeleteResponse;
 typedef struct Switchyard__V1__KnowledgeListRequest Switchyard__V1__KnowledgeListRequest;
 typedef struct Switchyard__V1__KnowledgeListResponse Switchyard__V1__KnowledgeListResponse;
+typedef struct Switchyard__V1__DoctorCheck Switchyard__V1__DoctorCheck;
+typedef struct Switchyard__V1__DoctorReport Switchyard__V1__DoctorReport;
+typedef struct Switchyard__V1__DoctorRequest Switchyard__V1__DoctorRequest;
+typedef struct Switchyard__V1__DoctorResponse Switchyard__V1__DoctorResponse;
 
 
 /* --- enums --- */
@@ -535,6 +539,95 @@ struct  Switchyard__V1__KnowledgeListResponse
 #define SWITCHYARD__V1__KNOWLEDGE_LIST_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__knowledge_list_response__descriptor) \
     , NULL, 0,NULL }
+
+
+/*
+ * DoctorCheck: one finding of the production-readiness check (`switchyard doctor`).
+ */
+struct  Switchyard__V1__DoctorCheck
+{
+  ProtobufCMessage base;
+  /*
+   * e.g. "stream EVENTS", "secret SWITCHYARD_ADMIN_TOKENS"
+   */
+  char *name;
+  /*
+   * "pass" | "warn" | "fail"
+   */
+  char *status;
+  /*
+   * why (never a secret's value)
+   */
+  char *detail;
+  /*
+   * "<service>/<instance>" that found it
+   */
+  char *source;
+};
+#define SWITCHYARD__V1__DOCTOR_CHECK__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__doctor_check__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * DoctorReport: one service instance's answer to a doctor probe (core NATS `_sy.doctor`): its own checks
+ * (secrets, migrations, disk, providers) and its clock.
+ */
+struct  Switchyard__V1__DoctorReport
+{
+  ProtobufCMessage base;
+  char *service;
+  char *instance;
+  int64_t now_unix_nanos;
+  size_t n_checks;
+  Switchyard__V1__DoctorCheck **checks;
+};
+#define SWITCHYARD__V1__DOCTOR_REPORT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__doctor_report__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0,NULL }
+
+
+/*
+ * admin.tenant.doctor: the platform's checks (streams, consumers, buckets, storage, PostgreSQL) and every
+ * service instance's report, gathered by the tenant service.
+ */
+struct  Switchyard__V1__DoctorRequest
+{
+  ProtobufCMessage base;
+  char *admin_token;
+  char *actor;
+  /*
+   * how long to gather instance reports; 0 = 1500
+   */
+  uint32_t wait_ms;
+};
+#define SWITCHYARD__V1__DOCTOR_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__doctor_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Switchyard__V1__DoctorResponse
+{
+  ProtobufCMessage base;
+  Switchyard__V1__AdminError *error;
+  /*
+   * platform checks plus every report's checks
+   */
+  size_t n_checks;
+  Switchyard__V1__DoctorCheck **checks;
+  /*
+   * the tenant service's clock when it answered
+   */
+  int64_t now_unix_nanos;
+  /*
+   * who answered (checks not repeated here)
+   */
+  size_t n_reports;
+  Switchyard__V1__DoctorReport **reports;
+};
+#define SWITCHYARD__V1__DOCTOR_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__doctor_response__descriptor) \
+    , NULL, 0,NULL, 0, 0,NULL }
 
 
 /* Switchyard__V1__AdminError methods */
@@ -1164,6 +1257,82 @@ Switchyard__V1__KnowledgeListResponse *
 void   switchyard__v1__knowledge_list_response__free_unpacked
                      (Switchyard__V1__KnowledgeListResponse *message,
                       ProtobufCAllocator *allocator);
+/* Switchyard__V1__DoctorCheck methods */
+void   switchyard__v1__doctor_check__init
+                     (Switchyard__V1__DoctorCheck         *message);
+size_t switchyard__v1__doctor_check__get_packed_size
+                     (const Switchyard__V1__DoctorCheck   *message);
+size_t switchyard__v1__doctor_check__pack
+                     (const Switchyard__V1__DoctorCheck   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__doctor_check__pack_to_buffer
+                     (const Switchyard__V1__DoctorCheck   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__DoctorCheck *
+       switchyard__v1__doctor_check__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__doctor_check__free_unpacked
+                     (Switchyard__V1__DoctorCheck *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__DoctorReport methods */
+void   switchyard__v1__doctor_report__init
+                     (Switchyard__V1__DoctorReport         *message);
+size_t switchyard__v1__doctor_report__get_packed_size
+                     (const Switchyard__V1__DoctorReport   *message);
+size_t switchyard__v1__doctor_report__pack
+                     (const Switchyard__V1__DoctorReport   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__doctor_report__pack_to_buffer
+                     (const Switchyard__V1__DoctorReport   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__DoctorReport *
+       switchyard__v1__doctor_report__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__doctor_report__free_unpacked
+                     (Switchyard__V1__DoctorReport *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__DoctorRequest methods */
+void   switchyard__v1__doctor_request__init
+                     (Switchyard__V1__DoctorRequest         *message);
+size_t switchyard__v1__doctor_request__get_packed_size
+                     (const Switchyard__V1__DoctorRequest   *message);
+size_t switchyard__v1__doctor_request__pack
+                     (const Switchyard__V1__DoctorRequest   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__doctor_request__pack_to_buffer
+                     (const Switchyard__V1__DoctorRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__DoctorRequest *
+       switchyard__v1__doctor_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__doctor_request__free_unpacked
+                     (Switchyard__V1__DoctorRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__DoctorResponse methods */
+void   switchyard__v1__doctor_response__init
+                     (Switchyard__V1__DoctorResponse         *message);
+size_t switchyard__v1__doctor_response__get_packed_size
+                     (const Switchyard__V1__DoctorResponse   *message);
+size_t switchyard__v1__doctor_response__pack
+                     (const Switchyard__V1__DoctorResponse   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__doctor_response__pack_to_buffer
+                     (const Switchyard__V1__DoctorResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__DoctorResponse *
+       switchyard__v1__doctor_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__doctor_response__free_unpacked
+                     (Switchyard__V1__DoctorResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Switchyard__V1__AdminError_Closure)
@@ -1265,6 +1434,18 @@ typedef void (*Switchyard__V1__KnowledgeListRequest_Closure)
 typedef void (*Switchyard__V1__KnowledgeListResponse_Closure)
                  (const Switchyard__V1__KnowledgeListResponse *message,
                   void *closure_data);
+typedef void (*Switchyard__V1__DoctorCheck_Closure)
+                 (const Switchyard__V1__DoctorCheck *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__DoctorReport_Closure)
+                 (const Switchyard__V1__DoctorReport *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__DoctorRequest_Closure)
+                 (const Switchyard__V1__DoctorRequest *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__DoctorResponse_Closure)
+                 (const Switchyard__V1__DoctorResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1304,6 +1485,10 @@ extern const ProtobufCMessageDescriptor switchyard__v1__knowledge_delete_request
 extern const ProtobufCMessageDescriptor switchyard__v1__knowledge_delete_response__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__knowledge_list_request__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__knowledge_list_response__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__doctor_check__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__doctor_report__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__doctor_request__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__doctor_response__descriptor;
 
 PROTOBUF_C__END_DECLS
 
