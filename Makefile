@@ -25,6 +25,40 @@ up: ## Same as run, detached (for scripts); stop with make down
 down: ## Stop what make up started (services, nats-server, PostgreSQL)
 	./scripts/run.sh down
 
+.PHONY: cluster
+cluster: ## A 3-node NATS JetStream cluster on loopback (streams at 3 replicas), PostgreSQL and two replicas of every service, under .run-cluster/ on their own ports; Ctrl-C stops all
+	./scripts/cluster.sh run
+
+.PHONY: cluster-up
+cluster-up: ## Same as cluster, detached; stop with make cluster-down
+	./scripts/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop what make cluster-up started (services, the three nats-servers, PostgreSQL)
+	./scripts/cluster.sh down
+
+.PHONY: cluster-fault
+cluster-fault: ## With make cluster-up running: 60 s of chat load through both gateways, one NATS node SIGKILLed at 20 s and restarted at 40 s; errors, p50/p99, answers vs usage log vs ledger (CLUSTER_FAULT_ARGS)
+	./scripts/cluster-fault.sh $(CLUSTER_FAULT_ARGS)
+
+.PHONY: backup
+backup: ## PostgreSQL dump + the JetStream streams of make run/up, with a manifest, into BACKUP_DIR (default backups/<UTC time>)
+	@set -a; . .run/secrets.env; set +a; \
+	  dir="$${BACKUP_DIR:-backups/$$(date -u +%Y%m%dT%H%M%SZ)}"; \
+	  SWITCHYARD_NATS_USER=tenant SWITCHYARD_NATS_PASSWORD="$$SWITCHYARD_NATS_PASSWORD_TENANT" \
+	  SWITCHYARD_NATS_URL="$${SWITCHYARD_NATS_URL:-nats://127.0.0.1:$${SWITCHYARD_NATS_PORT:-4222}}" \
+	  SWITCHYARD_DATABASE_URL="$${SWITCHYARD_DATABASE_URL:-postgresql://switchyard@127.0.0.1:$${SWITCHYARD_PG_PORT:-5432}/switchyard}" \
+	  "$$($(SWIFT) build -c release --show-bin-path)/switchyard" backup --out "$$dir"
+
+.PHONY: restore
+restore: ## Restore BACKUP_DIR into a fresh make run installation (make clean-run, make infra-up, make restore BACKUP_DIR=…, make up)
+	@test -n "$(BACKUP_DIR)" || { echo "give BACKUP_DIR=<a backup directory>"; exit 64; }
+	@set -a; . .run/secrets.env; set +a; \
+	  SWITCHYARD_NATS_USER=tenant SWITCHYARD_NATS_PASSWORD="$$SWITCHYARD_NATS_PASSWORD_TENANT" \
+	  SWITCHYARD_NATS_URL="$${SWITCHYARD_NATS_URL:-nats://127.0.0.1:$${SWITCHYARD_NATS_PORT:-4222}}" \
+	  SWITCHYARD_DATABASE_URL="$${SWITCHYARD_DATABASE_URL:-postgresql://switchyard@127.0.0.1:$${SWITCHYARD_PG_PORT:-5432}/switchyard}" \
+	  "$$($(SWIFT) build -c release --show-bin-path)/switchyard" restore --from "$(BACKUP_DIR)"
+
 .PHONY: build
 build: ## Build every target (debug)
 	$(SWIFT) build $(SWIFT_BUILD_FLAGS)

@@ -182,7 +182,7 @@ let package = Package(
                           path: "Services/eval/App", swiftSettings: swiftSettings),
 
         .executableTarget(name: "switchyard", dependencies: [
-            "Messaging", "Schemas", "Contracts", "Tenancy",
+            "Messaging", "Schemas", "Contracts", "Tenancy", "Security",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Yams", package: "Yams"),

@@ -17,7 +17,7 @@ struct Switchyard: AsyncParsableCommand {
             TenantCommand.self, PlanCommand.self, KeyCommand.self, ManifestCommand.self, RolloutCommand.self,
             KnowledgeCommand.self, PriceCommand.self, UsageCommand.self, InvoiceCommand.self,
             BillingCommand.self, StatsCommand.self, AnalyticsCommand.self, EvalCommand.self, Events.self, Demo.self,
-            DoctorCommand.self,
+            DoctorCommand.self, BackupCommand.self, RestoreCommand.self,
         ])
 }
 

@@ -39,6 +39,34 @@ public enum SHA256 {
         var string = string
         return string.withUTF8 { hash($0) }
     }
+
+    /// A digest computed piece by piece (files too large to hold in memory: backups).
+    public final class Hasher {
+        private let context: OpaquePointer
+
+        public init() {
+            guard let context = EVP_MD_CTX_new(), EVP_DigestInit_ex2(context, Fetched.sha256, nil) == 1 else {
+                preconditionFailure("OpenSSL SHA-256 unavailable")
+            }
+            self.context = context
+        }
+
+        deinit { EVP_MD_CTX_free(context) }
+
+        public func update(_ bytes: some Collection<UInt8>) {
+            let ok: Int32 = withContiguousBytes(bytes) { input in EVP_DigestUpdate(context, input.baseAddress, input.count) }
+            precondition(ok == 1, "OpenSSL SHA-256 failed")
+        }
+
+        /// The digest of everything given so far; the hasher is spent afterwards.
+        public func finish() -> [UInt8] {
+            var output = [UInt8](repeating: 0, count: byteCount)
+            var outputLength: UInt32 = 0
+            let ok = output.withUnsafeMutableBufferPointer { EVP_DigestFinal_ex(context, $0.baseAddress, &outputLength) }
+            precondition(ok == 1 && outputLength == UInt32(byteCount), "OpenSSL SHA-256 failed")
+            return output
+        }
+    }
 }
 
 /// HMAC-SHA-256 through OpenSSL's EVP MAC API.

@@ -18,6 +18,8 @@ struct DoctorTests {
         let postgres: PostgresServer
         let passwords: [String: String]
         let opsPorts: [String: Int]
+        /// Fixed API ports (the gateway's, for clients); 0 = any.
+        var httpPorts: [String: Int] = [:]
 
         func environment(_ service: String, adminTokens: String) -> [String: String] {
             let user = service == "api-gateway" ? "gateway" : service
@@ -25,7 +27,7 @@ struct DoctorTests {
                 "SWITCHYARD_NATS_URL": nats.url, "SWITCHYARD_NATS_USER": user,
                 "SWITCHYARD_NATS_PASSWORD": passwords[user] ?? "",
                 "SWITCHYARD_DATABASE_URL": postgres.connectionString, "SWITCHYARD_HTTP_HOST": "127.0.0.1",
-                "SWITCHYARD_HTTP_PORT": "0", "SWITCHYARD_OPS_PORT": "\(opsPorts[service]!)",
+                "SWITCHYARD_HTTP_PORT": "\(httpPorts[service] ?? 0)", "SWITCHYARD_OPS_PORT": "\(opsPorts[service]!)",
                 "SWITCHYARD_INSTANCE_ID": "\(service)-doctor", "SWITCHYARD_DB_POOL_SIZE": "2",
                 "SWITCHYARD_LOG_LEVEL": "warning", "SWITCHYARD_ADMIN_TOKENS": adminTokens,
             ]
