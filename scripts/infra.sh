@@ -8,8 +8,10 @@
 # nats-server requires a user and password: one NATS user per service with subject permissions
 # (scripts/nats-auth.conf.tmpl). `up` generates the passwords and an admin token once into .run/secrets.env
 # (mode 600, kept across restarts, removed by `make clean-run`) and renders .run/nats/auth.conf from them.
+# scripts/cluster.sh sources this file for its functions (secrets, the authorization config, PostgreSQL) and
+# points the paths below at .run-cluster/; sourced, it runs no command.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUN="$PWD/.run"
 NATS_PORT="${SWITCHYARD_NATS_PORT:-4222}"
 PG_PORT="${SWITCHYARD_PG_PORT:-5432}"
@@ -151,6 +153,8 @@ down() {
     echo "postgres stopped"
   fi
 }
+
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 
 case "${1:-}" in
   up) nats_up; pg_up
