@@ -33,6 +33,13 @@ public final class NATSServer: Sendable {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered — a publish's ack never comes,
+    /// as in a stalled leader election. ``thaw()`` lets it go on where it stopped.
+    public func freeze() { process.terminate(signal: SIGSTOP) }
+
+    /// Resumes a ``freeze()``d server (SIGCONT).
+    public func thaw() { process.terminate(signal: SIGCONT) }
+
     /// Starts a server, retrying on another port if the chosen one was taken in the meantime.
     public static func start(extraArguments: [String] = []) async throws -> NATSServer {
         try await launch(configuration: nil, extraArguments: extraArguments)

@@ -80,6 +80,32 @@ struct ResilienceTests {
         }
     }
 
+    @Test("a request whose publish is not acknowledged for longer than the publish grace (nats-server frozen 6 s) is answered once, not refused and billed anyway")
+    func unacknowledgedPublishIsNotRefused() async throws {
+        try await Stack.with(billing: true) { stack in
+            let body = Array(#"{"model":"host","messages":[{"role":"user","content":"When are you open?"}]}"#.utf8)
+            stack.nats.freeze()
+            let thawed = Task {
+                try await Task.sleep(for: .seconds(6))
+                stack.nats.thaw()
+            }
+            let response = try await stack.send(body: body)
+            try await thawed.value
+            #expect(response.status == 200, "\(response.status): \(response.text.prefix(200))")
+            let id = try #require(response.headers["x-switchyard-request-id"])
+            let pool = try PostgresPool(configuration: PostgresConfiguration(
+                connectionString: stack.postgres.connectionString, poolSize: 1), logger: Stack.logger)
+            defer { Task { await pool.close() } }
+            var billed: Int64 = 0
+            for _ in 0..<400 where billed == 0 {
+                billed = try await pool.query("SELECT count(*) FROM billing_ledger WHERE request_id = $1", [.text(id)])
+                    .first?.decode(Int64.self, at: 0) ?? 0
+                if billed == 0 { try await Task.sleep(for: .milliseconds(25)) }
+            }
+            #expect(billed == 1, "billed once, as answered")
+        }
+    }
+
     @Test("nats-server restarted under load: every request is answered 200")
     func natsRestartIsInvisibleToClients() async throws {
         try await Stack.with { stack in

@@ -154,7 +154,8 @@ struct LogMetricsRefresh: Service {
             } catch {
                 logger.notice("top tenants for metrics not refreshed; next try in 60 s", metadata: ["error": "\(error)"])
             }
-            try? await Task.sleep(for: .seconds(60))
+            // A shutdown ends the wait at once (graceful shutdown is not cancellation).
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(60)) }
         }
     }
 }
@@ -171,7 +172,8 @@ struct AppliedPruning: Service {
 
     func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            try? await Task.sleep(for: interval)
+            // A shutdown ends the wait at once (graceful shutdown is not cancellation).
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
             do {
                 let pruned = try await pruneOnce()
                 if pruned > 0 { logger.debug("applied sequences pruned", metadata: ["rows": "\(pruned)"]) }

@@ -171,16 +171,21 @@ public struct ChatGateway: Sendable {
         let replies = inbox.register(requestID, deadline: clock + configuration.requestTimeout)
         do {
             // The request is an event on the log, and the router's work item at the same time (docs/adr/0011).
-            try await jetStream.publishEvent(.chatRequested, tenant: auth.tenantID,
-                                             eventID: chat.meta?.eventID ?? requestID, payload: chat.protobufBytes(),
-                                             headers: headers)
+            try await publishRequest(chat, tenant: auth.tenantID, requestID: requestID, headers: headers,
+                                     until: clock + configuration.requestTimeout - .seconds(1))
         } catch {
             inbox.unregister(requestID)
-            limiter.refund(key: auth.keyID, tokens: charged, nowNanos: EventClock.nowUnixNanos())
-            if limits.isLimited { await budgets.release(tenant: auth.tenantID, requestID: requestID) }
             logger.error("request publish failed", metadata: [LogKey.tenantID: "\(auth.tenantID)",
                                                               LogKey.requestID: "\(requestID)", "error": "\(error)"])
-            return Self.errorResponse(.serviceUnavailable(), requestID: requestID)
+            if Self.definitelyNotStored(error) {
+                limiter.refund(key: auth.keyID, tokens: charged, nowNanos: EventClock.nowUnixNanos())
+                if limits.isLimited { await budgets.release(tenant: auth.tenantID, requestID: requestID) }
+                return Self.errorResponse(.serviceUnavailable(), requestID: requestID)
+            }
+            // JetStream may have stored it after all (an ack lost in a leader election): the client gets the same
+            // 504 as any request that outlives its deadline, and the rate limit and budget hold stay, because the
+            // request may still be billed (it is dropped as stale if it reaches the router after its deadline).
+            return Self.errorResponse(.deadlineExceeded(), requestID: requestID)
         }
         metrics.counter(.chatRequestsTotal, [(.tenant, auth.tenantID), (.outcome, "accepted")]).increment()
         let context = Exchange(requestID: requestID, tenant: auth.tenantID, keyID: auth.keyID, model: validated.model,
@@ -195,4 +200,41 @@ public struct ChatGateway: Sendable {
         }
         return finalResponse(message, context: context)
     }
+
+    /// Publishes a request. A timeout leaves its fate unknown — JetStream may have stored it and lost the ack, as in
+    /// a leader election of a clustered stream, which takes seconds — and "no responders" or JetStream's 503 mean
+    /// the stream has no leader yet; so it is published again with the same message id (stored at most once) until
+    /// it is acknowledged or `until` passes: the election costs latency, not a refusal. Anything else is final.
+    func publishRequest(_ chat: ChatRequested, tenant: String, requestID: String, headers: NATSHeaders,
+                        until: ContinuousClock.Instant) async throws(NATSError) {
+        let payload = chat.protobufBytes()
+        let eventID = chat.meta?.eventID ?? requestID
+        while true {
+            do {
+                try await jetStream.publishEvent(.chatRequested, tenant: tenant, eventID: eventID, payload: payload,
+                                                 headers: headers)
+                return
+            } catch {
+                guard Self.worthRetrying(error), ContinuousClock.now < until, !Task.isCancelled else { throw error }
+                metrics.counter(.chatRequestsTotal, [(.tenant, tenant), (.outcome, "publish_retried")]).increment()
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    /// Failures that pass once the stream has a leader again or the connection is back.
+    static func worthRetrying(_ error: NATSError) -> Bool {
+        switch error.code {
+        case .timeout, .connectionFailed, .noResponders: true
+        case .jetStream: error.status == "503" || error.status == "no responders"
+        default: false
+        }
+    }
+
+    /// Whether a failed publish certainly stored nothing: no stream answered, JetStream refused it, or it was never
+    /// sent.
+    static func definitelyNotStored(_ error: NATSError) -> Bool {
+        [.noResponders, .jetStream, .invalidArgument, .publishFailed].contains(error.code)
+    }
+
 }

@@ -40,7 +40,8 @@ public struct ReplicaHeartbeatService: Service {
             group.addTask {
                 while !Task.isShuttingDownGracefully && !Task.isCancelled {
                     try? connection.publish(Self.subject, payload: Array(instanceID.utf8))
-                    try? await Task.sleep(for: interval)
+                    // A shutdown ends the wait at once (graceful shutdown is not cancellation).
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
                     let now = ContinuousClock.now
                     let live = seen.entries.withLock { entries -> Int in
                         entries = entries.filter { now - $0.value <= window }

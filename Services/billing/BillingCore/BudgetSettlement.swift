@@ -141,7 +141,8 @@ public struct BudgetSyncService: Service {
     public func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             if settlement.directory.isSynced { await settlement.syncAll() }
-            try? await Task.sleep(for: interval)
+            // A shutdown ends the wait at once (graceful shutdown is not cancellation).
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
         }
     }
 }
