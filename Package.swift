@@ -54,6 +54,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.20.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.0"),
+        // Traces over OTLP/HTTP only: the gRPC exporter (and its dependencies) stays out of the build.
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
     targets: [
         // MARK: C libraries (system, via pkg-config)
@@ -105,6 +107,8 @@ let package = Package(
         .target(name: "ServiceKit", dependencies: [
             "Telemetry", "Messaging", "Schemas", "Security", "Contracts", "Tenancy",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "OTel", package: "swift-otel"),
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -124,6 +128,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
         ], path: "Services/api-gateway/GatewayCore", swiftSettings: swiftSettings),
         .executableTarget(name: "api-gateway", dependencies: ["GatewayCore", "ServiceKit"],
                           path: "Services/api-gateway/App", swiftSettings: swiftSettings),
@@ -131,6 +136,7 @@ let package = Package(
             "ServiceKit", "Contracts", "Tenancy", "Messaging", "Schemas", "Security", "Telemetry",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
         ], path: "Services/router/RouterCore", swiftSettings: swiftSettings),
         .executableTarget(name: "router", dependencies: ["RouterCore", "ServiceKit"],
                           path: "Services/router/App", swiftSettings: swiftSettings),
@@ -140,6 +146,7 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
         ], path: "Services/orchestrator/OrchestratorCore", swiftSettings: swiftSettings),
         .executableTarget(name: "orchestrator", dependencies: ["OrchestratorCore", "ServiceKit"],
                           path: "Services/orchestrator/App", swiftSettings: swiftSettings),

@@ -17,10 +17,24 @@ public struct EventContext: Sendable {
     public let hopHeaders: NATSHeaders
     /// The caller's trace, extracted from `traceparent` / `tracestate` (top level when absent).
     public let trace: ServiceContext
+    /// The process's tracer (``PlatformTracing``), for the handler's spans.
+    public var tracer: any Tracer = W3CTracer()
 
     public var tenant: String { meta.tenantID }
     /// The gateway instance's reply subject, when the request has one.
     public var replySubject: String? { hopHeaders[Headers.replyTo] }
+
+    /// A span of this hop, child of the caller's (end it when the hop's work is done).
+    public func startSpan(_ name: String, ofKind kind: SpanKind = .consumer) -> any Span {
+        tracer.startSpan(name, context: trace, ofKind: kind)
+    }
+
+    /// The hop headers with the trace context of `span`: what the next hop receives as its parent.
+    public func headers(continuing span: any Span) -> NATSHeaders {
+        var headers = hopHeaders
+        tracer.inject(span.context, into: &headers, using: DictionaryInjector())
+        return headers
+    }
 }
 
 /// The handler prologue every consumer shares, as a value: wait for the tenancy mirror (after a restart,
@@ -33,11 +47,13 @@ public struct TypedEventHandler<Event: EventMessage>: Sendable {
     let directory: TenantDirectory?
     let meta: @Sendable (Event) -> EventMeta?
     let handler: Handler
+    let tracer: any Tracer
 
     public init(directory: TenantDirectory?, meta: @escaping @Sendable (Event) -> EventMeta? = { $0.meta },
-                handler: @escaping Handler) {
+                tracer: any Tracer = W3CTracer(), handler: @escaping Handler) {
         self.directory = directory
         self.meta = meta
+        self.tracer = tracer
         self.handler = handler
     }
 
@@ -56,9 +72,9 @@ public struct TypedEventHandler<Event: EventMessage>: Sendable {
         let hopHeaders = HopHeaders.propagate(from: delivery.headers)
         var trace = ServiceContext.topLevel
         if hopHeaders[Headers.traceparent] != nil {
-            W3CTracer().extract(hopHeaders, into: &trace, using: DictionaryExtractor())
+            tracer.extract(hopHeaders, into: &trace, using: DictionaryExtractor())
         }
-        return (event, EventContext(delivery: delivery, meta: meta, hopHeaders: hopHeaders, trace: trace))
+        return (event, EventContext(delivery: delivery, meta: meta, hopHeaders: hopHeaders, trace: trace, tracer: tracer))
     }
 }
 
@@ -82,7 +98,7 @@ extension ServiceBuilder {
         meta: @escaping @Sendable (Event) -> EventMeta? = { $0.meta },
         handler: @escaping TypedEventHandler<Event>.Handler
     ) async throws {
-        let typed = TypedEventHandler(directory: directory, meta: meta, handler: handler)
+        let typed = TypedEventHandler(directory: directory, meta: meta, tracer: platform.tracer, handler: handler)
         try await consume(contract, spec: spec, batchSize: batchSize, maxInFlight: maxInFlight,
                           keepAlive: keepAlive, handler: typed.handle)
     }
@@ -97,7 +113,7 @@ extension ServiceBuilder {
         meta: @escaping @Sendable (Event) -> EventMeta? = { $0.meta },
         handler: @escaping TypedBatchHandler<Event>
     ) async throws {
-        let typed = TypedEventHandler<Event>(directory: directory, meta: meta) { _, _ in }
+        let typed = TypedEventHandler<Event>(directory: directory, meta: meta, tracer: platform.tracer) { _, _ in }
         let spec = try await provision(contract, spec: spec)
         add(JetStreamConsumerService.batches(
             jetStream: jetStream, stream: contract.stream.name, consumer: spec, batchSize: batchSize,

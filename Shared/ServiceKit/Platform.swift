@@ -3,6 +3,7 @@ import Logging
 import Messaging
 import ServiceLifecycle
 import Telemetry
+import Tracing
 
 /// What every service process shares: configuration, logger, metrics, health, and one NATS connection with
 /// its JetStream context. Built once in `build<Service>(configuration:)`; tests build it from in-memory
@@ -14,6 +15,9 @@ public struct ServicePlatform: Sendable {
     public let health: HealthRegistry
     public let connection: NATSConnection
     public let jetStream: JetStream
+    /// Spans of this process (``PlatformTracing``): exported over OTLP when an endpoint is configured.
+    public let tracing: PlatformTracing
+    public var tracer: any Tracer { tracing.tracer }
 
     /// Connects to NATS (retrying with backoff) and registers its health check.
     public static func connect(configuration: ServiceConfiguration, logger: Logger,
@@ -24,7 +28,8 @@ public struct ServicePlatform: Sendable {
         ServiceMetrics.install(metrics, connection: connection)
         return ServicePlatform(configuration: configuration, logger: logger, metrics: metrics, health: health,
                                connection: connection, jetStream: try JetStream(connection: connection,
-                                                                         replicas: configuration.streamReplicas))
+                                                                         replicas: configuration.streamReplicas),
+                               tracing: try PlatformTracing.make(service: configuration.service, logger: logger))
     }
 
     /// The process's service group, in start order: ops HTTP server, NATS drain guard, then `services`
@@ -34,7 +39,8 @@ public struct ServicePlatform: Sendable {
                              readinessGracePeriod: Duration = .zero) -> ServiceGroup {
         let ops = buildOpsApplication(configuration: configuration, health: health, metrics: metrics, logger: logger)
         return ServiceRunner.makeServiceGroup(
-            services: [ops, NATSDrainService(connection: connection)] + services,
+            // The span exporter starts first and stops last: it flushes the spans of everything shut down before it.
+            services: (tracing.service.map { [$0] } ?? []) + [ops, NATSDrainService(connection: connection)] + services,
             configuration: configuration, health: health, logger: logger,
             readinessGracePeriod: readinessGracePeriod, signals: signals)
     }

@@ -24,11 +24,12 @@ public struct ChatGateway: Sendable {
     let budgets: BudgetGate
     let configuration: GatewayConfiguration
     let metrics: TelemetryMetrics
-    let tracer: W3CTracer
+    let tracer: any Tracer
     let logger: Logger
 
     public init(jetStream: JetStream, directory: TenantDirectory, inbox: ReplyInbox, limiter: RateLimiterRegistry,
-                budgets: BudgetBook, configuration: GatewayConfiguration, metrics: TelemetryMetrics, logger: Logger) {
+                budgets: BudgetBook, configuration: GatewayConfiguration, metrics: TelemetryMetrics,
+                tracer: any Tracer = W3CTracer(), logger: Logger) {
         self.jetStream = jetStream
         self.directory = directory
         self.inbox = inbox
@@ -39,7 +40,7 @@ public struct ChatGateway: Sendable {
                                   metrics: metrics, logger: logger)
         self.configuration = configuration
         self.metrics = metrics
-        self.tracer = W3CTracer()
+        self.tracer = tracer
         self.logger = logger
     }
 
@@ -166,7 +167,7 @@ public struct ChatGateway: Sendable {
 
         let deadline = now + configuration.requestTimeout.nanosecondsValue
         let chat = makeChatRequested(validated, tenantID: auth.tenantID, apiKeyID: auth.keyID, requestID: requestID,
-                                     traceID: span.context.traceID ?? "", replySubject: replySubject,
+                                     traceID: span.context.currentTraceID ?? "", replySubject: replySubject,
                                      deadlineUnixNanos: deadline, now: now)
         let replies = inbox.register(requestID, deadline: clock + configuration.requestTimeout)
         do {

@@ -22,7 +22,8 @@ public func buildGateway(configuration: ServiceConfiguration, gateway: GatewayCo
     let limiter = RateLimiterRegistry()
     let budgets = BudgetBook(bucket: try await builder.jetStream.keyValue(Budgets.bucket))
     let chat = ChatGateway(jetStream: builder.jetStream, directory: directory, inbox: inbox, limiter: limiter,
-                           budgets: budgets, configuration: gateway, metrics: metrics, logger: logger)
+                           budgets: budgets, configuration: gateway, metrics: metrics,
+                           tracer: builder.platform.tracer, logger: logger)
     let router = Router(context: BasicRequestContext.self)
     chat.addRoutes(to: router)  // ops routes (/health, /metrics) stay on the ops port, off the public API
     builder.add(ReplyInboxService(inbox: inbox))

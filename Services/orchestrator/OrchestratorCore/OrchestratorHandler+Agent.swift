@@ -6,6 +6,7 @@ import Schemas
 import ServiceKit
 import Synchronization
 import Telemetry
+import Tracing
 
 /// Running the agent: the provider fallback chain with retries and circuit breakers, the built-in local agent,
 /// and the consent check.
@@ -35,6 +36,11 @@ extension OrchestratorHandler {
                 return run
             case .call(let target, _, let after):
                 if after > .zero { try? await Task.sleep(for: after) }
+                // One span per attempt, child of the orchestrator's: the provider call in the chat's trace.
+                let attempt = context.tracer.startSpan("provider \(target.provider)", context: context.trace,
+                                                       ofKind: .client)
+                attempt.attributes["switchyard.provider"] = target.provider
+                defer { attempt.end() }
                 let startedAt = EventClock.nowUnixNanos()
                 if context.request.deadlineUnixNanos > 0 && startedAt >= context.request.deadlineUnixNanos {
                     run.failure = ProviderError(.timeout, reason: "deadline passed")
@@ -92,6 +98,8 @@ extension OrchestratorHandler {
                                      endedAtUnixNanos: EventClock.nowUnixNanos(), random: &random)
                     recordAttempt(target.provider, outcome: "ok", startedAt: startedAt)
                 } catch {
+                    attempt.recordError(error)
+                    attempt.setStatus(SpanStatus(code: .error, message: error.code.name))
                     breakers.record(provider: target.provider, success: false, now: .now)
                     recordAttempt(target.provider, outcome: error.code.name, startedAt: startedAt)
                     logger.warning("provider attempt failed", metadata: [

@@ -6,6 +6,7 @@ import Schemas
 import ServiceKit
 import Synchronization
 import Telemetry
+import Tracing
 import Tenancy
 
 /// Runs the agent for one `ChatRouted` task: consent, history, provider with retries / circuit breaker /
@@ -68,8 +69,14 @@ public struct OrchestratorHandler: Sendable {
             subject: event.replySubject ?? (request.replySubject.isEmpty ? nil : request.replySubject),
             headers: headers, stream: request.stream, model: routed.agent, conversationID: request.conversationID,
             recent: recentReplies)
+        // The orchestrator's span, child of the router's; each provider call is a child of it.
+        let span = event.startSpan("orchestrator.run")
+        defer { span.end() }
+        span.attributes["switchyard.agent"] = routed.agent
+        span.attributes["switchyard.agent_version"] = routed.agentVersion
         let context = TaskContext(routed: routed, request: request, meta: meta, headers: headers, reply: reply,
-                                  hops: routed.hops + [HopStamp(hop: "orchestrator", unixNanos: started)])
+                                  hops: routed.hops + [HopStamp(hop: "orchestrator", unixNanos: started)],
+                                  trace: span.context, tracer: event.tracer)
         let labels: [(MetricLabel, String)] = [(.tenant, tenant), (.agent, routed.agent)]
         metrics.counter(.agentRequestsTotal, labels + [(.package, snapshot?.tenant.packageName ?? "")]).increment()
 
@@ -131,6 +138,9 @@ public struct OrchestratorHandler: Sendable {
         let headers: NATSHeaders
         let reply: ReplyChannel
         let hops: [HopStamp]
+        /// The orchestrator's span (child of the router's): provider calls are its children.
+        var trace: ServiceContext = .topLevel
+        var tracer: any Tracer = W3CTracer()
         var tenant: String { meta.tenantID }
 
         func eventMeta(_ kind: String) -> EventMeta {

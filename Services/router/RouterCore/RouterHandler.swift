@@ -6,6 +6,7 @@ import ServiceKit
 import ServiceLifecycle
 import Telemetry
 import Tenancy
+import Tracing
 
 /// The router's names on the event log.
 public enum RouterNames {
@@ -52,7 +53,11 @@ public struct RouterHandler: Sendable {
     func route(_ request: ChatRequested, _ context: EventContext, pinnedVersion: String?) async throws {
         let meta = request.meta ?? context.meta
         let tenant = meta.tenantID
-        let headers = context.hopHeaders
+        // The router's span, child of the gateway's; the orchestrator's span becomes its child.
+        let span = context.startSpan("router.route")
+        defer { span.end() }
+        span.attributes["switchyard.tenant"] = tenant
+        let headers = context.headers(continuing: span)
         if StaleWork.isStale(deadlineUnixNanos: request.deadlineUnixNanos, nowUnixNanos: EventClock.nowUnixNanos()) {
             metrics.counter(.chatRequestsTotal, [(.tenant, tenant), (.agent, ""), (.outcome, "stale")]).increment()
             return
@@ -70,6 +75,8 @@ public struct RouterHandler: Sendable {
         }
         switch outcome {
         case .routed(let decision):
+            span.attributes["switchyard.agent"] = decision.agent
+            span.attributes["switchyard.agent_version"] = decision.agentVersion
             let routed = makeRouted(request, decision: decision, producer: RouterNames.producer,
                                     nowUnixNanos: EventClock.nowUnixNanos(), packageName: packageName)
             let bytes = routed.protobufBytes()
