@@ -85,38 +85,90 @@ enum StreamFile {
         var storedAtUnixNanos: Int64
     }
 
-    /// Every record of a file's bytes; throws on anything truncated or malformed.
-    static func decode(_ data: [UInt8], file: String) throws(CLIFailure) -> [Record] {
-        guard data.starts(with: magic) else { throw CLIFailure("\(file): not a Switchyard stream copy") }
-        var offset = magic.count
-        func take(_ count: Int) throws(CLIFailure) -> ArraySlice<UInt8> {
-            guard count >= 0, data.count - offset >= count else { throw CLIFailure("\(file): truncated at byte \(offset)") }
-            defer { offset += count }
-            return data[offset..<offset + count]
+}
+
+/// Reads a stream copy record by record (a copy may be gigabytes: never held whole in memory).
+final class StreamFileReader {
+    let file: String
+    private let handle: FileHandle
+    private var buffer: [UInt8] = []
+    private var offset = 0
+    private var position = 0
+
+    init(path: String, file: String) throws(CLIFailure) {
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw CLIFailure("\(file): cannot be read") }
+        self.handle = handle
+        self.file = file
+        guard try take(StreamFile.magic.count).elementsEqual(StreamFile.magic) else {
+            throw CLIFailure("\(file): not a Switchyard stream copy")
         }
-        func number<T: FixedWidthInteger>(_: T.Type) throws(CLIFailure) -> T {
-            try take(MemoryLayout<T>.size).reduce(T(0)) { $0 << 8 | T($1) }
-        }
-        func text() throws(CLIFailure) -> String {
-            let length = Int(try number(UInt32.self))
-            guard let value = String(bytes: try take(length), encoding: .utf8) else { throw CLIFailure("\(file): bad text at byte \(offset)") }
-            return value
-        }
-        var records: [Record] = []
-        while offset < data.count {
-            let subject = try text()
-            var headers: [String: String] = [:]
-            for _ in 0..<Int(try number(UInt32.self)) {
-                let name = try text()
-                headers[name] = try text()
+    }
+
+    deinit { try? handle.close() }
+
+    /// Whether `count` more bytes are there (reading on as needed); false only at a clean end of file.
+    private func fill(_ count: Int) -> Bool {
+        while buffer.count - offset < count {
+            if offset > 0 {
+                buffer.removeFirst(offset)
+                offset = 0
             }
-            let payload = Array(try take(Int(try number(UInt32.self))))
-            let sequence = try number(UInt64.self)
-            let stored = Int64(bitPattern: try number(UInt64.self))
-            records.append(Record(subject: subject, headers: headers, payload: payload, sequence: sequence,
-                                  storedAtUnixNanos: stored))
+            guard let chunk = try? handle.read(upToCount: max(1 << 20, count)), !chunk.isEmpty else { return false }
+            buffer += chunk
         }
-        return records
+        return true
+    }
+
+    private func take(_ count: Int) throws(CLIFailure) -> ArraySlice<UInt8> {
+        guard count >= 0, count <= 64 << 20, fill(count) else { throw CLIFailure("\(file): truncated at byte \(position)") }
+        defer {
+            offset += count
+            position += count
+        }
+        return buffer[offset..<offset + count]
+    }
+
+    private func number<T: FixedWidthInteger>(_: T.Type) throws(CLIFailure) -> T {
+        try take(MemoryLayout<T>.size).reduce(T(0)) { $0 << 8 | T($1) }
+    }
+
+    private func text() throws(CLIFailure) -> String {
+        let length = Int(try number(UInt32.self))
+        guard let value = String(bytes: try take(length), encoding: .utf8) else {
+            throw CLIFailure("\(file): bad text at byte \(position)")
+        }
+        return value
+    }
+
+    /// The next record, or nil at the end of the file.
+    func next() throws(CLIFailure) -> StreamFile.Record? {
+        guard fill(1) else { return nil }
+        let subject = try text()
+        var headers: [String: String] = [:]
+        let count = Int(try number(UInt32.self))
+        guard count <= 1_000 else { throw CLIFailure("\(file): implausible header count at byte \(position)") }
+        for _ in 0..<count {
+            let name = try text()
+            headers[name] = try text()
+        }
+        let payload = Array(try take(Int(try number(UInt32.self))))
+        let sequence = try number(UInt64.self)
+        let stored = Int64(bitPattern: try number(UInt64.self))
+        return StreamFile.Record(subject: subject, headers: headers, payload: payload, sequence: sequence,
+                                 storedAtUnixNanos: stored)
+    }
+}
+
+/// Whether `subject` is one of `filters` (NATS wildcards: `*` one token, `>` the rest).
+func subjectMatches(_ subject: String, _ filters: [String]) -> Bool {
+    let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
+    return filters.contains { filter in
+        let parts = filter.split(separator: ".", omittingEmptySubsequences: false)
+        for (index, part) in parts.enumerated() {
+            if part == ">" { return tokens.count > index }
+            guard index < tokens.count, part == "*" || part == tokens[index], !tokens[index].isEmpty else { return false }
+        }
+        return tokens.count == parts.count
     }
 }
 
@@ -133,12 +185,24 @@ enum PostgresTools {
         throw CLIFailure("\(name) not found (install postgresql-client: make deps)")
     }
 
-    /// Runs a PostgreSQL client tool; its output goes to this process's stderr.
+    /// Runs a PostgreSQL client tool against `databaseURL`; its output goes to this process's stderr. The URL goes
+    /// without its password (`PGPASSWORD` in the tool's environment), so no other local user sees it in the
+    /// process list.
     @discardableResult
-    static func run(_ name: String, _ arguments: [String], capture: Bool = false) throws(CLIFailure) -> String {
+    static func run(_ name: String, _ arguments: [String], databaseURL: String, capture: Bool = false)
+        throws(CLIFailure) -> String
+    {
+        var environment = ProcessInfo.processInfo.environment
+        var url = databaseURL
+        if var components = URLComponents(string: databaseURL), let password = components.password {
+            environment["PGPASSWORD"] = password
+            components.password = nil
+            url = components.string ?? databaseURL
+        }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try find(name))
-        process.arguments = arguments
+        process.arguments = arguments + ["--dbname=\(url)"]
+        process.environment = environment
         let output = Pipe()
         process.standardOutput = capture ? output : FileHandle.standardError
         process.standardError = FileHandle.standardError
@@ -197,7 +261,7 @@ struct BackupCommand: AsyncParsableCommand {
 
         progress("backup: dumping PostgreSQL (pg_dump)…")
         try PostgresTools.run("pg_dump", ["--format=custom", "--no-owner", "--no-privileges"]
-            + excluded.map { "--exclude-table-data=\($0)" } + ["--file=\(out)/postgres.dump", "--dbname=\(databaseURL)"])
+            + excluded.map { "--exclude-table-data=\($0)" } + ["--file=\(out)/postgres.dump"], databaseURL: databaseURL)
         let dump = try describeFile("\(out)/postgres.dump", name: "postgres.dump")
         progress("backup: PostgreSQL dump \(dump.bytes) bytes")
 
@@ -239,7 +303,26 @@ struct BackupCommand: AsyncParsableCommand {
             try await jetStream.ensureConsumer(stream: stream, ConsumerSpec(
                 durable: durable, ackWait: .seconds(120), maxDeliver: 1, maxAckPending: 100_000,
                 start: .sequence(state.firstSequence)))
-            defer { Task { try? await jetStream.deleteConsumer(stream: stream, durable: durable) } }
+            do {
+                try await Self.drain(stream, durable: durable, until: state, jetStream: jetStream, handle: handle,
+                                     written: &written)
+            } catch {
+                // A CLI exits right after: the temporary durable is removed before the error is reported.
+                try? await jetStream.deleteConsumer(stream: stream, durable: durable)
+                throw error
+            }
+            try? await jetStream.deleteConsumer(stream: stream, durable: durable)
+        }
+        progress("backup: \(stream) \(written) messages")
+        try? handle.close()
+        return BackupManifest.StreamCopy(stream: stream, file: try describeFile(path, name: name), messages: written,
+                                         firstSequence: state.firstSequence, lastSequence: state.lastSequence)
+    }
+
+    /// Writes the stream's messages up to `state.lastSequence` through the durable.
+    static func drain(_ stream: String, durable: String, until state: JetStream.StreamState, jetStream: JetStream,
+                      handle: FileHandle, written: inout UInt64) async throws {
+        do {
             let consumer = try await PullConsumer.bind(jetStream: jetStream, stream: stream, durable: durable)
             defer { consumer.stop() }
             var buffer: [UInt8] = []
@@ -262,12 +345,7 @@ struct BackupCommand: AsyncParsableCommand {
                 if written % 10_000 == 0 { progress("backup: \(stream) \(written)/\(state.messages) messages") }
             }
             handle.write(Data(buffer))
-            try? await jetStream.deleteConsumer(stream: stream, durable: durable)
         }
-        progress("backup: \(stream) \(written) messages")
-        try? handle.close()
-        return BackupManifest.StreamCopy(stream: stream, file: try describeFile(path, name: name), messages: written,
-                                         firstSequence: state.firstSequence, lastSequence: state.lastSequence)
     }
 }
 
@@ -300,53 +378,80 @@ struct RestoreCommand: AsyncParsableCommand {
         guard manifest.format == BackupManifest.currentFormat else {
             throw CLIFailure("\(from): format \(manifest.format), this CLI reads \(BackupManifest.currentFormat)")
         }
+        // Everything is checked before anything is written: names, sizes, digests, every record's subject.
+        guard manifest.postgres.name == "postgres.dump" else { throw CLIFailure("\(from): unexpected file \(manifest.postgres.name)") }
+        var contracts: [(copy: BackupManifest.StreamCopy, contract: StreamContract)] = []
+        for copy in manifest.streams {
+            guard let contract = BackupStreams.contracts.first(where: { $0.name == copy.stream }),
+                  copy.file.name == "\(copy.stream.lowercased()).stream",
+                  !contracts.contains(where: { $0.copy.stream == copy.stream }) else {
+                throw CLIFailure("\(from): stream \(copy.stream) (\(copy.file.name)) is not one this version backs up")
+            }
+            contracts.append((copy, contract))
+        }
         for file in [manifest.postgres] + manifest.streams.map(\.file) {
             let found = try describeFile("\(from)/\(file.name)", name: file.name)
             guard found == file else { throw CLIFailure("\(from)/\(file.name): size or SHA-256 differs from the manifest") }
         }
+        for (copy, contract) in contracts {
+            let reader = try StreamFileReader(path: "\(from)/\(copy.file.name)", file: copy.file.name)
+            var count: UInt64 = 0
+            while let record = try reader.next() {
+                guard subjectMatches(record.subject, contract.spec.subjects) else {
+                    throw CLIFailure("\(copy.file.name): message \(count + 1) has subject \(record.subject.prefix(80)), "
+                                     + "which stream \(copy.stream) does not capture")
+                }
+                count += 1
+            }
+            guard count == copy.messages else {
+                throw CLIFailure("\(copy.file.name): \(count) messages, the manifest says \(copy.messages)")
+            }
+        }
         progress("backup \(from) (\(manifest.createdAt)) verified")
 
-        let tables = try PostgresTools.run("psql", ["--no-psqlrc", "-At", "--dbname=\(databaseURL)", "-c",
+        let tables = try PostgresTools.run("psql", ["--no-psqlrc", "-At", "-c",
                                                     "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"],
-                                           capture: true).trimmingCharacters(in: .whitespacesAndNewlines)
+                                           databaseURL: databaseURL, capture: true)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
         guard tables == "0" else { throw CLIFailure("the database already has \(tables) tables: restore needs a fresh one") }
 
         let connection = try await options.nats.connect()
         defer { connection.close() }
         let replicas = replicas ?? CLIEnvironment.value("SWITCHYARD_STREAM_REPLICAS").flatMap(Int.init) ?? 1
+        guard (1...5).contains(replicas) else { throw CLIFailure("SWITCHYARD_STREAM_REPLICAS must be 1 to 5") }
         let jetStream: JetStream
         do { jetStream = try JetStream(connection: connection, replicas: replicas) } catch { throw CLIFailure("JetStream: \(error)") }
-        for copy in manifest.streams {
-            if let state = try? await jetStream.streamState(copy.stream), state.messages > 0 {
-                throw CLIFailure("stream \(copy.stream) already holds \(state.messages) messages: restore needs a fresh installation")
+        for (copy, _) in contracts {
+            // Only a missing or empty stream is fresh; an error reading it is not.
+            if try await jetStream.inspectStream(copy.stream) != nil,
+               try await jetStream.streamState(copy.stream).messages > 0 {
+                throw CLIFailure("stream \(copy.stream) already holds messages: restore needs a fresh installation")
             }
         }
 
         progress("restore: PostgreSQL (pg_restore)…")
         try PostgresTools.run("pg_restore", ["--no-owner", "--no-privileges", "--exit-on-error",
-                                             "--dbname=\(databaseURL)", "\(from)/\(manifest.postgres.name)"])
+                                             "\(from)/\(manifest.postgres.name)"], databaseURL: databaseURL)
         var restored: [String] = []
-        for copy in manifest.streams {
-            guard let contract = BackupStreams.contracts.first(where: { $0.name == copy.stream }) else {
-                throw CLIFailure("\(from): stream \(copy.stream) is not one this version knows")
-            }
+        for (copy, contract) in contracts {
             try await jetStream.ensureStream(contract.spec)
-            guard let bytes = FileManager.default.contents(atPath: "\(from)/\(copy.file.name)") else {
-                throw CLIFailure("\(from)/\(copy.file.name): cannot be read")
-            }
-            let records = try StreamFile.decode(Array(bytes), file: copy.file.name)
-            guard UInt64(records.count) == copy.messages else {
-                throw CLIFailure("\(copy.file.name): \(records.count) messages, the manifest says \(copy.messages)")
-            }
-            var published = 0
-            for record in records {
+            let reader = try StreamFileReader(path: "\(from)/\(copy.file.name)", file: copy.file.name)
+            var published: UInt64 = 0
+            var ids = Set<String>()
+            while let record = try reader.next() {
                 var headers = record.headers
-                let messageID = headers.removeValue(forKey: "Nats-Msg-Id")
+                var messageID = headers.removeValue(forKey: "Nats-Msg-Id")
+                // Two messages the stream stored under one id (more than its duplicate window apart) both come back:
+                // the second goes without an id, or the window would drop it now.
+                if let id = messageID, !ids.insert(id).inserted { messageID = nil }
                 // In order, one at a time: the log keeps its order (each publish waits for its ack).
-                _ = try await jetStream.publish(OutboundMessage(subject: record.subject, payload: record.payload,
-                                                                headers: headers, messageID: messageID))
+                let ack = try await jetStream.publish(OutboundMessage(subject: record.subject, payload: record.payload,
+                                                                      headers: headers, messageID: messageID))
+                guard !ack.duplicate else {
+                    throw CLIFailure("stream \(copy.stream): message \(published + 1) was taken for a duplicate")
+                }
                 published += 1
-                if published % 10_000 == 0 { progress("restore: \(copy.stream) \(published)/\(records.count) messages") }
+                if published % 10_000 == 0 { progress("restore: \(copy.stream) \(published)/\(copy.messages) messages") }
             }
             let state = try await jetStream.streamState(copy.stream)
             guard state.messages == copy.messages else {
@@ -354,6 +459,15 @@ struct RestoreCommand: AsyncParsableCommand {
             }
             progress("restore: \(copy.stream) \(published) messages")
             restored.append("\(copy.stream) \(published) messages")
+        }
+        // The work durables start after the restored log: its requests were answered long ago and must not run again
+        // (the services find the durables and keep where they start).
+        let events = try await jetStream.streamState(StreamNames.events)
+        for contract in [Consumers.routerRequested, Consumers.routerEvalRequested, Consumers.orchestratorRouted,
+                         Consumers.tenantKeyUsage] {
+            var spec = contract.spec
+            spec.start = .sequence(events.lastSequence + 1)
+            try await jetStream.ensureConsumer(stream: StreamNames.events, spec)
         }
         print("restored \(from) (\(manifest.createdAt)): PostgreSQL, " + restored.joined(separator: ", ")
               + "; now start the services")

@@ -8,7 +8,7 @@ struct EvalCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
         abstract: "Golden suites per tenant and agent, and runs of them on an agent version (the eval service).",
-        subcommands: [SuiteCommand.self, RunSuite.self, Runs.self, Result.self])
+        subcommands: [SuiteCommand.self, RunSuite.self, Replay.self, Runs.self, Result.self])
 
     struct SuiteCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -177,6 +177,64 @@ struct EvalCommand: AsyncParsableCommand {
         }
     }
 
+    struct Replay: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "replay",
+            abstract: "Run a tenant's recorded requests for an agent through a candidate version and compare the answers.",
+            discussion: """
+                Takes the most recent --limit requests of the agent since --since from the event log (the tenant's own \
+                traffic, never eval runs), sends each through the chat path pinned to --candidate as eval traffic (no \
+                user sees it, nothing is billed, no tenant figure changes), and compares with what the request got: \
+                agreement of the answers (word overlap), handoffs, failures, latency and tokens. A case passes when \
+                the answers agree on at least half their words, hand off alike and neither fails where the other \
+                answered. Prints each case and the totals side by side (--json: the whole run).
+                """)
+
+        @OptionGroup(title: "Connection and output options") var options: AdminOptions
+        @Option(help: ArgumentHelp("The tenant id.", valueName: "tenant-id")) var tenant: String
+        @Option(help: "The agent whose traffic is replayed.") var agent: String
+        @Option(help: "The candidate version (e.g. v2).") var candidate: String
+        @Option(help: "Recorded traffic of this window up to now: 90s, 15m, 1h, 7d.") var since = "24h"
+        @Option(help: "The most recent N recorded requests (1-1000).") var limit: UInt32 = 50
+        @Option(help: "Cases in flight at once (1-32).") var concurrency: UInt32 = 4
+
+        func validate() throws {
+            try validateTenantID(tenant)
+            _ = try parseDuration(since, option: "--since")
+            guard (1...1_000).contains(limit) else { throw ValidationError("--limit must be 1 to 1000") }
+            guard (1...32).contains(concurrency) else { throw ValidationError("--concurrency must be 1 to 32") }
+        }
+
+        func run() async throws {
+            let window = try parseDuration(since, option: "--since")
+            try await options.withSession { session in
+                let started: StartReplayResponse = try await session.call(EvalAdminCommand.replayStart, StartReplayRequest(
+                    tenantID: tenant, agent: agent, candidateVersion: candidate,
+                    sinceUnixNanos: EventClock.nowUnixNanos() - window, limit: limit, concurrency: concurrency))
+                let runID = started.run?.runID ?? ""
+                let progress = FileHandle.standardError
+                progress.write(Data("replay \(runID): reading \(agent)'s recorded requests of the last \(since) from the event log…\n".utf8))
+                var run = started.run ?? EvalRun()
+                var lastDone: UInt32 = .max
+                while run.status == "running" {
+                    try await Task.sleep(for: .milliseconds(500))
+                    let response: GetRunResponse = try await session.call(EvalAdminCommand.runGet, GetRunRequest(
+                        tenantID: tenant, runID: runID))
+                    run = response.run ?? run
+                    if run.casesDone != lastDone && run.status == "running" && run.casesTotal > 0 {
+                        lastDone = run.casesDone
+                        progress.write(Data("  \(run.casesDone)/\(run.casesTotal) requests replayed\n".utf8))
+                    }
+                }
+                let final: GetRunResponse = try await session.call(EvalAdminCommand.runGet, GetRunRequest(
+                    tenantID: tenant, runID: runID, includeResults: true))
+                let finished = final.run ?? run
+                try session.output(json: final) { EvalRunText.printReplay(finished) }
+                if finished.status != "completed" { throw CLIFailure("replay \(runID) \(finished.status): \(finished.error)") }
+            }
+        }
+    }
+
     struct Runs: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "runs", abstract: "List a tenant's eval runs, newest first.")
 
@@ -242,5 +300,32 @@ enum EvalRunText {
         } else if !run.error.isEmpty {
             Swift.print("error: \(run.error)")
         }
+    }
+
+    /// A replay: recorded vs candidate per request, then the totals side by side.
+    static func printReplay(_ run: EvalRun) {
+        var table = TextTable("REQUEST", "AGREE", "PASS", "MS REC→CAND", "HANDOFF REC→CAND", "TOKENS REC→CAND", "NOTES")
+        for result in run.results {
+            table.add(String(result.caseID.prefix(12)), String(format: "%.2f", result.agreement), result.passed ? "yes" : "no",
+                      "\(result.recordedLatencyMs)→\(result.latencyMs)",
+                      "\(result.recordedHandedOff ? "yes" : "no")→\(result.handedOff ? "yes" : "no")",
+                      "\(result.recordedPromptTokens + result.recordedCompletionTokens)→\(result.promptTokens + result.completionTokens)",
+                      String(result.failures.joined(separator: "; ").prefix(70)))
+        }
+        table.print(ifEmpty: "no recorded requests of \(run.agent) in that window")
+        Swift.print("replay \(run.runID) \(run.status): \(run.agent), candidate \(run.agentVersion), \(run.casesTotal) recorded requests")
+        guard run.status == "completed" else {
+            if !run.error.isEmpty { Swift.print("error: \(run.error)") }
+            return
+        }
+        var totals = TextTable("", "RECORDED", "CANDIDATE")
+        totals.add("handoffs", String(run.recordedHandoffs), String(run.handoffs))
+        totals.add("errors", String(run.recordedErrors), String(run.errors))
+        totals.add("p95 ms", String(run.recordedLatencyP95Ms), String(run.latencyP95Ms))
+        totals.add("tokens in / out", "\(run.recordedPromptTokens) / \(run.recordedCompletionTokens)",
+                   "\(run.promptTokens) / \(run.completionTokens)")
+        totals.print(ifEmpty: "")
+        Swift.print(String(format: "score %.3f (mean agreement-based score), %d/%d requests passed", run.score,
+                           run.casesPassed, run.casesTotal))
     }
 }

@@ -69,6 +69,7 @@ public enum EvalAdminCommand: String, Sendable, CaseIterable {
     case suiteList = "suite-list"
     case suiteGet = "suite-get"
     case runStart = "run-start"
+    case replayStart = "replay-start"
     case runGet = "run-get"
     case runList = "run-list"
 
@@ -119,6 +120,7 @@ extension ImportSuiteRequest: AdminRequest {}
 extension ListSuitesRequest: AdminRequest {}
 extension GetSuiteRequest: AdminRequest {}
 extension StartRunRequest: AdminRequest {}
+extension StartReplayRequest: AdminRequest {}
 extension GetRunRequest: AdminRequest {}
 extension ListRunsRequest: AdminRequest {}
 
@@ -150,6 +152,7 @@ extension ImportSuiteResponse: AdminResponse {}
 extension ListSuitesResponse: AdminResponse {}
 extension GetSuiteResponse: AdminResponse {}
 extension StartRunResponse: AdminResponse {}
+extension StartReplayResponse: AdminResponse {}
 extension GetRunResponse: AdminResponse {}
 extension ListRunsResponse: AdminResponse {}
 

@@ -5,6 +5,7 @@ import Messaging
 import NIOCore
 import Schemas
 import Storage
+import Synchronization
 import Testing
 import TestKit
 
@@ -150,6 +151,15 @@ struct BackupTests {
         try await NATSServer.withServer(configuration: try NATSAuthTemplate.render(passwords: passwords)) { nats in
             try await PostgresServer.withServer { postgres in
                 let fresh = try Self.installation(nats, postgres, passwords: passwords)
+                // A manifest naming a file outside the backup is refused before anything is written.
+                let hostile = directory + "/hostile"
+                try FileManager.default.copyItem(atPath: backup, toPath: hostile)
+                let manifestPath = hostile + "/manifest.json"
+                let original = try String(contentsOfFile: manifestPath, encoding: .utf8)
+                try original.replacingOccurrences(of: "\"usage.stream\"", with: "\"../backup/usage.stream\"")
+                    .write(toFile: manifestPath, atomically: true, encoding: .utf8)
+                let (traversal, traversalOutput) = try await Self.cli(["restore", "--from", hostile], fresh, user: "tenant")
+                #expect(traversal != 0 && traversalOutput.contains("not one this version backs up"), "\(traversalOutput)")
                 // A corrupted copy is refused before anything is written.
                 let copy = directory + "/corrupt"
                 try FileManager.default.copyItem(atPath: backup, toPath: copy)
@@ -169,7 +179,15 @@ struct BackupTests {
                 #expect(again != 0 && refusedAgain.contains("fresh"), "\(refusedAgain)")
 
                 // The restored installation runs: the old key answers, billing re-reads the usage log and bills
-                // only the new chat.
+                // only the new chat, and the restored requests are not routed again (the work durables start after
+                // the restored log).
+                let (watcher, _) = try await Stack.connect(nats, user: "tenant", password: passwords["tenant"])
+                defer { watcher.close() }
+                let routed = try watcher.subscribe("evt.chat.routed.>")
+                let routedCount = Mutex(0)
+                let counter = Task { for await _ in routed.messages { routedCount.withLock { $0 += 1 } } }
+                defer { routed.unsubscribe(); counter.cancel() }
+                try await watcher.flush()
                 let processes = try await Self.startAll(fresh, http, tokens: tokens)
                 defer { for process in processes.values { process.terminate(signal: SIGKILL) } }
                 var status200 = false
@@ -187,6 +205,7 @@ struct BackupTests {
                     try await Task.sleep(for: .milliseconds(50))
                 }
                 #expect(try await Self.counts(fresh).ledger == chats + 1, "\(settled)")
+                #expect(routedCount.withLock { $0 } == 1, "only the new chat was routed, no restored request ran again")
             }
         }
     }

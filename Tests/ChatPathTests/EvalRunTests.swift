@@ -142,6 +142,67 @@ struct EvalRunTests {
         }
     }
 
+    @Test("a replay sends the tenant's recorded requests through a candidate: the same version agrees, a broken one does not; replays never become recorded traffic")
+    func replayRecordedTraffic() async throws {
+        try await withEvalStack { stack, fake, admin in
+            fake.set(.answer("I have no idea, sorry."))
+            // The tenant's own traffic: five chats, each recorded once its completion is on the log.
+            let completions = try stack.admin.subscribe(Subjects.event(.chatCompleted, tenant: Stack.tenant))
+            let recorded = Mutex<Set<String>>([])
+            let collector = Task {
+                for await message in completions.messages {
+                    if let id = (try? ChatCompleted(protobuf: message.payload))?.meta?.requestID {
+                        _ = recorded.withLock { $0.insert(id) }
+                    }
+                }
+            }
+            defer { completions.unsubscribe(); collector.cancel() }
+            try await stack.admin.flush()
+            var sent: [String] = []
+            for question in ["When are you open?", "Where is the bistro?", "How can I reserve a table?",
+                             "Wann habt ihr geöffnet?", "Are you open on Monday?"] {
+                let response = try await stack.chat(["model": "host", "messages": [["role": "user", "content": question]]])
+                #expect(response.status == 200)
+                sent.append(try #require(response.headers["x-switchyard-request-id"]))
+            }
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !Set(sent).isSubset(of: recorded.withLock { $0 }) && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(Set(sent).isSubset(of: recorded.withLock { $0 }), "every chat's completion is on the log")
+
+            let same = try await Self.replay(admin, candidate: "v1")
+            #expect(same.status == "completed", "\(same.error)")
+            #expect(same.kind == "replay" && same.casesTotal == 5)
+            #expect(Set(same.results.map(\.caseID)) == Set(sent), "the five most recent recorded requests")
+            #expect(same.results.allSatisfy { $0.agreement == 1 && $0.passed && $0.recordedVersion == "v1" },
+                    "\(same.results.map { "\($0.agreement) \($0.failures)" })")
+            #expect(same.score == 1)
+
+            let broken = try await Self.replay(admin, candidate: "v2")
+            #expect(broken.status == "completed")
+            #expect(Set(broken.results.map(\.caseID)) == Set(sent), "replayed requests never count as recorded traffic")
+            #expect(broken.casesPassed == 0 && broken.score < 0.5, "\(broken.results.map(\.agreement))")
+            #expect(broken.results.allSatisfy { $0.agentVersion == "v2" && !$0.recordedAnswer.isEmpty })
+            #expect(broken.recordedPromptTokens > 0 && broken.promptTokens > 0)
+        }
+    }
+
+    static func replay(_ admin: AdminClient, candidate: String) async throws -> EvalRun {
+        let started = try await admin.call(EvalAdminCommand.replayStart, StartReplayRequest(
+            tenantID: Stack.tenant, agent: "host", candidateVersion: candidate,
+            sinceUnixNanos: EventClock.nowUnixNanos() - 3_600_000_000_000, limit: 5, concurrency: 2),
+            as: StartReplayResponse.self)
+        let runID = try #require(started.run?.runID)
+        while true {
+            let response = try await admin.call(EvalAdminCommand.runGet, GetRunRequest(
+                tenantID: Stack.tenant, runID: runID, includeResults: true), as: GetRunResponse.self)
+            let run = try #require(response.run)
+            if run.status != "running" { return run }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
     @Test("bad runs get clear errors and write nothing: unknown version, agent, suite, tenant; hostile run ids")
     func badRunsAreRefused() async throws {
         try await withEvalStack { stack, _, admin in

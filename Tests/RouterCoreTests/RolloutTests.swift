@@ -144,6 +144,21 @@ struct AgentVersionTests {
         #expect(routed.agentVersion == "3.0.0" && routed.provider == "openai")
     }
 
+    @Test("a pin runs exactly the named agent: its kill switch does not hand over, an unknown or case-folded name is 404")
+    func pinNamesOneAgent() throws {
+        let manifest = Fixture.manifest([Fixture.agent("sales", version: "1.0.0", fallback: "support"),
+                                         Fixture.agent("support", version: "1.0.0")], defaultAgent: "sales")
+        var input = Fixture.input(manifest: manifest, rollouts: [Fixture.killed("sales")],
+                                  request: Fixture.request(model: "sales"))
+        input.pinnedVersion = "1.0.0"
+        let routed = try #require(decide(input).decision)
+        #expect(routed.agent == "sales" && routed.cohort == .eval, "a kill-switched agent is still the one evaluated")
+        for model in ["Sales", "gpt-4o", "auto", "nobody", ""] {
+            input.request = Fixture.request(model: model)
+            #expect(decide(input).rejection?.code == .unknownModel, "model \(model)")
+        }
+    }
+
     @Test("without a pin a canary version with its own entry gets that entry's provider; the rollout split is unchanged")
     func canaryUsesItsEntry() throws {
         let rollout = Fixture.canary("sales", percent: 100, stable: "1.0.0", canary: "2.0.0")

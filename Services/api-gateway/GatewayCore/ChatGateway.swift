@@ -172,20 +172,23 @@ public struct ChatGateway: Sendable {
         let replies = inbox.register(requestID, deadline: clock + configuration.requestTimeout)
         do {
             // The request is an event on the log, and the router's work item at the same time (docs/adr/0011).
+            // Retried at most for the stream's duplicate window (less a margin), where a copy is stored once.
+            let window = Streams.events.spec.duplicateWindow - .seconds(30)
             try await publishRequest(chat, tenant: auth.tenantID, requestID: requestID, headers: headers,
-                                     until: clock + configuration.requestTimeout - .seconds(1))
+                                     until: min(clock + configuration.requestTimeout - .seconds(1), clock + window))
         } catch {
             inbox.unregister(requestID)
             logger.error("request publish failed", metadata: [LogKey.tenantID: "\(auth.tenantID)",
-                                                              LogKey.requestID: "\(requestID)", "error": "\(error)"])
-            if Self.definitelyNotStored(error) {
+                                                              LogKey.requestID: "\(requestID)", "error": "\(error.last)",
+                                                              "maybe_stored": "\(error.maybeStored)"])
+            if !error.maybeStored {
                 limiter.refund(key: auth.keyID, tokens: charged, nowNanos: EventClock.nowUnixNanos())
                 if limits.isLimited { await budgets.release(tenant: auth.tenantID, requestID: requestID) }
                 return Self.errorResponse(.serviceUnavailable(), requestID: requestID)
             }
-            // JetStream may have stored it after all (an ack lost in a leader election): the client gets the same
-            // 504 as any request that outlives its deadline, and the rate limit and budget hold stay, because the
-            // request may still be billed (it is dropped as stale if it reaches the router after its deadline).
+            // JetStream may have stored one of the attempts (an ack lost in a leader election): the client gets the
+            // same 504 as any request that outlives its deadline, and the rate limit and budget hold stay, because the
+            // request may still run and be billed (the orchestrator checks the deadline before each provider attempt).
             return Self.errorResponse(.deadlineExceeded(), requestID: requestID)
         }
         metrics.counter(.chatRequestsTotal, [(.tenant, auth.tenantID), (.outcome, "accepted")]).increment()
@@ -206,21 +209,35 @@ public struct ChatGateway: Sendable {
     /// a leader election of a clustered stream, which takes seconds — and "no responders" or JetStream's 503 mean
     /// the stream has no leader yet; so it is published again with the same message id (stored at most once) until
     /// it is acknowledged or `until` passes: the election costs latency, not a refusal. Anything else is final.
+    /// Backoff between attempts doubles from 100 ms to 1 s, with jitter, so a cluster electing leaders is not
+    /// flooded. The failure says whether any attempt may have been stored (a timeout or a lost connection).
     func publishRequest(_ chat: ChatRequested, tenant: String, requestID: String, headers: NATSHeaders,
-                        until: ContinuousClock.Instant) async throws(NATSError) {
+                        until: ContinuousClock.Instant) async throws(PublishFailure) {
         let payload = chat.protobufBytes()
         let eventID = chat.meta?.eventID ?? requestID
+        var maybeStored = false
+        var delay = Duration.milliseconds(100)
         while true {
             do {
                 try await jetStream.publishEvent(.chatRequested, tenant: tenant, eventID: eventID, payload: payload,
                                                  headers: headers)
                 return
             } catch {
-                guard Self.worthRetrying(error), ContinuousClock.now < until, !Task.isCancelled else { throw error }
+                if !Self.definitelyNotStored(error) { maybeStored = true }
+                guard Self.worthRetrying(error), ContinuousClock.now + delay < until, !Task.isCancelled else {
+                    throw PublishFailure(last: error, maybeStored: maybeStored)
+                }
                 metrics.counter(.chatRequestsTotal, [(.tenant, tenant), (.outcome, "publish_retried")]).increment()
-                try? await Task.sleep(for: .milliseconds(100))
+                try? await Task.sleep(for: delay * Double.random(in: 0.5...1.0))
+                delay = min(delay * 2, .seconds(1))
             }
         }
+    }
+
+    /// Why a request could not be published: the last error, and whether an earlier attempt may have been stored.
+    struct PublishFailure: Error {
+        let last: NATSError
+        let maybeStored: Bool
     }
 
     /// Failures that pass once the stream has a leader again or the connection is back.

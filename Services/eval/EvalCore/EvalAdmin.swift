@@ -214,16 +214,7 @@ extension EvalAdmin {
         let actor = try authenticator.actor(for: request)
         try checkTarget(tenant: request.tenantID, agent: request.agent, agentRequired: true)
         guard let runner else { throw AdminFailure(.unavailable, "this eval process cannot run suites") }
-        guard !request.agentVersion.isEmpty, EvalNames.isValidVersion(request.agentVersion) else {
-            throw AdminFailure(.invalidArgument, "agent_version must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-        }
-        if let snapshot = directory?.snapshot(tenant: request.tenantID) {
-            let known = snapshot.manifest?.versions(of: request.agent, rollout: snapshot.rollouts[request.agent]) ?? []
-            guard known.contains(request.agentVersion) else {
-                throw AdminFailure(.notFound, "agent \(request.agent) of tenant \(request.tenantID) has no version "
-                                   + "\(request.agentVersion) (versions: \(known.isEmpty ? "none" : known.sorted().joined(separator: ", ")))")
-            }
-        }
+        try checkVersion(request.agentVersion, tenant: request.tenantID, agent: request.agent)
         let concurrency = request.concurrency == 0 ? EvalRunner.defaultConcurrency : Int(request.concurrency)
         guard concurrency <= EvalRunner.maxConcurrency else {
             throw AdminFailure(.invalidArgument, "concurrency must be 1 to \(EvalRunner.maxConcurrency)")
@@ -242,6 +233,45 @@ extension EvalAdmin {
         }
     }
 
+    /// Starts a replay of the tenant's recorded requests for the agent through a candidate version; answers at
+    /// once with the run (poll run-get).
+    public func startReplay(_ request: StartReplayRequest) async throws(AdminFailure) -> StartReplayResponse {
+        let actor = try authenticator.actor(for: request)
+        try checkTarget(tenant: request.tenantID, agent: request.agent, agentRequired: true)
+        guard let runner else { throw AdminFailure(.unavailable, "this eval process cannot run replays") }
+        try checkVersion(request.candidateVersion, tenant: request.tenantID, agent: request.agent)
+        let now = EventClock.nowUnixNanos()
+        guard request.sinceUnixNanos > 0, request.sinceUnixNanos < now else {
+            throw AdminFailure(.invalidArgument, "since must be a time in the past")
+        }
+        let limit = request.limit == 0 ? 50 : Int(request.limit)
+        guard limit <= 1_000 else { throw AdminFailure(.invalidArgument, "limit must be 1 to 1000") }
+        let concurrency = request.concurrency == 0 ? EvalRunner.defaultConcurrency : Int(request.concurrency)
+        guard concurrency <= EvalRunner.maxConcurrency else {
+            throw AdminFailure(.invalidArgument, "concurrency must be 1 to \(EvalRunner.maxConcurrency)")
+        }
+        do {
+            return StartReplayResponse(error: nil, run: try await runner.startReplay(
+                tenant: request.tenantID, agent: request.agent, candidate: request.candidateVersion,
+                since: request.sinceUnixNanos, limit: limit, concurrency: concurrency, actor: actor))
+        } catch {
+            throw storage(error)
+        }
+    }
+
+    /// A version the agent has (manifest entry or rollout), else a clear error listing the ones it has.
+    func checkVersion(_ version: String, tenant: String, agent: String) throws(AdminFailure) {
+        guard !version.isEmpty, EvalNames.isValidVersion(version) else {
+            throw AdminFailure(.invalidArgument, "agent_version must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+        }
+        guard let snapshot = directory?.snapshot(tenant: tenant) else { return }
+        let known = snapshot.manifest?.versions(of: agent, rollout: snapshot.rollouts[agent]) ?? []
+        guard known.contains(version) else {
+            throw AdminFailure(.notFound, "agent \(agent) of tenant \(tenant) has no version \(version) "
+                               + "(versions: \(known.isEmpty ? "none" : known.sorted().joined(separator: ", ")))")
+        }
+    }
+
     public func getRun(_ request: GetRunRequest) async throws(AdminFailure) -> GetRunResponse {
         _ = try authenticator.actor(for: request)
         try checkTarget(tenant: request.tenantID, agent: "", agentRequired: false)
@@ -255,6 +285,13 @@ extension EvalAdmin {
                 let rows = try await pool.query(
                     "SELECT result FROM eval_case_results WHERE run_id = $1 ORDER BY position", [.text(request.runID)])
                 run.results = try rows.map { try EvalCaseResult(protobuf: try $0.decode([UInt8].self, at: 0)) }
+                // One reply must stay under NATS' 1 MiB payload limit: a large run's answers are shortened (the
+                // stored results keep them whole).
+                let perAnswer = max(120, 350_000 / max(1, run.results.count))
+                for index in run.results.indices {
+                    run.results[index].answer = String(run.results[index].answer.prefix(perAnswer))
+                    run.results[index].recordedAnswer = String(run.results[index].recordedAnswer.prefix(perAnswer))
+                }
             }
             return GetRunResponse(error: nil, run: run)
         } catch let failure as AdminFailure {
@@ -339,6 +376,10 @@ public struct EvalAdminDispatcher: AdminCommandDispatcher {
         case .runStart:
             return await AdminCall.run(body, wire, bearerToken, StartRunRequest.self) { r throws(AdminFailure) in
                 try await a.startRun(r)
+            }
+        case .replayStart:
+            return await AdminCall.run(body, wire, bearerToken, StartReplayRequest.self) { r throws(AdminFailure) in
+                try await a.startReplay(r)
             }
         case .runGet:
             return await AdminCall.run(body, wire, bearerToken, GetRunRequest.self) { r throws(AdminFailure) in

@@ -44,14 +44,17 @@ public final class EvalRunner: Sendable {
     /// Runs in progress in this process.
     public var running: Int { tasks.withLock { $0.count } }
 
-    /// Records the run (status `running`) and starts its cases in the background; returns at once.
-    func start(tenant: String, agent: String, version: String, suite: EvalSuite, concurrency: Int, actor: String)
-        async throws -> EvalRun
+    /// Records the run (status `running`) and starts its cases in the background; returns at once. A replay
+    /// passes the recorded answers (by case id) its cases are compared with.
+    func start(tenant: String, agent: String, version: String, suite: EvalSuite, concurrency: Int, actor: String,
+               replay: Replay? = nil) async throws -> EvalRun
     {
-        let run = EvalRun(runID: "run-" + EventID.random().prefix(16), tenantID: tenant, agent: agent,
+        var run = EvalRun(runID: "run-" + EventID.random().prefix(16), tenantID: tenant, agent: agent,
                           agentVersion: version, suite: suite.name, status: "running",
                           casesTotal: UInt32(suite.cases.count), startedAtUnixNanos: EventClock.nowUnixNanos(),
                           startedBy: actor)
+        run.kind = replay == nil ? "suite" : "replay"
+        run.replaySinceUnixNanos = replay?.sinceUnixNanos ?? 0
         try await pool.transaction { connection in
             _ = try await connection.query("""
                 INSERT INTO eval_runs (run_id, tenant_id, agent, agent_version, suite, status, cases_total, started_by)
@@ -63,14 +66,63 @@ public final class EvalRunner: Sendable {
                 """, [.text(actor), .text(tenant), .text("\(agent)/\(suite.name)"),
                       .text("\(run.runID) on version \(version), \(suite.cases.count) cases")])
         }
-        let task = Task { [self] in
-            await execute(run, suite: suite, concurrency: concurrency)
-            _ = tasks.withLock { $0.removeValue(forKey: run.runID) }
+        let started = run
+        // Registered under the lock before the task can finish and remove itself.
+        tasks.withLock { tasks in
+            tasks[started.runID] = Task { [self] in
+                await execute(started, suite: suite, concurrency: concurrency, replay: replay)
+                _ = self.tasks.withLock { $0.removeValue(forKey: started.runID) }
+            }
         }
-        tasks.withLock { $0[run.runID] = task }
         logger.info("eval run started", metadata: [
             "tenant.id": "\(tenant)", "agent": "\(agent)", "version": "\(version)", "suite": "\(suite.name)",
             "run": "\(run.runID)", "cases": "\(suite.cases.count)", "actor": "\(actor)",
+        ])
+        return run
+    }
+
+    /// Records a replay run and, in the background, reads the recorded traffic (which may take a while on a long
+    /// log) and runs it through the candidate; returns at once. A replay with nothing recorded completes empty.
+    func startReplay(tenant: String, agent: String, candidate: String, since: Int64, limit: Int, concurrency: Int,
+                     actor: String) async throws -> EvalRun
+    {
+        var run = EvalRun(runID: "run-" + EventID.random().prefix(16), tenantID: tenant, agent: agent,
+                          agentVersion: candidate, suite: "replay", status: "running",
+                          startedAtUnixNanos: EventClock.nowUnixNanos(), startedBy: actor)
+        run.kind = "replay"
+        run.replaySinceUnixNanos = since
+        try await pool.transaction { connection in
+            _ = try await connection.query("""
+                INSERT INTO eval_runs (run_id, tenant_id, agent, agent_version, suite, status, cases_total, started_by)
+                VALUES ($1, $2, $3, $4, 'replay', 'running', 0, $5)
+                """, [.text(run.runID), .text(tenant), .text(agent), .text(candidate), .text(actor)])
+            _ = try await connection.query("""
+                INSERT INTO eval_audit (actor, action, tenant_id, target, detail) VALUES ($1, 'replay-start', $2, $3, $4)
+                """, [.text(actor), .text(tenant), .text(agent),
+                      .text("\(run.runID) on version \(candidate), recorded since \(since), at most \(limit)")])
+        }
+        let started = run
+        tasks.withLock { tasks in tasks[started.runID] = Task { [self] in
+            do {
+                let (suite, replay) = try await recordedTraffic(tenant: tenant, agent: agent, since: since, limit: limit)
+                var counted = started
+                counted.casesTotal = UInt32(suite.cases.count)
+                _ = try await pool.execute("UPDATE eval_runs SET cases_total = $2, updated_at = now() WHERE run_id = $1",
+                                           [.text(started.runID), .int64(Int64(suite.cases.count))])
+                await execute(counted, suite: suite, concurrency: concurrency, replay: replay)
+            } catch {
+                var failed = started
+                failed.status = "failed"
+                failed.error = "reading the recorded traffic failed: \(error)"
+                failed.finishedAtUnixNanos = EventClock.nowUnixNanos()
+                let closing = failed
+                try? await Self.uncancelled { try await self.finish(closing) }
+            }
+            _ = self.tasks.withLock { $0.removeValue(forKey: started.runID) }
+        } }
+        logger.info("eval replay started", metadata: [
+            "tenant.id": "\(tenant)", "agent": "\(agent)", "version": "\(candidate)", "run": "\(run.runID)",
+            "since": "\(since)", "limit": "\(limit)", "actor": "\(actor)",
         ])
         return run
     }
@@ -85,7 +137,7 @@ public final class EvalRunner: Sendable {
 
     // MARK: one run
 
-    func execute(_ run: EvalRun, suite: EvalSuite, concurrency: Int) async {
+    func execute(_ run: EvalRun, suite: EvalSuite, concurrency: Int, replay: Replay? = nil) async {
         let width = max(1, min(concurrency, Self.maxConcurrency))
         var results: [EvalCaseResult] = []
         var failure: String?
@@ -95,36 +147,48 @@ public final class EvalRunner: Sendable {
                 let index = next
                 let evalCase = suite.cases[index]
                 next += 1
-                group.addTask { [self] in (index, await runCase(evalCase, of: run)) }
+                group.addTask { [self] in
+                    var result = await runCase(evalCase, of: run)
+                    if let recorded = replay?.recorded[evalCase.id] { Self.compare(&result, with: recorded) }
+                    return (index, result)
+                }
             }
             while next < min(width, suite.cases.count) { launch() }
             while let (index, result) = await group.next() {
+                // A case cut short by a shutdown is not a result: it is neither stored nor scored.
+                if result.errorCode == Self.interrupted { continue }
                 results.append(result)
                 do {
-                    try await record(result, position: index, of: run)
+                    try await Self.uncancelled { try await self.record(result, position: index, of: run) }
                 } catch {
                     failure = "storing case results failed: \(error)"
                 }
                 if next < suite.cases.count && !Task.isCancelled { launch() }
             }
         }
-        if Task.isCancelled && results.count < suite.cases.count {
+        if Task.isCancelled {
             failure = "interrupted: the eval service stopped during the run; start it again"
         }
         var finished = run
         finished.results = results
         Self.summarize(&finished, cases: suite.cases)
+        if let replay { Self.summarizeRecorded(&finished, replay) }
         finished.status = failure == nil ? "completed" : "failed"
         finished.error = failure ?? ""
         finished.finishedAtUnixNanos = EventClock.nowUnixNanos()
         do {
-            try await finish(finished)
+            // Closing writes run outside this (possibly cancelled) task, so a shutdown still records the outcome.
+            let closing = finished
+            try await Self.uncancelled { try await self.finish(closing) }
             var event = finished
             event.results = []
             let completed = EvalCompleted(meta: EventMeta.make(tenantID: run.tenantID, producer: ServiceName.eval.rawValue),
                                           run: event)
-            try await jetStream.publishEvent(.evalCompleted, tenant: run.tenantID, eventID: completed.meta!.eventID,
-                                             payload: completed.protobufBytes())
+            let jetStream = self.jetStream
+            try await Self.uncancelled {
+                try await jetStream.publishEvent(.evalCompleted, tenant: run.tenantID, eventID: completed.meta!.eventID,
+                                                 payload: completed.protobufBytes())
+            }
         } catch {
             logger.error("eval run could not be closed", metadata: ["run": "\(run.runID)", "error": "\(error)"])
         }
@@ -191,6 +255,10 @@ public final class EvalRunner: Sendable {
             final = reply
             break
         }
+        if Task.isCancelled {
+            result.errorCode = Self.interrupted
+            return result
+        }
         let latency = clock.now - started
         result.latencyMs = UInt32(clamping: latency.nanosecondsValue / 1_000_000)
         guard let final else {
@@ -212,6 +280,12 @@ public final class EvalRunner: Sendable {
             result.failures = ["the answer could not be decoded"]
             return result
         }
+        guard completed.agent == run.agent else {
+            result.errorCode = "wrong_agent"
+            result.answer = "answered by agent \(completed.agent), not \(run.agent)"
+            result.failures = ["answered by another agent"]
+            return result
+        }
         observed.content = completed.content
         observed.handedOff = completed.handedOff
         let score = Scorer.score(evalCase, observed)
@@ -226,6 +300,153 @@ public final class EvalRunner: Sendable {
         return result
     }
 
+    /// The error code of a case cut short by a shutdown (never stored).
+    static let interrupted = "interrupted"
+
+    /// Runs `body` in a task of its own: it is not cancelled with the caller (a run closing at shutdown).
+    static func uncancelled<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await Task { try await body() }.value
+    }
+
+    // MARK: replays
+
+    /// What a recorded request got in production, for comparing a candidate's answer with.
+    struct Recorded: Sendable {
+        var answer: String
+        var handedOff: Bool
+        var latencyMs: UInt32
+        var promptTokens: UInt32
+        var completionTokens: UInt32
+        var version: String
+        var errorCode: String
+    }
+
+    /// A replay: the recorded answers by case id (the request id) and where the recorded traffic starts.
+    struct Replay: Sendable {
+        var sinceUnixNanos: Int64
+        var recorded: [String: Recorded]
+    }
+
+    /// The most recent `limit` requests of `agent` that the tenant's users sent since `since` (never eval traffic),
+    /// with what each got, read from the event log through a temporary durable on `evt.chat.*.<tenant>`.
+    func recordedTraffic(tenant: String, agent: String, since: Int64, limit: Int) async throws
+        -> (suite: EvalSuite, replay: Replay)
+    {
+        struct Seen { var routed: ChatRouted?; var completed: ChatCompleted?; var failed: ChatFailed?; var sequence: UInt64 = 0 }
+        let state = try await jetStream.streamState(StreamNames.events)
+        var seen: [String: Seen] = [:]
+        if state.messages > 0 {
+            let durable = "eval-replay-\(UInt32.random(in: 0...UInt32.max))"
+            let window = Duration.nanoseconds(max(0, EventClock.nowUnixNanos() - since))
+            try await jetStream.ensureConsumer(stream: StreamNames.events, ConsumerSpec(
+                durable: durable, filterSubject: "evt.chat.*.\(tenant)", ackWait: .seconds(120), maxDeliver: 1,
+                maxAckPending: 100_000, start: .recent(window)))
+            defer { Task { [jetStream] in try? await jetStream.deleteConsumer(stream: StreamNames.events, durable: durable) } }
+            let consumer = try await PullConsumer.bind(jetStream: jetStream, stream: StreamNames.events, durable: durable)
+            defer { consumer.stop() }
+            var last: UInt64 = 0
+            while last < state.lastSequence {
+                guard let message = try await consumer.next(timeout: .seconds(2), batch: 512) else {
+                    if try await jetStream.consumerState(stream: StreamNames.events, durable: durable).pending == 0 { break }
+                    continue
+                }
+                let delivery = message.delivery
+                try? message.ack()
+                last = delivery.streamSequence
+                guard last <= state.lastSequence else { break }
+                let kind = delivery.subject.split(separator: ".").dropFirst(2).first ?? ""
+                switch kind {
+                case "routed":
+                    guard let event = try? ChatRouted(protobuf: delivery.payload), event.agent == agent,
+                          let meta = event.meta, meta.evalRunID.isEmpty, !meta.requestID.isEmpty else { continue }
+                    seen[meta.requestID, default: Seen()].routed = event
+                    seen[meta.requestID]?.sequence = last
+                case "completed":
+                    guard let event = try? ChatCompleted(protobuf: delivery.payload), let id = event.meta?.requestID,
+                          event.meta?.evalRunID.isEmpty == true else { continue }
+                    seen[id, default: Seen()].completed = event
+                case "failed":
+                    guard let event = try? ChatFailed(protobuf: delivery.payload), let id = event.meta?.requestID,
+                          event.meta?.evalRunID.isEmpty == true else { continue }
+                    seen[id, default: Seen()].failed = event
+                default:
+                    continue
+                }
+            }
+        }
+        let picked = seen.filter { $0.value.routed != nil && ($0.value.completed != nil || $0.value.failed != nil) }
+            .sorted { $0.value.sequence > $1.value.sequence }.prefix(limit)
+        var suite = EvalSuite(tenantID: tenant, agent: agent, name: "replay")
+        var recorded: [String: Recorded] = [:]
+        for (requestID, entry) in picked.reversed() {
+            guard let routed = entry.routed, let request = routed.request else { continue }
+            suite.cases.append(EvalCase(id: requestID, messages: request.messages, expectations: [], weight: 1))
+            if let completed = entry.completed {
+                recorded[requestID] = Recorded(
+                    answer: completed.content, handedOff: completed.handedOff, latencyMs: Self.latencyMs(completed.hops),
+                    promptTokens: completed.usage?.promptTokens ?? 0, completionTokens: completed.usage?.completionTokens ?? 0,
+                    version: completed.agentVersion, errorCode: "")
+            } else if let failed = entry.failed {
+                recorded[requestID] = Recorded(answer: failed.message, handedOff: false, latencyMs: Self.latencyMs(failed.hops),
+                                               promptTokens: 0, completionTokens: 0, version: routed.agentVersion,
+                                               errorCode: failed.errorCode.isEmpty ? "unknown" : failed.errorCode)
+            }
+        }
+        return (suite, Replay(sinceUnixNanos: since, recorded: recorded))
+    }
+
+    /// From the gateway's first stamp to the last one of the recorded answer.
+    static func latencyMs(_ hops: [HopStamp]) -> UInt32 {
+        guard let first = hops.first?.unixNanos, let last = hops.map(\.unixNanos).max(), last >= first else { return 0 }
+        return UInt32(clamping: (last - first) / 1_000_000)
+    }
+
+    /// Words of an answer, lower-cased, for the agreement score.
+    static func words(_ text: String) -> Set<String> {
+        Set(text.lowercased().split { !$0.isLetter && !$0.isNumber }.map(String.init))
+    }
+
+    /// Grades a replayed case against the recorded answer: agreement = word overlap (Jaccard); a case passes when
+    /// the answers agree on at least half their words, hand off alike and neither fails where the other answered.
+    static func compare(_ result: inout EvalCaseResult, with recorded: Recorded) {
+        result.recordedAnswer = String(recorded.answer.prefix(4_000))
+        result.recordedHandedOff = recorded.handedOff
+        result.recordedLatencyMs = recorded.latencyMs
+        result.recordedPromptTokens = recorded.promptTokens
+        result.recordedCompletionTokens = recorded.completionTokens
+        result.recordedVersion = recorded.version
+        result.recordedErrorCode = recorded.errorCode
+        let a = words(result.answer), b = words(recorded.answer)
+        let union = a.union(b)
+        result.agreement = union.isEmpty ? 1 : Double(a.intersection(b).count) / Double(union.count)
+        var failures: [String] = []
+        if result.errorCode.isEmpty != recorded.errorCode.isEmpty {
+            failures.append(result.errorCode.isEmpty ? "answered where the recorded request failed (\(recorded.errorCode))"
+                                                     : "failed (\(result.errorCode)) where the recorded request was answered")
+        }
+        if result.handedOff != recorded.handedOff {
+            failures.append(result.handedOff ? "handed off; the recorded answer did not" : "did not hand off; the recorded answer did")
+        }
+        if result.agreement < 0.5 { failures.append(String(format: "agreement %.2f with the recorded answer", result.agreement)) }
+        result.failures = failures
+        result.passed = failures.isEmpty
+        result.score = failures.contains { !$0.hasPrefix("agreement") } ? 0 : result.agreement
+    }
+
+    /// The recorded side's totals, next to the candidate's.
+    static func summarizeRecorded(_ run: inout EvalRun, _ replay: Replay) {
+        let recorded = run.results.compactMap { replay.recorded[$0.caseID] }
+        run.recordedHandoffs = UInt32(recorded.filter(\.handedOff).count)
+        run.recordedErrors = UInt32(recorded.filter { !$0.errorCode.isEmpty }.count)
+        run.recordedPromptTokens = recorded.reduce(0) { $0 + UInt64($1.promptTokens) }
+        run.recordedCompletionTokens = recorded.reduce(0) { $0 + UInt64($1.completionTokens) }
+        let latencies = recorded.map(\.latencyMs).sorted()
+        if !latencies.isEmpty {
+            let rank = Int((Double(latencies.count) * 0.95).rounded(.up))
+            run.recordedLatencyP95Ms = latencies[max(0, min(latencies.count, rank) - 1)]
+        }
+    }
+
     // MARK: storage
 
     func record(_ result: EvalCaseResult, position: Int, of run: EvalRun) async throws {
@@ -237,7 +458,7 @@ public final class EvalRunner: Sendable {
                       .bool(result.passed), .bytea(result.protobufBytes())])
             _ = try await connection.query("""
                 UPDATE eval_runs SET cases_done = cases_done + 1, cases_passed = cases_passed + $2, updated_at = now()
-                WHERE run_id = $1
+                WHERE run_id = $1 AND status = 'running'
                 """, [.text(run.runID), .int64(result.passed ? 1 : 0)])
         }
     }
@@ -249,7 +470,7 @@ public final class EvalRunner: Sendable {
             _ = try await connection.query("""
                 UPDATE eval_runs SET status = $2, score = $3, cases_done = $4, cases_passed = $5, error = $6,
                     finished_at = now(), updated_at = now(), summary = $7
-                WHERE run_id = $1
+                WHERE run_id = $1 AND status = 'running'
                 """, [.text(run.runID), .text(run.status), .double(run.score), .int64(Int64(run.casesDone)),
                       .int64(Int64(run.casesPassed)), .text(run.error), .bytea(summary.protobufBytes())])
             _ = try await connection.query("""

@@ -144,7 +144,11 @@ public struct RoutingPolicy: Sendable {
         let picked: (agent: AgentManifest, basis: RoutingBasis, intent: String)
         let model = input.request.model.trimmingCharacters(in: .whitespacesAndNewlines)
         let lowercasedModel = model.lowercased()
-        if !model.isEmpty,
+        if input.pinnedVersion != nil {
+            // An eval run tests exactly the agent it names: no intent routing, no case-folding, no fallback.
+            guard let named = byName[model] else { return .rejected(.unknownModel) }
+            picked = (named, .modelNamedAgent, "")
+        } else if !model.isEmpty,
            let named = byName[model] ?? candidates.first(where: { $0.agent.lowercased() == lowercasedModel }) {
             picked = (named, .modelNamedAgent, "")
         } else if !Self.isGenericModelName(model) {
@@ -163,7 +167,7 @@ public struct RoutingPolicy: Sendable {
         var agent = picked.agent
         var visited: Set<String> = [agent.agent]
         var hops = 0
-        while input.rollouts[agent.agent]?.killSwitch == true {
+        while input.pinnedVersion == nil, input.rollouts[agent.agent]?.killSwitch == true {
             guard hops < Self.maxFallbackHops else { return .rejected(.fallbackTooLong) }
             guard let next = byName[agent.fallbackAgent] else { return .rejected(.fallbackMissing) }
             guard visited.insert(next.agent).inserted else { return .rejected(.fallbackCycle) }

@@ -1109,6 +1109,22 @@ public struct EvalCaseResult: ProtoMessage, Hashable {
     public var failures: [String] = []
     /// `agent_version = 12`: the version that answered (the pin)
     public var agentVersion: String = ""
+    /// `recorded_answer = 13`
+    public var recordedAnswer: String = ""
+    /// `recorded_handed_off = 14`
+    public var recordedHandedOff: Bool = false
+    /// `recorded_latency_ms = 15`: gateway in → orchestrator done, from the recorded event's hops
+    public var recordedLatencyMs: UInt32 = 0
+    /// `recorded_prompt_tokens = 16`
+    public var recordedPromptTokens: UInt32 = 0
+    /// `recorded_completion_tokens = 17`
+    public var recordedCompletionTokens: UInt32 = 0
+    /// `recorded_version = 18`
+    public var recordedVersion: String = ""
+    /// `recorded_error_code = 19`: "" when it was answered
+    public var recordedErrorCode: String = ""
+    /// `agreement = 20`: 0..1: word overlap (Jaccard) of the two answers
+    public var agreement: Double = 0
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -1125,7 +1141,15 @@ public struct EvalCaseResult: ProtoMessage, Hashable {
         promptTokens: UInt32 = 0,
         completionTokens: UInt32 = 0,
         failures: [String] = [],
-        agentVersion: String = ""
+        agentVersion: String = "",
+        recordedAnswer: String = "",
+        recordedHandedOff: Bool = false,
+        recordedLatencyMs: UInt32 = 0,
+        recordedPromptTokens: UInt32 = 0,
+        recordedCompletionTokens: UInt32 = 0,
+        recordedVersion: String = "",
+        recordedErrorCode: String = "",
+        agreement: Double = 0
     ) {
         self.caseID = caseID
         self.score = score
@@ -1139,6 +1163,14 @@ public struct EvalCaseResult: ProtoMessage, Hashable {
         self.completionTokens = completionTokens
         self.failures = failures
         self.agentVersion = agentVersion
+        self.recordedAnswer = recordedAnswer
+        self.recordedHandedOff = recordedHandedOff
+        self.recordedLatencyMs = recordedLatencyMs
+        self.recordedPromptTokens = recordedPromptTokens
+        self.recordedCompletionTokens = recordedCompletionTokens
+        self.recordedVersion = recordedVersion
+        self.recordedErrorCode = recordedErrorCode
+        self.agreement = agreement
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -1183,6 +1215,14 @@ extension EvalCaseResult: _CMessage {
             c.pointee.failures = arr
         }
         if !self.agentVersion.isEmpty { c.pointee.agent_version = arena.cString(self.agentVersion) }
+        if !self.recordedAnswer.isEmpty { c.pointee.recorded_answer = arena.cString(self.recordedAnswer) }
+        c.pointee.recorded_handed_off = (self.recordedHandedOff ? 1 : 0)
+        c.pointee.recorded_latency_ms = self.recordedLatencyMs
+        c.pointee.recorded_prompt_tokens = self.recordedPromptTokens
+        c.pointee.recorded_completion_tokens = self.recordedCompletionTokens
+        if !self.recordedVersion.isEmpty { c.pointee.recorded_version = arena.cString(self.recordedVersion) }
+        if !self.recordedErrorCode.isEmpty { c.pointee.recorded_error_code = arena.cString(self.recordedErrorCode) }
+        c.pointee.agreement = self.agreement
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -1205,6 +1245,14 @@ extension EvalCaseResult: _CMessage {
         }
         self.failures = failures_
         self.agentVersion = try _swiftString(p.pointee.agent_version, Self.protoName)
+        self.recordedAnswer = try _swiftString(p.pointee.recorded_answer, Self.protoName)
+        self.recordedHandedOff = (p.pointee.recorded_handed_off != 0)
+        self.recordedLatencyMs = p.pointee.recorded_latency_ms
+        self.recordedPromptTokens = p.pointee.recorded_prompt_tokens
+        self.recordedCompletionTokens = p.pointee.recorded_completion_tokens
+        self.recordedVersion = try _swiftString(p.pointee.recorded_version, Self.protoName)
+        self.recordedErrorCode = try _swiftString(p.pointee.recorded_error_code, Self.protoName)
+        self.agreement = p.pointee.agreement
     }
 }
 
@@ -1223,6 +1271,14 @@ extension EvalCaseResult: Codable {
         case completionTokens
         case failures
         case agentVersion
+        case recordedAnswer
+        case recordedHandedOff
+        case recordedLatencyMs
+        case recordedPromptTokens
+        case recordedCompletionTokens
+        case recordedVersion
+        case recordedErrorCode
+        case agreement
 
         var protoFieldName: String {
             switch self {
@@ -1233,6 +1289,13 @@ extension EvalCaseResult: Codable {
             case .promptTokens: "prompt_tokens"
             case .completionTokens: "completion_tokens"
             case .agentVersion: "agent_version"
+            case .recordedAnswer: "recorded_answer"
+            case .recordedHandedOff: "recorded_handed_off"
+            case .recordedLatencyMs: "recorded_latency_ms"
+            case .recordedPromptTokens: "recorded_prompt_tokens"
+            case .recordedCompletionTokens: "recorded_completion_tokens"
+            case .recordedVersion: "recorded_version"
+            case .recordedErrorCode: "recorded_error_code"
             default: rawValue
             }
         }
@@ -1252,6 +1315,14 @@ extension EvalCaseResult: Codable {
         self.completionTokens = try json.decode(_ProtoJSONNumber<UInt32>.self, .completionTokens)?.value ?? 0
         self.failures = try json.decode([String].self, .failures) ?? []
         self.agentVersion = try json.decode(String.self, .agentVersion) ?? ""
+        self.recordedAnswer = try json.decode(String.self, .recordedAnswer) ?? ""
+        self.recordedHandedOff = try json.decode(Bool.self, .recordedHandedOff) ?? false
+        self.recordedLatencyMs = try json.decode(_ProtoJSONNumber<UInt32>.self, .recordedLatencyMs)?.value ?? 0
+        self.recordedPromptTokens = try json.decode(_ProtoJSONNumber<UInt32>.self, .recordedPromptTokens)?.value ?? 0
+        self.recordedCompletionTokens = try json.decode(_ProtoJSONNumber<UInt32>.self, .recordedCompletionTokens)?.value ?? 0
+        self.recordedVersion = try json.decode(String.self, .recordedVersion) ?? ""
+        self.recordedErrorCode = try json.decode(String.self, .recordedErrorCode) ?? ""
+        self.agreement = try json.decode(_ProtoJSONNumber<Double>.self, .agreement)?.value ?? 0
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -1268,6 +1339,14 @@ extension EvalCaseResult: Codable {
         try c.encode(self.completionTokens, forKey: .completionTokens)
         try c.encode(self.failures, forKey: .failures)
         try c.encode(self.agentVersion, forKey: .agentVersion)
+        try c.encode(self.recordedAnswer, forKey: .recordedAnswer)
+        try c.encode(self.recordedHandedOff, forKey: .recordedHandedOff)
+        try c.encode(self.recordedLatencyMs, forKey: .recordedLatencyMs)
+        try c.encode(self.recordedPromptTokens, forKey: .recordedPromptTokens)
+        try c.encode(self.recordedCompletionTokens, forKey: .recordedCompletionTokens)
+        try c.encode(self.recordedVersion, forKey: .recordedVersion)
+        try c.encode(self.recordedErrorCode, forKey: .recordedErrorCode)
+        try c.encode(_ProtoJSONNumber(self.agreement), forKey: .agreement)
     }
 }
 
@@ -1315,6 +1394,20 @@ public struct EvalRun: ProtoMessage, Hashable {
     public var handoffs: UInt32 = 0
     /// `errors = 20`
     public var errors: UInt32 = 0
+    /// `kind = 21`: "suite" | "replay"
+    public var kind: String = ""
+    /// `replay_since_unix_nanos = 22`: replays: recorded traffic from this time on
+    public var replaySinceUnixNanos: Int64 = 0
+    /// `recorded_handoffs = 23`: replays: handoffs the recorded answers had
+    public var recordedHandoffs: UInt32 = 0
+    /// `recorded_errors = 24`
+    public var recordedErrors: UInt32 = 0
+    /// `recorded_latency_p95_ms = 25`
+    public var recordedLatencyP95Ms: UInt32 = 0
+    /// `recorded_prompt_tokens = 26`
+    public var recordedPromptTokens: UInt64 = 0
+    /// `recorded_completion_tokens = 27`
+    public var recordedCompletionTokens: UInt64 = 0
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -1339,7 +1432,14 @@ public struct EvalRun: ProtoMessage, Hashable {
         promptTokens: UInt64 = 0,
         completionTokens: UInt64 = 0,
         handoffs: UInt32 = 0,
-        errors: UInt32 = 0
+        errors: UInt32 = 0,
+        kind: String = "",
+        replaySinceUnixNanos: Int64 = 0,
+        recordedHandoffs: UInt32 = 0,
+        recordedErrors: UInt32 = 0,
+        recordedLatencyP95Ms: UInt32 = 0,
+        recordedPromptTokens: UInt64 = 0,
+        recordedCompletionTokens: UInt64 = 0
     ) {
         self.runID = runID
         self.tenantID = tenantID
@@ -1361,6 +1461,13 @@ public struct EvalRun: ProtoMessage, Hashable {
         self.completionTokens = completionTokens
         self.handoffs = handoffs
         self.errors = errors
+        self.kind = kind
+        self.replaySinceUnixNanos = replaySinceUnixNanos
+        self.recordedHandoffs = recordedHandoffs
+        self.recordedErrors = recordedErrors
+        self.recordedLatencyP95Ms = recordedLatencyP95Ms
+        self.recordedPromptTokens = recordedPromptTokens
+        self.recordedCompletionTokens = recordedCompletionTokens
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -1413,6 +1520,13 @@ extension EvalRun: _CMessage {
         c.pointee.completion_tokens = self.completionTokens
         c.pointee.handoffs = self.handoffs
         c.pointee.errors = self.errors
+        if !self.kind.isEmpty { c.pointee.kind = arena.cString(self.kind) }
+        c.pointee.replay_since_unix_nanos = self.replaySinceUnixNanos
+        c.pointee.recorded_handoffs = self.recordedHandoffs
+        c.pointee.recorded_errors = self.recordedErrors
+        c.pointee.recorded_latency_p95_ms = self.recordedLatencyP95Ms
+        c.pointee.recorded_prompt_tokens = self.recordedPromptTokens
+        c.pointee.recorded_completion_tokens = self.recordedCompletionTokens
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -1444,6 +1558,13 @@ extension EvalRun: _CMessage {
         self.completionTokens = p.pointee.completion_tokens
         self.handoffs = p.pointee.handoffs
         self.errors = p.pointee.errors
+        self.kind = try _swiftString(p.pointee.kind, Self.protoName)
+        self.replaySinceUnixNanos = p.pointee.replay_since_unix_nanos
+        self.recordedHandoffs = p.pointee.recorded_handoffs
+        self.recordedErrors = p.pointee.recorded_errors
+        self.recordedLatencyP95Ms = p.pointee.recorded_latency_p95_ms
+        self.recordedPromptTokens = p.pointee.recorded_prompt_tokens
+        self.recordedCompletionTokens = p.pointee.recorded_completion_tokens
     }
 }
 
@@ -1470,6 +1591,13 @@ extension EvalRun: Codable {
         case completionTokens
         case handoffs
         case errors
+        case kind
+        case replaySinceUnixNanos
+        case recordedHandoffs
+        case recordedErrors
+        case recordedLatencyP95Ms
+        case recordedPromptTokens
+        case recordedCompletionTokens
 
         var protoFieldName: String {
             switch self {
@@ -1485,6 +1613,12 @@ extension EvalRun: Codable {
             case .latencyP95Ms: "latency_p95_ms"
             case .promptTokens: "prompt_tokens"
             case .completionTokens: "completion_tokens"
+            case .replaySinceUnixNanos: "replay_since_unix_nanos"
+            case .recordedHandoffs: "recorded_handoffs"
+            case .recordedErrors: "recorded_errors"
+            case .recordedLatencyP95Ms: "recorded_latency_p95_ms"
+            case .recordedPromptTokens: "recorded_prompt_tokens"
+            case .recordedCompletionTokens: "recorded_completion_tokens"
             default: rawValue
             }
         }
@@ -1512,6 +1646,13 @@ extension EvalRun: Codable {
         self.completionTokens = try json.decode(_ProtoJSONNumber<UInt64>.self, .completionTokens)?.value ?? 0
         self.handoffs = try json.decode(_ProtoJSONNumber<UInt32>.self, .handoffs)?.value ?? 0
         self.errors = try json.decode(_ProtoJSONNumber<UInt32>.self, .errors)?.value ?? 0
+        self.kind = try json.decode(String.self, .kind) ?? ""
+        self.replaySinceUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .replaySinceUnixNanos)?.value ?? 0
+        self.recordedHandoffs = try json.decode(_ProtoJSONNumber<UInt32>.self, .recordedHandoffs)?.value ?? 0
+        self.recordedErrors = try json.decode(_ProtoJSONNumber<UInt32>.self, .recordedErrors)?.value ?? 0
+        self.recordedLatencyP95Ms = try json.decode(_ProtoJSONNumber<UInt32>.self, .recordedLatencyP95Ms)?.value ?? 0
+        self.recordedPromptTokens = try json.decode(_ProtoJSONNumber<UInt64>.self, .recordedPromptTokens)?.value ?? 0
+        self.recordedCompletionTokens = try json.decode(_ProtoJSONNumber<UInt64>.self, .recordedCompletionTokens)?.value ?? 0
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -1536,6 +1677,13 @@ extension EvalRun: Codable {
         try c.encode(self.completionTokens, forKey: .completionTokens)
         try c.encode(self.handoffs, forKey: .handoffs)
         try c.encode(self.errors, forKey: .errors)
+        try c.encode(self.kind, forKey: .kind)
+        try c.encode(self.replaySinceUnixNanos, forKey: .replaySinceUnixNanos)
+        try c.encode(self.recordedHandoffs, forKey: .recordedHandoffs)
+        try c.encode(self.recordedErrors, forKey: .recordedErrors)
+        try c.encode(self.recordedLatencyP95Ms, forKey: .recordedLatencyP95Ms)
+        try c.encode(self.recordedPromptTokens, forKey: .recordedPromptTokens)
+        try c.encode(self.recordedCompletionTokens, forKey: .recordedCompletionTokens)
     }
 }
 
@@ -1721,6 +1869,218 @@ extension StartRunResponse: _CMessage {
 
 /// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
 extension StartRunResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case run
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.run = try json.decode(EvalRun.self, .run)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.run, forKey: .run)
+    }
+}
+
+/// admin.eval.replay-start: run a tenant's recorded requests for an agent (from the event log, since a time) through
+/// a candidate version, as eval traffic (asynchronous: poll run-get; the run's kind is "replay").
+public struct StartReplayRequest: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.StartReplayRequest"
+
+    /// `admin_token = 1`
+    public var adminToken: String = ""
+    /// `actor = 2`
+    public var actor: String = ""
+    /// `tenant_id = 3`
+    public var tenantID: String = ""
+    /// `agent = 4`
+    public var agent: String = ""
+    /// `candidate_version = 5`
+    public var candidateVersion: String = ""
+    /// `since_unix_nanos = 6`
+    public var sinceUnixNanos: Int64 = 0
+    /// `limit = 7`: the most recent N recorded requests; 0 = 50
+    public var limit: UInt32 = 0
+    /// `concurrency = 8`: 0 = 4
+    public var concurrency: UInt32 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        adminToken: String = "",
+        actor: String = "",
+        tenantID: String = "",
+        agent: String = "",
+        candidateVersion: String = "",
+        sinceUnixNanos: Int64 = 0,
+        limit: UInt32 = 0,
+        concurrency: UInt32 = 0
+    ) {
+        self.adminToken = adminToken
+        self.actor = actor
+        self.tenantID = tenantID
+        self.agent = agent
+        self.candidateVersion = candidateVersion
+        self.sinceUnixNanos = sinceUnixNanos
+        self.limit = limit
+        self.concurrency = concurrency
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension StartReplayRequest: _CMessage {
+    typealias _CType = Switchyard__V1__StartReplayRequest
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__start_replay_request__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__start_replay_request__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__start_replay_request__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__start_replay_request__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__start_replay_request__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.adminToken.isEmpty { c.pointee.admin_token = arena.cString(self.adminToken) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        if !self.agent.isEmpty { c.pointee.agent = arena.cString(self.agent) }
+        if !self.candidateVersion.isEmpty { c.pointee.candidate_version = arena.cString(self.candidateVersion) }
+        c.pointee.since_unix_nanos = self.sinceUnixNanos
+        c.pointee.limit = self.limit
+        c.pointee.concurrency = self.concurrency
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.agent = try _swiftString(p.pointee.agent, Self.protoName)
+        self.candidateVersion = try _swiftString(p.pointee.candidate_version, Self.protoName)
+        self.sinceUnixNanos = p.pointee.since_unix_nanos
+        self.limit = p.pointee.limit
+        self.concurrency = p.pointee.concurrency
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension StartReplayRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case agent
+        case candidateVersion
+        case sinceUnixNanos
+        case limit
+        case concurrency
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            case .candidateVersion: "candidate_version"
+            case .sinceUnixNanos: "since_unix_nanos"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.candidateVersion = try json.decode(String.self, .candidateVersion) ?? ""
+        self.sinceUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .sinceUnixNanos)?.value ?? 0
+        self.limit = try json.decode(_ProtoJSONNumber<UInt32>.self, .limit)?.value ?? 0
+        self.concurrency = try json.decode(_ProtoJSONNumber<UInt32>.self, .concurrency)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.candidateVersion, forKey: .candidateVersion)
+        try c.encode(self.sinceUnixNanos, forKey: .sinceUnixNanos)
+        try c.encode(self.limit, forKey: .limit)
+        try c.encode(self.concurrency, forKey: .concurrency)
+    }
+}
+
+public struct StartReplayResponse: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.StartReplayResponse"
+
+    /// `error = 1`
+    public var error: AdminError? = nil
+    /// `run = 2`
+    public var run: EvalRun? = nil
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        error: AdminError? = nil,
+        run: EvalRun? = nil
+    ) {
+        self.error = error
+        self.run = run
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension StartReplayResponse: _CMessage {
+    typealias _CType = Switchyard__V1__StartReplayResponse
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__start_replay_response__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__start_replay_response__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__start_replay_response__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__start_replay_response__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__start_replay_response__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.error { c.pointee.error = v._cMake(&arena) }
+        if let v = self.run { c.pointee.run = v._cMake(&arena) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
+        if let q = p.pointee.run { self.run = try EvalRun(_c: q) } else { self.run = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension StartReplayResponse: Codable {
     enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
         case error
         case run

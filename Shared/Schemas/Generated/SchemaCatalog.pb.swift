@@ -94,6 +94,8 @@ public enum SchemaCatalog {
         EvalRun.self,
         StartRunRequest.self,
         StartRunResponse.self,
+        StartReplayRequest.self,
+        StartReplayResponse.self,
         GetRunRequest.self,
         GetRunResponse.self,
         ListRunsRequest.self,

@@ -94,6 +94,8 @@ let allSampleableTypes: [any Sampleable.Type] = [
     EvalRun.self,
     StartRunRequest.self,
     StartRunResponse.self,
+    StartReplayRequest.self,
+    StartReplayResponse.self,
     GetRunRequest.self,
     GetRunResponse.self,
     ListRunsRequest.self,
@@ -1161,6 +1163,14 @@ extension EvalCaseResult: Sampleable {
         m.completionTokens = g.uint32()
         for _ in 0..<g.count() { m.failures.append(g.string()) }
         m.agentVersion = g.string()
+        m.recordedAnswer = g.string()
+        m.recordedHandedOff = g.bool()
+        m.recordedLatencyMs = g.uint32()
+        m.recordedPromptTokens = g.uint32()
+        m.recordedCompletionTokens = g.uint32()
+        m.recordedVersion = g.string()
+        m.recordedErrorCode = g.string()
+        m.agreement = g.double()
         return m
     }
 }
@@ -1188,6 +1198,13 @@ extension EvalRun: Sampleable {
         m.completionTokens = g.uint64()
         m.handoffs = g.uint32()
         m.errors = g.uint32()
+        m.kind = g.string()
+        m.replaySinceUnixNanos = g.int64()
+        m.recordedHandoffs = g.uint32()
+        m.recordedErrors = g.uint32()
+        m.recordedLatencyP95Ms = g.uint32()
+        m.recordedPromptTokens = g.uint64()
+        m.recordedCompletionTokens = g.uint64()
         return m
     }
 }
@@ -1209,6 +1226,30 @@ extension StartRunRequest: Sampleable {
 extension StartRunResponse: Sampleable {
     static func sample(_ g: inout SampleGen) -> StartRunResponse {
         var m = StartRunResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        if g.present() { m.run = EvalRun.sample(&g) }
+        return m
+    }
+}
+
+extension StartReplayRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> StartReplayRequest {
+        var m = StartReplayRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.agent = g.string()
+        m.candidateVersion = g.string()
+        m.sinceUnixNanos = g.int64()
+        m.limit = g.uint32()
+        m.concurrency = g.uint32()
+        return m
+    }
+}
+
+extension StartReplayResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> StartReplayResponse {
+        var m = StartReplayResponse()
         if g.present() { m.error = AdminError.sample(&g) }
         if g.present() { m.run = EvalRun.sample(&g) }
         return m

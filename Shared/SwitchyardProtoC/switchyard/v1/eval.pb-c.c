@@ -637,6 +637,96 @@ void   switchyard__v1__start_run_response__free_unpacked
   assert(message->base.descriptor == &switchyard__v1__start_run_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   switchyard__v1__start_replay_request__init
+                     (Switchyard__V1__StartReplayRequest         *message)
+{
+  static const Switchyard__V1__StartReplayRequest init_value = SWITCHYARD__V1__START_REPLAY_REQUEST__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__start_replay_request__get_packed_size
+                     (const Switchyard__V1__StartReplayRequest *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_replay_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__start_replay_request__pack
+                     (const Switchyard__V1__StartReplayRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_replay_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__start_replay_request__pack_to_buffer
+                     (const Switchyard__V1__StartReplayRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_replay_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__StartReplayRequest *
+       switchyard__v1__start_replay_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__StartReplayRequest *)
+     protobuf_c_message_unpack (&switchyard__v1__start_replay_request__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__start_replay_request__free_unpacked
+                     (Switchyard__V1__StartReplayRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__start_replay_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__start_replay_response__init
+                     (Switchyard__V1__StartReplayResponse         *message)
+{
+  static const Switchyard__V1__StartReplayResponse init_value = SWITCHYARD__V1__START_REPLAY_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__start_replay_response__get_packed_size
+                     (const Switchyard__V1__StartReplayResponse *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_replay_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__start_replay_response__pack
+                     (const Switchyard__V1__StartReplayResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_replay_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__start_replay_response__pack_to_buffer
+                     (const Switchyard__V1__StartReplayResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_replay_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__StartReplayResponse *
+       switchyard__v1__start_replay_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__StartReplayResponse *)
+     protobuf_c_message_unpack (&switchyard__v1__start_replay_response__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__start_replay_response__free_unpacked
+                     (Switchyard__V1__StartReplayResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__start_replay_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   switchyard__v1__get_run_request__init
                      (Switchyard__V1__GetRunRequest         *message)
 {
@@ -1742,7 +1832,7 @@ const ProtobufCMessageDescriptor switchyard__v1__get_suite_response__descriptor 
   (ProtobufCMessageInit) switchyard__v1__get_suite_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__eval_case_result__field_descriptors[12] =
+static const ProtobufCFieldDescriptor switchyard__v1__eval_case_result__field_descriptors[20] =
 {
   {
     "case_id",
@@ -1888,9 +1978,106 @@ static const ProtobufCFieldDescriptor switchyard__v1__eval_case_result__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "recorded_answer",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, recorded_answer),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recorded_handed_off",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, recorded_handed_off),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recorded_latency_ms",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, recorded_latency_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recorded_prompt_tokens",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, recorded_prompt_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recorded_completion_tokens",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, recorded_completion_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recorded_version",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, recorded_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recorded_error_code",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, recorded_error_code),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agreement",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalCaseResult, agreement),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__eval_case_result__field_indices_by_name[] = {
   11,   /* field[11] = agent_version */
+  19,   /* field[19] = agreement */
   4,   /* field[4] = answer */
   0,   /* field[0] = case_id */
   9,   /* field[9] = completion_tokens */
@@ -1900,13 +2087,20 @@ static const unsigned switchyard__v1__eval_case_result__field_indices_by_name[] 
   7,   /* field[7] = latency_ms */
   3,   /* field[3] = passed */
   8,   /* field[8] = prompt_tokens */
+  12,   /* field[12] = recorded_answer */
+  16,   /* field[16] = recorded_completion_tokens */
+  18,   /* field[18] = recorded_error_code */
+  13,   /* field[13] = recorded_handed_off */
+  14,   /* field[14] = recorded_latency_ms */
+  15,   /* field[15] = recorded_prompt_tokens */
+  17,   /* field[17] = recorded_version */
   1,   /* field[1] = score */
   2,   /* field[2] = weight */
 };
 static const ProtobufCIntRange switchyard__v1__eval_case_result__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 20 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__eval_case_result__descriptor =
 {
@@ -1916,14 +2110,14 @@ const ProtobufCMessageDescriptor switchyard__v1__eval_case_result__descriptor =
   "Switchyard__V1__EvalCaseResult",
   "switchyard.v1",
   sizeof(Switchyard__V1__EvalCaseResult),
-  12,
+  20,
   switchyard__v1__eval_case_result__field_descriptors,
   switchyard__v1__eval_case_result__field_indices_by_name,
   1,  switchyard__v1__eval_case_result__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__eval_case_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__eval_run__field_descriptors[20] =
+static const ProtobufCFieldDescriptor switchyard__v1__eval_run__field_descriptors[27] =
 {
   {
     "run_id",
@@ -2165,6 +2359,90 @@ static const ProtobufCFieldDescriptor switchyard__v1__eval_run__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "kind",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, kind),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "replay_since_unix_nanos",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, replay_since_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recorded_handoffs",
+    23,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, recorded_handoffs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recorded_errors",
+    24,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, recorded_errors),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recorded_latency_p95_ms",
+    25,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, recorded_latency_p95_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recorded_prompt_tokens",
+    26,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, recorded_prompt_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recorded_completion_tokens",
+    27,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__EvalRun, recorded_completion_tokens),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__eval_run__field_indices_by_name[] = {
   2,   /* field[2] = agent */
@@ -2177,8 +2455,15 @@ static const unsigned switchyard__v1__eval_run__field_indices_by_name[] = {
   19,   /* field[19] = errors */
   11,   /* field[11] = finished_at_unix_nanos */
   18,   /* field[18] = handoffs */
+  20,   /* field[20] = kind */
   15,   /* field[15] = latency_p95_ms */
   16,   /* field[16] = prompt_tokens */
+  26,   /* field[26] = recorded_completion_tokens */
+  23,   /* field[23] = recorded_errors */
+  22,   /* field[22] = recorded_handoffs */
+  24,   /* field[24] = recorded_latency_p95_ms */
+  25,   /* field[25] = recorded_prompt_tokens */
+  21,   /* field[21] = replay_since_unix_nanos */
   14,   /* field[14] = results */
   0,   /* field[0] = run_id */
   9,   /* field[9] = score */
@@ -2191,7 +2476,7 @@ static const unsigned switchyard__v1__eval_run__field_indices_by_name[] = {
 static const ProtobufCIntRange switchyard__v1__eval_run__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 20 }
+  { 0, 27 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__eval_run__descriptor =
 {
@@ -2201,7 +2486,7 @@ const ProtobufCMessageDescriptor switchyard__v1__eval_run__descriptor =
   "Switchyard__V1__EvalRun",
   "switchyard.v1",
   sizeof(Switchyard__V1__EvalRun),
-  20,
+  27,
   switchyard__v1__eval_run__field_descriptors,
   switchyard__v1__eval_run__field_indices_by_name,
   1,  switchyard__v1__eval_run__number_ranges,
@@ -2373,6 +2658,186 @@ const ProtobufCMessageDescriptor switchyard__v1__start_run_response__descriptor 
   switchyard__v1__start_run_response__field_indices_by_name,
   1,  switchyard__v1__start_run_response__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__start_run_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__start_replay_request__field_descriptors[8] =
+{
+  {
+    "admin_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartReplayRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartReplayRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartReplayRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agent",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartReplayRequest, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "candidate_version",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartReplayRequest, candidate_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "since_unix_nanos",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartReplayRequest, since_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartReplayRequest, limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "concurrency",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartReplayRequest, concurrency),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__start_replay_request__field_indices_by_name[] = {
+  1,   /* field[1] = actor */
+  0,   /* field[0] = admin_token */
+  3,   /* field[3] = agent */
+  4,   /* field[4] = candidate_version */
+  7,   /* field[7] = concurrency */
+  6,   /* field[6] = limit */
+  5,   /* field[5] = since_unix_nanos */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange switchyard__v1__start_replay_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 8 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__start_replay_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.StartReplayRequest",
+  "StartReplayRequest",
+  "Switchyard__V1__StartReplayRequest",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__StartReplayRequest),
+  8,
+  switchyard__v1__start_replay_request__field_descriptors,
+  switchyard__v1__start_replay_request__field_indices_by_name,
+  1,  switchyard__v1__start_replay_request__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__start_replay_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__start_replay_response__field_descriptors[2] =
+{
+  {
+    "error",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartReplayResponse, error),
+    &switchyard__v1__admin_error__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "run",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartReplayResponse, run),
+    &switchyard__v1__eval_run__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__start_replay_response__field_indices_by_name[] = {
+  0,   /* field[0] = error */
+  1,   /* field[1] = run */
+};
+static const ProtobufCIntRange switchyard__v1__start_replay_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__start_replay_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.StartReplayResponse",
+  "StartReplayResponse",
+  "Switchyard__V1__StartReplayResponse",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__StartReplayResponse),
+  2,
+  switchyard__v1__start_replay_response__field_descriptors,
+  switchyard__v1__start_replay_response__field_indices_by_name,
+  1,  switchyard__v1__start_replay_response__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__start_replay_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor switchyard__v1__get_run_request__field_descriptors[5] =

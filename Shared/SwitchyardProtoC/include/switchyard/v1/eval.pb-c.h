@@ -32,6 +32,8 @@ typedef struct Switchyard__V1__EvalCaseResult Switchyard__V1__EvalCaseResult;
 typedef struct Switchyard__V1__EvalRun Switchyard__V1__EvalRun;
 typedef struct Switchyard__V1__StartRunRequest Switchyard__V1__StartRunRequest;
 typedef struct Switchyard__V1__StartRunResponse Switchyard__V1__StartRunResponse;
+typedef struct Switchyard__V1__StartReplayRequest Switchyard__V1__StartReplayRequest;
+typedef struct Switchyard__V1__StartReplayResponse Switchyard__V1__StartReplayResponse;
 typedef struct Switchyard__V1__GetRunRequest Switchyard__V1__GetRunRequest;
 typedef struct Switchyard__V1__GetRunResponse Switchyard__V1__GetRunResponse;
 typedef struct Switchyard__V1__ListRunsRequest Switchyard__V1__ListRunsRequest;
@@ -276,10 +278,30 @@ struct  Switchyard__V1__EvalCaseResult
    * the version that answered (the pin)
    */
   char *agent_version;
+  /*
+   * Replays only: what the recorded request got in production, and how far the candidate's answer agrees.
+   */
+  char *recorded_answer;
+  protobuf_c_boolean recorded_handed_off;
+  /*
+   * gateway in → orchestrator done, from the recorded event's hops
+   */
+  uint32_t recorded_latency_ms;
+  uint32_t recorded_prompt_tokens;
+  uint32_t recorded_completion_tokens;
+  char *recorded_version;
+  /*
+   * "" when it was answered
+   */
+  char *recorded_error_code;
+  /*
+   * 0..1: word overlap (Jaccard) of the two answers
+   */
+  double agreement;
 };
 #define SWITCHYARD__V1__EVAL_CASE_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__eval_case_result__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0,NULL, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0,NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
@@ -321,10 +343,26 @@ struct  Switchyard__V1__EvalRun
   uint64_t completion_tokens;
   uint32_t handoffs;
   uint32_t errors;
+  /*
+   * "suite" | "replay"
+   */
+  char *kind;
+  /*
+   * replays: recorded traffic from this time on
+   */
+  int64_t replay_since_unix_nanos;
+  /*
+   * replays: handoffs the recorded answers had
+   */
+  uint32_t recorded_handoffs;
+  uint32_t recorded_errors;
+  uint32_t recorded_latency_p95_ms;
+  uint64_t recorded_prompt_tokens;
+  uint64_t recorded_completion_tokens;
 };
 #define SWITCHYARD__V1__EVAL_RUN__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__eval_run__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0 }
 
 
 /*
@@ -358,6 +396,44 @@ struct  Switchyard__V1__StartRunResponse
 };
 #define SWITCHYARD__V1__START_RUN_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__start_run_response__descriptor) \
+    , NULL, NULL }
+
+
+/*
+ * admin.eval.replay-start: run a tenant's recorded requests for an agent (from the event log, since a time) through
+ * a candidate version, as eval traffic (asynchronous: poll run-get; the run's kind is "replay").
+ */
+struct  Switchyard__V1__StartReplayRequest
+{
+  ProtobufCMessage base;
+  char *admin_token;
+  char *actor;
+  char *tenant_id;
+  char *agent;
+  char *candidate_version;
+  int64_t since_unix_nanos;
+  /*
+   * the most recent N recorded requests; 0 = 50
+   */
+  uint32_t limit;
+  /*
+   * 0 = 4
+   */
+  uint32_t concurrency;
+};
+#define SWITCHYARD__V1__START_REPLAY_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__start_replay_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0 }
+
+
+struct  Switchyard__V1__StartReplayResponse
+{
+  ProtobufCMessage base;
+  Switchyard__V1__AdminError *error;
+  Switchyard__V1__EvalRun *run;
+};
+#define SWITCHYARD__V1__START_REPLAY_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__start_replay_response__descriptor) \
     , NULL, NULL }
 
 
@@ -722,6 +798,44 @@ Switchyard__V1__StartRunResponse *
 void   switchyard__v1__start_run_response__free_unpacked
                      (Switchyard__V1__StartRunResponse *message,
                       ProtobufCAllocator *allocator);
+/* Switchyard__V1__StartReplayRequest methods */
+void   switchyard__v1__start_replay_request__init
+                     (Switchyard__V1__StartReplayRequest         *message);
+size_t switchyard__v1__start_replay_request__get_packed_size
+                     (const Switchyard__V1__StartReplayRequest   *message);
+size_t switchyard__v1__start_replay_request__pack
+                     (const Switchyard__V1__StartReplayRequest   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__start_replay_request__pack_to_buffer
+                     (const Switchyard__V1__StartReplayRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__StartReplayRequest *
+       switchyard__v1__start_replay_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__start_replay_request__free_unpacked
+                     (Switchyard__V1__StartReplayRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__StartReplayResponse methods */
+void   switchyard__v1__start_replay_response__init
+                     (Switchyard__V1__StartReplayResponse         *message);
+size_t switchyard__v1__start_replay_response__get_packed_size
+                     (const Switchyard__V1__StartReplayResponse   *message);
+size_t switchyard__v1__start_replay_response__pack
+                     (const Switchyard__V1__StartReplayResponse   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__start_replay_response__pack_to_buffer
+                     (const Switchyard__V1__StartReplayResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__StartReplayResponse *
+       switchyard__v1__start_replay_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__start_replay_response__free_unpacked
+                     (Switchyard__V1__StartReplayResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Switchyard__V1__GetRunRequest methods */
 void   switchyard__v1__get_run_request__init
                      (Switchyard__V1__GetRunRequest         *message);
@@ -880,6 +994,12 @@ typedef void (*Switchyard__V1__StartRunRequest_Closure)
 typedef void (*Switchyard__V1__StartRunResponse_Closure)
                  (const Switchyard__V1__StartRunResponse *message,
                   void *closure_data);
+typedef void (*Switchyard__V1__StartReplayRequest_Closure)
+                 (const Switchyard__V1__StartReplayRequest *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__StartReplayResponse_Closure)
+                 (const Switchyard__V1__StartReplayResponse *message,
+                  void *closure_data);
 typedef void (*Switchyard__V1__GetRunRequest_Closure)
                  (const Switchyard__V1__GetRunRequest *message,
                   void *closure_data);
@@ -918,6 +1038,8 @@ extern const ProtobufCMessageDescriptor switchyard__v1__eval_case_result__descri
 extern const ProtobufCMessageDescriptor switchyard__v1__eval_run__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__start_run_request__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__start_run_response__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__start_replay_request__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__start_replay_response__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__get_run_request__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__get_run_response__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__list_runs_request__descriptor;
