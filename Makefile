@@ -45,7 +45,7 @@ cluster-fault: ## With make cluster-up running: 60 s of chat load through both g
 backup: ## PostgreSQL dump + the JetStream streams of make run/up, with a manifest, into BACKUP_DIR (default backups/<UTC time>)
 	@set -a; . .run/secrets.env; set +a; \
 	  dir="$${BACKUP_DIR:-backups/$$(date -u +%Y%m%dT%H%M%SZ)}"; \
-	  SWITCHYARD_NATS_USER=tenant SWITCHYARD_NATS_PASSWORD="$$SWITCHYARD_NATS_PASSWORD_TENANT" \
+	  SWITCHYARD_NATS_USER=backup SWITCHYARD_NATS_PASSWORD="$$SWITCHYARD_NATS_PASSWORD_BACKUP" \
 	  SWITCHYARD_NATS_URL="$${SWITCHYARD_NATS_URL:-nats://127.0.0.1:$${SWITCHYARD_NATS_PORT:-4222}}" \
 	  SWITCHYARD_DATABASE_URL="$${SWITCHYARD_DATABASE_URL:-postgresql://switchyard@127.0.0.1:$${SWITCHYARD_PG_PORT:-5432}/switchyard}" \
 	  "$$($(SWIFT) build -c release --show-bin-path)/switchyard" backup --out "$$dir"
@@ -54,7 +54,7 @@ backup: ## PostgreSQL dump + the JetStream streams of make run/up, with a manife
 restore: ## Restore BACKUP_DIR into a fresh make run installation (make clean-run, make infra-up, make restore BACKUP_DIR=…, make up)
 	@test -n "$(BACKUP_DIR)" || { echo "give BACKUP_DIR=<a backup directory>"; exit 64; }
 	@set -a; . .run/secrets.env; set +a; \
-	  SWITCHYARD_NATS_USER=tenant SWITCHYARD_NATS_PASSWORD="$$SWITCHYARD_NATS_PASSWORD_TENANT" \
+	  SWITCHYARD_NATS_USER=backup SWITCHYARD_NATS_PASSWORD="$$SWITCHYARD_NATS_PASSWORD_BACKUP" \
 	  SWITCHYARD_NATS_URL="$${SWITCHYARD_NATS_URL:-nats://127.0.0.1:$${SWITCHYARD_NATS_PORT:-4222}}" \
 	  SWITCHYARD_DATABASE_URL="$${SWITCHYARD_DATABASE_URL:-postgresql://switchyard@127.0.0.1:$${SWITCHYARD_PG_PORT:-5432}/switchyard}" \
 	  "$$($(SWIFT) build -c release --show-bin-path)/switchyard" restore --from "$(BACKUP_DIR)"

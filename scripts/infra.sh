@@ -24,7 +24,7 @@ PGUSER_OS=""
 SECRETS="$RUN/secrets.env"
 AUTH_TEMPLATE="$PWD/scripts/nats-auth.conf.tmpl"
 AUTH_CONF="$RUN/nats/auth.conf"
-NATS_USERS=(admin tenant gateway router orchestrator billing analytics eval reader)
+NATS_USERS=(admin tenant gateway router orchestrator billing analytics eval reader backup)
 
 as_pg() { if [ -n "$PGUSER_OS" ]; then runuser -u "$PGUSER_OS" -- "$@"; else "$@"; fi; }
 

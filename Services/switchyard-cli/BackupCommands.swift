@@ -240,8 +240,7 @@ struct BackupCommand: AsyncParsableCommand {
         commandName: "backup",
         abstract: "Write a PostgreSQL dump and the JetStream streams' messages, with a manifest, into a new directory.",
         discussion: """
-            Needs the database URL and a NATS user with JetStream access to the streams (make backup uses the tenant \
-            service's). The database is dumped first (pg_dump, one consistent snapshot; analytics' rollups as schema \
+            Needs the database URL and the NATS user `backup` (make backup uses it, from .run/secrets.env). The database is dumped first (pg_dump, one consistent snapshot; analytics' rollups as schema \
             only: they are rebuilt from the restored log), then EVENTS, USAGE and DEADLETTER up to their last message \
             at that moment. manifest.json, written last, lists every file with its size and SHA-256.
             """)
@@ -265,7 +264,7 @@ struct BackupCommand: AsyncParsableCommand {
         let dump = try describeFile("\(out)/postgres.dump", name: "postgres.dump")
         progress("backup: PostgreSQL dump \(dump.bytes) bytes")
 
-        let connection = try await options.nats.connect()
+        let connection = try await options.nats.connect(inboxPrefix: "_INBOX")
         defer { connection.close() }
         let jetStream: JetStream
         do { jetStream = try JetStream(connection: connection) } catch { throw CLIFailure("JetStream: \(error)") }
@@ -295,7 +294,7 @@ struct BackupCommand: AsyncParsableCommand {
         handle.seekToEndOfFile()
         let state: JetStream.StreamState
         do { state = try await jetStream.streamState(stream) } catch {
-            throw CLIFailure("stream \(stream): \(error) (is this the NATS user of a service with JetStream access?)")
+            throw CLIFailure("stream \(stream): \(error) (is this the NATS user `backup`?)")
         }
         var written: UInt64 = 0
         if state.messages > 0 {
@@ -415,7 +414,7 @@ struct RestoreCommand: AsyncParsableCommand {
             .trimmingCharacters(in: .whitespacesAndNewlines)
         guard tables == "0" else { throw CLIFailure("the database already has \(tables) tables: restore needs a fresh one") }
 
-        let connection = try await options.nats.connect()
+        let connection = try await options.nats.connect(inboxPrefix: "_INBOX")
         defer { connection.close() }
         let replicas = replicas ?? CLIEnvironment.value("SWITCHYARD_STREAM_REPLICAS").flatMap(Int.init) ?? 1
         guard (1...5).contains(replicas) else { throw CLIFailure("SWITCHYARD_STREAM_REPLICAS must be 1 to 5") }

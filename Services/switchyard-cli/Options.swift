@@ -61,12 +61,13 @@ struct NATSOptions: ParsableArguments {
         }.joined(separator: ",")
     }
 
-    func connect() async throws(CLIFailure) -> NATSConnection {
+    /// - Parameter inboxPrefix: where replies arrive: admin replies (which carry new API keys once) on
+    ///   `_INBOX_admin.…`, a prefix only the `admin` NATS user may subscribe to (scripts/nats-auth.conf.tmpl);
+    ///   backup and restore, which use the JetStream API as the `backup` user, on the default `_INBOX.…`.
+    func connect(inboxPrefix: String = "_INBOX_admin") async throws(CLIFailure) -> NATSConnection {
         let logger = Logger(label: "switchyard-cli") { _ in SwiftLogNoOpLogHandler() }
-        // Admin replies (which carry new API keys once) arrive on `_INBOX_admin.…`, a prefix only the `admin`
-        // NATS user may subscribe to (scripts/nats-auth.conf.tmpl).
         let configuration = NATSConfiguration(servers: servers, user: user, password: password,
-                                              name: "switchyard-cli", connectAttempts: 3, inboxPrefix: "_INBOX_admin")
+                                              name: "switchyard-cli", connectAttempts: 3, inboxPrefix: inboxPrefix)
         do {
             return try await NATSConnection.connect(configuration, logger: logger)
         } catch let error as NATSError {

@@ -20,11 +20,29 @@ public final class DoctorChecks: Sendable {
 
     public func add(_ probe: @escaping Probe) { probes.withLock { $0.append(probe) } }
 
-    /// Every registered probe's checks, in registration order.
-    public func run() async -> [DoctorCheck] {
-        var checks: [DoctorCheck] = []
-        for probe in probes.withLock({ $0 }) { checks += await probe() }
-        return checks
+    /// Every registered probe's checks, in registration order, the probes running at once. One that has not
+    /// finished by `deadline` (an unreachable provider, a database that does not answer) is reported as such,
+    /// so the report still arrives in time and says what is slow.
+    public func run(deadline: Duration = .seconds(5)) async -> [DoctorCheck] {
+        let all = probes.withLock { $0 }
+        var found = [[DoctorCheck]?](repeating: nil, count: all.count)
+        await withTaskGroup(of: (Int, [DoctorCheck]?).self) { group in
+            for (index, probe) in all.enumerated() { group.addTask { (index, await probe()) } }
+            group.addTask {
+                try? await Task.sleep(for: deadline)
+                return (-1, nil)
+            }
+            while let (index, checks) = await group.next() {
+                if index < 0 { break }
+                found[index] = checks
+                if !found.contains(where: { $0 == nil }) { break }
+            }
+            group.cancelAll()
+        }
+        return found.enumerated().flatMap { index, checks in
+            checks ?? [Doctor.check(.warn, "check \(index + 1) of this instance",
+                                    "did not finish within \(deadline) (a dependency that does not answer?)")]
+        }
     }
 
     /// Free space of the file system holding `path` (the process's working directory by default).
@@ -53,20 +71,27 @@ struct DoctorResponderService: Service {
     func run() async throws {
         let subscription = try connection.subscribe(Doctor.probeSubject)
         defer { subscription.unsubscribe() }
-        for await message in subscription.messages.cancelOnGracefulShutdown() {
-            guard let reply = message.reply, ReplySubjects.isInbox(reply) else { continue }
-            let source = "\(service)/\(instance)"
-            let found = await checks.run().map { check in
-                var check = check
-                check.source = source
-                return check
-            }
-            let report = DoctorReport(service: service, instance: instance, nowUnixNanos: EventClock.nowUnixNanos(),
-                                      checks: found)
-            do {
-                try connection.publishReply(report, to: reply)
-            } catch {
-                logger.warning("doctor report not sent", metadata: ["error": "\(error)"])
+        await withTaskGroup(of: Void.self) { group in
+            for await message in subscription.messages.cancelOnGracefulShutdown() {
+                guard let reply = message.reply, ReplySubjects.isInbox(reply) else { continue }
+                // The probe says how long the gatherer waits; answer well within it, each probe on its own.
+                let wait = Int64(String(decoding: message.payload, as: UTF8.self)) ?? 1_500
+                let deadline = Duration.milliseconds(max(300, min(wait, 30_000) - 500))
+                group.addTask { [connection, service, instance, checks, logger] in
+                    let source = "\(service)/\(instance)"
+                    let found = await checks.run(deadline: deadline).map { check in
+                        var check = check
+                        check.source = source
+                        return check
+                    }
+                    let report = DoctorReport(service: service, instance: instance,
+                                              nowUnixNanos: EventClock.nowUnixNanos(), checks: found)
+                    do {
+                        try connection.publishReply(report, to: reply)
+                    } catch {
+                        logger.warning("doctor report not sent", metadata: ["error": "\(error)"])
+                    }
+                }
             }
         }
     }

@@ -139,7 +139,7 @@ public final class NATSServer: Sendable {
 public enum NATSAuthTemplate {
     /// The users the template defines.
     public static let users = ["admin", "tenant", "gateway", "router", "orchestrator", "billing", "analytics", "eval",
-                               "reader"]
+                               "reader", "backup"]
 
     /// `<repo>/scripts/nats-auth.conf.tmpl`, found relative to this source file (`<repo>/Shared/TestKit/`).
     public static var templatePath: String {

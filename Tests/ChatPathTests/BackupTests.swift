@@ -136,7 +136,7 @@ struct BackupTests {
                 before = try await Self.waitLedger(original, rows: chats)
                 #expect(before.ledger == chats && before.tenants == 1 && before.keys >= 1 && before.events > 0, "\(before)")
 
-                let (status, output) = try await Self.cli(["backup", "--out", backup], original, user: "tenant")
+                let (status, output) = try await Self.cli(["backup", "--out", backup], original, user: "backup")
                 #expect(status == 0, "\(output)")
                 #expect(output.contains("backup written to"))
                 for process in processes.values { _ = await process.terminateAndWait() }
@@ -158,7 +158,7 @@ struct BackupTests {
                 let original = try String(contentsOfFile: manifestPath, encoding: .utf8)
                 try original.replacingOccurrences(of: "\"usage.stream\"", with: "\"../backup/usage.stream\"")
                     .write(toFile: manifestPath, atomically: true, encoding: .utf8)
-                let (traversal, traversalOutput) = try await Self.cli(["restore", "--from", hostile], fresh, user: "tenant")
+                let (traversal, traversalOutput) = try await Self.cli(["restore", "--from", hostile], fresh, user: "backup")
                 #expect(traversal != 0 && traversalOutput.contains("not one this version backs up"), "\(traversalOutput)")
                 // A corrupted copy is refused before anything is written.
                 let copy = directory + "/corrupt"
@@ -167,15 +167,15 @@ struct BackupTests {
                 var bytes = try #require(FileManager.default.contents(atPath: usageFile))
                 bytes[bytes.count - 1] ^= 0xFF
                 try bytes.write(to: URL(fileURLWithPath: usageFile))
-                let (refused, refusal) = try await Self.cli(["restore", "--from", copy], fresh, user: "tenant")
+                let (refused, refusal) = try await Self.cli(["restore", "--from", copy], fresh, user: "backup")
                 #expect(refused != 0 && refusal.contains("SHA-256"), "\(refusal)")
 
-                let (status, output) = try await Self.cli(["restore", "--from", backup], fresh, user: "tenant")
+                let (status, output) = try await Self.cli(["restore", "--from", backup], fresh, user: "backup")
                 #expect(status == 0, "\(output)")
                 let after = try await Self.counts(fresh)
                 #expect(after == before, "restored \(after), backed up \(before)")
                 // A second restore into the now non-empty installation is refused.
-                let (again, refusedAgain) = try await Self.cli(["restore", "--from", backup], fresh, user: "tenant")
+                let (again, refusedAgain) = try await Self.cli(["restore", "--from", backup], fresh, user: "backup")
                 #expect(again != 0 && refusedAgain.contains("fresh"), "\(refusedAgain)")
 
                 // The restored installation runs: the old key answers, billing re-reads the usage log and bills

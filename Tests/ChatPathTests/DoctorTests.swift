@@ -36,7 +36,7 @@ struct DoctorTests {
         /// `switchyard doctor --json` as the admin user: its exit status, the checks by name, and the raw output.
         func doctor() async throws -> (status: Int32, checks: [(status: String, name: String, detail: String, source: String)], output: String) {
             let (status, output) = try await TestProcess.run(
-                try builtProduct("switchyard"), ["doctor", "--json", "--wait-ms", "2000"],
+                try builtProduct("switchyard"), ["doctor", "--json", "--wait-ms", "5000"],
                 environment: ["SWITCHYARD_NATS_URL": nats.url, "SWITCHYARD_NATS_USER": "admin",
                               "SWITCHYARD_NATS_PASSWORD": passwords["admin"] ?? "", "SWITCHYARD_ADMIN_TOKEN": DoctorTests.adminToken,
                               "SWITCHYARD_ACTOR": "ci"],

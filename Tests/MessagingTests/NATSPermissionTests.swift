@@ -123,30 +123,32 @@ struct NATSPermissionTests {
         }
     }
 
-    @Test("only the eval service's user may publish eval requests (a pinned agent version): tenant, services and admin are refused")
-    func evalRequestsOnlyFromEval() async throws {
+    @Test("each kind of work has one publisher: eval requests only eval, chat requests only gateway, routed work only router, usage only orchestrator",
+          arguments: [("evt.eval.requested.acme", "eval"), ("evt.chat.requested.acme", "gateway"),
+                      ("evt.chat.routed.acme", "router"), ("usage.acme", "orchestrator")])
+    func workHasOnePublisher(subject: String, owner: String) async throws {
         try await withAuthServer { server, passwords in
             let listener = try await connect(server, user: "tenant", password: passwords["tenant"])
             defer { listener.close() }
-            let subscription = try listener.subscribe("evt.eval.requested.acme")
+            let subscription = try listener.subscribe(subject)
             let seen = Recorder()
             let recorder = Task { for await message in subscription.messages { await seen.add(text(message.payload)) } }
             defer { recorder.cancel(); subscription.unsubscribe() }
             try await listener.flush()
-            for user in Self.serviceUsers + ["tenant", "admin"] {
+            for user in Self.serviceUsers + ["eval", "tenant", "admin"] where user != owner {
                 let connection = try await connect(server, user: user, password: passwords[user])
-                try? connection.publish("evt.eval.requested.acme", payload: bytes("from-\(user)"))
+                try? connection.publish(subject, payload: bytes("from-\(user)"))
                 // Once the server has answered this PING it has processed (dropped) the publish above.
                 try await connection.flush()
                 connection.close()
             }
-            let eval = try await connect(server, user: "eval", password: passwords["eval"])
-            defer { eval.close() }
-            try eval.publish("evt.eval.requested.acme", payload: bytes("from-eval"))
-            try await eval.flush()
+            let publisher = try await connect(server, user: owner, password: passwords[owner])
+            defer { publisher.close() }
+            try publisher.publish(subject, payload: bytes("from-\(owner)"))
+            try await publisher.flush()
             let deadline = ContinuousClock.now + .seconds(5)
             while await seen.values.isEmpty && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
-            #expect(await seen.values == ["from-eval"])
+            #expect(await seen.values == ["from-\(owner)"], "\(subject)")
         }
     }
 

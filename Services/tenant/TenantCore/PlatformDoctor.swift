@@ -178,7 +178,9 @@ public struct PlatformDoctor: Sendable {
         do {
             subscription = try connection.subscribe(inbox)
             try await connection.flush()
-            try connection.publish(Doctor.probeSubject, payload: [], reply: inbox)
+            // The probe carries the wait (milliseconds), so each instance answers within it.
+            let waitMs = wait.components.seconds * 1_000 + wait.components.attoseconds / 1_000_000_000_000_000
+            try connection.publish(Doctor.probeSubject, payload: Array("\(waitMs)".utf8), reply: inbox)
         } catch {
             logger.warning("doctor probe not sent", metadata: ["error": "\(error)"])
             return []
