@@ -1,5 +1,6 @@
 import Contracts
 import Foundation
+import GatewayCore
 import Messaging
 import OrchestratorCore
 import Schemas
@@ -82,7 +83,8 @@ struct ResilienceTests {
 
     @Test("a request whose publish is not acknowledged for longer than the publish grace (nats-server frozen 6 s) is answered once, not refused and billed anyway")
     func unacknowledgedPublishIsNotRefused() async throws {
-        try await Stack.with(billing: true) { stack in
+        // A 30 s deadline: the answer only has to come after the thaw, however slow the machine is.
+        try await Stack.with(gateway: GatewayConfiguration(requestTimeout: .seconds(30)), billing: true) { stack in
             let body = Array(#"{"model":"host","messages":[{"role":"user","content":"When are you open?"}]}"#.utf8)
             stack.nats.freeze()
             let thawed = Task {
