@@ -82,14 +82,15 @@ struct ReplyResendTests {
     @Test("after nats-server restarts, the gateway's inbox asks by itself and the waiting request gets its answer")
     func reconnectTriggersResend() async throws {
         try await NATSServer.withServer { nats in
-            let replies = RecentReplies()
+            // Kept long enough for any restart a busy machine makes slow: the test is about asking, not the window.
+            let replies = RecentReplies(window: .seconds(300))
             try await Self.withResponder(nats, replies: replies) {
                 let gateway = try await Self.connect(nats, "gateway")
                 defer { gateway.close() }
                 let inbox = try ReplyInbox(connection: gateway, instanceID: "gw-2")
                 let service = Task { try await ReplyInboxService(inbox: inbox).run() }
                 defer { service.cancel() }
-                let waiting = inbox.register("req-2", deadline: .now + .seconds(20))
+                let waiting = inbox.register("req-2", deadline: .now + .seconds(120))
                 // The answer went out while the server was going down; the orchestrator only kept it.
                 Self.record(replies, Self.answer("req-2", content: "Table for two at eight."),
                             subject: inbox.subject(for: "req-2"))
