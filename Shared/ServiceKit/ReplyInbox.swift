@@ -12,8 +12,9 @@ import Synchronization
 /// A reply published while this instance's connection was away (a nats-server restart, a network blip) is
 /// dropped by the server — core NATS keeps nothing. So after every reconnect the inbox asks the orchestrators
 /// to send the answers of its waiting requests again (``ReplyResend`` on `_sy.resend.<instance>`, right away and
-/// again 1, 3, 6, 10 and 15 s later for orchestrators that reconnect after it — a client's reconnect backoff grows
-/// with the attempts of a long outage, up to 5 s); duplicates find no waiter and are dropped
+/// again 1, 3, 6, 10, 15, 20, 30, 45 and 60 s later for orchestrators that reconnect after it — a client's reconnect
+/// backoff grows with the attempts of a long outage, and a loaded machine is slow; each asks only for the requests
+/// still waiting); duplicates find no waiter and are dropped
 /// (docs/adr/0016).
 public final class ReplyInbox: Sendable {
     public let prefix: String
@@ -34,7 +35,8 @@ public final class ReplyInbox: Sendable {
     }
 
     /// When resend requests go out after a reconnect (from the moment it is noticed).
-    static let resendDelays: [Duration] = [.zero, .seconds(1), .seconds(3), .seconds(6), .seconds(10), .seconds(15)]
+    static let resendDelays: [Duration] = [.zero, .seconds(1), .seconds(3), .seconds(6), .seconds(10), .seconds(15),
+                                           .seconds(20), .seconds(30), .seconds(45), .seconds(60)]
 
     /// Asks the orchestrators for the answers of every request still waiting; returns how many ids were asked for.
     @discardableResult

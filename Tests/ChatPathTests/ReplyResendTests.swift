@@ -5,6 +5,7 @@ import Messaging
 @testable import OrchestratorCore
 import Schemas
 @testable import ServiceKit
+import Synchronization
 import Telemetry
 import Testing
 import TestKit
@@ -36,7 +37,21 @@ struct ReplyResendTests {
                                          logger: logger).run()
         }
         defer { responder.cancel() }
-        try await connection.flush()
+        // Wait until the responder answers (its subscription is made when its task runs, which a loaded machine
+        // may delay): a resend of a kept probe answer comes back.
+        let probe = "_sy.gw.probe.ready"
+        let answers = try connection.subscribe(probe)
+        defer { answers.unsubscribe() }
+        record(replies, answer("ready", content: "ready"), subject: probe)
+        let answered = Mutex(false)
+        let listener = Task { for await _ in answers.messages { answered.withLock { $0 = true } } }
+        defer { listener.cancel() }
+        for _ in 0..<100 where !answered.withLock({ $0 }) {
+            try connection.publish(ReplySubjects.resendRoot + ".probe",
+                                   payload: ReplyResend(requestIds: ["ready"]).protobufBytes())
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(answered.withLock { $0 }, "the resend responder never answered")
         return try await body()
     }
 
