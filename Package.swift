@@ -254,7 +254,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "SchemasTests", dependencies: ["Schemas"], swiftSettings: swiftSettings),
-        .testTarget(name: "MessagingTests", dependencies: ["Messaging", "Telemetry", "TestKit", "Contracts"],
+        .testTarget(name: "MessagingTests", dependencies: ["Messaging", "Telemetry", "TestKit", "Contracts", "Tenancy"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestKit"], swiftSettings: swiftSettings),
         .testTarget(name: "TelemetryTests", dependencies: ["Telemetry", "Security", "Contracts"], swiftSettings: swiftSettings),

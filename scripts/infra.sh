@@ -42,7 +42,7 @@ ensure_secrets() {
   [ -s "$SECRETS" ] && [ -n "$(tail -c1 "$SECRETS")" ] && echo >>"$SECRETS"
   local names=() name
   for name in "${NATS_USERS[@]}"; do names+=("SWITCHYARD_NATS_PASSWORD_${name^^}"); done
-  names+=(SWITCHYARD_ADMIN_TOKEN)
+  names+=(SWITCHYARD_ADMIN_TOKEN SWITCHYARD_ROLLOUT_ADMIN_TOKEN)
   for name in "${names[@]}"; do
     grep -q "^$name=" "$SECRETS" || printf '%s=%s\n' "$name" "$(random_secret)" >>"$SECRETS"
   done

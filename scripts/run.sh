@@ -130,6 +130,8 @@ ENV
 # variables sourced from secrets.env are not exported, so a service only sees its own password.
 start_service() {
   local name="$1" user pwvar
+  # The tenant service and analytics also accept the eval service's rollout controller (set-rollout, stats).
+  local CONTROLLER_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN,rollout-controller:$SWITCHYARD_ROLLOUT_ADMIN_TOKEN"
   user="$(nats_user "$name")"
   pwvar="SWITCHYARD_NATS_PASSWORD_${user^^}"
   (
@@ -137,17 +139,18 @@ start_service() {
       SWITCHYARD_OPS_PORT="$(ops_port "$name")" SWITCHYARD_HTTP_PORT="$HTTP_PORT" SWITCHYARD_INSTANCE_ID="$name-1" \
       SWITCHYARD_MIRROR_PUBLIC_KEY="$SWITCHYARD_MIRROR_PUBLIC_KEY"
     if [ "$name" = tenant ]; then
-      export SWITCHYARD_HTTP_PORT="$TENANT_HTTP_PORT" SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN" \
+      export SWITCHYARD_HTTP_PORT="$TENANT_HTTP_PORT" SWITCHYARD_ADMIN_TOKENS="$CONTROLLER_TOKENS" \
         SWITCHYARD_MIRROR_SIGNING_KEY="$SWITCHYARD_MIRROR_SIGNING_KEY"
     fi
     if [ "$name" = billing ]; then
       export SWITCHYARD_HTTP_PORT="$BILLING_HTTP_PORT" SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN"
     fi
     if [ "$name" = analytics ]; then
-      export SWITCHYARD_HTTP_PORT="$ANALYTICS_HTTP_PORT" SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN"
+      export SWITCHYARD_HTTP_PORT="$ANALYTICS_HTTP_PORT" SWITCHYARD_ADMIN_TOKENS="$CONTROLLER_TOKENS"
     fi
     if [ "$name" = eval ]; then
-      export SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN"
+      export SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN" \
+        SWITCHYARD_ROLLOUT_ADMIN_TOKEN="$SWITCHYARD_ROLLOUT_ADMIN_TOKEN"
     fi
     exec nohup "$BIN/$name" >"$RUN/logs/$name.log" 2>&1
   ) &

@@ -42,6 +42,9 @@ public enum EventKind: String, Sendable, CaseIterable {
     /// service's NATS user may publish it, and only the router's eval durable reads it.
     case evalRequested = "eval.requested"
     case evalCompleted = "eval.completed"
+    /// One change of a progressive rollout (`RolloutChanged`): started, stepped, rolled back, … — the audit trail
+    /// of the eval service's rollout controller.
+    case rolloutChanged = "rollout.changed"
 
     /// The payload's Swift type.
     public var messageType: any ProtoMessage.Type {
@@ -59,6 +62,7 @@ public enum EventKind: String, Sendable, CaseIterable {
         case .auditRecorded: AuditRecorded.self
         case .evalRequested: EvalRequested.self
         case .evalCompleted: EvalCompleted.self
+        case .rolloutChanged: RolloutChanged.self
         }
     }
 

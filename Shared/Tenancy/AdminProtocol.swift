@@ -72,6 +72,10 @@ public enum EvalAdminCommand: String, Sendable, CaseIterable {
     case replayStart = "replay-start"
     case runGet = "run-get"
     case runList = "run-list"
+    case rolloutStart = "rollout-start"
+    case rolloutGet = "rollout-get"
+    case rolloutList = "rollout-list"
+    case rolloutControl = "rollout-control"
 
     public static let service = "eval"
 
@@ -123,6 +127,10 @@ extension StartRunRequest: AdminRequest {}
 extension StartReplayRequest: AdminRequest {}
 extension GetRunRequest: AdminRequest {}
 extension ListRunsRequest: AdminRequest {}
+extension StartRolloutRequest: AdminRequest {}
+extension GetRolloutRequest: AdminRequest {}
+extension ListRolloutsRequest: AdminRequest {}
+extension ControlRolloutRequest: AdminRequest {}
 
 extension CreateTenantResponse: AdminResponse {}
 extension UpdateTenantResponse: AdminResponse {}
@@ -155,6 +163,8 @@ extension StartRunResponse: AdminResponse {}
 extension StartReplayResponse: AdminResponse {}
 extension GetRunResponse: AdminResponse {}
 extension ListRunsResponse: AdminResponse {}
+extension RolloutResponse: AdminResponse {}
+extension ListRolloutsResponse: AdminResponse {}
 
 /// The error codes of `AdminError.code`, with their HTTP statuses for the admin HTTP API.
 public enum AdminErrorCode: String, Sendable, CaseIterable {

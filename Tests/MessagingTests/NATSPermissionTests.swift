@@ -1,6 +1,7 @@
 import Contracts
 import Foundation
 import Messaging
+import Tenancy
 import TestKit
 import Testing
 
@@ -149,6 +150,34 @@ struct NATSPermissionTests {
             let deadline = ContinuousClock.now + .seconds(5)
             while await seen.values.isEmpty && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
             #expect(await seen.values == ["from-\(owner)"], "\(subject)")
+        }
+    }
+
+    @Test("eval's rollout controller sends admin.tenant.set-rollout and admin.analytics.stats, and no other admin command of any service")
+    func evalSendsOnlyItsTwoAdminCommands() async throws {
+        try await withAuthServer { server, passwords in
+            let listener = try await connect(server, user: "tenant", password: passwords["tenant"])
+            defer { listener.close() }
+            let subscription = try listener.subscribe("admin.>")
+            let seen = Recorder()
+            let recorder = Task { for await message in subscription.messages { await seen.add(message.subject) } }
+            defer { recorder.cancel(); subscription.unsubscribe() }
+            try await listener.flush()
+            // Every command the code knows, plus subjects of other shapes (a new service needs its own deny entry).
+            let subjects = AdminCommand.allCases.map(\.subject) + BillingAdminCommand.allCases.map(\.subject)
+                + AnalyticsAdminCommand.allCases.map(\.subject) + EvalAdminCommand.allCases.map(\.subject)
+                + ["admin.tenant", "admin.tenant.set-rollout.extra", "admin.analytics.stats.x"]
+            let eval = try await connect(server, user: "eval", password: passwords["eval"])
+            defer { eval.close() }
+            for subject in subjects { try? eval.publish(subject, payload: bytes("x")) }
+            // In order on one connection: once the marker arrives, everything before it has arrived or was dropped.
+            try eval.publish(AnalyticsAdminCommand.stats.subject, payload: bytes("marker"))
+            try await eval.flush()
+            let deadline = ContinuousClock.now + .seconds(5)
+            while await seen.values.count < 3 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(await seen.values == [AdminCommand.setRollout.subject, AnalyticsAdminCommand.stats.subject,
+                                          AnalyticsAdminCommand.stats.subject],
+                    "eval's admin publishes that reached a subscriber")
         }
     }
 

@@ -65,6 +65,34 @@ public enum EvalSchema {
                 PRIMARY KEY (run_id, position)
             );
             """),
+        Migration(version: 3, name: "gated rollouts and their changes", sql: """
+            CREATE TABLE eval_rollouts (
+                rollout_id       text        PRIMARY KEY,
+                tenant_id        text        NOT NULL,
+                agent            text        NOT NULL,
+                state            text        NOT NULL,
+                revision         bigint      NOT NULL DEFAULT 0,
+                settings_pending boolean     NOT NULL DEFAULT false,
+                lease_owner      text        NOT NULL DEFAULT '',
+                lease_until      timestamptz NOT NULL DEFAULT '-infinity',
+                started_at       timestamptz NOT NULL DEFAULT now(),
+                updated_at       timestamptz NOT NULL DEFAULT now(),
+                rollout          bytea       NOT NULL
+            );
+            CREATE UNIQUE INDEX eval_rollouts_one_unfinished ON eval_rollouts (tenant_id, agent)
+                WHERE state IN ('evaluating', 'stepping', 'paused');
+            CREATE INDEX eval_rollouts_by_agent ON eval_rollouts (tenant_id, agent, started_at DESC);
+            CREATE TABLE eval_rollout_events (
+                rollout_id text        NOT NULL REFERENCES eval_rollouts (rollout_id) ON DELETE CASCADE,
+                sequence   bigint      NOT NULL,
+                at         timestamptz NOT NULL DEFAULT now(),
+                action     text        NOT NULL,
+                event      bytea       NOT NULL,
+                published  boolean     NOT NULL DEFAULT false,
+                PRIMARY KEY (rollout_id, sequence)
+            );
+            CREATE INDEX eval_rollout_events_unpublished ON eval_rollout_events (at) WHERE NOT published;
+            """),
     ]
 }
 
@@ -78,14 +106,17 @@ public struct EvalAdmin: Sendable {
     let logger: Logger
     /// Runs suites through the chat path (nil: run-start is refused as unavailable).
     var runner: EvalRunner?
+    /// Drives rollouts (nil: rollout commands are refused as unavailable).
+    var rollouts: RolloutController?
 
     public init(pool: PostgresPool, authenticator: AdminAuthenticator, directory: TenantDirectory?, logger: Logger,
-                runner: EvalRunner? = nil) {
+                runner: EvalRunner? = nil, rollouts: RolloutController? = nil) {
         self.pool = pool
         self.authenticator = authenticator
         self.directory = directory
         self.logger = logger
         self.runner = runner
+        self.rollouts = rollouts
     }
 
     func storage(_ error: any Error) -> AdminFailure { AdminFailure.storage(error, service: "eval") }
@@ -388,6 +419,22 @@ public struct EvalAdminDispatcher: AdminCommandDispatcher {
         case .runList:
             return await AdminCall.run(body, wire, bearerToken, ListRunsRequest.self) { r throws(AdminFailure) in
                 try await a.listRuns(r)
+            }
+        case .rolloutStart:
+            return await AdminCall.run(body, wire, bearerToken, StartRolloutRequest.self) { r throws(AdminFailure) in
+                try await a.startRollout(r)
+            }
+        case .rolloutGet:
+            return await AdminCall.run(body, wire, bearerToken, GetRolloutRequest.self) { r throws(AdminFailure) in
+                try await a.getRollout(r)
+            }
+        case .rolloutList:
+            return await AdminCall.run(body, wire, bearerToken, ListRolloutsRequest.self) { r throws(AdminFailure) in
+                try await a.listRollouts(r)
+            }
+        case .rolloutControl:
+            return await AdminCall.run(body, wire, bearerToken, ControlRolloutRequest.self) { r throws(AdminFailure) in
+                try await a.controlRollout(r)
             }
         }
     }

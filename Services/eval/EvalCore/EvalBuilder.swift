@@ -12,13 +12,33 @@ import Tenancy
 public struct EvalConfiguration: Sendable {
     /// `SWITCHYARD_ADMIN_TOKENS`: `name:token` pairs for the admin commands; unset = every command is refused.
     public var adminTokens: [(name: String, token: String)]
+    /// `SWITCHYARD_ROLLOUT_ADMIN_TOKEN`: the admin token the rollout controller presents to the tenant service
+    /// (`set-rollout`) and to analytics (`stats`); one of their `SWITCHYARD_ADMIN_TOKENS`. Unset: no rollouts.
+    public var rolloutToken: String?
+    /// `SWITCHYARD_ROLLOUT_LEASE_MS` (default 15000): how long a replica's lease on a rollout lasts unrenewed —
+    /// the longest a rollout waits for another replica after its driver died.
+    public var rolloutLease: Duration
+    /// `SWITCHYARD_ROLLOUT_TICK_MS` (default 1000): how often the controller looks at its rollouts.
+    public var rolloutTick: Duration
 
-    public init(adminTokens: [(name: String, token: String)] = []) {
+    public init(adminTokens: [(name: String, token: String)] = [], rolloutToken: String? = nil,
+                rolloutLease: Duration = .seconds(15), rolloutTick: Duration = .seconds(1)) {
         self.adminTokens = adminTokens
+        self.rolloutToken = rolloutToken
+        self.rolloutLease = rolloutLease
+        self.rolloutTick = rolloutTick
     }
 
     public init(environment: EnvironmentReader) throws(ConfigurationError) {
         adminTokens = try AdminAuthenticator.tokens(from: environment)
+        rolloutToken = environment.optional("SWITCHYARD_ROLLOUT_ADMIN_TOKEN").flatMap { $0.isEmpty ? nil : $0 }
+        rolloutLease = try environment.milliseconds("SWITCHYARD_ROLLOUT_LEASE_MS", default: .seconds(15),
+                                                    range: 500...600_000)
+        rolloutTick = try environment.milliseconds("SWITCHYARD_ROLLOUT_TICK_MS", default: .seconds(1), range: 50...60_000)
+        if rolloutTick * 2 > rolloutLease {
+            throw ConfigurationError(code: .outOfRange, variable: "SWITCHYARD_ROLLOUT_TICK_MS",
+                                     expectation: "at most half of SWITCHYARD_ROLLOUT_LEASE_MS (a lease is renewed every tick)")
+        }
     }
 }
 
@@ -39,6 +59,12 @@ public func buildEval(configuration: ServiceConfiguration, eval: EvalConfigurati
             ? [Doctor.check(.warn, "secret SWITCHYARD_ADMIN_TOKENS", "not set: eval's admin commands are refused")]
             : eval.adminTokens.map { SecretHygiene.check("SWITCHYARD_ADMIN_TOKENS (\($0.name))", $0.token) }
     }
+    builder.doctor.add {
+        guard let token = eval.rolloutToken else {
+            return [Doctor.check(.warn, "secret SWITCHYARD_ROLLOUT_ADMIN_TOKEN", "not set: rollouts are refused")]
+        }
+        return [SecretHygiene.check("SWITCHYARD_ROLLOUT_ADMIN_TOKEN", token)]
+    }
     try await builder.streams(Streams.events, Streams.deadLetter)
     // Answers to the cases of runs come back like a gateway's (a reply inbox per instance, resends after a
     // reconnect).
@@ -46,8 +72,18 @@ public func buildEval(configuration: ServiceConfiguration, eval: EvalConfigurati
     builder.add(ReplyInboxService(inbox: inbox))
     let runner = EvalRunner(pool: pool, jetStream: builder.jetStream, inbox: inbox, metrics: metrics, logger: logger)
     builder.add(EvalRunnerService(runner: runner))
+    let directory = builder.tenancyMirror()
+    // The controller's admin calls (set-rollout, stats) go out on this process's connection as the eval user.
+    let client = eval.rolloutToken.map {
+        AdminClient(connection: builder.connection, token: $0, actor: "rollout-controller/\(configuration.instanceID)",
+                    timeout: .seconds(5))
+    }
+    let rollouts = RolloutController(pool: pool, runner: runner, jetStream: builder.jetStream, directory: directory,
+                                     client: client, instance: configuration.instanceID, lease: eval.rolloutLease,
+                                     tick: eval.rolloutTick, logger: logger)
+    builder.add(RolloutControllerService(controller: rollouts))
     let admin = EvalAdmin(pool: pool, authenticator: AdminAuthenticator(tokens: eval.adminTokens),
-                          directory: builder.tenancyMirror(), logger: logger, runner: runner)
+                          directory: directory, logger: logger, runner: runner, rollouts: rollouts)
     builder.add(AdminNATSService(connection: builder.connection, dispatcher: EvalAdminDispatcher(admin: admin),
                                  metrics: metrics, logger: logger))
     return builder.serviceGroup(signals: signals)

@@ -44,6 +44,9 @@ public final class EvalRunner: Sendable {
     /// Runs in progress in this process.
     public var running: Int { tasks.withLock { $0.count } }
 
+    /// Whether the run is in progress in this process (a run of a replica that died is not).
+    func isRunningHere(_ runID: String) -> Bool { tasks.withLock { $0[runID] != nil } }
+
     /// Records the run (status `running`) and starts its cases in the background; returns at once. A replay
     /// passes the recorded answers (by case id) its cases are compared with.
     func start(tenant: String, agent: String, version: String, suite: EvalSuite, concurrency: Int, actor: String,

@@ -42,6 +42,7 @@ public func makeRouted(_ request: ChatRequested, decision: RoutingDecision, prod
         reason: decision.reason,
         fallbackAgent: decision.fallbackAgent,
         hops: request.hops + [HopStamp(hop: RouterEvents.hopName, unixNanos: nowUnixNanos)],
-        packageName: packageName
+        packageName: packageName,
+        canaryPercent: decision.canaryPercent
     )
 }

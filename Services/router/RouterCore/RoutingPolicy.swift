@@ -72,9 +72,12 @@ public struct RoutingDecision: Sendable, Hashable {
     /// The final agent's fallback agent for the orchestrator, "" unless it is enabled, not kill-switched and not
     /// the agent itself.
     public var fallbackAgent: String
+    /// The agent's canary share (0-100) in force when it was routed (0 without a canary version; eval: 0).
+    public var canaryPercent: UInt32
 
     public init(agent: String, agentVersion: String, provider: String, model: String, intent: String,
-                cohort: RolloutCohort, reason: String, basis: RoutingBasis, fallbackAgent: String) {
+                cohort: RolloutCohort, reason: String, basis: RoutingBasis, fallbackAgent: String,
+                canaryPercent: UInt32 = 0) {
         self.agent = agent
         self.agentVersion = agentVersion
         self.provider = provider
@@ -84,6 +87,7 @@ public struct RoutingDecision: Sendable, Hashable {
         self.reason = reason
         self.basis = basis
         self.fallbackAgent = fallbackAgent
+        self.canaryPercent = canaryPercent
     }
 }
 
@@ -179,6 +183,7 @@ public struct RoutingPolicy: Sendable {
         let rollout = input.rollouts[agent.agent]
         var cohort = RolloutCohort.stable
         var version = rollout.map(\.stableVersion).flatMap { $0.isEmpty ? nil : $0 } ?? agent.version
+        var canaryPercent: UInt32 = 0
         if let pinned = input.pinnedVersion {
             let known = manifest.versions(of: agent.agent, rollout: rollout)
             guard known.contains(pinned) else { return .rejected(.unknownVersion) }
@@ -186,6 +191,7 @@ public struct RoutingPolicy: Sendable {
             version = pinned
         } else if let rollout, rollout.canaryPercent > 0, !rollout.canaryVersion.isEmpty {
             let percent = UInt64(min(rollout.canaryPercent, 100))
+            canaryPercent = UInt32(percent)
             let request = input.request
             let stickyKey = request.conversationID.isEmpty ? (request.meta?.requestID ?? "") : request.conversationID
             let bucket = Self.rolloutBucket(tenantID: input.tenant.id, agent: agent.agent, stickyKey: stickyKey)
@@ -222,7 +228,8 @@ public struct RoutingPolicy: Sendable {
             cohort: cohort,
             reason: reason,
             basis: picked.basis,
-            fallbackAgent: fallbackAgent
+            fallbackAgent: fallbackAgent,
+            canaryPercent: canaryPercent
         ))
     }
 

@@ -294,6 +294,8 @@ public struct ChatRouted: ProtoMessage, Hashable {
     public var hops: [HopStamp] = []
     /// `package_name = 12`: the tenant's vertical package, e.g. "gastronomy"
     public var packageName: String = ""
+    /// `canary_percent = 13`: the agent's canary share (0-100) in force when this request was routed
+    public var canaryPercent: UInt32 = 0
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -310,7 +312,8 @@ public struct ChatRouted: ProtoMessage, Hashable {
         reason: String = "",
         fallbackAgent: String = "",
         hops: [HopStamp] = [],
-        packageName: String = ""
+        packageName: String = "",
+        canaryPercent: UInt32 = 0
     ) {
         self.meta = meta
         self.request = request
@@ -324,6 +327,7 @@ public struct ChatRouted: ProtoMessage, Hashable {
         self.fallbackAgent = fallbackAgent
         self.hops = hops
         self.packageName = packageName
+        self.canaryPercent = canaryPercent
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -368,6 +372,7 @@ extension ChatRouted: _CMessage {
             c.pointee.hops = arr
         }
         if !self.packageName.isEmpty { c.pointee.package_name = arena.cString(self.packageName) }
+        c.pointee.canary_percent = self.canaryPercent
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -391,6 +396,7 @@ extension ChatRouted: _CMessage {
         }
         self.hops = hops_
         self.packageName = try _swiftString(p.pointee.package_name, Self.protoName)
+        self.canaryPercent = p.pointee.canary_percent
     }
 }
 
@@ -409,6 +415,7 @@ extension ChatRouted: Codable {
         case fallbackAgent
         case hops
         case packageName
+        case canaryPercent
 
         var protoFieldName: String {
             switch self {
@@ -416,6 +423,7 @@ extension ChatRouted: Codable {
             case .rolloutCohort: "rollout_cohort"
             case .fallbackAgent: "fallback_agent"
             case .packageName: "package_name"
+            case .canaryPercent: "canary_percent"
             default: rawValue
             }
         }
@@ -435,6 +443,7 @@ extension ChatRouted: Codable {
         self.fallbackAgent = try json.decode(String.self, .fallbackAgent) ?? ""
         self.hops = try json.decode([HopStamp].self, .hops) ?? []
         self.packageName = try json.decode(String.self, .packageName) ?? ""
+        self.canaryPercent = try json.decode(_ProtoJSONNumber<UInt32>.self, .canaryPercent)?.value ?? 0
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -451,6 +460,7 @@ extension ChatRouted: Codable {
         try c.encode(self.fallbackAgent, forKey: .fallbackAgent)
         try c.encode(self.hops, forKey: .hops)
         try c.encode(self.packageName, forKey: .packageName)
+        try c.encode(self.canaryPercent, forKey: .canaryPercent)
     }
 }
 

@@ -2657,3 +2657,1629 @@ extension EvalCompleted: Codable {
         try c.encodeIfPresent(self.run, forKey: .run)
     }
 }
+
+/// RolloutGate: one condition a rollout must meet. Metrics: "eval" (the suite's score, 0-1) and "replay" (the
+/// replay's score) before the first step; "error_rate", "handoff_rate" (fractions of the canary's settled requests)
+/// and "p95_ms" (the canary's end-to-end p95) at every step. `op` is one of "<", "<=", ">", ">=".
+public struct RolloutGate: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.RolloutGate"
+
+    /// `metric = 1`
+    public var metric: String = ""
+    /// `op = 2`
+    public var op: String = ""
+    /// `threshold = 3`
+    public var threshold: Double = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        metric: String = "",
+        op: String = "",
+        threshold: Double = 0
+    ) {
+        self.metric = metric
+        self.op = op
+        self.threshold = threshold
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension RolloutGate: _CMessage {
+    typealias _CType = Switchyard__V1__RolloutGate
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rollout_gate__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__rollout_gate__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rollout_gate__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__rollout_gate__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__rollout_gate__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.metric.isEmpty { c.pointee.metric = arena.cString(self.metric) }
+        if !self.op.isEmpty { c.pointee.op = arena.cString(self.op) }
+        c.pointee.threshold = self.threshold
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.metric = try _swiftString(p.pointee.metric, Self.protoName)
+        self.op = try _swiftString(p.pointee.op, Self.protoName)
+        self.threshold = p.pointee.threshold
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension RolloutGate: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case metric
+        case op
+        case threshold
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.metric = try json.decode(String.self, .metric) ?? ""
+        self.op = try json.decode(String.self, .op) ?? ""
+        self.threshold = try json.decode(_ProtoJSONNumber<Double>.self, .threshold)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.metric, forKey: .metric)
+        try c.encode(self.op, forKey: .op)
+        try c.encode(_ProtoJSONNumber(self.threshold), forKey: .threshold)
+    }
+}
+
+/// RolloutFigures: canary vs stable during the current step, from analytics (settled = answered + failed).
+public struct RolloutFigures: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.RolloutFigures"
+
+    /// `canary_settled = 1`
+    public var canarySettled: Int64 = 0
+    /// `canary_failures = 2`
+    public var canaryFailures: Int64 = 0
+    /// `canary_handoffs = 3`
+    public var canaryHandoffs: Int64 = 0
+    /// `canary_p95_micros = 4`
+    public var canaryP95Micros: Int64 = 0
+    /// `stable_settled = 5`
+    public var stableSettled: Int64 = 0
+    /// `stable_failures = 6`
+    public var stableFailures: Int64 = 0
+    /// `stable_handoffs = 7`
+    public var stableHandoffs: Int64 = 0
+    /// `stable_p95_micros = 8`
+    public var stableP95Micros: Int64 = 0
+    /// `checked_at_unix_nanos = 9`
+    public var checkedAtUnixNanos: Int64 = 0
+    /// `verdict = 10`: "pass" | "hold: …" | "fail: …"
+    public var verdict: String = ""
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        canarySettled: Int64 = 0,
+        canaryFailures: Int64 = 0,
+        canaryHandoffs: Int64 = 0,
+        canaryP95Micros: Int64 = 0,
+        stableSettled: Int64 = 0,
+        stableFailures: Int64 = 0,
+        stableHandoffs: Int64 = 0,
+        stableP95Micros: Int64 = 0,
+        checkedAtUnixNanos: Int64 = 0,
+        verdict: String = ""
+    ) {
+        self.canarySettled = canarySettled
+        self.canaryFailures = canaryFailures
+        self.canaryHandoffs = canaryHandoffs
+        self.canaryP95Micros = canaryP95Micros
+        self.stableSettled = stableSettled
+        self.stableFailures = stableFailures
+        self.stableHandoffs = stableHandoffs
+        self.stableP95Micros = stableP95Micros
+        self.checkedAtUnixNanos = checkedAtUnixNanos
+        self.verdict = verdict
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension RolloutFigures: _CMessage {
+    typealias _CType = Switchyard__V1__RolloutFigures
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rollout_figures__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__rollout_figures__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rollout_figures__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__rollout_figures__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__rollout_figures__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        c.pointee.canary_settled = self.canarySettled
+        c.pointee.canary_failures = self.canaryFailures
+        c.pointee.canary_handoffs = self.canaryHandoffs
+        c.pointee.canary_p95_micros = self.canaryP95Micros
+        c.pointee.stable_settled = self.stableSettled
+        c.pointee.stable_failures = self.stableFailures
+        c.pointee.stable_handoffs = self.stableHandoffs
+        c.pointee.stable_p95_micros = self.stableP95Micros
+        c.pointee.checked_at_unix_nanos = self.checkedAtUnixNanos
+        if !self.verdict.isEmpty { c.pointee.verdict = arena.cString(self.verdict) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.canarySettled = p.pointee.canary_settled
+        self.canaryFailures = p.pointee.canary_failures
+        self.canaryHandoffs = p.pointee.canary_handoffs
+        self.canaryP95Micros = p.pointee.canary_p95_micros
+        self.stableSettled = p.pointee.stable_settled
+        self.stableFailures = p.pointee.stable_failures
+        self.stableHandoffs = p.pointee.stable_handoffs
+        self.stableP95Micros = p.pointee.stable_p95_micros
+        self.checkedAtUnixNanos = p.pointee.checked_at_unix_nanos
+        self.verdict = try _swiftString(p.pointee.verdict, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension RolloutFigures: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case canarySettled
+        case canaryFailures
+        case canaryHandoffs
+        case canaryP95Micros
+        case stableSettled
+        case stableFailures
+        case stableHandoffs
+        case stableP95Micros
+        case checkedAtUnixNanos
+        case verdict
+
+        var protoFieldName: String {
+            switch self {
+            case .canarySettled: "canary_settled"
+            case .canaryFailures: "canary_failures"
+            case .canaryHandoffs: "canary_handoffs"
+            case .canaryP95Micros: "canary_p95_micros"
+            case .stableSettled: "stable_settled"
+            case .stableFailures: "stable_failures"
+            case .stableHandoffs: "stable_handoffs"
+            case .stableP95Micros: "stable_p95_micros"
+            case .checkedAtUnixNanos: "checked_at_unix_nanos"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.canarySettled = try json.decode(_ProtoJSONNumber<Int64>.self, .canarySettled)?.value ?? 0
+        self.canaryFailures = try json.decode(_ProtoJSONNumber<Int64>.self, .canaryFailures)?.value ?? 0
+        self.canaryHandoffs = try json.decode(_ProtoJSONNumber<Int64>.self, .canaryHandoffs)?.value ?? 0
+        self.canaryP95Micros = try json.decode(_ProtoJSONNumber<Int64>.self, .canaryP95Micros)?.value ?? 0
+        self.stableSettled = try json.decode(_ProtoJSONNumber<Int64>.self, .stableSettled)?.value ?? 0
+        self.stableFailures = try json.decode(_ProtoJSONNumber<Int64>.self, .stableFailures)?.value ?? 0
+        self.stableHandoffs = try json.decode(_ProtoJSONNumber<Int64>.self, .stableHandoffs)?.value ?? 0
+        self.stableP95Micros = try json.decode(_ProtoJSONNumber<Int64>.self, .stableP95Micros)?.value ?? 0
+        self.checkedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .checkedAtUnixNanos)?.value ?? 0
+        self.verdict = try json.decode(String.self, .verdict) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.canarySettled, forKey: .canarySettled)
+        try c.encode(self.canaryFailures, forKey: .canaryFailures)
+        try c.encode(self.canaryHandoffs, forKey: .canaryHandoffs)
+        try c.encode(self.canaryP95Micros, forKey: .canaryP95Micros)
+        try c.encode(self.stableSettled, forKey: .stableSettled)
+        try c.encode(self.stableFailures, forKey: .stableFailures)
+        try c.encode(self.stableHandoffs, forKey: .stableHandoffs)
+        try c.encode(self.stableP95Micros, forKey: .stableP95Micros)
+        try c.encode(self.checkedAtUnixNanos, forKey: .checkedAtUnixNanos)
+        try c.encode(self.verdict, forKey: .verdict)
+    }
+}
+
+/// Rollout: a gated progressive rollout of a candidate version of one tenant's agent, driven by the eval service
+/// (one replica at a time holds its lease). State in PostgreSQL; every change is a RolloutChanged event.
+public struct Rollout: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.Rollout"
+
+    /// `rollout_id = 1`
+    public var rolloutID: String = ""
+    /// `tenant_id = 2`
+    public var tenantID: String = ""
+    /// `agent = 3`
+    public var agent: String = ""
+    /// `candidate_version = 4`
+    public var candidateVersion: String = ""
+    /// `stable_version = 5`: the stable version when it started: live users get it back on a rollback
+    public var stableVersion: String = ""
+    /// `previous_canary_version = 6`
+    public var previousCanaryVersion: String = ""
+    /// `previous_canary_percent = 7`
+    public var previousCanaryPercent: UInt32 = 0
+    /// `steps = 8`: the canary share of each step, ascending, the last 100
+    public var steps: [UInt32] = []
+    /// `hold_millis = 9`: each step lasts at least this long
+    public var holdMillis: Int64 = 0
+    /// `gates = 10`
+    public var gates: [RolloutGate] = []
+    /// `min_requests = 11`: settled requests of the agent (both versions) a step needs to advance
+    public var minRequests: UInt32 = 0
+    /// `suite = 12`: the golden suite run before the first step ("" = none)
+    public var suite: String = ""
+    /// `replay_limit = 13`: recorded requests replayed before the first step (0 = no replay)
+    public var replayLimit: UInt32 = 0
+    /// `state = 14`
+    public var state: String = ""
+    /// `step_index = 15`: -1 before the first step
+    public var stepIndex: Int32 = 0
+    /// `canary_percent = 16`: the share the controller set last
+    public var canaryPercent: UInt32 = 0
+    /// `eval_run_id = 17`
+    public var evalRunID: String = ""
+    /// `replay_run_id = 18`
+    public var replayRunID: String = ""
+    /// `eval_score = 19`
+    public var evalScore: Double = 0
+    /// `replay_score = 20`
+    public var replayScore: Double = 0
+    /// `reason = 21`: why it is in its state (a refusal, a rollback, a failure)
+    public var reason: String = ""
+    /// `driver = 22`: the eval instance holding the lease
+    public var driver: String = ""
+    /// `step_started_at_unix_nanos = 23`
+    public var stepStartedAtUnixNanos: Int64 = 0
+    /// `started_by = 24`
+    public var startedBy: String = ""
+    /// `started_at_unix_nanos = 25`
+    public var startedAtUnixNanos: Int64 = 0
+    /// `updated_at_unix_nanos = 26`
+    public var updatedAtUnixNanos: Int64 = 0
+    /// `figures = 27`: at the last check
+    public var figures: RolloutFigures? = nil
+    /// `history = 28`: rollout-get with include_history
+    public var history: [RolloutChanged] = []
+    /// `baseline = 29`: the analytics counters at the step's start (figures are the difference)
+    public var baseline: RolloutBaseline? = nil
+    /// `settings_pending = 30`: the tenant's rollout settings still have to be set to match `state`
+    public var settingsPending: Bool = false
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        rolloutID: String = "",
+        tenantID: String = "",
+        agent: String = "",
+        candidateVersion: String = "",
+        stableVersion: String = "",
+        previousCanaryVersion: String = "",
+        previousCanaryPercent: UInt32 = 0,
+        steps: [UInt32] = [],
+        holdMillis: Int64 = 0,
+        gates: [RolloutGate] = [],
+        minRequests: UInt32 = 0,
+        suite: String = "",
+        replayLimit: UInt32 = 0,
+        state: String = "",
+        stepIndex: Int32 = 0,
+        canaryPercent: UInt32 = 0,
+        evalRunID: String = "",
+        replayRunID: String = "",
+        evalScore: Double = 0,
+        replayScore: Double = 0,
+        reason: String = "",
+        driver: String = "",
+        stepStartedAtUnixNanos: Int64 = 0,
+        startedBy: String = "",
+        startedAtUnixNanos: Int64 = 0,
+        updatedAtUnixNanos: Int64 = 0,
+        figures: RolloutFigures? = nil,
+        history: [RolloutChanged] = [],
+        baseline: RolloutBaseline? = nil,
+        settingsPending: Bool = false
+    ) {
+        self.rolloutID = rolloutID
+        self.tenantID = tenantID
+        self.agent = agent
+        self.candidateVersion = candidateVersion
+        self.stableVersion = stableVersion
+        self.previousCanaryVersion = previousCanaryVersion
+        self.previousCanaryPercent = previousCanaryPercent
+        self.steps = steps
+        self.holdMillis = holdMillis
+        self.gates = gates
+        self.minRequests = minRequests
+        self.suite = suite
+        self.replayLimit = replayLimit
+        self.state = state
+        self.stepIndex = stepIndex
+        self.canaryPercent = canaryPercent
+        self.evalRunID = evalRunID
+        self.replayRunID = replayRunID
+        self.evalScore = evalScore
+        self.replayScore = replayScore
+        self.reason = reason
+        self.driver = driver
+        self.stepStartedAtUnixNanos = stepStartedAtUnixNanos
+        self.startedBy = startedBy
+        self.startedAtUnixNanos = startedAtUnixNanos
+        self.updatedAtUnixNanos = updatedAtUnixNanos
+        self.figures = figures
+        self.history = history
+        self.baseline = baseline
+        self.settingsPending = settingsPending
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension Rollout: _CMessage {
+    typealias _CType = Switchyard__V1__Rollout
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rollout__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__rollout__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rollout__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__rollout__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__rollout__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.rolloutID.isEmpty { c.pointee.rollout_id = arena.cString(self.rolloutID) }
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        if !self.agent.isEmpty { c.pointee.agent = arena.cString(self.agent) }
+        if !self.candidateVersion.isEmpty { c.pointee.candidate_version = arena.cString(self.candidateVersion) }
+        if !self.stableVersion.isEmpty { c.pointee.stable_version = arena.cString(self.stableVersion) }
+        if !self.previousCanaryVersion.isEmpty { c.pointee.previous_canary_version = arena.cString(self.previousCanaryVersion) }
+        c.pointee.previous_canary_percent = self.previousCanaryPercent
+        if !self.steps.isEmpty {
+            let arr = arena.allocateArray(UInt32.self, count: self.steps.count)
+            for (i, v) in self.steps.enumerated() {
+                arr[i] = v
+            }
+            c.pointee.n_steps = self.steps.count
+            c.pointee.steps = arr
+        }
+        c.pointee.hold_millis = self.holdMillis
+        if !self.gates.isEmpty {
+            let arr = arena.allocateArray(UnsafeMutablePointer<Switchyard__V1__RolloutGate>?.self, count: self.gates.count)
+            for (i, v) in self.gates.enumerated() {
+                arr[i] = v._cMake(&arena)
+            }
+            c.pointee.n_gates = self.gates.count
+            c.pointee.gates = arr
+        }
+        c.pointee.min_requests = self.minRequests
+        if !self.suite.isEmpty { c.pointee.suite = arena.cString(self.suite) }
+        c.pointee.replay_limit = self.replayLimit
+        if !self.state.isEmpty { c.pointee.state = arena.cString(self.state) }
+        c.pointee.step_index = self.stepIndex
+        c.pointee.canary_percent = self.canaryPercent
+        if !self.evalRunID.isEmpty { c.pointee.eval_run_id = arena.cString(self.evalRunID) }
+        if !self.replayRunID.isEmpty { c.pointee.replay_run_id = arena.cString(self.replayRunID) }
+        c.pointee.eval_score = self.evalScore
+        c.pointee.replay_score = self.replayScore
+        if !self.reason.isEmpty { c.pointee.reason = arena.cString(self.reason) }
+        if !self.driver.isEmpty { c.pointee.driver = arena.cString(self.driver) }
+        c.pointee.step_started_at_unix_nanos = self.stepStartedAtUnixNanos
+        if !self.startedBy.isEmpty { c.pointee.started_by = arena.cString(self.startedBy) }
+        c.pointee.started_at_unix_nanos = self.startedAtUnixNanos
+        c.pointee.updated_at_unix_nanos = self.updatedAtUnixNanos
+        if let v = self.figures { c.pointee.figures = v._cMake(&arena) }
+        if !self.history.isEmpty {
+            let arr = arena.allocateArray(UnsafeMutablePointer<Switchyard__V1__RolloutChanged>?.self, count: self.history.count)
+            for (i, v) in self.history.enumerated() {
+                arr[i] = v._cMake(&arena)
+            }
+            c.pointee.n_history = self.history.count
+            c.pointee.history = arr
+        }
+        if let v = self.baseline { c.pointee.baseline = v._cMake(&arena) }
+        c.pointee.settings_pending = (self.settingsPending ? 1 : 0)
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.rolloutID = try _swiftString(p.pointee.rollout_id, Self.protoName)
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.agent = try _swiftString(p.pointee.agent, Self.protoName)
+        self.candidateVersion = try _swiftString(p.pointee.candidate_version, Self.protoName)
+        self.stableVersion = try _swiftString(p.pointee.stable_version, Self.protoName)
+        self.previousCanaryVersion = try _swiftString(p.pointee.previous_canary_version, Self.protoName)
+        self.previousCanaryPercent = p.pointee.previous_canary_percent
+        var steps_: [UInt32] = []
+        if let arr = p.pointee.steps {
+            steps_.reserveCapacity(p.pointee.n_steps)
+            for i in 0..<p.pointee.n_steps {
+                steps_.append(arr[i])
+            }
+        }
+        self.steps = steps_
+        self.holdMillis = p.pointee.hold_millis
+        var gates_: [RolloutGate] = []
+        if let arr = p.pointee.gates {
+            gates_.reserveCapacity(p.pointee.n_gates)
+            for i in 0..<p.pointee.n_gates {
+                guard let e = arr[i] else { throw SchemaError(.malformed, messageType: Self.protoName) }
+                gates_.append(try RolloutGate(_c: e))
+            }
+        }
+        self.gates = gates_
+        self.minRequests = p.pointee.min_requests
+        self.suite = try _swiftString(p.pointee.suite, Self.protoName)
+        self.replayLimit = p.pointee.replay_limit
+        self.state = try _swiftString(p.pointee.state, Self.protoName)
+        self.stepIndex = p.pointee.step_index
+        self.canaryPercent = p.pointee.canary_percent
+        self.evalRunID = try _swiftString(p.pointee.eval_run_id, Self.protoName)
+        self.replayRunID = try _swiftString(p.pointee.replay_run_id, Self.protoName)
+        self.evalScore = p.pointee.eval_score
+        self.replayScore = p.pointee.replay_score
+        self.reason = try _swiftString(p.pointee.reason, Self.protoName)
+        self.driver = try _swiftString(p.pointee.driver, Self.protoName)
+        self.stepStartedAtUnixNanos = p.pointee.step_started_at_unix_nanos
+        self.startedBy = try _swiftString(p.pointee.started_by, Self.protoName)
+        self.startedAtUnixNanos = p.pointee.started_at_unix_nanos
+        self.updatedAtUnixNanos = p.pointee.updated_at_unix_nanos
+        if let q = p.pointee.figures { self.figures = try RolloutFigures(_c: q) } else { self.figures = nil }
+        var history_: [RolloutChanged] = []
+        if let arr = p.pointee.history {
+            history_.reserveCapacity(p.pointee.n_history)
+            for i in 0..<p.pointee.n_history {
+                guard let e = arr[i] else { throw SchemaError(.malformed, messageType: Self.protoName) }
+                history_.append(try RolloutChanged(_c: e))
+            }
+        }
+        self.history = history_
+        if let q = p.pointee.baseline { self.baseline = try RolloutBaseline(_c: q) } else { self.baseline = nil }
+        self.settingsPending = (p.pointee.settings_pending != 0)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension Rollout: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case rolloutID = "rolloutId"
+        case tenantID = "tenantId"
+        case agent
+        case candidateVersion
+        case stableVersion
+        case previousCanaryVersion
+        case previousCanaryPercent
+        case steps
+        case holdMillis
+        case gates
+        case minRequests
+        case suite
+        case replayLimit
+        case state
+        case stepIndex
+        case canaryPercent
+        case evalRunID = "evalRunId"
+        case replayRunID = "replayRunId"
+        case evalScore
+        case replayScore
+        case reason
+        case driver
+        case stepStartedAtUnixNanos
+        case startedBy
+        case startedAtUnixNanos
+        case updatedAtUnixNanos
+        case figures
+        case history
+        case baseline
+        case settingsPending
+
+        var protoFieldName: String {
+            switch self {
+            case .rolloutID: "rollout_id"
+            case .tenantID: "tenant_id"
+            case .candidateVersion: "candidate_version"
+            case .stableVersion: "stable_version"
+            case .previousCanaryVersion: "previous_canary_version"
+            case .previousCanaryPercent: "previous_canary_percent"
+            case .holdMillis: "hold_millis"
+            case .minRequests: "min_requests"
+            case .replayLimit: "replay_limit"
+            case .stepIndex: "step_index"
+            case .canaryPercent: "canary_percent"
+            case .evalRunID: "eval_run_id"
+            case .replayRunID: "replay_run_id"
+            case .evalScore: "eval_score"
+            case .replayScore: "replay_score"
+            case .stepStartedAtUnixNanos: "step_started_at_unix_nanos"
+            case .startedBy: "started_by"
+            case .startedAtUnixNanos: "started_at_unix_nanos"
+            case .updatedAtUnixNanos: "updated_at_unix_nanos"
+            case .settingsPending: "settings_pending"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.rolloutID = try json.decode(String.self, .rolloutID) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.candidateVersion = try json.decode(String.self, .candidateVersion) ?? ""
+        self.stableVersion = try json.decode(String.self, .stableVersion) ?? ""
+        self.previousCanaryVersion = try json.decode(String.self, .previousCanaryVersion) ?? ""
+        self.previousCanaryPercent = try json.decode(_ProtoJSONNumber<UInt32>.self, .previousCanaryPercent)?.value ?? 0
+        self.steps = try json.decode([_ProtoJSONNumber<UInt32>].self, .steps)?.map(\.value) ?? []
+        self.holdMillis = try json.decode(_ProtoJSONNumber<Int64>.self, .holdMillis)?.value ?? 0
+        self.gates = try json.decode([RolloutGate].self, .gates) ?? []
+        self.minRequests = try json.decode(_ProtoJSONNumber<UInt32>.self, .minRequests)?.value ?? 0
+        self.suite = try json.decode(String.self, .suite) ?? ""
+        self.replayLimit = try json.decode(_ProtoJSONNumber<UInt32>.self, .replayLimit)?.value ?? 0
+        self.state = try json.decode(String.self, .state) ?? ""
+        self.stepIndex = try json.decode(_ProtoJSONNumber<Int32>.self, .stepIndex)?.value ?? 0
+        self.canaryPercent = try json.decode(_ProtoJSONNumber<UInt32>.self, .canaryPercent)?.value ?? 0
+        self.evalRunID = try json.decode(String.self, .evalRunID) ?? ""
+        self.replayRunID = try json.decode(String.self, .replayRunID) ?? ""
+        self.evalScore = try json.decode(_ProtoJSONNumber<Double>.self, .evalScore)?.value ?? 0
+        self.replayScore = try json.decode(_ProtoJSONNumber<Double>.self, .replayScore)?.value ?? 0
+        self.reason = try json.decode(String.self, .reason) ?? ""
+        self.driver = try json.decode(String.self, .driver) ?? ""
+        self.stepStartedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .stepStartedAtUnixNanos)?.value ?? 0
+        self.startedBy = try json.decode(String.self, .startedBy) ?? ""
+        self.startedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .startedAtUnixNanos)?.value ?? 0
+        self.updatedAtUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .updatedAtUnixNanos)?.value ?? 0
+        self.figures = try json.decode(RolloutFigures.self, .figures)
+        self.history = try json.decode([RolloutChanged].self, .history) ?? []
+        self.baseline = try json.decode(RolloutBaseline.self, .baseline)
+        self.settingsPending = try json.decode(Bool.self, .settingsPending) ?? false
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.rolloutID, forKey: .rolloutID)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.candidateVersion, forKey: .candidateVersion)
+        try c.encode(self.stableVersion, forKey: .stableVersion)
+        try c.encode(self.previousCanaryVersion, forKey: .previousCanaryVersion)
+        try c.encode(self.previousCanaryPercent, forKey: .previousCanaryPercent)
+        try c.encode(self.steps, forKey: .steps)
+        try c.encode(self.holdMillis, forKey: .holdMillis)
+        try c.encode(self.gates, forKey: .gates)
+        try c.encode(self.minRequests, forKey: .minRequests)
+        try c.encode(self.suite, forKey: .suite)
+        try c.encode(self.replayLimit, forKey: .replayLimit)
+        try c.encode(self.state, forKey: .state)
+        try c.encode(self.stepIndex, forKey: .stepIndex)
+        try c.encode(self.canaryPercent, forKey: .canaryPercent)
+        try c.encode(self.evalRunID, forKey: .evalRunID)
+        try c.encode(self.replayRunID, forKey: .replayRunID)
+        try c.encode(_ProtoJSONNumber(self.evalScore), forKey: .evalScore)
+        try c.encode(_ProtoJSONNumber(self.replayScore), forKey: .replayScore)
+        try c.encode(self.reason, forKey: .reason)
+        try c.encode(self.driver, forKey: .driver)
+        try c.encode(self.stepStartedAtUnixNanos, forKey: .stepStartedAtUnixNanos)
+        try c.encode(self.startedBy, forKey: .startedBy)
+        try c.encode(self.startedAtUnixNanos, forKey: .startedAtUnixNanos)
+        try c.encode(self.updatedAtUnixNanos, forKey: .updatedAtUnixNanos)
+        try c.encodeIfPresent(self.figures, forKey: .figures)
+        try c.encode(self.history, forKey: .history)
+        try c.encodeIfPresent(self.baseline, forKey: .baseline)
+        try c.encode(self.settingsPending, forKey: .settingsPending)
+    }
+}
+
+/// RolloutBaseline: counters per version since the rollout's first step, read when the current step began.
+public struct RolloutBaseline: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.RolloutBaseline"
+
+    /// `since_unix_nanos = 1`
+    public var sinceUnixNanos: Int64 = 0
+    /// `canary_settled = 2`
+    public var canarySettled: Int64 = 0
+    /// `canary_failures = 3`
+    public var canaryFailures: Int64 = 0
+    /// `canary_handoffs = 4`
+    public var canaryHandoffs: Int64 = 0
+    /// `stable_settled = 5`
+    public var stableSettled: Int64 = 0
+    /// `stable_failures = 6`
+    public var stableFailures: Int64 = 0
+    /// `stable_handoffs = 7`
+    public var stableHandoffs: Int64 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        sinceUnixNanos: Int64 = 0,
+        canarySettled: Int64 = 0,
+        canaryFailures: Int64 = 0,
+        canaryHandoffs: Int64 = 0,
+        stableSettled: Int64 = 0,
+        stableFailures: Int64 = 0,
+        stableHandoffs: Int64 = 0
+    ) {
+        self.sinceUnixNanos = sinceUnixNanos
+        self.canarySettled = canarySettled
+        self.canaryFailures = canaryFailures
+        self.canaryHandoffs = canaryHandoffs
+        self.stableSettled = stableSettled
+        self.stableFailures = stableFailures
+        self.stableHandoffs = stableHandoffs
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension RolloutBaseline: _CMessage {
+    typealias _CType = Switchyard__V1__RolloutBaseline
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rollout_baseline__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__rollout_baseline__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rollout_baseline__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__rollout_baseline__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__rollout_baseline__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        c.pointee.since_unix_nanos = self.sinceUnixNanos
+        c.pointee.canary_settled = self.canarySettled
+        c.pointee.canary_failures = self.canaryFailures
+        c.pointee.canary_handoffs = self.canaryHandoffs
+        c.pointee.stable_settled = self.stableSettled
+        c.pointee.stable_failures = self.stableFailures
+        c.pointee.stable_handoffs = self.stableHandoffs
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.sinceUnixNanos = p.pointee.since_unix_nanos
+        self.canarySettled = p.pointee.canary_settled
+        self.canaryFailures = p.pointee.canary_failures
+        self.canaryHandoffs = p.pointee.canary_handoffs
+        self.stableSettled = p.pointee.stable_settled
+        self.stableFailures = p.pointee.stable_failures
+        self.stableHandoffs = p.pointee.stable_handoffs
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension RolloutBaseline: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case sinceUnixNanos
+        case canarySettled
+        case canaryFailures
+        case canaryHandoffs
+        case stableSettled
+        case stableFailures
+        case stableHandoffs
+
+        var protoFieldName: String {
+            switch self {
+            case .sinceUnixNanos: "since_unix_nanos"
+            case .canarySettled: "canary_settled"
+            case .canaryFailures: "canary_failures"
+            case .canaryHandoffs: "canary_handoffs"
+            case .stableSettled: "stable_settled"
+            case .stableFailures: "stable_failures"
+            case .stableHandoffs: "stable_handoffs"
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.sinceUnixNanos = try json.decode(_ProtoJSONNumber<Int64>.self, .sinceUnixNanos)?.value ?? 0
+        self.canarySettled = try json.decode(_ProtoJSONNumber<Int64>.self, .canarySettled)?.value ?? 0
+        self.canaryFailures = try json.decode(_ProtoJSONNumber<Int64>.self, .canaryFailures)?.value ?? 0
+        self.canaryHandoffs = try json.decode(_ProtoJSONNumber<Int64>.self, .canaryHandoffs)?.value ?? 0
+        self.stableSettled = try json.decode(_ProtoJSONNumber<Int64>.self, .stableSettled)?.value ?? 0
+        self.stableFailures = try json.decode(_ProtoJSONNumber<Int64>.self, .stableFailures)?.value ?? 0
+        self.stableHandoffs = try json.decode(_ProtoJSONNumber<Int64>.self, .stableHandoffs)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.sinceUnixNanos, forKey: .sinceUnixNanos)
+        try c.encode(self.canarySettled, forKey: .canarySettled)
+        try c.encode(self.canaryFailures, forKey: .canaryFailures)
+        try c.encode(self.canaryHandoffs, forKey: .canaryHandoffs)
+        try c.encode(self.stableSettled, forKey: .stableSettled)
+        try c.encode(self.stableFailures, forKey: .stableFailures)
+        try c.encode(self.stableHandoffs, forKey: .stableHandoffs)
+    }
+}
+
+/// evt.rollout.changed.<tenant>: one change of a rollout (the audit trail; also in PostgreSQL). `sequence` counts
+/// a rollout's changes from 1 (the message id is the rollout id and the sequence).
+public struct RolloutChanged: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.RolloutChanged"
+
+    /// `meta = 1`
+    public var meta: EventMeta? = nil
+    /// `rollout_id = 2`
+    public var rolloutID: String = ""
+    /// `sequence = 3`
+    public var sequence: UInt64 = 0
+    /// `action = 4`
+    public var action: String = ""
+    /// `agent = 5`
+    public var agent: String = ""
+    /// `candidate_version = 6`
+    public var candidateVersion: String = ""
+    /// `canary_percent = 7`: the share in force after the change
+    public var canaryPercent: UInt32 = 0
+    /// `step_index = 8`
+    public var stepIndex: Int32 = 0
+    /// `detail = 9`
+    public var detail: String = ""
+    /// `actor = 10`: the admin who asked, or "controller/<instance>"
+    public var actor: String = ""
+    /// `figures = 11`
+    public var figures: RolloutFigures? = nil
+    /// `state = 12`
+    public var state: String = ""
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        meta: EventMeta? = nil,
+        rolloutID: String = "",
+        sequence: UInt64 = 0,
+        action: String = "",
+        agent: String = "",
+        candidateVersion: String = "",
+        canaryPercent: UInt32 = 0,
+        stepIndex: Int32 = 0,
+        detail: String = "",
+        actor: String = "",
+        figures: RolloutFigures? = nil,
+        state: String = ""
+    ) {
+        self.meta = meta
+        self.rolloutID = rolloutID
+        self.sequence = sequence
+        self.action = action
+        self.agent = agent
+        self.candidateVersion = candidateVersion
+        self.canaryPercent = canaryPercent
+        self.stepIndex = stepIndex
+        self.detail = detail
+        self.actor = actor
+        self.figures = figures
+        self.state = state
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension RolloutChanged: _CMessage {
+    typealias _CType = Switchyard__V1__RolloutChanged
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rollout_changed__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__rollout_changed__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rollout_changed__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__rollout_changed__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__rollout_changed__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.meta { c.pointee.meta = v._cMake(&arena) }
+        if !self.rolloutID.isEmpty { c.pointee.rollout_id = arena.cString(self.rolloutID) }
+        c.pointee.sequence = self.sequence
+        if !self.action.isEmpty { c.pointee.action = arena.cString(self.action) }
+        if !self.agent.isEmpty { c.pointee.agent = arena.cString(self.agent) }
+        if !self.candidateVersion.isEmpty { c.pointee.candidate_version = arena.cString(self.candidateVersion) }
+        c.pointee.canary_percent = self.canaryPercent
+        c.pointee.step_index = self.stepIndex
+        if !self.detail.isEmpty { c.pointee.detail = arena.cString(self.detail) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        if let v = self.figures { c.pointee.figures = v._cMake(&arena) }
+        if !self.state.isEmpty { c.pointee.state = arena.cString(self.state) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.meta { self.meta = try EventMeta(_c: q) } else { self.meta = nil }
+        self.rolloutID = try _swiftString(p.pointee.rollout_id, Self.protoName)
+        self.sequence = p.pointee.sequence
+        self.action = try _swiftString(p.pointee.action, Self.protoName)
+        self.agent = try _swiftString(p.pointee.agent, Self.protoName)
+        self.candidateVersion = try _swiftString(p.pointee.candidate_version, Self.protoName)
+        self.canaryPercent = p.pointee.canary_percent
+        self.stepIndex = p.pointee.step_index
+        self.detail = try _swiftString(p.pointee.detail, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        if let q = p.pointee.figures { self.figures = try RolloutFigures(_c: q) } else { self.figures = nil }
+        self.state = try _swiftString(p.pointee.state, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension RolloutChanged: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case meta
+        case rolloutID = "rolloutId"
+        case sequence
+        case action
+        case agent
+        case candidateVersion
+        case canaryPercent
+        case stepIndex
+        case detail
+        case actor
+        case figures
+        case state
+
+        var protoFieldName: String {
+            switch self {
+            case .rolloutID: "rollout_id"
+            case .candidateVersion: "candidate_version"
+            case .canaryPercent: "canary_percent"
+            case .stepIndex: "step_index"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.meta = try json.decode(EventMeta.self, .meta)
+        self.rolloutID = try json.decode(String.self, .rolloutID) ?? ""
+        self.sequence = try json.decode(_ProtoJSONNumber<UInt64>.self, .sequence)?.value ?? 0
+        self.action = try json.decode(String.self, .action) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.candidateVersion = try json.decode(String.self, .candidateVersion) ?? ""
+        self.canaryPercent = try json.decode(_ProtoJSONNumber<UInt32>.self, .canaryPercent)?.value ?? 0
+        self.stepIndex = try json.decode(_ProtoJSONNumber<Int32>.self, .stepIndex)?.value ?? 0
+        self.detail = try json.decode(String.self, .detail) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.figures = try json.decode(RolloutFigures.self, .figures)
+        self.state = try json.decode(String.self, .state) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.meta, forKey: .meta)
+        try c.encode(self.rolloutID, forKey: .rolloutID)
+        try c.encode(self.sequence, forKey: .sequence)
+        try c.encode(self.action, forKey: .action)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.candidateVersion, forKey: .candidateVersion)
+        try c.encode(self.canaryPercent, forKey: .canaryPercent)
+        try c.encode(self.stepIndex, forKey: .stepIndex)
+        try c.encode(self.detail, forKey: .detail)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encodeIfPresent(self.figures, forKey: .figures)
+        try c.encode(self.state, forKey: .state)
+    }
+}
+
+/// admin.eval.rollout-start: start a rollout (asynchronous: follow it with rollout-get). Refused when the agent
+/// already has an unfinished one.
+public struct StartRolloutRequest: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.StartRolloutRequest"
+
+    /// `admin_token = 1`
+    public var adminToken: String = ""
+    /// `actor = 2`
+    public var actor: String = ""
+    /// `tenant_id = 3`
+    public var tenantID: String = ""
+    /// `agent = 4`
+    public var agent: String = ""
+    /// `candidate_version = 5`
+    public var candidateVersion: String = ""
+    /// `steps = 6`: empty = 10, 25, 50, 100
+    public var steps: [UInt32] = []
+    /// `hold_millis = 7`: 0 = 10 minutes
+    public var holdMillis: Int64 = 0
+    /// `gates = 8`: e.g. "eval>=0.9,error_rate<1%,handoff_rate<5%,p95_ms<2000"; "" = defaults
+    public var gates: String = ""
+    /// `min_requests = 9`: 0 = 100
+    public var minRequests: UInt32 = 0
+    /// `suite = 10`
+    public var suite: String = ""
+    /// `replay_limit = 11`
+    public var replayLimit: UInt32 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        adminToken: String = "",
+        actor: String = "",
+        tenantID: String = "",
+        agent: String = "",
+        candidateVersion: String = "",
+        steps: [UInt32] = [],
+        holdMillis: Int64 = 0,
+        gates: String = "",
+        minRequests: UInt32 = 0,
+        suite: String = "",
+        replayLimit: UInt32 = 0
+    ) {
+        self.adminToken = adminToken
+        self.actor = actor
+        self.tenantID = tenantID
+        self.agent = agent
+        self.candidateVersion = candidateVersion
+        self.steps = steps
+        self.holdMillis = holdMillis
+        self.gates = gates
+        self.minRequests = minRequests
+        self.suite = suite
+        self.replayLimit = replayLimit
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension StartRolloutRequest: _CMessage {
+    typealias _CType = Switchyard__V1__StartRolloutRequest
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__start_rollout_request__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__start_rollout_request__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__start_rollout_request__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__start_rollout_request__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__start_rollout_request__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.adminToken.isEmpty { c.pointee.admin_token = arena.cString(self.adminToken) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        if !self.agent.isEmpty { c.pointee.agent = arena.cString(self.agent) }
+        if !self.candidateVersion.isEmpty { c.pointee.candidate_version = arena.cString(self.candidateVersion) }
+        if !self.steps.isEmpty {
+            let arr = arena.allocateArray(UInt32.self, count: self.steps.count)
+            for (i, v) in self.steps.enumerated() {
+                arr[i] = v
+            }
+            c.pointee.n_steps = self.steps.count
+            c.pointee.steps = arr
+        }
+        c.pointee.hold_millis = self.holdMillis
+        if !self.gates.isEmpty { c.pointee.gates = arena.cString(self.gates) }
+        c.pointee.min_requests = self.minRequests
+        if !self.suite.isEmpty { c.pointee.suite = arena.cString(self.suite) }
+        c.pointee.replay_limit = self.replayLimit
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.agent = try _swiftString(p.pointee.agent, Self.protoName)
+        self.candidateVersion = try _swiftString(p.pointee.candidate_version, Self.protoName)
+        var steps_: [UInt32] = []
+        if let arr = p.pointee.steps {
+            steps_.reserveCapacity(p.pointee.n_steps)
+            for i in 0..<p.pointee.n_steps {
+                steps_.append(arr[i])
+            }
+        }
+        self.steps = steps_
+        self.holdMillis = p.pointee.hold_millis
+        self.gates = try _swiftString(p.pointee.gates, Self.protoName)
+        self.minRequests = p.pointee.min_requests
+        self.suite = try _swiftString(p.pointee.suite, Self.protoName)
+        self.replayLimit = p.pointee.replay_limit
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension StartRolloutRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case agent
+        case candidateVersion
+        case steps
+        case holdMillis
+        case gates
+        case minRequests
+        case suite
+        case replayLimit
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            case .candidateVersion: "candidate_version"
+            case .holdMillis: "hold_millis"
+            case .minRequests: "min_requests"
+            case .replayLimit: "replay_limit"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.candidateVersion = try json.decode(String.self, .candidateVersion) ?? ""
+        self.steps = try json.decode([_ProtoJSONNumber<UInt32>].self, .steps)?.map(\.value) ?? []
+        self.holdMillis = try json.decode(_ProtoJSONNumber<Int64>.self, .holdMillis)?.value ?? 0
+        self.gates = try json.decode(String.self, .gates) ?? ""
+        self.minRequests = try json.decode(_ProtoJSONNumber<UInt32>.self, .minRequests)?.value ?? 0
+        self.suite = try json.decode(String.self, .suite) ?? ""
+        self.replayLimit = try json.decode(_ProtoJSONNumber<UInt32>.self, .replayLimit)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.candidateVersion, forKey: .candidateVersion)
+        try c.encode(self.steps, forKey: .steps)
+        try c.encode(self.holdMillis, forKey: .holdMillis)
+        try c.encode(self.gates, forKey: .gates)
+        try c.encode(self.minRequests, forKey: .minRequests)
+        try c.encode(self.suite, forKey: .suite)
+        try c.encode(self.replayLimit, forKey: .replayLimit)
+    }
+}
+
+public struct RolloutResponse: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.RolloutResponse"
+
+    /// `error = 1`
+    public var error: AdminError? = nil
+    /// `rollout = 2`
+    public var rollout: Rollout? = nil
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        error: AdminError? = nil,
+        rollout: Rollout? = nil
+    ) {
+        self.error = error
+        self.rollout = rollout
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension RolloutResponse: _CMessage {
+    typealias _CType = Switchyard__V1__RolloutResponse
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rollout_response__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__rollout_response__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__rollout_response__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__rollout_response__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__rollout_response__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.error { c.pointee.error = v._cMake(&arena) }
+        if let v = self.rollout { c.pointee.rollout = v._cMake(&arena) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
+        if let q = p.pointee.rollout { self.rollout = try Rollout(_c: q) } else { self.rollout = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension RolloutResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case rollout
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.rollout = try json.decode(Rollout.self, .rollout)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.rollout, forKey: .rollout)
+    }
+}
+
+/// admin.eval.rollout-get: one rollout (by id, or the agent's latest).
+public struct GetRolloutRequest: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.GetRolloutRequest"
+
+    /// `admin_token = 1`
+    public var adminToken: String = ""
+    /// `actor = 2`
+    public var actor: String = ""
+    /// `tenant_id = 3`
+    public var tenantID: String = ""
+    /// `rollout_id = 4`
+    public var rolloutID: String = ""
+    /// `agent = 5`
+    public var agent: String = ""
+    /// `include_history = 6`
+    public var includeHistory: Bool = false
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        adminToken: String = "",
+        actor: String = "",
+        tenantID: String = "",
+        rolloutID: String = "",
+        agent: String = "",
+        includeHistory: Bool = false
+    ) {
+        self.adminToken = adminToken
+        self.actor = actor
+        self.tenantID = tenantID
+        self.rolloutID = rolloutID
+        self.agent = agent
+        self.includeHistory = includeHistory
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension GetRolloutRequest: _CMessage {
+    typealias _CType = Switchyard__V1__GetRolloutRequest
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__get_rollout_request__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__get_rollout_request__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__get_rollout_request__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__get_rollout_request__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__get_rollout_request__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.adminToken.isEmpty { c.pointee.admin_token = arena.cString(self.adminToken) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        if !self.rolloutID.isEmpty { c.pointee.rollout_id = arena.cString(self.rolloutID) }
+        if !self.agent.isEmpty { c.pointee.agent = arena.cString(self.agent) }
+        c.pointee.include_history = (self.includeHistory ? 1 : 0)
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.rolloutID = try _swiftString(p.pointee.rollout_id, Self.protoName)
+        self.agent = try _swiftString(p.pointee.agent, Self.protoName)
+        self.includeHistory = (p.pointee.include_history != 0)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension GetRolloutRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case rolloutID = "rolloutId"
+        case agent
+        case includeHistory
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            case .rolloutID: "rollout_id"
+            case .includeHistory: "include_history"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.rolloutID = try json.decode(String.self, .rolloutID) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.includeHistory = try json.decode(Bool.self, .includeHistory) ?? false
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.rolloutID, forKey: .rolloutID)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.includeHistory, forKey: .includeHistory)
+    }
+}
+
+/// admin.eval.rollout-list
+public struct ListRolloutsRequest: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.ListRolloutsRequest"
+
+    /// `admin_token = 1`
+    public var adminToken: String = ""
+    /// `actor = 2`
+    public var actor: String = ""
+    /// `tenant_id = 3`
+    public var tenantID: String = ""
+    /// `agent = 4`: empty: every agent
+    public var agent: String = ""
+    /// `limit = 5`: 0 = 20
+    public var limit: UInt32 = 0
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        adminToken: String = "",
+        actor: String = "",
+        tenantID: String = "",
+        agent: String = "",
+        limit: UInt32 = 0
+    ) {
+        self.adminToken = adminToken
+        self.actor = actor
+        self.tenantID = tenantID
+        self.agent = agent
+        self.limit = limit
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension ListRolloutsRequest: _CMessage {
+    typealias _CType = Switchyard__V1__ListRolloutsRequest
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__list_rollouts_request__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__list_rollouts_request__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__list_rollouts_request__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__list_rollouts_request__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__list_rollouts_request__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.adminToken.isEmpty { c.pointee.admin_token = arena.cString(self.adminToken) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        if !self.agent.isEmpty { c.pointee.agent = arena.cString(self.agent) }
+        c.pointee.limit = self.limit
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.agent = try _swiftString(p.pointee.agent, Self.protoName)
+        self.limit = p.pointee.limit
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ListRolloutsRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case agent
+        case limit
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.agent = try json.decode(String.self, .agent) ?? ""
+        self.limit = try json.decode(_ProtoJSONNumber<UInt32>.self, .limit)?.value ?? 0
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.agent, forKey: .agent)
+        try c.encode(self.limit, forKey: .limit)
+    }
+}
+
+public struct ListRolloutsResponse: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.ListRolloutsResponse"
+
+    /// `error = 1`
+    public var error: AdminError? = nil
+    /// `rollouts = 2`
+    public var rollouts: [Rollout] = []
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        error: AdminError? = nil,
+        rollouts: [Rollout] = []
+    ) {
+        self.error = error
+        self.rollouts = rollouts
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension ListRolloutsResponse: _CMessage {
+    typealias _CType = Switchyard__V1__ListRolloutsResponse
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__list_rollouts_response__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__list_rollouts_response__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__list_rollouts_response__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__list_rollouts_response__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__list_rollouts_response__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.error { c.pointee.error = v._cMake(&arena) }
+        if !self.rollouts.isEmpty {
+            let arr = arena.allocateArray(UnsafeMutablePointer<Switchyard__V1__Rollout>?.self, count: self.rollouts.count)
+            for (i, v) in self.rollouts.enumerated() {
+                arr[i] = v._cMake(&arena)
+            }
+            c.pointee.n_rollouts = self.rollouts.count
+            c.pointee.rollouts = arr
+        }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
+        var rollouts_: [Rollout] = []
+        if let arr = p.pointee.rollouts {
+            rollouts_.reserveCapacity(p.pointee.n_rollouts)
+            for i in 0..<p.pointee.n_rollouts {
+                guard let e = arr[i] else { throw SchemaError(.malformed, messageType: Self.protoName) }
+                rollouts_.append(try Rollout(_c: e))
+            }
+        }
+        self.rollouts = rollouts_
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ListRolloutsResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case rollouts
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.rollouts = try json.decode([Rollout].self, .rollouts) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encode(self.rollouts, forKey: .rollouts)
+    }
+}
+
+/// admin.eval.rollout-control: "pause" | "resume" | "abort" (an abort rolls the canary back like a failed gate).
+public struct ControlRolloutRequest: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.ControlRolloutRequest"
+
+    /// `admin_token = 1`
+    public var adminToken: String = ""
+    /// `actor = 2`
+    public var actor: String = ""
+    /// `tenant_id = 3`
+    public var tenantID: String = ""
+    /// `rollout_id = 4`
+    public var rolloutID: String = ""
+    /// `action = 5`
+    public var action: String = ""
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        adminToken: String = "",
+        actor: String = "",
+        tenantID: String = "",
+        rolloutID: String = "",
+        action: String = ""
+    ) {
+        self.adminToken = adminToken
+        self.actor = actor
+        self.tenantID = tenantID
+        self.rolloutID = rolloutID
+        self.action = action
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension ControlRolloutRequest: _CMessage {
+    typealias _CType = Switchyard__V1__ControlRolloutRequest
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__control_rollout_request__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__control_rollout_request__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__control_rollout_request__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__control_rollout_request__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__control_rollout_request__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.adminToken.isEmpty { c.pointee.admin_token = arena.cString(self.adminToken) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        if !self.rolloutID.isEmpty { c.pointee.rollout_id = arena.cString(self.rolloutID) }
+        if !self.action.isEmpty { c.pointee.action = arena.cString(self.action) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.rolloutID = try _swiftString(p.pointee.rollout_id, Self.protoName)
+        self.action = try _swiftString(p.pointee.action, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension ControlRolloutRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case rolloutID = "rolloutId"
+        case action
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            case .rolloutID: "rollout_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.rolloutID = try json.decode(String.self, .rolloutID) ?? ""
+        self.action = try json.decode(String.self, .action) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.rolloutID, forKey: .rolloutID)
+        try c.encode(self.action, forKey: .action)
+    }
+}

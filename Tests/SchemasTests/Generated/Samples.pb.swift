@@ -102,6 +102,17 @@ let allSampleableTypes: [any Sampleable.Type] = [
     ListRunsResponse.self,
     EvalRequested.self,
     EvalCompleted.self,
+    RolloutGate.self,
+    RolloutFigures.self,
+    Rollout.self,
+    RolloutBaseline.self,
+    RolloutChanged.self,
+    StartRolloutRequest.self,
+    RolloutResponse.self,
+    GetRolloutRequest.self,
+    ListRolloutsRequest.self,
+    ListRolloutsResponse.self,
+    ControlRolloutRequest.self,
     Tenant.self,
     Plan.self,
     ApiKeyRecord.self,
@@ -841,6 +852,7 @@ extension ChatRouted: Sampleable {
         m.fallbackAgent = g.string()
         for _ in 0..<g.count() { m.hops.append(HopStamp.sample(&g)) }
         m.packageName = g.string()
+        m.canaryPercent = g.uint32()
         return m
     }
 }
@@ -1314,6 +1326,176 @@ extension EvalCompleted: Sampleable {
         var m = EvalCompleted()
         if g.present() { m.meta = EventMeta.sample(&g) }
         if g.present() { m.run = EvalRun.sample(&g) }
+        return m
+    }
+}
+
+extension RolloutGate: Sampleable {
+    static func sample(_ g: inout SampleGen) -> RolloutGate {
+        var m = RolloutGate()
+        m.metric = g.string()
+        m.op = g.string()
+        m.threshold = g.double()
+        return m
+    }
+}
+
+extension RolloutFigures: Sampleable {
+    static func sample(_ g: inout SampleGen) -> RolloutFigures {
+        var m = RolloutFigures()
+        m.canarySettled = g.int64()
+        m.canaryFailures = g.int64()
+        m.canaryHandoffs = g.int64()
+        m.canaryP95Micros = g.int64()
+        m.stableSettled = g.int64()
+        m.stableFailures = g.int64()
+        m.stableHandoffs = g.int64()
+        m.stableP95Micros = g.int64()
+        m.checkedAtUnixNanos = g.int64()
+        m.verdict = g.string()
+        return m
+    }
+}
+
+extension Rollout: Sampleable {
+    static func sample(_ g: inout SampleGen) -> Rollout {
+        var m = Rollout()
+        m.rolloutID = g.string()
+        m.tenantID = g.string()
+        m.agent = g.string()
+        m.candidateVersion = g.string()
+        m.stableVersion = g.string()
+        m.previousCanaryVersion = g.string()
+        m.previousCanaryPercent = g.uint32()
+        for _ in 0..<g.count() { m.steps.append(g.uint32()) }
+        m.holdMillis = g.int64()
+        for _ in 0..<g.count() { m.gates.append(RolloutGate.sample(&g)) }
+        m.minRequests = g.uint32()
+        m.suite = g.string()
+        m.replayLimit = g.uint32()
+        m.state = g.string()
+        m.stepIndex = g.int32()
+        m.canaryPercent = g.uint32()
+        m.evalRunID = g.string()
+        m.replayRunID = g.string()
+        m.evalScore = g.double()
+        m.replayScore = g.double()
+        m.reason = g.string()
+        m.driver = g.string()
+        m.stepStartedAtUnixNanos = g.int64()
+        m.startedBy = g.string()
+        m.startedAtUnixNanos = g.int64()
+        m.updatedAtUnixNanos = g.int64()
+        if g.present() { m.figures = RolloutFigures.sample(&g) }
+        for _ in 0..<g.count() { m.history.append(RolloutChanged.sample(&g)) }
+        if g.present() { m.baseline = RolloutBaseline.sample(&g) }
+        m.settingsPending = g.bool()
+        return m
+    }
+}
+
+extension RolloutBaseline: Sampleable {
+    static func sample(_ g: inout SampleGen) -> RolloutBaseline {
+        var m = RolloutBaseline()
+        m.sinceUnixNanos = g.int64()
+        m.canarySettled = g.int64()
+        m.canaryFailures = g.int64()
+        m.canaryHandoffs = g.int64()
+        m.stableSettled = g.int64()
+        m.stableFailures = g.int64()
+        m.stableHandoffs = g.int64()
+        return m
+    }
+}
+
+extension RolloutChanged: Sampleable {
+    static func sample(_ g: inout SampleGen) -> RolloutChanged {
+        var m = RolloutChanged()
+        if g.present() { m.meta = EventMeta.sample(&g) }
+        m.rolloutID = g.string()
+        m.sequence = g.uint64()
+        m.action = g.string()
+        m.agent = g.string()
+        m.candidateVersion = g.string()
+        m.canaryPercent = g.uint32()
+        m.stepIndex = g.int32()
+        m.detail = g.string()
+        m.actor = g.string()
+        if g.present() { m.figures = RolloutFigures.sample(&g) }
+        m.state = g.string()
+        return m
+    }
+}
+
+extension StartRolloutRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> StartRolloutRequest {
+        var m = StartRolloutRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.agent = g.string()
+        m.candidateVersion = g.string()
+        for _ in 0..<g.count() { m.steps.append(g.uint32()) }
+        m.holdMillis = g.int64()
+        m.gates = g.string()
+        m.minRequests = g.uint32()
+        m.suite = g.string()
+        m.replayLimit = g.uint32()
+        return m
+    }
+}
+
+extension RolloutResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> RolloutResponse {
+        var m = RolloutResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        if g.present() { m.rollout = Rollout.sample(&g) }
+        return m
+    }
+}
+
+extension GetRolloutRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> GetRolloutRequest {
+        var m = GetRolloutRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.rolloutID = g.string()
+        m.agent = g.string()
+        m.includeHistory = g.bool()
+        return m
+    }
+}
+
+extension ListRolloutsRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> ListRolloutsRequest {
+        var m = ListRolloutsRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.agent = g.string()
+        m.limit = g.uint32()
+        return m
+    }
+}
+
+extension ListRolloutsResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> ListRolloutsResponse {
+        var m = ListRolloutsResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        for _ in 0..<g.count() { m.rollouts.append(Rollout.sample(&g)) }
+        return m
+    }
+}
+
+extension ControlRolloutRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> ControlRolloutRequest {
+        var m = ControlRolloutRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.rolloutID = g.string()
+        m.action = g.string()
         return m
     }
 }

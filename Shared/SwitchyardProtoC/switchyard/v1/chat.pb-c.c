@@ -747,7 +747,7 @@ const ProtobufCMessageDescriptor switchyard__v1__chat_requested__descriptor =
   (ProtobufCMessageInit) switchyard__v1__chat_requested__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__chat_routed__field_descriptors[12] =
+static const ProtobufCFieldDescriptor switchyard__v1__chat_routed__field_descriptors[13] =
 {
   {
     "meta",
@@ -893,10 +893,23 @@ static const ProtobufCFieldDescriptor switchyard__v1__chat_routed__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "canary_percent",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ChatRouted, canary_percent),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__chat_routed__field_indices_by_name[] = {
   2,   /* field[2] = agent */
   3,   /* field[3] = agent_version */
+  12,   /* field[12] = canary_percent */
   9,   /* field[9] = fallback_agent */
   10,   /* field[10] = hops */
   6,   /* field[6] = intent */
@@ -911,7 +924,7 @@ static const unsigned switchyard__v1__chat_routed__field_indices_by_name[] = {
 static const ProtobufCIntRange switchyard__v1__chat_routed__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__chat_routed__descriptor =
 {
@@ -921,7 +934,7 @@ const ProtobufCMessageDescriptor switchyard__v1__chat_routed__descriptor =
   "Switchyard__V1__ChatRouted",
   "switchyard.v1",
   sizeof(Switchyard__V1__ChatRouted),
-  12,
+  13,
   switchyard__v1__chat_routed__field_descriptors,
   switchyard__v1__chat_routed__field_indices_by_name,
   1,  switchyard__v1__chat_routed__number_ranges,

@@ -997,6 +997,501 @@ void   switchyard__v1__eval_completed__free_unpacked
   assert(message->base.descriptor == &switchyard__v1__eval_completed__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   switchyard__v1__rollout_gate__init
+                     (Switchyard__V1__RolloutGate         *message)
+{
+  static const Switchyard__V1__RolloutGate init_value = SWITCHYARD__V1__ROLLOUT_GATE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__rollout_gate__get_packed_size
+                     (const Switchyard__V1__RolloutGate *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_gate__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__rollout_gate__pack
+                     (const Switchyard__V1__RolloutGate *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_gate__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__rollout_gate__pack_to_buffer
+                     (const Switchyard__V1__RolloutGate *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_gate__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__RolloutGate *
+       switchyard__v1__rollout_gate__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__RolloutGate *)
+     protobuf_c_message_unpack (&switchyard__v1__rollout_gate__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__rollout_gate__free_unpacked
+                     (Switchyard__V1__RolloutGate *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__rollout_gate__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__rollout_figures__init
+                     (Switchyard__V1__RolloutFigures         *message)
+{
+  static const Switchyard__V1__RolloutFigures init_value = SWITCHYARD__V1__ROLLOUT_FIGURES__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__rollout_figures__get_packed_size
+                     (const Switchyard__V1__RolloutFigures *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_figures__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__rollout_figures__pack
+                     (const Switchyard__V1__RolloutFigures *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_figures__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__rollout_figures__pack_to_buffer
+                     (const Switchyard__V1__RolloutFigures *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_figures__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__RolloutFigures *
+       switchyard__v1__rollout_figures__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__RolloutFigures *)
+     protobuf_c_message_unpack (&switchyard__v1__rollout_figures__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__rollout_figures__free_unpacked
+                     (Switchyard__V1__RolloutFigures *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__rollout_figures__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__rollout__init
+                     (Switchyard__V1__Rollout         *message)
+{
+  static const Switchyard__V1__Rollout init_value = SWITCHYARD__V1__ROLLOUT__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__rollout__get_packed_size
+                     (const Switchyard__V1__Rollout *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__rollout__pack
+                     (const Switchyard__V1__Rollout *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__rollout__pack_to_buffer
+                     (const Switchyard__V1__Rollout *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__Rollout *
+       switchyard__v1__rollout__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__Rollout *)
+     protobuf_c_message_unpack (&switchyard__v1__rollout__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__rollout__free_unpacked
+                     (Switchyard__V1__Rollout *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__rollout__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__rollout_baseline__init
+                     (Switchyard__V1__RolloutBaseline         *message)
+{
+  static const Switchyard__V1__RolloutBaseline init_value = SWITCHYARD__V1__ROLLOUT_BASELINE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__rollout_baseline__get_packed_size
+                     (const Switchyard__V1__RolloutBaseline *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_baseline__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__rollout_baseline__pack
+                     (const Switchyard__V1__RolloutBaseline *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_baseline__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__rollout_baseline__pack_to_buffer
+                     (const Switchyard__V1__RolloutBaseline *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_baseline__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__RolloutBaseline *
+       switchyard__v1__rollout_baseline__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__RolloutBaseline *)
+     protobuf_c_message_unpack (&switchyard__v1__rollout_baseline__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__rollout_baseline__free_unpacked
+                     (Switchyard__V1__RolloutBaseline *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__rollout_baseline__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__rollout_changed__init
+                     (Switchyard__V1__RolloutChanged         *message)
+{
+  static const Switchyard__V1__RolloutChanged init_value = SWITCHYARD__V1__ROLLOUT_CHANGED__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__rollout_changed__get_packed_size
+                     (const Switchyard__V1__RolloutChanged *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_changed__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__rollout_changed__pack
+                     (const Switchyard__V1__RolloutChanged *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_changed__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__rollout_changed__pack_to_buffer
+                     (const Switchyard__V1__RolloutChanged *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_changed__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__RolloutChanged *
+       switchyard__v1__rollout_changed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__RolloutChanged *)
+     protobuf_c_message_unpack (&switchyard__v1__rollout_changed__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__rollout_changed__free_unpacked
+                     (Switchyard__V1__RolloutChanged *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__rollout_changed__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__start_rollout_request__init
+                     (Switchyard__V1__StartRolloutRequest         *message)
+{
+  static const Switchyard__V1__StartRolloutRequest init_value = SWITCHYARD__V1__START_ROLLOUT_REQUEST__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__start_rollout_request__get_packed_size
+                     (const Switchyard__V1__StartRolloutRequest *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_rollout_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__start_rollout_request__pack
+                     (const Switchyard__V1__StartRolloutRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_rollout_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__start_rollout_request__pack_to_buffer
+                     (const Switchyard__V1__StartRolloutRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__start_rollout_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__StartRolloutRequest *
+       switchyard__v1__start_rollout_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__StartRolloutRequest *)
+     protobuf_c_message_unpack (&switchyard__v1__start_rollout_request__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__start_rollout_request__free_unpacked
+                     (Switchyard__V1__StartRolloutRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__start_rollout_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__rollout_response__init
+                     (Switchyard__V1__RolloutResponse         *message)
+{
+  static const Switchyard__V1__RolloutResponse init_value = SWITCHYARD__V1__ROLLOUT_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__rollout_response__get_packed_size
+                     (const Switchyard__V1__RolloutResponse *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__rollout_response__pack
+                     (const Switchyard__V1__RolloutResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__rollout_response__pack_to_buffer
+                     (const Switchyard__V1__RolloutResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__rollout_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__RolloutResponse *
+       switchyard__v1__rollout_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__RolloutResponse *)
+     protobuf_c_message_unpack (&switchyard__v1__rollout_response__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__rollout_response__free_unpacked
+                     (Switchyard__V1__RolloutResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__rollout_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__get_rollout_request__init
+                     (Switchyard__V1__GetRolloutRequest         *message)
+{
+  static const Switchyard__V1__GetRolloutRequest init_value = SWITCHYARD__V1__GET_ROLLOUT_REQUEST__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__get_rollout_request__get_packed_size
+                     (const Switchyard__V1__GetRolloutRequest *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__get_rollout_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__get_rollout_request__pack
+                     (const Switchyard__V1__GetRolloutRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__get_rollout_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__get_rollout_request__pack_to_buffer
+                     (const Switchyard__V1__GetRolloutRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__get_rollout_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__GetRolloutRequest *
+       switchyard__v1__get_rollout_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__GetRolloutRequest *)
+     protobuf_c_message_unpack (&switchyard__v1__get_rollout_request__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__get_rollout_request__free_unpacked
+                     (Switchyard__V1__GetRolloutRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__get_rollout_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__list_rollouts_request__init
+                     (Switchyard__V1__ListRolloutsRequest         *message)
+{
+  static const Switchyard__V1__ListRolloutsRequest init_value = SWITCHYARD__V1__LIST_ROLLOUTS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__list_rollouts_request__get_packed_size
+                     (const Switchyard__V1__ListRolloutsRequest *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__list_rollouts_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__list_rollouts_request__pack
+                     (const Switchyard__V1__ListRolloutsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__list_rollouts_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__list_rollouts_request__pack_to_buffer
+                     (const Switchyard__V1__ListRolloutsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__list_rollouts_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__ListRolloutsRequest *
+       switchyard__v1__list_rollouts_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__ListRolloutsRequest *)
+     protobuf_c_message_unpack (&switchyard__v1__list_rollouts_request__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__list_rollouts_request__free_unpacked
+                     (Switchyard__V1__ListRolloutsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__list_rollouts_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__list_rollouts_response__init
+                     (Switchyard__V1__ListRolloutsResponse         *message)
+{
+  static const Switchyard__V1__ListRolloutsResponse init_value = SWITCHYARD__V1__LIST_ROLLOUTS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__list_rollouts_response__get_packed_size
+                     (const Switchyard__V1__ListRolloutsResponse *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__list_rollouts_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__list_rollouts_response__pack
+                     (const Switchyard__V1__ListRolloutsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__list_rollouts_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__list_rollouts_response__pack_to_buffer
+                     (const Switchyard__V1__ListRolloutsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__list_rollouts_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__ListRolloutsResponse *
+       switchyard__v1__list_rollouts_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__ListRolloutsResponse *)
+     protobuf_c_message_unpack (&switchyard__v1__list_rollouts_response__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__list_rollouts_response__free_unpacked
+                     (Switchyard__V1__ListRolloutsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__list_rollouts_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__control_rollout_request__init
+                     (Switchyard__V1__ControlRolloutRequest         *message)
+{
+  static const Switchyard__V1__ControlRolloutRequest init_value = SWITCHYARD__V1__CONTROL_ROLLOUT_REQUEST__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__control_rollout_request__get_packed_size
+                     (const Switchyard__V1__ControlRolloutRequest *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__control_rollout_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__control_rollout_request__pack
+                     (const Switchyard__V1__ControlRolloutRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__control_rollout_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__control_rollout_request__pack_to_buffer
+                     (const Switchyard__V1__ControlRolloutRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__control_rollout_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__ControlRolloutRequest *
+       switchyard__v1__control_rollout_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__ControlRolloutRequest *)
+     protobuf_c_message_unpack (&switchyard__v1__control_rollout_request__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__control_rollout_request__free_unpacked
+                     (Switchyard__V1__ControlRolloutRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__control_rollout_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor switchyard__v1__eval_expectation__field_descriptors[4] =
 {
   {
@@ -3248,5 +3743,1489 @@ const ProtobufCMessageDescriptor switchyard__v1__eval_completed__descriptor =
   switchyard__v1__eval_completed__field_indices_by_name,
   1,  switchyard__v1__eval_completed__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__eval_completed__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__rollout_gate__field_descriptors[3] =
+{
+  {
+    "metric",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutGate, metric),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "op",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutGate, op),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "threshold",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutGate, threshold),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__rollout_gate__field_indices_by_name[] = {
+  0,   /* field[0] = metric */
+  1,   /* field[1] = op */
+  2,   /* field[2] = threshold */
+};
+static const ProtobufCIntRange switchyard__v1__rollout_gate__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__rollout_gate__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.RolloutGate",
+  "RolloutGate",
+  "Switchyard__V1__RolloutGate",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__RolloutGate),
+  3,
+  switchyard__v1__rollout_gate__field_descriptors,
+  switchyard__v1__rollout_gate__field_indices_by_name,
+  1,  switchyard__v1__rollout_gate__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__rollout_gate__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__rollout_figures__field_descriptors[10] =
+{
+  {
+    "canary_settled",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutFigures, canary_settled),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "canary_failures",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutFigures, canary_failures),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "canary_handoffs",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutFigures, canary_handoffs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "canary_p95_micros",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutFigures, canary_p95_micros),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stable_settled",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutFigures, stable_settled),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stable_failures",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutFigures, stable_failures),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stable_handoffs",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutFigures, stable_handoffs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stable_p95_micros",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutFigures, stable_p95_micros),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "checked_at_unix_nanos",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutFigures, checked_at_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "verdict",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutFigures, verdict),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__rollout_figures__field_indices_by_name[] = {
+  1,   /* field[1] = canary_failures */
+  2,   /* field[2] = canary_handoffs */
+  3,   /* field[3] = canary_p95_micros */
+  0,   /* field[0] = canary_settled */
+  8,   /* field[8] = checked_at_unix_nanos */
+  5,   /* field[5] = stable_failures */
+  6,   /* field[6] = stable_handoffs */
+  7,   /* field[7] = stable_p95_micros */
+  4,   /* field[4] = stable_settled */
+  9,   /* field[9] = verdict */
+};
+static const ProtobufCIntRange switchyard__v1__rollout_figures__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 10 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__rollout_figures__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.RolloutFigures",
+  "RolloutFigures",
+  "Switchyard__V1__RolloutFigures",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__RolloutFigures),
+  10,
+  switchyard__v1__rollout_figures__field_descriptors,
+  switchyard__v1__rollout_figures__field_indices_by_name,
+  1,  switchyard__v1__rollout_figures__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__rollout_figures__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__rollout__field_descriptors[30] =
+{
+  {
+    "rollout_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, rollout_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agent",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "candidate_version",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, candidate_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stable_version",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, stable_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "previous_canary_version",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, previous_canary_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "previous_canary_percent",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, previous_canary_percent),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "steps",
+    8,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Switchyard__V1__Rollout, n_steps),
+    offsetof(Switchyard__V1__Rollout, steps),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "hold_millis",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, hold_millis),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "gates",
+    10,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Switchyard__V1__Rollout, n_gates),
+    offsetof(Switchyard__V1__Rollout, gates),
+    &switchyard__v1__rollout_gate__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "min_requests",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, min_requests),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "suite",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, suite),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "replay_limit",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, replay_limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, state),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step_index",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, step_index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "canary_percent",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, canary_percent),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "eval_run_id",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, eval_run_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "replay_run_id",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, replay_run_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "eval_score",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, eval_score),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "replay_score",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, replay_score),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "driver",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, driver),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step_started_at_unix_nanos",
+    23,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, step_started_at_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "started_by",
+    24,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, started_by),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "started_at_unix_nanos",
+    25,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, started_at_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "updated_at_unix_nanos",
+    26,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, updated_at_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "figures",
+    27,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, figures),
+    &switchyard__v1__rollout_figures__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "history",
+    28,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Switchyard__V1__Rollout, n_history),
+    offsetof(Switchyard__V1__Rollout, history),
+    &switchyard__v1__rollout_changed__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "baseline",
+    29,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, baseline),
+    &switchyard__v1__rollout_baseline__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "settings_pending",
+    30,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__Rollout, settings_pending),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__rollout__field_indices_by_name[] = {
+  2,   /* field[2] = agent */
+  28,   /* field[28] = baseline */
+  15,   /* field[15] = canary_percent */
+  3,   /* field[3] = candidate_version */
+  21,   /* field[21] = driver */
+  16,   /* field[16] = eval_run_id */
+  18,   /* field[18] = eval_score */
+  26,   /* field[26] = figures */
+  9,   /* field[9] = gates */
+  27,   /* field[27] = history */
+  8,   /* field[8] = hold_millis */
+  10,   /* field[10] = min_requests */
+  6,   /* field[6] = previous_canary_percent */
+  5,   /* field[5] = previous_canary_version */
+  20,   /* field[20] = reason */
+  12,   /* field[12] = replay_limit */
+  17,   /* field[17] = replay_run_id */
+  19,   /* field[19] = replay_score */
+  0,   /* field[0] = rollout_id */
+  29,   /* field[29] = settings_pending */
+  4,   /* field[4] = stable_version */
+  24,   /* field[24] = started_at_unix_nanos */
+  23,   /* field[23] = started_by */
+  13,   /* field[13] = state */
+  14,   /* field[14] = step_index */
+  22,   /* field[22] = step_started_at_unix_nanos */
+  7,   /* field[7] = steps */
+  11,   /* field[11] = suite */
+  1,   /* field[1] = tenant_id */
+  25,   /* field[25] = updated_at_unix_nanos */
+};
+static const ProtobufCIntRange switchyard__v1__rollout__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 30 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__rollout__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.Rollout",
+  "Rollout",
+  "Switchyard__V1__Rollout",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__Rollout),
+  30,
+  switchyard__v1__rollout__field_descriptors,
+  switchyard__v1__rollout__field_indices_by_name,
+  1,  switchyard__v1__rollout__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__rollout__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__rollout_baseline__field_descriptors[7] =
+{
+  {
+    "since_unix_nanos",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutBaseline, since_unix_nanos),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "canary_settled",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutBaseline, canary_settled),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "canary_failures",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutBaseline, canary_failures),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "canary_handoffs",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutBaseline, canary_handoffs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stable_settled",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutBaseline, stable_settled),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stable_failures",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutBaseline, stable_failures),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stable_handoffs",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutBaseline, stable_handoffs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__rollout_baseline__field_indices_by_name[] = {
+  2,   /* field[2] = canary_failures */
+  3,   /* field[3] = canary_handoffs */
+  1,   /* field[1] = canary_settled */
+  0,   /* field[0] = since_unix_nanos */
+  5,   /* field[5] = stable_failures */
+  6,   /* field[6] = stable_handoffs */
+  4,   /* field[4] = stable_settled */
+};
+static const ProtobufCIntRange switchyard__v1__rollout_baseline__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__rollout_baseline__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.RolloutBaseline",
+  "RolloutBaseline",
+  "Switchyard__V1__RolloutBaseline",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__RolloutBaseline),
+  7,
+  switchyard__v1__rollout_baseline__field_descriptors,
+  switchyard__v1__rollout_baseline__field_indices_by_name,
+  1,  switchyard__v1__rollout_baseline__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__rollout_baseline__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__rollout_changed__field_descriptors[12] =
+{
+  {
+    "meta",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutChanged, meta),
+    &switchyard__v1__event_meta__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rollout_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutChanged, rollout_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sequence",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutChanged, sequence),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "action",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutChanged, action),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agent",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutChanged, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "candidate_version",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutChanged, candidate_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "canary_percent",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutChanged, canary_percent),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step_index",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutChanged, step_index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "detail",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutChanged, detail),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutChanged, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "figures",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutChanged, figures),
+    &switchyard__v1__rollout_figures__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutChanged, state),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__rollout_changed__field_indices_by_name[] = {
+  3,   /* field[3] = action */
+  9,   /* field[9] = actor */
+  4,   /* field[4] = agent */
+  6,   /* field[6] = canary_percent */
+  5,   /* field[5] = candidate_version */
+  8,   /* field[8] = detail */
+  10,   /* field[10] = figures */
+  0,   /* field[0] = meta */
+  1,   /* field[1] = rollout_id */
+  2,   /* field[2] = sequence */
+  11,   /* field[11] = state */
+  7,   /* field[7] = step_index */
+};
+static const ProtobufCIntRange switchyard__v1__rollout_changed__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 12 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__rollout_changed__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.RolloutChanged",
+  "RolloutChanged",
+  "Switchyard__V1__RolloutChanged",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__RolloutChanged),
+  12,
+  switchyard__v1__rollout_changed__field_descriptors,
+  switchyard__v1__rollout_changed__field_indices_by_name,
+  1,  switchyard__v1__rollout_changed__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__rollout_changed__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__start_rollout_request__field_descriptors[11] =
+{
+  {
+    "admin_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRolloutRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRolloutRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRolloutRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agent",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRolloutRequest, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "candidate_version",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRolloutRequest, candidate_version),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "steps",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Switchyard__V1__StartRolloutRequest, n_steps),
+    offsetof(Switchyard__V1__StartRolloutRequest, steps),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "hold_millis",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRolloutRequest, hold_millis),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "gates",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRolloutRequest, gates),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "min_requests",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRolloutRequest, min_requests),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "suite",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRolloutRequest, suite),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "replay_limit",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__StartRolloutRequest, replay_limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__start_rollout_request__field_indices_by_name[] = {
+  1,   /* field[1] = actor */
+  0,   /* field[0] = admin_token */
+  3,   /* field[3] = agent */
+  4,   /* field[4] = candidate_version */
+  7,   /* field[7] = gates */
+  6,   /* field[6] = hold_millis */
+  8,   /* field[8] = min_requests */
+  10,   /* field[10] = replay_limit */
+  5,   /* field[5] = steps */
+  9,   /* field[9] = suite */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange switchyard__v1__start_rollout_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 11 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__start_rollout_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.StartRolloutRequest",
+  "StartRolloutRequest",
+  "Switchyard__V1__StartRolloutRequest",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__StartRolloutRequest),
+  11,
+  switchyard__v1__start_rollout_request__field_descriptors,
+  switchyard__v1__start_rollout_request__field_indices_by_name,
+  1,  switchyard__v1__start_rollout_request__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__start_rollout_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__rollout_response__field_descriptors[2] =
+{
+  {
+    "error",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutResponse, error),
+    &switchyard__v1__admin_error__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rollout",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__RolloutResponse, rollout),
+    &switchyard__v1__rollout__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__rollout_response__field_indices_by_name[] = {
+  0,   /* field[0] = error */
+  1,   /* field[1] = rollout */
+};
+static const ProtobufCIntRange switchyard__v1__rollout_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__rollout_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.RolloutResponse",
+  "RolloutResponse",
+  "Switchyard__V1__RolloutResponse",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__RolloutResponse),
+  2,
+  switchyard__v1__rollout_response__field_descriptors,
+  switchyard__v1__rollout_response__field_indices_by_name,
+  1,  switchyard__v1__rollout_response__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__rollout_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__get_rollout_request__field_descriptors[6] =
+{
+  {
+    "admin_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__GetRolloutRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__GetRolloutRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__GetRolloutRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rollout_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__GetRolloutRequest, rollout_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agent",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__GetRolloutRequest, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "include_history",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__GetRolloutRequest, include_history),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__get_rollout_request__field_indices_by_name[] = {
+  1,   /* field[1] = actor */
+  0,   /* field[0] = admin_token */
+  4,   /* field[4] = agent */
+  5,   /* field[5] = include_history */
+  3,   /* field[3] = rollout_id */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange switchyard__v1__get_rollout_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__get_rollout_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.GetRolloutRequest",
+  "GetRolloutRequest",
+  "Switchyard__V1__GetRolloutRequest",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__GetRolloutRequest),
+  6,
+  switchyard__v1__get_rollout_request__field_descriptors,
+  switchyard__v1__get_rollout_request__field_indices_by_name,
+  1,  switchyard__v1__get_rollout_request__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__get_rollout_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__list_rollouts_request__field_descriptors[5] =
+{
+  {
+    "admin_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ListRolloutsRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ListRolloutsRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ListRolloutsRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "agent",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ListRolloutsRequest, agent),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "limit",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ListRolloutsRequest, limit),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__list_rollouts_request__field_indices_by_name[] = {
+  1,   /* field[1] = actor */
+  0,   /* field[0] = admin_token */
+  3,   /* field[3] = agent */
+  4,   /* field[4] = limit */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange switchyard__v1__list_rollouts_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__list_rollouts_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.ListRolloutsRequest",
+  "ListRolloutsRequest",
+  "Switchyard__V1__ListRolloutsRequest",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__ListRolloutsRequest),
+  5,
+  switchyard__v1__list_rollouts_request__field_descriptors,
+  switchyard__v1__list_rollouts_request__field_indices_by_name,
+  1,  switchyard__v1__list_rollouts_request__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__list_rollouts_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__list_rollouts_response__field_descriptors[2] =
+{
+  {
+    "error",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ListRolloutsResponse, error),
+    &switchyard__v1__admin_error__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rollouts",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Switchyard__V1__ListRolloutsResponse, n_rollouts),
+    offsetof(Switchyard__V1__ListRolloutsResponse, rollouts),
+    &switchyard__v1__rollout__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__list_rollouts_response__field_indices_by_name[] = {
+  0,   /* field[0] = error */
+  1,   /* field[1] = rollouts */
+};
+static const ProtobufCIntRange switchyard__v1__list_rollouts_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__list_rollouts_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.ListRolloutsResponse",
+  "ListRolloutsResponse",
+  "Switchyard__V1__ListRolloutsResponse",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__ListRolloutsResponse),
+  2,
+  switchyard__v1__list_rollouts_response__field_descriptors,
+  switchyard__v1__list_rollouts_response__field_indices_by_name,
+  1,  switchyard__v1__list_rollouts_response__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__list_rollouts_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__control_rollout_request__field_descriptors[5] =
+{
+  {
+    "admin_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ControlRolloutRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ControlRolloutRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ControlRolloutRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rollout_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ControlRolloutRequest, rollout_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "action",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__ControlRolloutRequest, action),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__control_rollout_request__field_indices_by_name[] = {
+  4,   /* field[4] = action */
+  1,   /* field[1] = actor */
+  0,   /* field[0] = admin_token */
+  3,   /* field[3] = rollout_id */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange switchyard__v1__control_rollout_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__control_rollout_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.ControlRolloutRequest",
+  "ControlRolloutRequest",
+  "Switchyard__V1__ControlRolloutRequest",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__ControlRolloutRequest),
+  5,
+  switchyard__v1__control_rollout_request__field_descriptors,
+  switchyard__v1__control_rollout_request__field_indices_by_name,
+  1,  switchyard__v1__control_rollout_request__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__control_rollout_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

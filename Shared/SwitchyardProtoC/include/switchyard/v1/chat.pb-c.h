@@ -116,10 +116,14 @@ struct  Switchyard__V1__ChatRouted
    * the tenant's vertical package, e.g. "gastronomy"
    */
   char *package_name;
+  /*
+   * the agent's canary share (0-100) in force when this request was routed
+   */
+  uint32_t canary_percent;
 };
 #define SWITCHYARD__V1__CHAT_ROUTED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__chat_routed__descriptor) \
-    , NULL, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string }
+    , NULL, NULL, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, (char *)protobuf_c_empty_string, 0 }
 
 
 /*

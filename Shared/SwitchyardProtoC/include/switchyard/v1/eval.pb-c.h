@@ -40,6 +40,17 @@ typedef struct Switchyard__V1__ListRunsRequest Switchyard__V1__ListRunsRequest;
 typedef struct Switchyard__V1__ListRunsResponse Switchyard__V1__ListRunsResponse;
 typedef struct Switchyard__V1__EvalRequested Switchyard__V1__EvalRequested;
 typedef struct Switchyard__V1__EvalCompleted Switchyard__V1__EvalCompleted;
+typedef struct Switchyard__V1__RolloutGate Switchyard__V1__RolloutGate;
+typedef struct Switchyard__V1__RolloutFigures Switchyard__V1__RolloutFigures;
+typedef struct Switchyard__V1__Rollout Switchyard__V1__Rollout;
+typedef struct Switchyard__V1__RolloutBaseline Switchyard__V1__RolloutBaseline;
+typedef struct Switchyard__V1__RolloutChanged Switchyard__V1__RolloutChanged;
+typedef struct Switchyard__V1__StartRolloutRequest Switchyard__V1__StartRolloutRequest;
+typedef struct Switchyard__V1__RolloutResponse Switchyard__V1__RolloutResponse;
+typedef struct Switchyard__V1__GetRolloutRequest Switchyard__V1__GetRolloutRequest;
+typedef struct Switchyard__V1__ListRolloutsRequest Switchyard__V1__ListRolloutsRequest;
+typedef struct Switchyard__V1__ListRolloutsResponse Switchyard__V1__ListRolloutsResponse;
+typedef struct Switchyard__V1__ControlRolloutRequest Switchyard__V1__ControlRolloutRequest;
 
 
 /* --- enums --- */
@@ -532,6 +543,311 @@ struct  Switchyard__V1__EvalCompleted
     , NULL, NULL }
 
 
+/*
+ * RolloutGate: one condition a rollout must meet. Metrics: "eval" (the suite's score, 0-1) and "replay" (the
+ * replay's score) before the first step; "error_rate", "handoff_rate" (fractions of the canary's settled requests)
+ * and "p95_ms" (the canary's end-to-end p95) at every step. `op` is one of "<", "<=", ">", ">=".
+ */
+struct  Switchyard__V1__RolloutGate
+{
+  ProtobufCMessage base;
+  char *metric;
+  char *op;
+  double threshold;
+};
+#define SWITCHYARD__V1__ROLLOUT_GATE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__rollout_gate__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+/*
+ * RolloutFigures: canary vs stable during the current step, from analytics (settled = answered + failed).
+ */
+struct  Switchyard__V1__RolloutFigures
+{
+  ProtobufCMessage base;
+  int64_t canary_settled;
+  int64_t canary_failures;
+  int64_t canary_handoffs;
+  int64_t canary_p95_micros;
+  int64_t stable_settled;
+  int64_t stable_failures;
+  int64_t stable_handoffs;
+  int64_t stable_p95_micros;
+  int64_t checked_at_unix_nanos;
+  /*
+   * "pass" | "hold: …" | "fail: …"
+   */
+  char *verdict;
+};
+#define SWITCHYARD__V1__ROLLOUT_FIGURES__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__rollout_figures__descriptor) \
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Rollout: a gated progressive rollout of a candidate version of one tenant's agent, driven by the eval service
+ * (one replica at a time holds its lease). State in PostgreSQL; every change is a RolloutChanged event.
+ */
+struct  Switchyard__V1__Rollout
+{
+  ProtobufCMessage base;
+  char *rollout_id;
+  char *tenant_id;
+  char *agent;
+  char *candidate_version;
+  /*
+   * the stable version when it started: live users get it back on a rollback
+   */
+  char *stable_version;
+  char *previous_canary_version;
+  uint32_t previous_canary_percent;
+  /*
+   * the canary share of each step, ascending, the last 100
+   */
+  size_t n_steps;
+  uint32_t *steps;
+  /*
+   * each step lasts at least this long
+   */
+  int64_t hold_millis;
+  size_t n_gates;
+  Switchyard__V1__RolloutGate **gates;
+  /*
+   * settled requests of the agent (both versions) a step needs to advance
+   */
+  uint32_t min_requests;
+  /*
+   * the golden suite run before the first step ("" = none)
+   */
+  char *suite;
+  /*
+   * recorded requests replayed before the first step (0 = no replay)
+   */
+  uint32_t replay_limit;
+  /*
+   * "evaluating" | "stepping" | "paused" | "completed" | "rolled-back" | "refused" | "aborted" | "failed"
+   */
+  char *state;
+  /*
+   * -1 before the first step
+   */
+  int32_t step_index;
+  /*
+   * the share the controller set last
+   */
+  uint32_t canary_percent;
+  char *eval_run_id;
+  char *replay_run_id;
+  double eval_score;
+  double replay_score;
+  /*
+   * why it is in its state (a refusal, a rollback, a failure)
+   */
+  char *reason;
+  /*
+   * the eval instance holding the lease
+   */
+  char *driver;
+  int64_t step_started_at_unix_nanos;
+  char *started_by;
+  int64_t started_at_unix_nanos;
+  int64_t updated_at_unix_nanos;
+  /*
+   * at the last check
+   */
+  Switchyard__V1__RolloutFigures *figures;
+  /*
+   * rollout-get with include_history
+   */
+  size_t n_history;
+  Switchyard__V1__RolloutChanged **history;
+  /*
+   * the analytics counters at the step's start (figures are the difference)
+   */
+  Switchyard__V1__RolloutBaseline *baseline;
+  /*
+   * the tenant's rollout settings still have to be set to match `state`
+   */
+  protobuf_c_boolean settings_pending;
+};
+#define SWITCHYARD__V1__ROLLOUT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__rollout__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0,NULL, 0, 0,NULL, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, NULL, 0,NULL, NULL, 0 }
+
+
+/*
+ * RolloutBaseline: counters per version since the rollout's first step, read when the current step began.
+ */
+struct  Switchyard__V1__RolloutBaseline
+{
+  ProtobufCMessage base;
+  int64_t since_unix_nanos;
+  int64_t canary_settled;
+  int64_t canary_failures;
+  int64_t canary_handoffs;
+  int64_t stable_settled;
+  int64_t stable_failures;
+  int64_t stable_handoffs;
+};
+#define SWITCHYARD__V1__ROLLOUT_BASELINE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__rollout_baseline__descriptor) \
+    , 0, 0, 0, 0, 0, 0, 0 }
+
+
+/*
+ * evt.rollout.changed.<tenant>: one change of a rollout (the audit trail; also in PostgreSQL). `sequence` counts
+ * a rollout's changes from 1 (the message id is the rollout id and the sequence).
+ */
+struct  Switchyard__V1__RolloutChanged
+{
+  ProtobufCMessage base;
+  Switchyard__V1__EventMeta *meta;
+  char *rollout_id;
+  uint64_t sequence;
+  /*
+   * "started" | "evaluated" | "refused" | "stepped" | "paused" | "resumed" | "rolled-back" | "completed" |
+   * "aborted" | "failed" | "driver-changed"
+   */
+  char *action;
+  char *agent;
+  char *candidate_version;
+  /*
+   * the share in force after the change
+   */
+  uint32_t canary_percent;
+  int32_t step_index;
+  char *detail;
+  /*
+   * the admin who asked, or "controller/<instance>"
+   */
+  char *actor;
+  Switchyard__V1__RolloutFigures *figures;
+  char *state;
+};
+#define SWITCHYARD__V1__ROLLOUT_CHANGED__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__rollout_changed__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, (char *)protobuf_c_empty_string }
+
+
+/*
+ * admin.eval.rollout-start: start a rollout (asynchronous: follow it with rollout-get). Refused when the agent
+ * already has an unfinished one.
+ */
+struct  Switchyard__V1__StartRolloutRequest
+{
+  ProtobufCMessage base;
+  char *admin_token;
+  char *actor;
+  char *tenant_id;
+  char *agent;
+  char *candidate_version;
+  /*
+   * empty = 10, 25, 50, 100
+   */
+  size_t n_steps;
+  uint32_t *steps;
+  /*
+   * 0 = 10 minutes
+   */
+  int64_t hold_millis;
+  /*
+   * e.g. "eval>=0.9,error_rate<1%,handoff_rate<5%,p95_ms<2000"; "" = defaults
+   */
+  char *gates;
+  /*
+   * 0 = 100
+   */
+  uint32_t min_requests;
+  char *suite;
+  uint32_t replay_limit;
+};
+#define SWITCHYARD__V1__START_ROLLOUT_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__start_rollout_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Switchyard__V1__RolloutResponse
+{
+  ProtobufCMessage base;
+  Switchyard__V1__AdminError *error;
+  Switchyard__V1__Rollout *rollout;
+};
+#define SWITCHYARD__V1__ROLLOUT_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__rollout_response__descriptor) \
+    , NULL, NULL }
+
+
+/*
+ * admin.eval.rollout-get: one rollout (by id, or the agent's latest).
+ */
+struct  Switchyard__V1__GetRolloutRequest
+{
+  ProtobufCMessage base;
+  char *admin_token;
+  char *actor;
+  char *tenant_id;
+  char *rollout_id;
+  char *agent;
+  protobuf_c_boolean include_history;
+};
+#define SWITCHYARD__V1__GET_ROLLOUT_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__get_rollout_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+/*
+ * admin.eval.rollout-list
+ */
+struct  Switchyard__V1__ListRolloutsRequest
+{
+  ProtobufCMessage base;
+  char *admin_token;
+  char *actor;
+  char *tenant_id;
+  /*
+   * empty: every agent
+   */
+  char *agent;
+  /*
+   * 0 = 20
+   */
+  uint32_t limit;
+};
+#define SWITCHYARD__V1__LIST_ROLLOUTS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__list_rollouts_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+
+
+struct  Switchyard__V1__ListRolloutsResponse
+{
+  ProtobufCMessage base;
+  Switchyard__V1__AdminError *error;
+  size_t n_rollouts;
+  Switchyard__V1__Rollout **rollouts;
+};
+#define SWITCHYARD__V1__LIST_ROLLOUTS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__list_rollouts_response__descriptor) \
+    , NULL, 0,NULL }
+
+
+/*
+ * admin.eval.rollout-control: "pause" | "resume" | "abort" (an abort rolls the canary back like a failed gate).
+ */
+struct  Switchyard__V1__ControlRolloutRequest
+{
+  ProtobufCMessage base;
+  char *admin_token;
+  char *actor;
+  char *tenant_id;
+  char *rollout_id;
+  char *action;
+};
+#define SWITCHYARD__V1__CONTROL_ROLLOUT_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__control_rollout_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
 /* Switchyard__V1__EvalExpectation methods */
 void   switchyard__v1__eval_expectation__init
                      (Switchyard__V1__EvalExpectation         *message);
@@ -950,6 +1266,215 @@ Switchyard__V1__EvalCompleted *
 void   switchyard__v1__eval_completed__free_unpacked
                      (Switchyard__V1__EvalCompleted *message,
                       ProtobufCAllocator *allocator);
+/* Switchyard__V1__RolloutGate methods */
+void   switchyard__v1__rollout_gate__init
+                     (Switchyard__V1__RolloutGate         *message);
+size_t switchyard__v1__rollout_gate__get_packed_size
+                     (const Switchyard__V1__RolloutGate   *message);
+size_t switchyard__v1__rollout_gate__pack
+                     (const Switchyard__V1__RolloutGate   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__rollout_gate__pack_to_buffer
+                     (const Switchyard__V1__RolloutGate   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__RolloutGate *
+       switchyard__v1__rollout_gate__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__rollout_gate__free_unpacked
+                     (Switchyard__V1__RolloutGate *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__RolloutFigures methods */
+void   switchyard__v1__rollout_figures__init
+                     (Switchyard__V1__RolloutFigures         *message);
+size_t switchyard__v1__rollout_figures__get_packed_size
+                     (const Switchyard__V1__RolloutFigures   *message);
+size_t switchyard__v1__rollout_figures__pack
+                     (const Switchyard__V1__RolloutFigures   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__rollout_figures__pack_to_buffer
+                     (const Switchyard__V1__RolloutFigures   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__RolloutFigures *
+       switchyard__v1__rollout_figures__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__rollout_figures__free_unpacked
+                     (Switchyard__V1__RolloutFigures *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__Rollout methods */
+void   switchyard__v1__rollout__init
+                     (Switchyard__V1__Rollout         *message);
+size_t switchyard__v1__rollout__get_packed_size
+                     (const Switchyard__V1__Rollout   *message);
+size_t switchyard__v1__rollout__pack
+                     (const Switchyard__V1__Rollout   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__rollout__pack_to_buffer
+                     (const Switchyard__V1__Rollout   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__Rollout *
+       switchyard__v1__rollout__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__rollout__free_unpacked
+                     (Switchyard__V1__Rollout *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__RolloutBaseline methods */
+void   switchyard__v1__rollout_baseline__init
+                     (Switchyard__V1__RolloutBaseline         *message);
+size_t switchyard__v1__rollout_baseline__get_packed_size
+                     (const Switchyard__V1__RolloutBaseline   *message);
+size_t switchyard__v1__rollout_baseline__pack
+                     (const Switchyard__V1__RolloutBaseline   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__rollout_baseline__pack_to_buffer
+                     (const Switchyard__V1__RolloutBaseline   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__RolloutBaseline *
+       switchyard__v1__rollout_baseline__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__rollout_baseline__free_unpacked
+                     (Switchyard__V1__RolloutBaseline *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__RolloutChanged methods */
+void   switchyard__v1__rollout_changed__init
+                     (Switchyard__V1__RolloutChanged         *message);
+size_t switchyard__v1__rollout_changed__get_packed_size
+                     (const Switchyard__V1__RolloutChanged   *message);
+size_t switchyard__v1__rollout_changed__pack
+                     (const Switchyard__V1__RolloutChanged   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__rollout_changed__pack_to_buffer
+                     (const Switchyard__V1__RolloutChanged   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__RolloutChanged *
+       switchyard__v1__rollout_changed__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__rollout_changed__free_unpacked
+                     (Switchyard__V1__RolloutChanged *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__StartRolloutRequest methods */
+void   switchyard__v1__start_rollout_request__init
+                     (Switchyard__V1__StartRolloutRequest         *message);
+size_t switchyard__v1__start_rollout_request__get_packed_size
+                     (const Switchyard__V1__StartRolloutRequest   *message);
+size_t switchyard__v1__start_rollout_request__pack
+                     (const Switchyard__V1__StartRolloutRequest   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__start_rollout_request__pack_to_buffer
+                     (const Switchyard__V1__StartRolloutRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__StartRolloutRequest *
+       switchyard__v1__start_rollout_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__start_rollout_request__free_unpacked
+                     (Switchyard__V1__StartRolloutRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__RolloutResponse methods */
+void   switchyard__v1__rollout_response__init
+                     (Switchyard__V1__RolloutResponse         *message);
+size_t switchyard__v1__rollout_response__get_packed_size
+                     (const Switchyard__V1__RolloutResponse   *message);
+size_t switchyard__v1__rollout_response__pack
+                     (const Switchyard__V1__RolloutResponse   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__rollout_response__pack_to_buffer
+                     (const Switchyard__V1__RolloutResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__RolloutResponse *
+       switchyard__v1__rollout_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__rollout_response__free_unpacked
+                     (Switchyard__V1__RolloutResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__GetRolloutRequest methods */
+void   switchyard__v1__get_rollout_request__init
+                     (Switchyard__V1__GetRolloutRequest         *message);
+size_t switchyard__v1__get_rollout_request__get_packed_size
+                     (const Switchyard__V1__GetRolloutRequest   *message);
+size_t switchyard__v1__get_rollout_request__pack
+                     (const Switchyard__V1__GetRolloutRequest   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__get_rollout_request__pack_to_buffer
+                     (const Switchyard__V1__GetRolloutRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__GetRolloutRequest *
+       switchyard__v1__get_rollout_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__get_rollout_request__free_unpacked
+                     (Switchyard__V1__GetRolloutRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__ListRolloutsRequest methods */
+void   switchyard__v1__list_rollouts_request__init
+                     (Switchyard__V1__ListRolloutsRequest         *message);
+size_t switchyard__v1__list_rollouts_request__get_packed_size
+                     (const Switchyard__V1__ListRolloutsRequest   *message);
+size_t switchyard__v1__list_rollouts_request__pack
+                     (const Switchyard__V1__ListRolloutsRequest   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__list_rollouts_request__pack_to_buffer
+                     (const Switchyard__V1__ListRolloutsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__ListRolloutsRequest *
+       switchyard__v1__list_rollouts_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__list_rollouts_request__free_unpacked
+                     (Switchyard__V1__ListRolloutsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__ListRolloutsResponse methods */
+void   switchyard__v1__list_rollouts_response__init
+                     (Switchyard__V1__ListRolloutsResponse         *message);
+size_t switchyard__v1__list_rollouts_response__get_packed_size
+                     (const Switchyard__V1__ListRolloutsResponse   *message);
+size_t switchyard__v1__list_rollouts_response__pack
+                     (const Switchyard__V1__ListRolloutsResponse   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__list_rollouts_response__pack_to_buffer
+                     (const Switchyard__V1__ListRolloutsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__ListRolloutsResponse *
+       switchyard__v1__list_rollouts_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__list_rollouts_response__free_unpacked
+                     (Switchyard__V1__ListRolloutsResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__ControlRolloutRequest methods */
+void   switchyard__v1__control_rollout_request__init
+                     (Switchyard__V1__ControlRolloutRequest         *message);
+size_t switchyard__v1__control_rollout_request__get_packed_size
+                     (const Switchyard__V1__ControlRolloutRequest   *message);
+size_t switchyard__v1__control_rollout_request__pack
+                     (const Switchyard__V1__ControlRolloutRequest   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__control_rollout_request__pack_to_buffer
+                     (const Switchyard__V1__ControlRolloutRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__ControlRolloutRequest *
+       switchyard__v1__control_rollout_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__control_rollout_request__free_unpacked
+                     (Switchyard__V1__ControlRolloutRequest *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Switchyard__V1__EvalExpectation_Closure)
@@ -1018,6 +1543,39 @@ typedef void (*Switchyard__V1__EvalRequested_Closure)
 typedef void (*Switchyard__V1__EvalCompleted_Closure)
                  (const Switchyard__V1__EvalCompleted *message,
                   void *closure_data);
+typedef void (*Switchyard__V1__RolloutGate_Closure)
+                 (const Switchyard__V1__RolloutGate *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__RolloutFigures_Closure)
+                 (const Switchyard__V1__RolloutFigures *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__Rollout_Closure)
+                 (const Switchyard__V1__Rollout *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__RolloutBaseline_Closure)
+                 (const Switchyard__V1__RolloutBaseline *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__RolloutChanged_Closure)
+                 (const Switchyard__V1__RolloutChanged *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__StartRolloutRequest_Closure)
+                 (const Switchyard__V1__StartRolloutRequest *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__RolloutResponse_Closure)
+                 (const Switchyard__V1__RolloutResponse *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__GetRolloutRequest_Closure)
+                 (const Switchyard__V1__GetRolloutRequest *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__ListRolloutsRequest_Closure)
+                 (const Switchyard__V1__ListRolloutsRequest *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__ListRolloutsResponse_Closure)
+                 (const Switchyard__V1__ListRolloutsResponse *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__ControlRolloutRequest_Closure)
+                 (const Switchyard__V1__ControlRolloutRequest *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1046,6 +1604,17 @@ extern const ProtobufCMessageDescriptor switchyard__v1__list_runs_request__descr
 extern const ProtobufCMessageDescriptor switchyard__v1__list_runs_response__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__eval_requested__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__eval_completed__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__rollout_gate__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__rollout_figures__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__rollout__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__rollout_baseline__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__rollout_changed__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__start_rollout_request__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__rollout_response__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__get_rollout_request__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__list_rollouts_request__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__list_rollouts_response__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__control_rollout_request__descriptor;
 
 PROTOBUF_C__END_DECLS
 
