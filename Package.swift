@@ -181,6 +181,7 @@ let package = Package(
 
         .target(name: "EvalCore", dependencies: [
             "ServiceKit", "ServiceKitPostgres", "Contracts", "Tenancy", "Messaging", "Schemas", "Storage", "Telemetry",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Yams", package: "Yams"),

@@ -252,9 +252,31 @@ public func findExecutable(_ name: String, extraDirectories: [String] = []) -> S
     return nil
 }
 
-/// Returns a TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
-/// Another process may grab it before it is used: servers started on it should retry on failure.
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out before.
+///
+/// Ports come from below the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), so that no
+/// outgoing connection and no server bound to port 0 — dozens of each while test suites start services in parallel
+/// — can take one between this check and its use (seen: "Address already in use" for a service's ops port). Another
+/// process may still pick the same port; servers started on it should retry on failure.
 public func freeTCPPort() throws -> Int {
+    let ephemeralLow = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+        .flatMap { $0.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) } } ?? 32768
+    let range = 20_000..<max(20_001, min(ephemeralLow, 32_768))
+    for _ in 0..<500 {
+        let port = Int.random(in: range)
+        guard PortLedger.claim(port) else { continue }
+        if try isBindable(port) { return port }
+    }
+    return try kernelChosenPort()
+}
+
+/// Ports handed out by ``freeTCPPort()`` in this process.
+private enum PortLedger {
+    static let used = Mutex<Set<Int>>([])
+    static func claim(_ port: Int) -> Bool { used.withLock { $0.insert(port).inserted } }
+}
+
+private func withBoundSocket<T>(port: Int, _ body: (Int32, inout sockaddr_in) throws -> T) throws -> T? {
     #if canImport(Glibc)
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     #else
@@ -264,20 +286,33 @@ public func freeTCPPort() throws -> Int {
     defer { close(fd) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = 0
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
     let bound = withUnsafePointer(to: &addr) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
             bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
         }
     }
-    guard bound == 0 else { throw TestProcessError("bind() failed: errno \(errno)") }
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let named = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+    guard bound == 0 else { return nil }
+    return try body(fd, &addr)
+}
+
+private func isBindable(_ port: Int) throws -> Bool {
+    try withBoundSocket(port: port) { _, _ in true } ?? false
+}
+
+/// A port the kernel picks (bound to port 0, then released).
+private func kernelChosenPort() throws -> Int {
+    let port = try withBoundSocket(port: 0) { fd, addr -> Int in
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let named = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        guard named == 0 else { throw TestProcessError("getsockname() failed: errno \(errno)") }
+        return Int(UInt16(bigEndian: addr.sin_port))
     }
-    guard named == 0 else { throw TestProcessError("getsockname() failed: errno \(errno)") }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    guard let port else { throw TestProcessError("bind() failed: errno \(errno)") }
+    return port
 }
 
 /// Creates a fresh temporary directory (mode 0700) and returns its path.

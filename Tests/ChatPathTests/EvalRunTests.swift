@@ -43,14 +43,16 @@ struct EvalRunTests {
             expect: [{contains: "+49 30 1234567"}, {handoff: false}]
         """
 
-    func withEvalStack(_ body: (Stack, FakeOpenAI, AdminClient) async throws -> Void) async throws {
+    func withEvalStack(judge: JudgeConfiguration? = nil,
+                       _ body: (Stack, FakeOpenAI, AdminClient) async throws -> Void) async throws {
         let fake = FakeOpenAI()
         try await fake.start()
         let orchestrator = OrchestratorConfiguration(
             endpoints: [ProviderEndpoint(name: "openai", kind: .openAI, baseURL: fake.baseURL, apiKey: "upstream-key",
                                          timeout: .seconds(2))])
         do {
-            try await Stack.with(orchestrator: orchestrator, billing: true, analytics: true, eval: true, natsAuth: true) { stack in
+            try await Stack.with(orchestrator: orchestrator, billing: true, analytics: true, eval: true, evalJudge: judge,
+                                 natsAuth: true) { stack in
                 try await stack.writer.put(Self.manifestWithCandidate, tenant: Stack.tenant)
                 let admin = AdminClient(connection: stack.admin, token: Stack.adminToken, actor: "test",
                                         timeout: .seconds(10))
@@ -76,9 +78,9 @@ struct EvalRunTests {
     }
 
     /// Starts a run and polls it until it is no longer running (each case has a 30 s deadline, so this ends).
-    static func run(_ admin: AdminClient, version: String) async throws -> EvalRun {
+    static func run(_ admin: AdminClient, version: String, suite: String = "basics") async throws -> EvalRun {
         let started = try await admin.call(EvalAdminCommand.runStart, StartRunRequest(
-            tenantID: Stack.tenant, agent: "host", agentVersion: version, suite: "basics", concurrency: 2),
+            tenantID: Stack.tenant, agent: "host", agentVersion: version, suite: suite, concurrency: 2),
             as: StartRunResponse.self)
         let runID = try #require(started.run?.runID)
         #expect(started.run?.status == "running")
@@ -100,6 +102,16 @@ struct EvalRunTests {
             defer { completed.unsubscribe(); collector.cancel() }
             fake.set(.answer("I have no idea, sorry."))
             let upstreamBefore = fake.requests
+
+            // A suite with judge expectations needs the operator's judge: refused here, nothing run.
+            _ = try await admin.call(EvalAdminCommand.suiteImport, ImportSuiteRequest(
+                tenantID: Stack.tenant, agent: "host", source: Self.judgedSuite), as: ImportSuiteResponse.self)
+            do {
+                _ = try await Self.run(admin, version: "v1", suite: "judged")
+                Issue.record("a judged suite ran without a judge")
+            } catch let failure as AdminFailure {
+                #expect(failure.code == .invalidArgument && failure.message.contains("no LLM judge"), "\(failure)")
+            }
 
             let good = try await Self.run(admin, version: "v1")
             #expect(good.status == "completed", "\(good.error)")
@@ -185,6 +197,48 @@ struct EvalRunTests {
             #expect(broken.casesPassed == 0 && broken.score < 0.5, "\(broken.results.map(\.agreement))")
             #expect(broken.results.allSatisfy { $0.agentVersion == "v2" && !$0.recordedAnswer.isEmpty })
             #expect(broken.recordedPromptTokens > 0 && broken.promptTokens > 0)
+        }
+    }
+
+    static let judgedSuite = """
+        name: judged
+        cases:
+          - id: hours
+            messages: [{role: user, content: "When are you open?"}]
+            expect: [{contains: "Tuesday"}, {judge: "States the opening days politely"}]
+        """
+
+    @Test("the operator's LLM judge grades judge expectations (its verdict, its reason, an unreadable verdict fails)")
+    func judgeExpectations() async throws {
+        let judge = FakeOpenAI()
+        try await judge.start()
+        defer { Task { await judge.stop() } }
+        try await withEvalStack(judge: JudgeConfiguration(baseURL: judge.baseURL, apiKey: "judge-key", model: "judge-model",
+                                                          timeout: .seconds(5))) { stack, _, admin in
+            _ = try await admin.call(EvalAdminCommand.suiteImport, ImportSuiteRequest(
+                tenantID: Stack.tenant, agent: "host", source: Self.judgedSuite), as: ImportSuiteResponse.self)
+            judge.set(.answer(#"{"pass": true, "reason": "polite and complete"}"#))
+            let passed = try await Self.run(admin, version: "v1", suite: "judged")
+            #expect(passed.status == "completed" && passed.score == 1, "\(passed.results.map(\.failures))")
+            let asked = try #require(judge.capturedBodies.last)
+            #expect(asked.contains("judge-model") && asked.contains("States the opening days politely")
+                    && asked.contains("Tuesday"), "the judge sees the rubric and the answer: \(asked.prefix(400))")
+
+            judge.set(.answer("```json\n{\"pass\": false, \"reason\": \"curt\"}\n```"))
+            let failed = try await Self.run(admin, version: "v1", suite: "judged")
+            #expect(failed.score == 0.5 && failed.results.first?.failures == ["judge: curt"],
+                    "\(failed.results.map(\.failures))")
+
+            judge.set(.answer("I think it is fine"))
+            let unreadable = try await Self.run(admin, version: "v1", suite: "judged")
+            #expect(unreadable.score == 0.5, "an unreadable verdict never passes")
+            #expect(unreadable.results.first?.failures.first?.contains("verdict unreadable") == true,
+                    "\(unreadable.results.map(\.failures))")
+
+            judge.set(.status(503))
+            let down = try await Self.run(admin, version: "v1", suite: "judged")
+            #expect(down.score == 0.5 && down.results.first?.failures.first?.contains("judge: unavailable: HTTP 503") == true,
+                    "\(down.results.map(\.failures))")
         }
     }
 

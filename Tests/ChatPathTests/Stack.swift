@@ -88,7 +88,8 @@ final class Stack: Sendable {
                       gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
                       consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
                       inProcessRouter: Bool = true, billing: Bool = false, analytics: Bool = false,
-                      eval: Bool = false, gatewayReplicas: Int = 1, natsAuth: Bool = false) async throws -> Stack {
+                      eval: Bool = false, evalJudge: JudgeConfiguration? = nil, gatewayReplicas: Int = 1,
+                      natsAuth: Bool = false) async throws -> Stack {
         // With natsAuth, nats-server runs with the template `make run` uses and each service as its own user.
         let passwords = natsAuth ? NATSAuthTemplate.randomPasswords() : nil
         let nats: NATSServer
@@ -144,7 +145,7 @@ final class Stack: Sendable {
             groups.append(try await buildEval(
                 configuration: try ServiceConfiguration(environment: environment(nats, postgres, instance: "eval-1", user: "eval"),
                                                         service: "eval"),
-                eval: EvalConfiguration(adminTokens: [(name: "test", token: adminToken)]), logger: logger,
+                eval: EvalConfiguration(adminTokens: [(name: "test", token: adminToken)], judge: evalJudge), logger: logger,
                 signals: false))
         }
         let ports = Mutex<[Int]>(Array(repeating: 0, count: gatewayReplicas))
@@ -264,11 +265,11 @@ final class Stack: Sendable {
                         gateway: GatewayConfiguration = GatewayConfiguration(requestTimeout: .seconds(10)),
                         consentPolicy: String = "none", inProcessOrchestrator: Bool = true,
                         inProcessRouter: Bool = true, billing: Bool = false, analytics: Bool = false,
-                        eval: Bool = false, gatewayReplicas: Int = 1, natsAuth: Bool = false,
-                        _ body: (Stack) async throws -> T) async throws -> T {
+                        eval: Bool = false, evalJudge: JudgeConfiguration? = nil, gatewayReplicas: Int = 1,
+                        natsAuth: Bool = false, _ body: (Stack) async throws -> T) async throws -> T {
         let stack = try await start(orchestrator: orchestrator, gateway: gateway, consentPolicy: consentPolicy,
                                     inProcessOrchestrator: inProcessOrchestrator, inProcessRouter: inProcessRouter,
-                                    billing: billing, analytics: analytics, eval: eval, gatewayReplicas: gatewayReplicas,
+                                    billing: billing, analytics: analytics, eval: eval, evalJudge: evalJudge, gatewayReplicas: gatewayReplicas,
                                     natsAuth: natsAuth)
         do {
             let result = try await body(stack)

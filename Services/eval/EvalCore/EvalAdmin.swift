@@ -254,6 +254,7 @@ extension EvalAdmin {
                                                        tenantID: request.tenantID, agent: request.agent,
                                                        name: request.suite)).suite ?? EvalSuite()
         guard !suite.cases.isEmpty else { throw AdminFailure(.invalidArgument, "suite \(request.suite) has no cases") }
+        try checkJudge(suite, runner: runner)
         do {
             let run = try await runner.start(tenant: request.tenantID, agent: request.agent,
                                              version: request.agentVersion, suite: suite, concurrency: concurrency,
@@ -288,6 +289,14 @@ extension EvalAdmin {
         } catch {
             throw storage(error)
         }
+    }
+
+    /// A suite with `judge` expectations needs the operator's judge.
+    func checkJudge(_ suite: EvalSuite, runner: EvalRunner) throws(AdminFailure) {
+        let judged = suite.cases.filter { $0.expectations.contains { $0.kind == "judge" } }.count
+        guard judged > 0, runner.judge == nil else { return }
+        throw AdminFailure(.invalidArgument, "suite \(suite.name) has judge expectations in \(judged) case(s), but the eval "
+                           + "service has no LLM judge (SWITCHYARD_EVAL_JUDGE_BASE_URL is not set)")
     }
 
     /// A version the agent has (manifest entry or rollout), else a clear error listing the ones it has.

@@ -20,10 +20,14 @@ public struct EvalConfiguration: Sendable {
     public var rolloutLease: Duration
     /// `SWITCHYARD_ROLLOUT_TICK_MS` (default 1000): how often the controller looks at its rollouts.
     public var rolloutTick: Duration
+    /// `SWITCHYARD_EVAL_JUDGE_*`: the optional LLM judge (nil: off).
+    public var judge: JudgeConfiguration?
 
     public init(adminTokens: [(name: String, token: String)] = [], rolloutToken: String? = nil,
-                rolloutLease: Duration = .seconds(15), rolloutTick: Duration = .seconds(1)) {
+                rolloutLease: Duration = .seconds(15), rolloutTick: Duration = .seconds(1),
+                judge: JudgeConfiguration? = nil) {
         self.adminTokens = adminTokens
+        self.judge = judge
         self.rolloutToken = rolloutToken
         self.rolloutLease = rolloutLease
         self.rolloutTick = rolloutTick
@@ -31,6 +35,7 @@ public struct EvalConfiguration: Sendable {
 
     public init(environment: EnvironmentReader) throws(ConfigurationError) {
         adminTokens = try AdminAuthenticator.tokens(from: environment)
+        judge = try JudgeConfiguration(environment: environment)
         rolloutToken = environment.optional("SWITCHYARD_ROLLOUT_ADMIN_TOKEN").flatMap { $0.isEmpty ? nil : $0 }
         rolloutLease = try environment.milliseconds("SWITCHYARD_ROLLOUT_LEASE_MS", default: .seconds(15),
                                                     range: 500...600_000)
@@ -70,7 +75,8 @@ public func buildEval(configuration: ServiceConfiguration, eval: EvalConfigurati
     // reconnect).
     let inbox = try ReplyInbox(connection: builder.connection, instanceID: "eval-" + configuration.instanceID)
     builder.add(ReplyInboxService(inbox: inbox))
-    let runner = EvalRunner(pool: pool, jetStream: builder.jetStream, inbox: inbox, metrics: metrics, logger: logger)
+    let runner = EvalRunner(pool: pool, jetStream: builder.jetStream, inbox: inbox, metrics: metrics, logger: logger,
+                            judge: eval.judge.map { Judge(configuration: $0) })
     builder.add(EvalRunnerService(runner: runner))
     let directory = builder.tenancyMirror()
     // The controller's admin calls (set-rollout, stats) go out on this process's connection as the eval user.

@@ -31,14 +31,18 @@ public final class EvalRunner: Sendable {
     let inbox: ReplyInbox
     let metrics: TelemetryMetrics
     let logger: Logger
+    /// The operator's LLM judge for `judge` expectations (nil: suites with them are refused).
+    let judge: Judge?
     private let tasks = Mutex<[String: Task<Void, Never>]>([:])
 
-    public init(pool: PostgresPool, jetStream: JetStream, inbox: ReplyInbox, metrics: TelemetryMetrics, logger: Logger) {
+    public init(pool: PostgresPool, jetStream: JetStream, inbox: ReplyInbox, metrics: TelemetryMetrics, logger: Logger,
+                judge: Judge? = nil) {
         self.pool = pool
         self.jetStream = jetStream
         self.inbox = inbox
         self.metrics = metrics
         self.logger = logger
+        self.judge = judge
     }
 
     /// Runs in progress in this process.
@@ -291,7 +295,16 @@ public final class EvalRunner: Sendable {
         }
         observed.content = completed.content
         observed.handedOff = completed.handedOff
-        let score = Scorer.score(evalCase, observed)
+        var judgments: [String?] = []
+        let question = evalCase.messages.last { $0.role == "user" }?.content ?? ""
+        for expectation in evalCase.expectations where expectation.kind == "judge" {
+            if let judge {
+                judgments.append(await judge.verdict(question: question, answer: completed.content, rubric: expectation.value))
+            } else {
+                judgments.append("no judge configured")
+            }
+        }
+        let score = Scorer.score(evalCase, observed, judgments: judgments)
         result.answer = String(completed.content.prefix(4_000))
         result.handedOff = completed.handedOff
         result.promptTokens = completed.usage?.promptTokens ?? 0

@@ -41,6 +41,7 @@ extension EvalAdmin {
             guard let found, !found.cases.isEmpty else {
                 throw AdminFailure(.notFound, "no suite \(request.suite) with cases for agent \(request.agent) of tenant \(request.tenantID)")
             }
+            try checkJudge(found, runner: controller.runner)
         }
         // Where live users are now: the stable version (rollout settings, else the manifest's entry) and any canary.
         let snapshot = directory?.snapshot(tenant: request.tenantID)

@@ -50,6 +50,8 @@ public enum Scorer {
         case "language":
             let detected = LanguageGuess.guess(content)
             return detected == expectation.value ? nil : "language \(detected ?? "unknown"), expected \(expectation.value)"
+        case "judge":
+            return "no judge verdict"
         case "max_latency_ms":
             let limit = Int(expectation.value) ?? 0
             return answer.latencyMilliseconds <= limit ? nil : "took \(answer.latencyMilliseconds) ms (limit \(limit) ms)"
@@ -58,14 +60,17 @@ public enum Scorer {
         }
     }
 
-    public static func score(_ evalCase: EvalCase, _ answer: ObservedAnswer) -> CaseScore {
+    /// - Parameter judgments: the judge's verdicts on the case's `judge` expectations, in order (nil = met).
+    public static func score(_ evalCase: EvalCase, _ answer: ObservedAnswer, judgments: [String?] = []) -> CaseScore {
         var total = 0.0
         var met = 0.0
         var failed: [String] = []
+        var verdicts = judgments.makeIterator()
         for expectation in evalCase.expectations {
             let weight = expectation.weight > 0 ? expectation.weight : 1
             total += weight
-            if let reason = check(expectation, answer) {
+            let reason = expectation.kind == "judge" ? (verdicts.next() ?? "no judge verdict") : check(expectation, answer)
+            if let reason {
                 failed.append("\(expectation.kind): \(reason)")
             } else {
                 met += weight

@@ -35,13 +35,14 @@ public struct SuiteErrors: Error, CustomStringConvertible, Sendable {
 ///       - handoff: false
 ///       - language: en                           # en | de
 ///       - max_latency_ms: 2000
+///       - judge: "Names the opening hours politely"   # the operator's LLM judge (SWITCHYARD_EVAL_JUDGE_BASE_URL)
 ///       - {contains: "Sunday", weight: 0.5}      # an expectation's own weight, default 1
 /// ```
 ///
 /// Every problem is collected (not just the first), with its line; nothing partial is returned.
 public enum SuiteParser {
     public static let expectationKinds = ["contains", "not_contains", "regex", "exact", "keywords", "handoff", "language",
-                                          "max_latency_ms"]
+                                          "max_latency_ms", "judge"]
     public static let languages = ["de", "en"]
     /// Limits: a suite is a test file, not a dataset.
     public static let maxCases = 1_000
@@ -240,6 +241,10 @@ public enum SuiteParser {
                 guard let text = string(value, "\(label): \(kind)", required: true) else { return nil }
                 guard !text.isEmpty else {
                     problem(value, "\(label): \(kind) is empty")
+                    return nil
+                }
+                if kind == "judge" && text.utf8.count > 2_000 {
+                    problem(value, "\(label): a judge rubric has at most 2000 bytes")
                     return nil
                 }
                 if kind == "regex" {
