@@ -320,10 +320,15 @@ start_service() {
       SWITCHYARD_OPS_PORT="$(ops_port "$name" "$r")" SWITCHYARD_HTTP_PORT="$(http_port "$name" "$r")" \
       SWITCHYARD_HTTP_HOST="$HTTP_HOST" \
       SWITCHYARD_INSTANCE_ID="$name-$r" SWITCHYARD_MIRROR_PUBLIC_KEY="$SWITCHYARD_MIRROR_PUBLIC_KEY"
+    # The tenant service and analytics also accept eval's rollout controller (set-rollout, stats).
+    local controller_tokens="operator:$SWITCHYARD_ADMIN_TOKEN,rollout-controller:$SWITCHYARD_ROLLOUT_ADMIN_TOKEN"
     case "$name" in
-      tenant) export SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN" \
+      tenant) export SWITCHYARD_ADMIN_TOKENS="$controller_tokens" \
                 SWITCHYARD_MIRROR_SIGNING_KEY="$SWITCHYARD_MIRROR_SIGNING_KEY" ;;
-      billing | analytics | eval) export SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN" ;;
+      analytics) export SWITCHYARD_ADMIN_TOKENS="$controller_tokens" ;;
+      billing) export SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN" ;;
+      eval) export SWITCHYARD_ADMIN_TOKENS="operator:$SWITCHYARD_ADMIN_TOKEN" \
+              SWITCHYARD_ROLLOUT_ADMIN_TOKEN="$SWITCHYARD_ROLLOUT_ADMIN_TOKEN" ;;
     esac
     exec nohup "$BIN/$name" >>"$RUN/logs/$name-$r.log" 2>&1
   ) &

@@ -42,8 +42,21 @@ struct NATSOptions: ParsableArguments {
     var user: String? { natsUserOption ?? CLIEnvironment.value(CLIEnvironment.natsUser) }
     var password: String? { natsPasswordOption ?? CLIEnvironment.value(CLIEnvironment.natsPassword) }
 
+    /// The server URLs. When a user is given (`--nats-user`, `SWITCHYARD_NATS_USER`), credentials inside a URL
+    /// are dropped: nats.c would prefer them, and a shell that sourced `.run/demo.env` (the read-only `reader`'s
+    /// URL) after `.run/admin.env` would otherwise send admin commands as `reader` — refused by nats-server
+    /// without a word, so every command timed out.
     var servers: [String] {
-        url.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let listed = url.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        return user == nil ? listed : listed.map(Self.withoutCredentials)
+    }
+
+    static func withoutCredentials(_ server: String) -> String {
+        guard var components = URLComponents(string: server), components.user != nil || components.password != nil
+        else { return server }
+        components.user = nil
+        components.password = nil
+        return components.string ?? server
     }
 
     func validate() throws {
@@ -52,13 +65,7 @@ struct NATSOptions: ParsableArguments {
 
     /// The server URLs without any `user:password@` part, for messages.
     var displayURL: String {
-        servers.map { server in
-            guard var components = URLComponents(string: server), components.user != nil || components.password != nil
-            else { return server }
-            components.user = nil
-            components.password = nil
-            return components.string ?? "(the configured URL)"
-        }.joined(separator: ",")
+        servers.map(Self.withoutCredentials).joined(separator: ",")
     }
 
     /// - Parameter inboxPrefix: where replies arrive: admin replies (which carry new API keys once) on

@@ -406,6 +406,7 @@ struct RolloutTests {
             #expect(history.filter { $0.action == "stepped" }.map(\.canaryPercent) == [10, 25])
             let stepped = try #require(history.last { $0.action == "stepped" }?.meta?.occurredAtUnixNanos)
             let rolledBack = try #require(history.last { $0.action == "rolled-back" }?.meta?.occurredAtUnixNanos)
+            print(String(format: "rollout test: rolled back %.1f s into the second step's %lld s hold", Double(rolledBack - stepped) / 1e9, hold / 1_000))
             #expect(rolledBack - stepped < hold * 1_000_000,
                     "rolled back \(Double(rolledBack - stepped) / 1e9) s into a \(hold / 1_000) s hold")
             #expect(history.last?.action == "rolled-back" && history.last?.canaryPercent == 0)

@@ -98,14 +98,16 @@ public final class RolloutController: Sendable {
         var next = next
         next.updatedAtUnixNanos = EventClock.nowUnixNanos()
         let written = next
+        // The driver's writes also renew its lease (a slow tick cannot outlast it between two claims).
         let leaseCondition = asDriver ? " AND lease_owner = $6 AND lease_until > now()" : ""
+        let renewal = asDriver ? ", lease_until = now() + make_interval(secs => $7)" : ""
         var parameters: [PostgresValue] = [.text(written.rolloutID), .int64(expected), .text(written.state),
                                            .bool(written.settingsPending), .bytea(written.protobufBytes())]
-        if asDriver { parameters.append(.text(instance)) }
+        if asDriver { parameters += [.text(instance), .double(Double(leaseMillis) / 1_000)] }
         let committed = try await pool.transaction { connection -> Bool in
             let rows = try await connection.query("""
                 UPDATE eval_rollouts SET state = $3, settings_pending = $4, rollout = $5, revision = revision + 1,
-                    updated_at = now()
+                    updated_at = now()\(renewal)
                 WHERE rollout_id = $1 AND revision = $2\(leaseCondition) RETURNING revision
                 """, parameters)
             guard !rows.isEmpty else { return false }
