@@ -90,6 +90,27 @@ struct RolloutTests {
             return current
         }
 
+        func control(_ id: String, _ action: String) async throws -> Rollout {
+            try #require(try await admin.call(EvalAdminCommand.rolloutControl, ControlRolloutRequest(
+                tenantID: RolloutTests.tenant, rolloutID: id, action: action), as: RolloutResponse.self).rollout)
+        }
+
+        /// Runs a suite on a version and waits for it to finish.
+        func run(version: String, suite: String) async throws -> EvalRun {
+            let started = try await admin.call(EvalAdminCommand.runStart, StartRunRequest(
+                tenantID: RolloutTests.tenant, agent: RolloutTests.agent, agentVersion: version, suite: suite, concurrency: 4),
+                as: StartRunResponse.self)
+            let runID = try #require(started.run?.runID)
+            let deadline = ContinuousClock.now + .seconds(180)
+            while ContinuousClock.now < deadline {
+                let run = try #require(try await admin.call(EvalAdminCommand.runGet, GetRunRequest(
+                    tenantID: RolloutTests.tenant, runID: runID), as: GetRunResponse.self).run)
+                if run.status != "running" { return run }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            throw AdminFailure(.unavailable, "run \(runID) did not finish")
+        }
+
         func settings() async throws -> RolloutSettings? {
             let response = try await admin.call(.get, GetTenantRequest(tenantID: RolloutTests.tenant), as: GetTenantResponse.self)
             return response.rollouts.first { $0.agent == RolloutTests.agent }
@@ -272,6 +293,8 @@ struct RolloutTests {
     }
 
     static let active = ["evaluating", "stepping", "paused"]
+    static let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("examples")
 
     @Test("a good candidate walks 10 → 25 → 50 → 100 with the observed split within 3 points over ≥ 1,000 conversations per step; killing the driving eval replica hands the rollout to the other without a stall or a double step")
     func goodCandidateWalksAndSurvivesItsDriver() async throws {
@@ -296,7 +319,7 @@ struct RolloutTests {
             victim.terminate(signal: SIGKILL)
             _ = await victim.waitUntilExit()
 
-            let final = try await world.waitRollout(started.rolloutID) { !Self.active.contains($0.state) }
+            let final = try await world.waitRollout(started.rolloutID) { !Self.active.contains($0.state) && !$0.settingsPending }
             await load.stop()
             #expect(final.state == "completed", "\(final.state): \(final.reason)")
             #expect(final.evalScore == 1, "the suite on v2 scored \(final.evalScore)")
@@ -372,12 +395,21 @@ struct RolloutTests {
                                                   as: ListRolloutsResponse.self)
             #expect(none.rollouts.isEmpty)
 
-            // 1. A candidate answering nonsense fails its suite: refused, live users never see it.
+            // 1. The demo restaurant's suite (24 cases, English and German) scores the local agent (v1) high; a
+            //    candidate answering nonsense scores lower and is refused at the gate: live users never see it.
+            let demoSuite = try String(contentsOf: Self.examples.appendingPathComponent("eval/restaurant-host.yaml"), encoding: .utf8)
+            _ = try await world.admin.call(EvalAdminCommand.suiteImport, ImportSuiteRequest(
+                tenantID: Self.tenant, agent: Self.agent, source: demoSuite), as: ImportSuiteResponse.self)
+            let local = try await world.run(version: "v1", suite: "restaurant-basics")
+            #expect(local.status == "completed" && local.casesTotal >= 20 && local.score >= 0.9,
+                    "v1 on the demo suite: \(local.status) \(local.score) \(local.casesPassed)/\(local.casesTotal)")
             world.fake.set(.answer("I have no idea, sorry."))
             let broken = try await Self.start(world, StartRolloutRequest(
-                tenantID: Self.tenant, agent: Self.agent, candidateVersion: "v2", holdMillis: 1_000, suite: "canary"))
-            let refused = try await world.waitRollout(broken.rolloutID) { !Self.active.contains($0.state) }
+                tenantID: Self.tenant, agent: Self.agent, candidateVersion: "v2", holdMillis: 1_000,
+                suite: "restaurant-basics"))
+            let refused = try await world.waitRollout(broken.rolloutID) { !Self.active.contains($0.state) && !$0.settingsPending }
             #expect(refused.state == "refused" && refused.reason.contains("eval>=0.9 not met"), "\(refused.state): \(refused.reason)")
+            #expect(refused.evalScore < local.score, "the broken candidate scored \(refused.evalScore), v1 \(local.score)")
             #expect(refused.history.map(\.action) == ["started", "refused"])
             #expect(try await world.settings()?.canaryPercent == 0)
 
@@ -395,15 +427,24 @@ struct RolloutTests {
             } catch let failure as AdminFailure {
                 #expect(failure.code == .conflict, "\(failure)")
             }
+            // Paused during the first step, then resumed: the step goes on after its hold starts again.
+            let first = try await world.waitRollout(candidate.rolloutID) { $0.stepIndex >= 0 || !Self.active.contains($0.state) }
+            #expect(first.stepIndex == 0 && first.state == "stepping", "\(first.state): \(first.reason)")
+            let paused = try await world.control(candidate.rolloutID, "pause")
+            #expect(paused.state == "paused" && paused.canaryPercent == 10)
+            let resumed = try await world.control(candidate.rolloutID, "resume")
+            #expect(resumed.state == "stepping" && resumed.stepIndex == 0)
             let second = try await world.waitRollout(candidate.rolloutID) { $0.stepIndex >= 1 || !Self.active.contains($0.state) }
             #expect(second.stepIndex == 1 && second.state == "stepping", "\(second.state): \(second.reason)")
             world.fake.set(.status(500))
-            let final = try await world.waitRollout(candidate.rolloutID) { !Self.active.contains($0.state) }
+            let final = try await world.waitRollout(candidate.rolloutID) { !Self.active.contains($0.state) && !$0.settingsPending }
             await load.stop()
             #expect(final.state == "rolled-back", "\(final.state): \(final.reason)")
             #expect(final.reason.contains("error_rate<1% not met"), "\(final.reason)")
             let history = final.history
             #expect(history.filter { $0.action == "stepped" }.map(\.canaryPercent) == [10, 25])
+            #expect(history.map(\.action).filter { ["stepped", "paused", "resumed"].contains($0) }
+                    == ["stepped", "paused", "resumed", "stepped"], "\(history.map(\.action))")
             let stepped = try #require(history.last { $0.action == "stepped" }?.meta?.occurredAtUnixNanos)
             let rolledBack = try #require(history.last { $0.action == "rolled-back" }?.meta?.occurredAtUnixNanos)
             print(String(format: "rollout test: rolled back %.1f s into the second step's %lld s hold", Double(rolledBack - stepped) / 1e9, hold / 1_000))
@@ -414,6 +455,18 @@ struct RolloutTests {
             let settings = try await world.settings()
             #expect(settings?.stableVersion == "v1" && settings?.canaryPercent == 0 && settings?.canaryVersion == "",
                     "\(String(describing: settings))")
+            // An operator's abort during a step: the previous stable version back, canary 0 %.
+            world.fake.set(.answer(Self.goodAnswer))
+            let third = try await Self.start(world, StartRolloutRequest(
+                tenantID: Self.tenant, agent: Self.agent, candidateVersion: "v2", holdMillis: hold, minRequests: 100))
+            let stepping = try await world.waitRollout(third.rolloutID) { ($0.stepIndex >= 0 && !$0.settingsPending) || !Self.active.contains($0.state) }
+            let during = try await world.settings()
+            #expect(stepping.state == "stepping" && during?.canaryPercent == 10 && during?.canaryVersion == "v2")
+            let aborted = try await world.control(third.rolloutID, "abort")
+            #expect(aborted.state == "aborted" && aborted.history.last?.action == "aborted" && aborted.history.last?.actor.contains("ci") == true)
+            let restored = try await world.settings()
+            #expect(restored?.stableVersion == "v1" && restored?.canaryPercent == 0 && restored?.canaryVersion == "",
+                    "\(String(describing: restored))")
             // A finished rollout cannot be resumed.
             do {
                 _ = try await world.admin.call(EvalAdminCommand.rolloutControl, ControlRolloutRequest(

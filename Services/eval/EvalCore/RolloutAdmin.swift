@@ -144,7 +144,8 @@ extension EvalAdmin {
                     if try await controller.commit(rollout, expected: stored.revision, action: "paused", actor: actor,
                                                    detail: rollout.reason, asDriver: false) {
                         return try await getRollout(GetRolloutRequest(adminToken: request.adminToken, actor: request.actor,
-                                                                      tenantID: request.tenantID, rolloutID: request.rolloutID))
+                                                                      tenantID: request.tenantID, rolloutID: request.rolloutID,
+                                                                      includeHistory: true))
                     }
                 case ("resume", "paused"):
                     rollout.state = rollout.stepIndex < 0 ? "evaluating" : "stepping"
@@ -153,7 +154,8 @@ extension EvalAdmin {
                     if try await controller.commit(rollout, expected: stored.revision, action: "resumed", actor: actor,
                                                    detail: "resumed by \(actor); the step's hold starts again", asDriver: false) {
                         return try await getRollout(GetRolloutRequest(adminToken: request.adminToken, actor: request.actor,
-                                                                      tenantID: request.tenantID, rolloutID: request.rolloutID))
+                                                                      tenantID: request.tenantID, rolloutID: request.rolloutID,
+                                                                      includeHistory: true))
                     }
                 case ("abort", "evaluating"), ("abort", "stepping"), ("abort", "paused"):
                     try await controller.finish(stored, rollout, state: "aborted", action: "aborted",
@@ -162,7 +164,8 @@ extension EvalAdmin {
                     let after = try await controller.load(request.rolloutID)
                     if after?.rollout.state == "aborted" {
                         return try await getRollout(GetRolloutRequest(adminToken: request.adminToken, actor: request.actor,
-                                                                      tenantID: request.tenantID, rolloutID: request.rolloutID))
+                                                                      tenantID: request.tenantID, rolloutID: request.rolloutID,
+                                                                      includeHistory: true))
                     }
                 default:
                     throw AdminFailure(.conflict, "rollout \(request.rolloutID) is \(rollout.state): cannot \(request.action) it")

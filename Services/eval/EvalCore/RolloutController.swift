@@ -276,7 +276,19 @@ public final class RolloutController: Sendable {
         for check in [PreStep.suite, .replay] where check.wanted(stored.rollout) && check.score(stored.rollout) == 0 {
             let runID = check.runID(stored.rollout)
             if runID.isEmpty { return try await startRun(stored, check) }
-            guard let score = try await finishedScore(stored, runID: runID, check) else { return }
+            let score: Double
+            switch try await outcome(stored, runID: runID, check) {
+            case .pending:
+                return
+            case .refused(let why):
+                return try await finish(stored, stored.rollout, state: "refused", action: "refused", reason: why,
+                                        restore: false)
+            case .failed(let why):
+                return try await finish(stored, stored.rollout, state: "failed", action: "failed", reason: why,
+                                        restore: false)
+            case .scored(let value):
+                score = value
+            }
             var rollout = stored.rollout
             check.record(score: score, in: &rollout)
             if let refusal = preStepFailure(rollout, metric: check.metric, score) {
@@ -319,23 +331,38 @@ public final class RolloutController: Sendable {
         _ = try await commit(rollout, expected: stored.revision, action: nil, actor: controllerActor, asDriver: true)
     }
 
-    /// The run's score once it completed; nil while it runs here. A run that failed, or that ran in a replica
-    /// which is gone, is started again (the stale sweep fails the orphan).
-    func finishedScore(_ stored: Stored, runID: String, _ check: PreStep) async throws -> Double? {
+    /// Where a pre-step run stands.
+    enum RunOutcome: Equatable {
+        /// Still running here, or started again (it had died with its replica).
+        case pending
+        case scored(Double)
+        /// Nothing to score (a replay with no recorded requests): the gate cannot be met.
+        case refused(String)
+        /// The run failed for a reason a retry would not change.
+        case failed(String)
+    }
+
+    /// The run's outcome. A run that was interrupted (its replica stopped or died) is started again; the stale
+    /// sweep fails an orphan that still says "running".
+    func outcome(_ stored: Stored, runID: String, _ check: PreStep) async throws -> RunOutcome {
         guard let run = try await EvalAdmin.runs(pool, where: "run_id = $1", [.text(runID)], limit: 1).first else {
             try await clearRun(stored, check)
-            return nil
+            return .pending
         }
         switch run.status {
+        case "completed" where run.casesTotal == 0:
+            return .refused("nothing to \(check == .suite ? "run" : "replay"): \(check == .suite ? "the suite has no cases" : "no recorded requests of \(run.agent) in the last 24 h")")
         case "completed":
-            return max(run.score, Double.leastNonzeroMagnitude)
+            return .scored(max(run.score, Double.leastNonzeroMagnitude))
         case "running" where runner.isRunningHere(runID):
-            return nil
+            return .pending
+        case "failed" where !run.error.hasPrefix(EvalRunner.interrupted):
+            return .failed("the \(check.rawValue) run \(runID) failed: \(run.error)")
         default:
             logger.info("rollout's \(check.rawValue) run is started again", metadata: [
                 "rollout": "\(stored.rollout.rolloutID)", "run": "\(runID)", "status": "\(run.status)"])
             try await clearRun(stored, check)
-            return nil
+            return .pending
         }
     }
 
