@@ -298,43 +298,10 @@ struct BackupCommand: AsyncParsableCommand {
         }
         var written: UInt64 = 0
         if state.messages > 0 {
-            let durable = "backup-\(UInt32.random(in: 0...UInt32.max))"
-            try await jetStream.ensureConsumer(stream: stream, ConsumerSpec(
-                durable: durable, ackWait: .seconds(120), maxDeliver: 1, maxAckPending: 100_000,
-                start: .sequence(state.firstSequence)))
-            do {
-                try await Self.drain(stream, durable: durable, until: state, jetStream: jetStream, handle: handle,
-                                     written: &written)
-            } catch {
-                // A CLI exits right after: the temporary durable is removed before the error is reported.
-                try? await jetStream.deleteConsumer(stream: stream, durable: durable)
-                throw error
-            }
-            try? await jetStream.deleteConsumer(stream: stream, durable: durable)
-        }
-        progress("backup: \(stream) \(written) messages")
-        try? handle.close()
-        return BackupManifest.StreamCopy(stream: stream, file: try describeFile(path, name: name), messages: written,
-                                         firstSequence: state.firstSequence, lastSequence: state.lastSequence)
-    }
-
-    /// Writes the stream's messages up to `state.lastSequence` through the durable.
-    static func drain(_ stream: String, durable: String, until state: JetStream.StreamState, jetStream: JetStream,
-                      handle: FileHandle, written: inout UInt64) async throws {
-        do {
-            let consumer = try await PullConsumer.bind(jetStream: jetStream, stream: stream, durable: durable)
-            defer { consumer.stop() }
+            // A CLI exits right after an error: the temporary durable is removed before it is reported.
             var buffer: [UInt8] = []
-            var seen: UInt64 = 0
-            while seen < state.lastSequence {
-                guard let message = try await consumer.next(timeout: .seconds(2), batch: 512) else {
-                    if try await jetStream.consumerState(stream: stream, durable: durable).pending == 0 { break }
-                    continue
-                }
-                let delivery = message.delivery
-                try? message.ack()
-                seen = delivery.streamSequence
-                guard seen <= state.lastSequence else { break }
+            try await jetStream.readRange(stream: stream, start: .sequence(state.firstSequence),
+                                          through: state.lastSequence, durablePrefix: "backup") { delivery in
                 StreamFile.encode(delivery, into: &buffer)
                 written += 1
                 if buffer.count >= 1 << 20 {
@@ -345,6 +312,10 @@ struct BackupCommand: AsyncParsableCommand {
             }
             handle.write(Data(buffer))
         }
+        progress("backup: \(stream) \(written) messages")
+        try? handle.close()
+        return BackupManifest.StreamCopy(stream: stream, file: try describeFile(path, name: name), messages: written,
+                                         firstSequence: state.firstSequence, lastSequence: state.lastSequence)
     }
 }
 

@@ -44,7 +44,6 @@ public struct Rebuild: Sendable {
             let start = fromUnixNanos > 0
                 ? try await jetStream.firstSequence(storedSince: fromUnixNanos - Self.margin, stream: StreamNames.events)
                 : state.firstSequence
-            let durable = "analytics-rebuild-\(UInt32.random(in: 0...UInt32.max))"
             var outcome = Outcome(fromMinute: nil, firstSequence: start, lastSequence: last, replayed: 0, folded: 0)
             progress(outcome)
             guard last >= start, last > 0 else {
@@ -52,55 +51,32 @@ public struct Rebuild: Sendable {
                 outcome.fromMinute = minute
                 return outcome
             }
-            try await jetStream.ensureConsumer(stream: StreamNames.events, ConsumerSpec(
-                durable: durable, filterSubject: Subjects.eventsAll, ackWait: .seconds(120), maxDeliver: 1,
-                maxAckPending: 100_000, start: .sequence(start)))
-            do {
-                let consumer = try await PullConsumer.bind(jetStream: jetStream, stream: StreamNames.events,
-                                                           durable: durable)
-                defer { consumer.stop() }
-                var deleted = false
-                var batch: [EventFact] = []
-                var seen: UInt64 = start > 0 ? start - 1 : 0
-                while seen < last {
-                    guard let message = try await consumer.next(timeout: .seconds(2), batch: 512) else {
-                        // Nothing more to deliver: the rest of the range is gone (deleted messages).
-                        if try await jetStream.consumerState(stream: StreamNames.events, durable: durable).pending == 0 {
-                            break
-                        }
-                        continue
+            var deleted = false
+            var batch: [EventFact] = []
+            try await jetStream.readRange(stream: StreamNames.events, filterSubject: Subjects.eventsAll,
+                                          start: .sequence(start), through: last,
+                                          durablePrefix: "analytics-rebuild") { delivery in
+                if !deleted {
+                    // Without --from on a log that lost its oldest events: the minutes after the oldest one.
+                    if fromUnixNanos <= 0 && state.firstSequence > 1 {
+                        minute = EventFact.minute(of: delivery.storedAtUnixNanos) + 120
                     }
-                    let delivery = message.delivery
-                    try? message.ack()
-                    seen = delivery.streamSequence
-                    guard delivery.streamSequence <= last else { break }
-                    if !deleted {
-                        // Without --from on a log that lost its oldest events: the minutes after the oldest one.
-                        if fromUnixNanos <= 0 && state.firstSequence > 1 {
-                            minute = EventFact.minute(of: delivery.storedAtUnixNanos) + 120
-                        }
-                        try await Self.delete(from: minute, on: connection)
-                        deleted = true
-                    }
-                    outcome.replayed += 1
-                    guard let fact = try? EventFact.from(delivery) else { continue }
-                    if let minute, fact.minute < minute { continue }
-                    batch.append(fact)
-                    if batch.count >= 1024 {
-                        let ids = try await store.seriesIDs(batch)
-                        outcome.folded += try await store.fold(batch, series: ids, on: connection).folded
-                        batch.removeAll(keepingCapacity: true)
-                        progress(outcome)
-                    }
+                    try await Self.delete(from: minute, on: connection)
+                    deleted = true
                 }
-                outcome.folded += try await store.fold(batch, series: try await store.seriesIDs(batch),
-                                                       on: connection).folded
-                if !deleted { try await Self.delete(from: minute, on: connection) }
-            } catch {
-                try? await jetStream.deleteConsumer(stream: StreamNames.events, durable: durable)
-                throw error
+                outcome.replayed += 1
+                guard let fact = try? EventFact.from(delivery) else { return }
+                if let minute, fact.minute < minute { return }
+                batch.append(fact)
+                if batch.count >= 1024 {
+                    let ids = try await store.seriesIDs(batch)
+                    outcome.folded += try await store.fold(batch, series: ids, on: connection).folded
+                    batch.removeAll(keepingCapacity: true)
+                    progress(outcome)
+                }
             }
-            try await jetStream.deleteConsumer(stream: StreamNames.events, durable: durable)
+            outcome.folded += try await store.fold(batch, series: try await store.seriesIDs(batch), on: connection).folded
+            if !deleted { try await Self.delete(from: minute, on: connection) }
             outcome.fromMinute = minute
             logger.info("analytics rebuilt", metadata: [
                 "from": "\(minute.map(String.init) ?? "all")", "first_sequence": "\(start)", "last_sequence": "\(last)",

@@ -352,41 +352,26 @@ public final class EvalRunner: Sendable {
         let state = try await jetStream.streamState(StreamNames.events)
         var seen: [String: Seen] = [:]
         if state.messages > 0 {
-            let durable = "eval-replay-\(UInt32.random(in: 0...UInt32.max))"
             let window = Duration.nanoseconds(max(0, EventClock.nowUnixNanos() - since))
-            try await jetStream.ensureConsumer(stream: StreamNames.events, ConsumerSpec(
-                durable: durable, filterSubject: "evt.chat.*.\(tenant)", ackWait: .seconds(120), maxDeliver: 1,
-                maxAckPending: 100_000, start: .recent(window)))
-            defer { Task { [jetStream] in try? await jetStream.deleteConsumer(stream: StreamNames.events, durable: durable) } }
-            let consumer = try await PullConsumer.bind(jetStream: jetStream, stream: StreamNames.events, durable: durable)
-            defer { consumer.stop() }
-            var last: UInt64 = 0
-            while last < state.lastSequence {
-                guard let message = try await consumer.next(timeout: .seconds(2), batch: 512) else {
-                    if try await jetStream.consumerState(stream: StreamNames.events, durable: durable).pending == 0 { break }
-                    continue
-                }
-                let delivery = message.delivery
-                try? message.ack()
-                last = delivery.streamSequence
-                guard last <= state.lastSequence else { break }
-                let kind = delivery.subject.split(separator: ".").dropFirst(2).first ?? ""
-                switch kind {
+            try await jetStream.readRange(stream: StreamNames.events, filterSubject: "evt.chat.*.\(tenant)",
+                                          start: .recent(window), through: state.lastSequence,
+                                          durablePrefix: "eval-replay") { delivery in
+                switch delivery.subject.split(separator: ".").dropFirst(2).first ?? "" {
                 case "routed":
                     guard let event = try? ChatRouted(protobuf: delivery.payload), event.agent == agent,
-                          let meta = event.meta, meta.evalRunID.isEmpty, !meta.requestID.isEmpty else { continue }
+                          let meta = event.meta, meta.evalRunID.isEmpty, !meta.requestID.isEmpty else { return }
                     seen[meta.requestID, default: Seen()].routed = event
-                    seen[meta.requestID]?.sequence = last
+                    seen[meta.requestID]?.sequence = delivery.streamSequence
                 case "completed":
                     guard let event = try? ChatCompleted(protobuf: delivery.payload), let id = event.meta?.requestID,
-                          event.meta?.evalRunID.isEmpty == true else { continue }
+                          event.meta?.evalRunID.isEmpty == true else { return }
                     seen[id, default: Seen()].completed = event
                 case "failed":
                     guard let event = try? ChatFailed(protobuf: delivery.payload), let id = event.meta?.requestID,
-                          event.meta?.evalRunID.isEmpty == true else { continue }
+                          event.meta?.evalRunID.isEmpty == true else { return }
                     seen[id, default: Seen()].failed = event
                 default:
-                    continue
+                    return
                 }
             }
         }
