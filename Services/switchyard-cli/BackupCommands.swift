@@ -218,7 +218,6 @@ enum PostgresTools {
     }
 }
 
-func hexDigest(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
 
 /// The size and SHA-256 of a file, read in 1 MiB pieces.
 func describeFile(_ path: String, name: String) throws(CLIFailure) -> BackupManifest.File {
@@ -230,7 +229,7 @@ func describeFile(_ path: String, name: String) throws(CLIFailure) -> BackupMani
         hasher.update(chunk)
         bytes += UInt64(chunk.count)
     }
-    return BackupManifest.File(name: name, bytes: bytes, sha256: hexDigest(hasher.finish()))
+    return BackupManifest.File(name: name, bytes: bytes, sha256: Hex.encode(hasher.finish()))
 }
 
 func progress(_ line: String) { FileHandle.standardError.write(Data((line + "\n").utf8)) }

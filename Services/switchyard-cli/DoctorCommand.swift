@@ -78,12 +78,7 @@ struct DoctorCommand: AsyncParsableCommand {
 
     /// nats-server must refuse a client without credentials (docs/adr/0009).
     static func unauthenticatedRefused(servers: [String], display: String) async -> DoctorCheck {
-        let stripped = servers.map { server -> String in
-            guard var components = URLComponents(string: server) else { return server }
-            components.user = nil
-            components.password = nil
-            return components.string ?? server
-        }
+        let stripped = servers.map(NATSOptions.withoutCredentials)
         let logger = Logger(label: "doctor") { _ in SwiftLogNoOpLogHandler() }
         do {
             let connection = try await NATSConnection.connect(

@@ -1,5 +1,6 @@
 import Foundation
 import Schemas
+import Security
 
 /// The production-readiness check (`switchyard doctor`, docs/OPERATIONS.md): every service instance answers a
 /// doctor probe (core NATS `_sy.doctor`, no queue group, so every replica answers) with its own findings —
@@ -52,7 +53,7 @@ public enum SecretHygiene {
             if let unset { return Doctor.check(.warn, label, "not set: \(unset)") }
             return Doctor.check(.fail, label, "not set")
         }
-        let hex = bytes.map { String(format: "%02x", $0) }.joined()
+        let hex = Hex.encode(bytes)
         if bytes.count < minimumBytes { return Doctor.check(.fail, label, "only \(bytes.count) bytes (want \(minimumBytes)+)") }
         if publicHex.contains(hex) || Set(bytes).count <= 2 || publicFragments.contains(where: { hex.contains($0) }) {
             return Doctor.check(.fail, label, "a known default or trivial value (e.g. the k8s dev overlay's): generate a random one")
