@@ -42,7 +42,7 @@ public enum DeadLetter {
         return OutboundMessage(
             subject: subject(stream: delivery.stream, consumer: delivery.consumer),
             payload: delivery.payload, headers: headers,
-            messageID: "dlq:\(delivery.stream):\(delivery.streamSequence)")
+            messageID: "dlq:\(delivery.stream):\(delivery.consumer):\(delivery.streamSequence)")
     }
 }
 

@@ -256,6 +256,33 @@ struct JetStreamTests {
         }
     }
 
+    @Test("two consumers of one log that give up on the same message each park it (one dead letter per consumer)")
+    func deadLetterPerConsumer() async throws {
+        try await withHarness { h in
+            try await h.jetStream.ensureStream(StreamSpec(name: "LOG", subjects: ["log.*"]))
+            try await h.jetStream.ensureStream(StreamSpec(name: "DEADLETTER", subjects: [DeadLetter.allSubjects]))
+            try await h.jetStream.publish(OutboundMessage(subject: "log.acme", payload: bytes("garbage")))
+            let specs = ["reader-a", "reader-b"].map { ConsumerSpec(durable: $0, maxDeliver: 2) }
+            for spec in specs { try await h.jetStream.ensureConsumer(stream: "LOG", spec) }
+            let services = specs.map { spec in
+                JetStreamConsumerService(jetStream: h.jetStream, stream: "LOG", consumer: spec, batchSize: 8,
+                                         logger: Harness.logger) { _ in throw PoisonMessage("cannot decode") }
+            }
+            let group = ServiceGroup(services: services, logger: Harness.logger)
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                // Both parked (each consumer's dead letter stored), or the deadline passed.
+                let deadline = ContinuousClock.now + .seconds(10)
+                while try await h.jetStream.streamState("DEADLETTER").messages < 2 && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+            }
+            #expect(try await h.jetStream.streamState("DEADLETTER").messages == 2)
+        }
+    }
+
     @Test("a handler cancelled by shutdown gives its message back at once (no backoff, no dead letter)")
     func cancelledHandlerIsNotDeadLettered() async throws {
         try await withHarness { h in
