@@ -467,6 +467,22 @@ struct RolloutTests {
             let restored = try await world.settings()
             #expect(restored?.stableVersion == "v1" && restored?.canaryPercent == 0 && restored?.canaryVersion == "",
                     "\(String(describing: restored))")
+            // The agent removed from the manifest mid-rollout: the rollout fails with the reason (it can't be set).
+            let fourth = try await Self.start(world, StartRolloutRequest(
+                tenantID: Self.tenant, agent: Self.agent, candidateVersion: "v2", holdMillis: hold, minRequests: 100))
+            _ = try await world.waitRollout(fourth.rolloutID) { ($0.stepIndex >= 0 && !$0.settingsPending) || !Self.active.contains($0.state) }
+            let current = try #require(try await world.admin.call(.get, GetTenantRequest(tenantID: Self.tenant),
+                                                                  as: GetTenantResponse.self).manifest)
+            var without = current
+            without.agents.removeAll { $0.agent == Self.agent }
+            for index in without.agents.indices where without.agents[index].fallbackAgent == Self.agent {
+                without.agents[index].fallbackAgent = ""
+            }
+            if without.defaultAgent == Self.agent { without.defaultAgent = "" }
+            _ = try await world.admin.call(.setManifest, SetManifestRequest(tenantID: Self.tenant, manifest: without),
+                                           as: SetManifestResponse.self)
+            let orphaned = try await world.waitRollout(fourth.rolloutID) { !Self.active.contains($0.state) }
+            #expect(orphaned.state == "failed" && orphaned.reason.contains("no longer in tenant"), "\(orphaned.state): \(orphaned.reason)")
             // A finished rollout cannot be resumed.
             do {
                 _ = try await world.admin.call(EvalAdminCommand.rolloutControl, ControlRolloutRequest(

@@ -231,6 +231,9 @@ public final class RolloutController: Sendable {
             }
             stored = reloaded
         }
+        if Self.activeStates.contains(stored.rollout.state), let gone = agentGone(stored.rollout) {
+            return try await finish(stored, stored.rollout, state: "failed", action: "failed", reason: gone, restore: false)
+        }
         if stored.rollout.settingsPending {
             guard try await applySettings(stored.rollout) else { return }
             var next = stored.rollout
@@ -244,6 +247,14 @@ public final class RolloutController: Sendable {
         case "stepping": try await step(stored)
         default: break
         }
+    }
+
+    /// Why the rollout cannot go on: its tenant's manifest (as the mirror has it) no longer lists the agent — the
+    /// tenant service dropped the agent's rollout settings with it. nil while the mirror does not know the tenant.
+    func agentGone(_ rollout: Rollout) -> String? {
+        guard let manifest = directory.snapshot(tenant: rollout.tenantID)?.manifest else { return nil }
+        guard !manifest.agents.contains(where: { $0.agent == rollout.agent }) else { return nil }
+        return "agent \(rollout.agent) is no longer in tenant \(rollout.tenantID)'s manifest"
     }
 
     // MARK: before the first step
