@@ -347,6 +347,8 @@ struct RolloutTests {
                 let step = routed.filter { $0.percent == percent }
                 let canary = step.filter { $0.cohort == "canary" && $0.version == "v2" }.count
                 let share = step.isEmpty ? -1 : Double(canary) * 100 / Double(step.count)
+                print(String(format: "rollout test: step %u %%: %d of %d conversations on the canary (%.1f %%)",
+                             percent, canary, step.count, share))
                 #expect(step.count >= 1_000, "step \(percent) %: \(step.count) conversations")
                 #expect(abs(share - Double(percent)) <= 3, "step \(percent) %: \(canary) of \(step.count) on the canary")
             }
