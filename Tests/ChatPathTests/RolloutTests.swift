@@ -223,7 +223,8 @@ struct RolloutTests {
                     if service == "eval" {
                         environment["SWITCHYARD_ROLLOUT_ADMIN_TOKEN"] = rolloutToken
                         environment["SWITCHYARD_ROLLOUT_TICK_MS"] = "200"
-                        environment["SWITCHYARD_ROLLOUT_LEASE_MS"] = "3000"
+                        // Longer than a tick can take on a loaded machine (two analytics queries, a few writes).
+                        environment["SWITCHYARD_ROLLOUT_LEASE_MS"] = "8000"
                     }
                     processes[name] = try TestProcess(executable: try builtProduct(service), environment: environment)
                     if name == "tenant" { try await DoctorTests.waitReady(http, name, port: ops[name]!, processes[name]!) }
@@ -331,8 +332,11 @@ struct RolloutTests {
             #expect(history.map(\.sequence) == Array(1...UInt64(history.count)), "sequences \(history.map(\.sequence))")
             #expect(history.filter { $0.action == "stepped" }.map(\.canaryPercent) == [10, 25, 50, 100],
                     "\(history.map { "\($0.action) \($0.canaryPercent)" })")
+            // The survivor took over from the killed driver. (On a very loaded machine a tick may outlast the lease
+            // once more and the replicas trade it; without the lease check they trade it every tick.)
             let takeovers = history.filter { $0.action == "driver-changed" }
-            #expect(takeovers.count == 1 && takeovers.first?.detail.contains(killed) == true, "\(takeovers.map(\.detail))")
+            #expect(takeovers.contains { $0.detail.contains("from \(killed)") } && takeovers.count <= 3,
+                    "\(takeovers.map(\.detail))")
             #expect(final.driver != killed && !final.driver.isEmpty)
             #expect(history.last?.action == "completed")
 
