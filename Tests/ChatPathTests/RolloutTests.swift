@@ -307,7 +307,7 @@ struct RolloutTests {
             load.start(world)
             let started = try await Self.start(world, StartRolloutRequest(
                 tenantID: Self.tenant, agent: Self.agent, candidateVersion: "v2", steps: [10, 25, 50, 100],
-                holdMillis: 1_000, gates: "eval>=0.9,replay>=0,error_rate<1%,handoff_rate<5%", minRequests: 1_200,
+                holdMillis: 1_000, gates: "eval>=0.9,replay>=0,error_rate<1%,handoff_rate<5%", minRequests: 1_500,
                 suite: "canary", replayLimit: 10))
             #expect(started.state == "evaluating" && started.stableVersion == "v1")
 
