@@ -100,6 +100,14 @@ func benchAnalytics(binary: String, nats: NATSServer, postgres: PostgresServer, 
     let rows = try await pool.query("SELECT sum(requests)::bigint, sum(completions + failures)::bigint FROM analytics_minutes")
     let requests = Int(try rows.first?.decode(Int64.self, at: 0) ?? 0)
     let outcomes = Int(try rows.first?.decode(Int64.self, at: 1) ?? 0)
+    // Row work per table (inserts, updates, deletes): the part of PostgreSQL's CPU that grows with the events.
+    for row in try await pool.query("""
+        SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables
+        WHERE relname LIKE 'analytics%' AND n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY relname
+        """) {
+        print("  \(try row.decode(String.self, at: 0)): \(try row.decode(Int64.self, at: 1)) inserted, "
+              + "\(try row.decode(Int64.self, at: 2)) updated, \(try row.decode(Int64.self, at: 3)) deleted")
+    }
     await pool.close()
     guard requests == chats, outcomes == chats else {
         print("the rollups count \(requests) requests and \(outcomes) outcomes, expected \(chats) of each")
@@ -109,6 +117,7 @@ func benchAnalytics(binary: String, nats: NATSServer, postgres: PostgresServer, 
     print(String(format: "analytics fold: %.0f events/s folded into rollups (%d events)", result.rate, result.settled))
     print(String(format: "  the log it covers: %.0f events/s (%d events in all; the %d of kinds analytics doesn't count are never delivered to it)",
                  result.rate * share, total, total - folded))
-    print(String(format: "CPU per 1,000 folded events: analytics %.1f ms, PostgreSQL %.1f ms (including startup work)",
-                 result.serviceCPU * 1e6 / Double(result.settled), result.postgresCPU * 1e6 / Double(result.settled)))
+    print(String(format: "CPU per 1,000 folded events: analytics %.1f ms, PostgreSQL %.1f ms, nats-server %.1f ms (including startup work)",
+                 result.serviceCPU * 1e6 / Double(result.settled), result.postgresCPU * 1e6 / Double(result.settled),
+                 result.natsCPU * 1e6 / Double(result.settled)))
 }

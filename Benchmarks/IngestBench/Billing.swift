@@ -60,6 +60,7 @@ func benchBilling(binary: String, nats: NATSServer, postgres: PostgresServer, co
         exit(1)
     }
     print(String(format: "ledger ingest: %.0f usage events/s (%d events)", result.rate, result.settled))
-    print(String(format: "CPU per 1,000 events: billing %.1f ms, PostgreSQL %.1f ms (including startup work)",
-                 result.serviceCPU * 1e6 / Double(result.settled), result.postgresCPU * 1e6 / Double(result.settled)))
+    print(String(format: "CPU per 1,000 events: billing %.1f ms, PostgreSQL %.1f ms, nats-server %.1f ms (including startup work)",
+                 result.serviceCPU * 1e6 / Double(result.settled), result.postgresCPU * 1e6 / Double(result.settled),
+                 result.natsCPU * 1e6 / Double(result.settled)))
 }
