@@ -389,7 +389,8 @@ struct AnalyticsTests {
             let pool = try PostgresPool(configuration: PostgresConfiguration(connectionString: stack.postgres.connectionString,
                                                                              poolSize: 1), logger: Stack.logger)
             func applied() async throws -> Int64 {
-                try await pool.query("SELECT count(*) FROM analytics_applied")[0].decode(Int64.self, at: 0)
+                try await pool.query("SELECT coalesce(sum(cardinality(seqs)), 0)::bigint FROM analytics_applied")[0]
+                    .decode(Int64.self, at: 0)
             }
             #expect(try await applied() >= 100)  // routed and completed of each chat
             let pruning = AppliedPruning(store: RollupStore(pool: pool, prices: PriceBook(pool: pool)),
@@ -427,5 +428,84 @@ struct AnalyticsTests {
                 #expect(failure.code == .unauthorized)
             }
         }
+    }
+}
+
+@Suite("The ledger of applied sequences (PostgreSQL)")
+struct AppliedLedgerTests {
+    final class Flag: Sendable {
+        private let value = Mutex(false)
+        func set() { value.withLock { $0 = true } }
+        var isSet: Bool { value.withLock { $0 } }
+    }
+
+    static func fact(_ sequence: UInt64, _ kind: EventFact.Kind, minute: Int64 = 1_700_000_040) -> EventFact {
+        EventFact(sequence: sequence, minute: minute, occurredAtUnixNanos: minute * 1_000_000_000,
+                  dimensions: Dimensions(tenant: "ledger-test", agent: "host", version: "v1", cohort: "stable",
+                                         channel: "web", package: "gastronomy"),
+                  conversation: "c-\(sequence)", kind: kind)
+    }
+
+    static func requests(_ pool: PostgresPool) async throws -> Int64 {
+        try await pool.query("SELECT coalesce(sum(requests), 0)::bigint FROM analytics_minutes")[0].decode(Int64.self, at: 0)
+    }
+
+    @Test("a redelivered or overlapping batch changes nothing; sequences applied before the per-batch ledger still count once")
+    func redeliveriesAndUpgrade() async throws {
+        let postgres = try await PostgresServer.start()  // stopped at the end, or by its deinit when a check throws
+        let pool = try PostgresPool(configuration: PostgresConfiguration(connectionString: postgres.connectionString,
+                                                                         poolSize: 3), logger: Stack.logger)
+        // An installation from before migration 3, with sequences 1…3 applied in the old per-event ledger.
+        _ = try await migrate(pool: pool, service: "analytics", migrations: Array(AnalyticsSchema.migrations.prefix(2)),
+                              logger: Stack.logger)
+        _ = try await pool.execute("""
+            INSERT INTO analytics_applied (seq, minute) VALUES (1, to_timestamp(1700000040)), (2, to_timestamp(1700000040)),
+                                                               (3, to_timestamp(1700000040))
+            """)
+        _ = try await migrate(pool: pool, service: "analytics", migrations: AnalyticsSchema.migrations, logger: Stack.logger)
+        let store = RollupStore(pool: pool, prices: PriceBook(pool: pool))
+
+        // 1…3 come again (a redelivery across the upgrade) with 4 and 5: only 4 and 5 count.
+        var outcome = try await store.fold((1...5).map { Self.fact($0, .routed) })
+        #expect(outcome.folded == 2)
+        #expect(outcome.duplicates == 3)
+        #expect(try await Self.requests(pool) == 2)
+        // The same batch again, and one overlapping it with a new sequence of another minute: only 6 counts.
+        outcome = try await store.fold((1...5).map { Self.fact($0, .routed) })
+        #expect(outcome.folded == 0)
+        outcome = try await store.fold([Self.fact(5, .routed), Self.fact(6, .routed, minute: 1_700_000_100)])
+        #expect(outcome.folded == 1)
+        #expect(try await Self.requests(pool) == 3)
+        // Two batches of one kind holding the same sequences at the same time: the second is folded while the
+        // first's transaction is still open; it waits for the first's COMMIT (seen waiting in pg_locks), then
+        // finds 30…40 applied. Counted once.
+        let first = (10...40).map { Self.fact($0, .routed) }
+        let ids = try await store.seriesIDs(first)
+        let second = try await pool.transaction { connection in
+            #expect(try await store.fold(first, series: ids, on: connection).folded == 31)
+            let finished = Flag()
+            let second = Task {
+                defer { finished.set() }
+                return try await store.fold((30...60).map { Self.fact($0, .routed) })
+            }
+            while true {
+                // Waiting for a lock the first holds (its kind's; without that, a rollup row's), or done.
+                let waiting = try await pool.query("SELECT count(*) FROM pg_locks WHERE NOT granted")[0]
+                    .decode(Int64.self, at: 0)
+                if waiting > 0 || finished.isSet { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            return second
+        }
+        #expect(try await second.value.folded == 20)
+        #expect(try await Self.requests(pool) == 54)
+
+        // Pruning at or below an ack floor drops whole ledger rows (the old rows included) and says how many
+        // sequences went.
+        #expect(try await store.prune(belowOrAt: 5) == 5)
+        #expect(try await pool.query("SELECT count(*) FROM analytics_applied WHERE kind = 'any'")[0]
+                    .decode(Int64.self, at: 0) == 0)
+        await pool.close()
+        await postgres.stop()
     }
 }

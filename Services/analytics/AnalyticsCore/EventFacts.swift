@@ -35,6 +35,20 @@ public struct EventFact: Sendable {
         case failed(code: String, unrouted: Bool)
         case handoff
         case consent(outcome: String)
+
+        /// The event kind as the applied-sequences ledger names it (one durable per kind delivers it live).
+        var ledgerName: String {
+            switch self {
+            case .routed: "chat.routed"
+            case .completed: "chat.completed"
+            case .failed: "chat.failed"
+            case .handoff: "handoff.requested"
+            case .consent: "consent.checked"
+            }
+        }
+
+        /// Every ledger name, in the order their advisory locks are taken.
+        static let ledgerNames = ["chat.routed", "chat.completed", "chat.failed", "handoff.requested", "consent.checked"]
     }
 
     public var sequence: UInt64

@@ -1,9 +1,11 @@
 import Storage
 
 /// Folds facts into the rollups exactly once per event-log sequence (docs/adr/0015): in one transaction, the
-/// batch's sequences go into `analytics_applied` (`ON CONFLICT DO NOTHING RETURNING`), and only the facts whose
-/// sequence was new are summed and upserted. A redelivery after a crash between COMMIT and ack, or a batch that
-/// a rebuild already replayed, therefore changes nothing.
+/// batch's sequences are checked against the ledger `analytics_applied` and recorded there (one row per kind and
+/// minute of the batch, its sequences as an array), and only the facts whose sequence was new are summed and
+/// upserted. A redelivery after a crash between COMMIT and ack, or a batch that a rebuild already replayed,
+/// therefore changes nothing. Batches of one kind take that kind's advisory lock first, so two batches holding
+/// the same sequence (a redelivery while the first is still being folded) cannot both find it new.
 public struct RollupStore: Sendable {
     public let pool: PostgresPool
     public let prices: PriceBook
@@ -63,38 +65,75 @@ public struct RollupStore: Sendable {
         -> Outcome
     {
         guard !facts.isEmpty else { return Outcome(folded: 0, duplicates: 0, unpriced: 0) }
-        var sequences = PostgresArrayLiteral(), minutes = PostgresArrayLiteral()
-        for fact in facts {
-            sequences.append(number: Int64(fact.sequence))
-            minutes.append(number: fact.minute)
+        // The ledger rows this batch adds: per kind and minute, its sequences (sorted) and their range.
+        struct LedgerKey: Hashable { var kind: String; var minute: Int64 }
+        var groups: [LedgerKey: [UInt64]] = [:]
+        for fact in facts { groups[LedgerKey(kind: fact.kind.ledgerName, minute: fact.minute), default: []].append(fact.sequence) }
+        let kinds = Set(groups.keys.map(\.kind))
+        for (index, kind) in EventFact.Kind.ledgerNames.enumerated() where kinds.contains(kind) {
+            _ = try await connection.query("SELECT pg_advisory_xact_lock($1)", [.int64(Self.writeLock &+ Int64(index) &+ 1)])
         }
-        let rows = try await connection.query("""
-            INSERT INTO analytics_applied (seq, minute)
-            SELECT seq, to_timestamp(minute_s) FROM unnest($1::bigint[], $2::bigint[]) AS i (seq, minute_s)
-            ORDER BY seq
-            ON CONFLICT (seq) DO NOTHING
-            RETURNING seq
-            """, [.text(sequences.literal), .text(minutes.literal)])
-        var fresh = Set<UInt64>()
-        fresh.reserveCapacity(rows.count)
-        for row in rows { fresh.insert(UInt64(try row.decode(Int64.self, at: 0))) }
-        let delta = RollupDelta(facts.lazy.filter { fresh.contains($0.sequence) }, series: ids, prices: prices)
+        var low = UInt64.max, high: UInt64 = 0
+        for fact in facts { low = min(low, fact.sequence); high = max(high, fact.sequence) }
+        var kindList = PostgresArrayLiteral()
+        for kind in kinds.sorted() { kindList.append(text: kind) }
+        // Sequences already applied: those of ledger rows of the same kinds whose range overlaps the batch's (none,
+        // unless this is a redelivery or a replay). Rows of kind `any` come from the ledger before it had kinds.
+        let applied = try await connection.query("""
+            SELECT s FROM analytics_applied a CROSS JOIN LATERAL unnest(a.seqs) AS s
+            WHERE (a.kind = ANY($1::text[]) OR a.kind = 'any') AND a.last_seq >= $2 AND a.first_seq <= $3
+              AND s BETWEEN $2 AND $3
+            """, [.text(kindList.literal), .int64(Int64(clamping: low)), .int64(Int64(clamping: high))])
+        var seen = Set<UInt64>()
+        for row in applied { seen.insert(UInt64(try row.decode(Int64.self, at: 0))) }
+        var ledgerKinds = PostgresArrayLiteral(), ledgerMinutes = PostgresArrayLiteral()
+        var ledgerFirst = PostgresArrayLiteral(), ledgerLast = PostgresArrayLiteral(), ledgerSeqs = PostgresArrayLiteral()
+        var ledgerRows = 0
+        for (key, sequences) in groups {
+            let new = sequences.filter { !seen.contains($0) }.sorted()
+            guard let first = new.first, let last = new.last else { continue }
+            var seqs = PostgresArrayLiteral()
+            for sequence in new { seqs.append(number: Int64(clamping: sequence)) }
+            ledgerKinds.append(text: key.kind)
+            ledgerMinutes.append(number: key.minute)
+            ledgerFirst.append(number: Int64(clamping: first))
+            ledgerLast.append(number: Int64(clamping: last))
+            ledgerSeqs.append(text: seqs.literal)
+            ledgerRows += 1
+        }
+        if ledgerRows > 0 {
+            _ = try await connection.execute("""
+                INSERT INTO analytics_applied (kind, minute, first_seq, last_seq, seqs)
+                SELECT kind, to_timestamp(minute_s), first_seq, last_seq, seqs::bigint[]
+                FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[])
+                     AS i (kind, minute_s, first_seq, last_seq, seqs)
+                """, [.text(ledgerKinds.literal), .text(ledgerMinutes.literal), .text(ledgerFirst.literal),
+                      .text(ledgerLast.literal), .text(ledgerSeqs.literal)])
+        }
+        // A sequence twice in one batch (a replay's chunk and a redelivery cannot, but be safe) counts once.
+        var counted = Set<UInt64>()
+        let fresh = facts.filter { !seen.contains($0.sequence) && counted.insert($0.sequence).inserted }
+        let delta = RollupDelta(fresh, series: ids, prices: prices)
         for (sql, parameters) in delta.statements {
             _ = try await connection.execute(sql, parameters)
         }
         return Outcome(folded: fresh.count, duplicates: facts.count - fresh.count, unpriced: delta.unpriced,
-                       fresh: fresh.count == facts.count ? facts : facts.filter { fresh.contains($0.sequence) })
+                       fresh: fresh)
     }
 
-    /// Forgets the applied sequences at or below the durable's ack floor: those are never delivered again (a
-    /// rebuild deletes what it replays by minute, not by sequence). Returns how many rows went.
+    /// Forgets the ledger rows whose sequences are all at or below the durables' ack floor: those are never
+    /// delivered again (a rebuild deletes what it replays by minute, not by sequence). Returns how many sequences
+    /// went.
     public func prune(belowOrAt ackFloor: UInt64) async throws -> Int {
         guard ackFloor > 0 else { return 0 }
         return try await pool.transaction { connection in
             // Not while a rebuild runs (next time).
             guard try await Self.tryLockShared(connection) else { return 0 }
-            return try await connection.execute("DELETE FROM analytics_applied WHERE seq <= $1",
-                                                [.int64(Int64(clamping: ackFloor))])
+            let rows = try await connection.query("""
+                WITH gone AS (DELETE FROM analytics_applied WHERE last_seq <= $1 RETURNING cardinality(seqs) AS n)
+                SELECT coalesce(sum(n), 0)::bigint FROM gone
+                """, [.int64(Int64(clamping: ackFloor))])
+            return Int(try rows.first?.decode(Int64.self, at: 0) ?? 0)
         }
     }
 }

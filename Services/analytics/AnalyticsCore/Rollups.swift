@@ -46,6 +46,15 @@ struct RollupDelta {
     struct ConversationKey: Hashable {
         var tenant: String
         var conversation: String
+
+        /// FNV-1a over tenant, a NUL and conversation: the same in every process (Swift's `Hasher` is seeded).
+        var order: UInt64 {
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in tenant.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            hash = (hash ^ 0) &* 0x100_0000_01b3
+            for byte in conversation.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            return hash
+        }
     }
 
     struct Journey {
@@ -68,7 +77,14 @@ struct RollupDelta {
     mutating func add(_ fact: EventFact, series: Int32, prices: PriceBook) {
         let key = MinuteKey(series: series, minute: fact.minute)
         var row = counters[key] ?? Counters()
-        var journey = fact.conversation.isEmpty ? nil
+        // Journeys: a routed request (or one the router failed) starts one, an answer or a handoff marks it; consent
+        // checks and failures after routing happen after the routed event and change nothing in it.
+        let journeyEvent: Bool = switch fact.kind {
+        case .routed, .completed, .handoff: true
+        case .failed(_, let unrouted): unrouted
+        case .consent: false
+        }
+        var journey = fact.conversation.isEmpty || !journeyEvent ? nil
             : journeys[ConversationKey(tenant: fact.dimensions.tenant, conversation: fact.conversation)]
                 ?? Journey(started: fact.minute)
         if let started = journey?.started { journey?.started = min(started, fact.minute) }
@@ -151,12 +167,15 @@ struct RollupDelta {
         if !journeys.isEmpty {
             var tenants = PostgresArrayLiteral(), conversations = PostgresArrayLiteral()
             var started = PostgresArrayLiteral(), answered = PostgresArrayLiteral(), handedOff = PostgresArrayLiteral()
-            // Byte order (not String's Unicode order, which costs a tenth of the fold): any fixed order keeps
-            // concurrent batches from locking rows in opposite orders.
-            for (key, journey) in journeys.sorted(by: { a, b in
-                a.key.tenant == b.key.tenant ? a.key.conversation.utf8.lexicographicallyPrecedes(b.key.conversation.utf8)
+            // Any fixed order keeps concurrent batches from locking rows in opposite orders: a stable 64-bit hash
+            // of the key, then its bytes (comparing the strings themselves took a twentieth of the fold's CPU).
+            let ordered = journeys.map { (order: $0.key.order, key: $0.key, journey: $0.value) }.sorted { a, b in
+                if a.order != b.order { return a.order < b.order }
+                return a.key.tenant == b.key.tenant
+                    ? a.key.conversation.utf8.lexicographicallyPrecedes(b.key.conversation.utf8)
                     : a.key.tenant.utf8.lexicographicallyPrecedes(b.key.tenant.utf8)
-            }) {
+            }
+            for (_, key, journey) in ordered {
                 tenants.append(text: key.tenant)
                 conversations.append(text: key.conversation)
                 started.append(number: journey.started)
@@ -234,6 +253,8 @@ struct RollupDelta {
             started = least(c.started, EXCLUDED.started),
             answered = c.answered OR EXCLUDED.answered,
             handed_off = c.handed_off OR EXCLUDED.handed_off
+        WHERE EXCLUDED.started < c.started OR (EXCLUDED.answered AND NOT c.answered)
+           OR (EXCLUDED.handed_off AND NOT c.handed_off)
         """
 }
 
