@@ -126,8 +126,10 @@ public struct EventFact: Sendable {
 
     /// `evt.<kind>.<tenant>` → kind (the kind itself contains dots).
     static func kind(ofSubject subject: String) -> EventKind? {
-        guard subject.hasPrefix("evt."), let lastDot = subject.lastIndex(of: ".") else { return nil }
-        let start = subject.index(subject.startIndex, offsetBy: 4)
+        // On the UTF-8 view: Character-wise searching was a twentieth of the fold's CPU.
+        let bytes = subject.utf8
+        guard bytes.starts(with: "evt.".utf8), let lastDot = bytes.lastIndex(of: UInt8(ascii: ".")) else { return nil }
+        let start = bytes.index(bytes.startIndex, offsetBy: 4)
         guard start < lastDot else { return nil }
         return EventKind(rawValue: String(subject[start..<lastDot]))
     }
@@ -166,9 +168,24 @@ public enum HopLatency {
         result.reserveCapacity(hops.count)
         for index in 1..<hops.count {
             let from = hops[index - 1], to = hops[index]
-            result.append((String("\(from.hop)→\(to.hop)".prefix(96)), max(0, (to.unixNanos - from.unixNanos) / 1000)))
+            result.append((name(from.hop, to.hop), max(0, (to.unixNanos - from.unixNanos) / 1000)))
         }
         result.append((total, max(0, (hops[hops.count - 1].unixNanos - hops[0].unixNanos) / 1000)))
         return result
+    }
+
+    /// The chat path's own segments, shared rather than built per event.
+    static let known: [String: [String: String]] = {
+        var known: [String: [String: String]] = [:]
+        for (from, to) in [("gateway.in", "router"), ("router", "orchestrator"), ("orchestrator", "orchestrator.done")] {
+            known[from, default: [:]][to] = "\(from)→\(to)"
+        }
+        return known
+    }()
+
+    /// `<from>→<to>`, at most 96 characters.
+    static func name(_ from: String, _ to: String) -> String {
+        if let name = known[from]?[to] { return name }
+        return String("\(from)→\(to)".prefix(96))
     }
 }

@@ -70,7 +70,11 @@ struct RollupDelta {
     var unpriced = 0
 
     /// Sums `facts`; `series` has the id of every fact's dimensions.
-    init(_ facts: some Sequence<EventFact>, series: [Dimensions: Int32], prices: PriceBook) {
+    init(_ facts: some Collection<EventFact>, series: [Dimensions: Int32], prices: PriceBook) {
+        // Room for a batch without rehashing (resizing the tables was a fortieth of the fold's CPU).
+        counters.reserveCapacity(facts.count)
+        latency.reserveCapacity(facts.count * 4)
+        journeys.reserveCapacity(facts.count)
         for fact in facts { add(fact, series: series[fact.dimensions]!, prices: prices) }
     }
 
