@@ -196,6 +196,20 @@ func expectFailure<T>(_ code: AdminErrorCode, _ label: String = "", _ body: () a
             }
             #expect(killed != nil, "kill switch must take effect; last: \(String(describing: lastRouted()))")
 
+            // The rollout controller's step (keep_kill_switch) changes the share but never turns the switch off;
+            // an operator's change without it does.
+            let step = try await stack.admin.call(.setRollout, SetRolloutRequest(
+                tenantID: "wine-bar", rollout: RolloutSettings(agent: "host", stableVersion: "v1", canaryVersion: "v2",
+                                                               canaryPercent: 50, killSwitch: false),
+                keepKillSwitch: true), as: SetRolloutResponse.self)
+            #expect(step.rollout?.killSwitch == true)
+            #expect(step.rollout?.canaryPercent == 50)
+            let operatorChange = try await stack.admin.call(.setRollout, SetRolloutRequest(
+                tenantID: "wine-bar", rollout: RolloutSettings(agent: "host", stableVersion: "v1", canaryVersion: "v2",
+                                                               canaryPercent: 100, killSwitch: false)),
+                as: SetRolloutResponse.self)
+            #expect(operatorChange.rollout?.killSwitch == false)
+
             // Rollouts only for agents of the manifest.
             await expectFailure(.notFound, "rollout of an unknown agent") {
                 try await stack.admin.call(.setRollout, SetRolloutRequest(

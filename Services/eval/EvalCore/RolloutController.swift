@@ -485,7 +485,8 @@ public final class RolloutController: Sendable {
 
     /// The tenant's rollout settings for where the rollout is: stepping/paused = candidate as canary at the
     /// step's share; completed = candidate stable, no canary; rolled back/aborted = the previous stable version,
-    /// no canary. The kill switch is left as it is.
+    /// no canary. The kill switch is not the controller's: ``applySettings`` asks the tenant service to keep the
+    /// stored one (`keep_kill_switch`), whatever the mirror said.
     static func settings(for rollout: Rollout, current: RolloutSettings?) -> RolloutSettings {
         var settings = current ?? RolloutSettings(agent: rollout.agent, tenantID: rollout.tenantID)
         settings.agent = rollout.agent
@@ -513,7 +514,8 @@ public final class RolloutController: Sendable {
         let current = directory.snapshot(tenant: rollout.tenantID)?.rollouts[rollout.agent]
         let wanted = Self.settings(for: rollout, current: current)
         do {
-            _ = try await client.call(.setRollout, SetRolloutRequest(tenantID: rollout.tenantID, rollout: wanted),
+            _ = try await client.call(.setRollout, SetRolloutRequest(tenantID: rollout.tenantID, rollout: wanted,
+                                                                     keepKillSwitch: true),
                                       as: SetRolloutResponse.self)
             return true
         } catch {

@@ -366,6 +366,9 @@ public struct TenantAdmin: Sendable {
                 throw AdminFailure(.notFound, "the tenant's manifest has no such agent")
             }
             let before = try await TenantStore.rollouts(tenant: id, on: connection).first { $0.agent == rollout.agent }
+            // The rollout controller changes versions and shares only: the kill switch stays as stored, decided here
+            // in the transaction (a switch turned on a moment before a step is never undone by it).
+            if request.keepKillSwitch { rollout.killSwitch = before?.killSwitch ?? false }
             rollout.updatedAtUnixNanos = EventClock.nowUnixNanos()
             try await TenantStore.upsert(rollout, tenant: id, on: connection)
             return TenantChange(result: rollout, action: "rollout.set", target: "tenant/\(id)/rollout/\(rollout.agent)",

@@ -2328,6 +2328,8 @@ public struct SetRolloutRequest: ProtoMessage, Hashable {
     public var tenantID: String = ""
     /// `rollout = 4`
     public var rollout: RolloutSettings? = nil
+    /// `keep_kill_switch = 5`
+    public var keepKillSwitch: Bool = false
 
     /// All fields at their proto3 defaults.
     public init() {}
@@ -2336,12 +2338,14 @@ public struct SetRolloutRequest: ProtoMessage, Hashable {
         adminToken: String = "",
         actor: String = "",
         tenantID: String = "",
-        rollout: RolloutSettings? = nil
+        rollout: RolloutSettings? = nil,
+        keepKillSwitch: Bool = false
     ) {
         self.adminToken = adminToken
         self.actor = actor
         self.tenantID = tenantID
         self.rollout = rollout
+        self.keepKillSwitch = keepKillSwitch
     }
 
     public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
@@ -2371,6 +2375,7 @@ extension SetRolloutRequest: _CMessage {
         if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
         if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
         if let v = self.rollout { c.pointee.rollout = v._cMake(&arena) }
+        c.pointee.keep_kill_switch = (self.keepKillSwitch ? 1 : 0)
     }
 
     init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
@@ -2378,6 +2383,7 @@ extension SetRolloutRequest: _CMessage {
         self.actor = try _swiftString(p.pointee.actor, Self.protoName)
         self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
         if let q = p.pointee.rollout { self.rollout = try RolloutSettings(_c: q) } else { self.rollout = nil }
+        self.keepKillSwitch = (p.pointee.keep_kill_switch != 0)
     }
 }
 
@@ -2388,11 +2394,13 @@ extension SetRolloutRequest: Codable {
         case actor
         case tenantID = "tenantId"
         case rollout
+        case keepKillSwitch
 
         var protoFieldName: String {
             switch self {
             case .adminToken: "admin_token"
             case .tenantID: "tenant_id"
+            case .keepKillSwitch: "keep_kill_switch"
             default: rawValue
             }
         }
@@ -2404,6 +2412,7 @@ extension SetRolloutRequest: Codable {
         self.actor = try json.decode(String.self, .actor) ?? ""
         self.tenantID = try json.decode(String.self, .tenantID) ?? ""
         self.rollout = try json.decode(RolloutSettings.self, .rollout)
+        self.keepKillSwitch = try json.decode(Bool.self, .keepKillSwitch) ?? false
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -2412,6 +2421,7 @@ extension SetRolloutRequest: Codable {
         try c.encode(self.actor, forKey: .actor)
         try c.encode(self.tenantID, forKey: .tenantID)
         try c.encodeIfPresent(self.rollout, forKey: .rollout)
+        try c.encode(self.keepKillSwitch, forKey: .keepKillSwitch)
     }
 }
 

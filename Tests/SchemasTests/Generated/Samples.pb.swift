@@ -392,6 +392,7 @@ extension SetRolloutRequest: Sampleable {
         m.actor = g.string()
         m.tenantID = g.string()
         if g.present() { m.rollout = RolloutSettings.sample(&g) }
+        m.keepKillSwitch = g.bool()
         return m
     }
 }

@@ -3376,7 +3376,7 @@ const ProtobufCMessageDescriptor switchyard__v1__set_manifest_response__descript
   (ProtobufCMessageInit) switchyard__v1__set_manifest_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor switchyard__v1__set_rollout_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor switchyard__v1__set_rollout_request__field_descriptors[5] =
 {
   {
     "admin_token",
@@ -3426,17 +3426,30 @@ static const ProtobufCFieldDescriptor switchyard__v1__set_rollout_request__field
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "keep_kill_switch",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__SetRolloutRequest, keep_kill_switch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned switchyard__v1__set_rollout_request__field_indices_by_name[] = {
   1,   /* field[1] = actor */
   0,   /* field[0] = admin_token */
+  4,   /* field[4] = keep_kill_switch */
   3,   /* field[3] = rollout */
   2,   /* field[2] = tenant_id */
 };
 static const ProtobufCIntRange switchyard__v1__set_rollout_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor switchyard__v1__set_rollout_request__descriptor =
 {
@@ -3446,7 +3459,7 @@ const ProtobufCMessageDescriptor switchyard__v1__set_rollout_request__descriptor
   "Switchyard__V1__SetRolloutRequest",
   "switchyard.v1",
   sizeof(Switchyard__V1__SetRolloutRequest),
-  4,
+  5,
   switchyard__v1__set_rollout_request__field_descriptors,
   switchyard__v1__set_rollout_request__field_indices_by_name,
   1,  switchyard__v1__set_rollout_request__number_ranges,

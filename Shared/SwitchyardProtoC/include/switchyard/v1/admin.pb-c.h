@@ -436,10 +436,15 @@ struct  Switchyard__V1__SetRolloutRequest
   char *actor;
   char *tenant_id;
   Switchyard__V1__RolloutSettings *rollout;
+  /*
+   * true: the agent's kill switch stays as stored, whatever rollout.kill_switch says (the rollout controller
+   * changes versions and shares only; an operator's kill switch is never overwritten by a step).
+   */
+  protobuf_c_boolean keep_kill_switch;
 };
 #define SWITCHYARD__V1__SET_ROLLOUT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__set_rollout_request__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0 }
 
 
 struct  Switchyard__V1__SetRolloutResponse
