@@ -102,11 +102,12 @@ func benchAnalytics(binary: String, nats: NATSServer, postgres: PostgresServer, 
     let outcomes = Int(try rows.first?.decode(Int64.self, at: 1) ?? 0)
     // Row work per table (inserts, updates, deletes): the part of PostgreSQL's CPU that grows with the events.
     for row in try await pool.query("""
-        SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables
+        SELECT relname, n_tup_ins, n_tup_upd, n_tup_del, n_tup_hot_upd FROM pg_stat_user_tables
         WHERE relname LIKE 'analytics%' AND n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY relname
         """) {
         print("  \(try row.decode(String.self, at: 0)): \(try row.decode(Int64.self, at: 1)) inserted, "
-              + "\(try row.decode(Int64.self, at: 2)) updated, \(try row.decode(Int64.self, at: 3)) deleted")
+              + "\(try row.decode(Int64.self, at: 2)) updated (\(try row.decode(Int64.self, at: 4)) in place), "
+              + "\(try row.decode(Int64.self, at: 3)) deleted")
     }
     await pool.close()
     guard requests == chats, outcomes == chats else {
