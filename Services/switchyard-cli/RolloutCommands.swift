@@ -226,16 +226,6 @@ struct RolloutCommand: AsyncParsableCommand {
 
 enum RolloutText {
     /// `error_rate<1%`, `p95_ms<2000`, `eval>=0.9`.
-    static func gate(_ gate: RolloutGate) -> String {
-        func number(_ value: Double) -> String {
-            value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
-        }
-        switch gate.metric {
-        case "error_rate", "handoff_rate": return "\(gate.metric)\(gate.op)\(number(gate.threshold * 100))%"
-        default: return "\(gate.metric)\(gate.op)\(number(gate.threshold))"
-        }
-    }
-
     static func step(_ rollout: Rollout) -> String {
         rollout.stepIndex < 0 ? "-" : "\(rollout.stepIndex + 1)/\(rollout.steps.count)"
     }
@@ -245,7 +235,7 @@ enum RolloutText {
                     + "\(rollout.stableVersion.isEmpty ? "(manifest version)" : rollout.stableVersion) — \(rollout.state)")
         Swift.print("  steps \(rollout.steps.map(String.init).joined(separator: " → ")) %, now step \(step(rollout)) at "
                     + "\(rollout.canaryPercent) %; hold \(rollout.holdMillis / 1_000) s, at least \(rollout.minRequests) requests")
-        Swift.print("  gates " + rollout.gates.map(gate).joined(separator: ", "))
+        Swift.print("  gates " + rollout.gates.map(\.text).joined(separator: ", "))
         if !rollout.evalRunID.isEmpty {
             Swift.print(String(format: "  suite %@: run %@, score %.3f", rollout.suite, rollout.evalRunID, rollout.evalScore))
         }

@@ -259,9 +259,7 @@ public func findExecutable(_ name: String, extraDirectories: [String] = []) -> S
 /// — can take one between this check and its use (seen: "Address already in use" for a service's ops port). Another
 /// process may still pick the same port; servers started on it should retry on failure.
 public func freeTCPPort() throws -> Int {
-    let ephemeralLow = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
-        .flatMap { $0.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) } } ?? 32768
-    let range = 20_000..<max(20_001, min(ephemeralLow, 32_768))
+    let range = PortLedger.range
     for _ in 0..<500 {
         let port = Int.random(in: range)
         guard PortLedger.claim(port) else { continue }
@@ -273,6 +271,12 @@ public func freeTCPPort() throws -> Int {
 /// Ports handed out by ``freeTCPPort()`` in this process.
 private enum PortLedger {
     static let used = Mutex<Set<Int>>([])
+    /// From 20,000 to below the ephemeral range (read once).
+    static let range: Range<Int> = {
+        let ephemeralLow = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+            .flatMap { $0.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) } } ?? 32768
+        return 20_000..<max(20_001, min(ephemeralLow, 32_768))
+    }()
     static func claim(_ port: Int) -> Bool { used.withLock { $0.insert(port).inserted } }
 }
 

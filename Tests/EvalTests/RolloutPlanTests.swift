@@ -17,7 +17,7 @@ struct RolloutPlanTests {
             RolloutGate(metric: "p95_ms", op: "<", threshold: 2000),
             RolloutGate(metric: "replay", op: ">", threshold: 0.5),
         ])
-        #expect(gates.map(RolloutPlan.describe) == ["eval>=0.9", "error_rate<1%", "handoff_rate<=5%", "p95_ms<2000", "replay>0.5"])
+        #expect(gates.map(\.text) == ["eval>=0.9", "error_rate<1%", "handoff_rate<=5%", "p95_ms<2000", "replay>0.5"])
         #expect(try RolloutPlan.gates("", suite: false, replay: false).map(\.metric) == ["error_rate", "handoff_rate"])
         #expect(try RolloutPlan.gates(" ", suite: true, replay: true).map(\.metric)
                 == ["eval", "replay", "error_rate", "handoff_rate"])

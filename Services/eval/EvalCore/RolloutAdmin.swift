@@ -61,9 +61,10 @@ extension EvalAdmin {
             suite: request.suite, replayLimit: request.replayLimit, state: "evaluating", stepIndex: -1,
             canaryPercent: current?.canaryPercent ?? 0, startedBy: actor, startedAtUnixNanos: now,
             updatedAtUnixNanos: now)
-        let detail = "candidate \(rollout.candidateVersion) over stable \(stable.isEmpty ? "(manifest)" : stable); steps "
-            + steps.map(String.init).joined(separator: ",") + "; hold \(hold) ms; min \(rollout.minRequests) requests; gates "
-            + gates.map(RolloutPlan.describe).joined(separator: ",")
+        let stepList = steps.map(String.init).joined(separator: ",")
+        let gateList = gates.map(\.text).joined(separator: ",")
+        let detail = "candidate \(rollout.candidateVersion) over stable \(stable.isEmpty ? "(manifest)" : stable); "
+            + "steps \(stepList); hold \(hold) ms; min \(rollout.minRequests) requests; gates \(gateList)"
         let inserted: Bool
         do {
             inserted = try await controller.insert(rollout, actor: actor, detail: detail)
@@ -129,6 +130,12 @@ extension EvalAdmin {
         guard ["pause", "resume", "abort"].contains(request.action) else {
             throw AdminFailure(.invalidArgument, "action must be pause, resume or abort")
         }
+        // The rollout as it is after the change, with its history.
+        func changed() async throws(AdminFailure) -> RolloutResponse {
+            try await getRollout(GetRolloutRequest(adminToken: request.adminToken, actor: request.actor,
+                                                   tenantID: request.tenantID, rolloutID: request.rolloutID,
+                                                   includeHistory: true))
+        }
         do {
             // A compare-and-set on the row's revision: retried if the driver wrote in between.
             for _ in 0..<20 {
@@ -143,9 +150,7 @@ extension EvalAdmin {
                     rollout.reason = "paused by \(actor)"
                     if try await controller.commit(rollout, expected: stored.revision, action: "paused", actor: actor,
                                                    detail: rollout.reason, asDriver: false) {
-                        return try await getRollout(GetRolloutRequest(adminToken: request.adminToken, actor: request.actor,
-                                                                      tenantID: request.tenantID, rolloutID: request.rolloutID,
-                                                                      includeHistory: true))
+                        return try await changed()
                     }
                 case ("resume", "paused"):
                     rollout.state = rollout.stepIndex < 0 ? "evaluating" : "stepping"
@@ -153,20 +158,14 @@ extension EvalAdmin {
                     rollout.stepStartedAtUnixNanos = EventClock.nowUnixNanos()
                     if try await controller.commit(rollout, expected: stored.revision, action: "resumed", actor: actor,
                                                    detail: "resumed by \(actor); the step's hold starts again", asDriver: false) {
-                        return try await getRollout(GetRolloutRequest(adminToken: request.adminToken, actor: request.actor,
-                                                                      tenantID: request.tenantID, rolloutID: request.rolloutID,
-                                                                      includeHistory: true))
+                        return try await changed()
                     }
                 case ("abort", "evaluating"), ("abort", "stepping"), ("abort", "paused"):
                     try await controller.finish(stored, rollout, state: "aborted", action: "aborted",
                                                 reason: "aborted by \(actor)", restore: rollout.stepIndex >= 0,
                                                 actor: actor, asDriver: false)
                     let after = try await controller.load(request.rolloutID)
-                    if after?.rollout.state == "aborted" {
-                        return try await getRollout(GetRolloutRequest(adminToken: request.adminToken, actor: request.actor,
-                                                                      tenantID: request.tenantID, rolloutID: request.rolloutID,
-                                                                      includeHistory: true))
-                    }
+                    if after?.rollout.state == "aborted" { return try await changed() }
                 default:
                     throw AdminFailure(.conflict, "rollout \(request.rolloutID) is \(rollout.state): cannot \(request.action) it")
                 }

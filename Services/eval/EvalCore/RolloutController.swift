@@ -54,7 +54,7 @@ public final class RolloutController: Sendable {
     }
 
     var controllerActor: String { "controller/\(instance)" }
-    var leaseMillis: Int64 { Int64(lease.components.seconds) * 1_000 + lease.components.attoseconds / 1_000_000_000_000_000 }
+    var leaseMillis: Int64 { lease.nanosecondsValue / 1_000_000 }
 
     // MARK: storage
 
@@ -317,7 +317,7 @@ public final class RolloutController: Sendable {
     func preStepFailure(_ rollout: Rollout, metric: String, _ score: Double) -> String? {
         let failed = rollout.gates.filter { $0.metric == metric && !RolloutPlan.holds($0, score) }
         guard !failed.isEmpty else { return nil }
-        return failed.map { "\(RolloutPlan.describe($0)) not met: \(metric) score \(String(format: "%.3f", score))" }
+        return failed.map { "\($0.text) not met: \(metric) score \(String(format: "%.3f", score))" }
             .joined(separator: "; ")
     }
 

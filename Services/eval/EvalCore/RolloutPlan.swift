@@ -101,18 +101,6 @@ public enum RolloutPlan {
     }
 
     /// `error_rate<1%` / `p95_ms<2000` / `eval>=0.9`, as an operator typed it.
-    public static func describe(_ gate: RolloutGate) -> String {
-        switch gate.metric {
-        case "p95_ms": "\(gate.metric)\(gate.op)\(format(gate.threshold))"
-        case "error_rate", "handoff_rate": "\(gate.metric)\(gate.op)\(format(gate.threshold * 100))%"
-        default: "\(gate.metric)\(gate.op)\(format(gate.threshold))"
-        }
-    }
-
-    static func format(_ value: Double) -> String {
-        value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
-    }
-
     /// The canary's value of a live metric in `figures` (nil: nothing measured yet).
     public static func value(of metric: String, _ figures: RolloutFigures) -> Double? {
         switch metric {
@@ -151,7 +139,7 @@ public enum RolloutPlan {
         let failures = gates.filter { liveMetrics.contains($0.metric) }.compactMap { gate -> String? in
             guard let value = value(of: gate.metric, figures) else { return nil }
             return holds(gate, value) ? nil
-                : "\(describe(gate)) not met: \(gate.metric) = \(describeValue(gate.metric, value))"
+                : "\(gate.text) not met: \(gate.metric) = \(describeValue(gate.metric, value))"
         }
         if !failures.isEmpty, figures.canarySettled >= earlyEnough || holdOver {
             return .fail(failures.joined(separator: "; "))
