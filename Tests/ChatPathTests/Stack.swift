@@ -39,13 +39,7 @@ final class Stack: Sendable {
     let writer: TenancyWriter
     let admin: NATSConnection
     let adminJS: JetStream
-    /// A connection per request in flight (tests send up to 32 at once): with the default eight per host the rest
-    /// queued in the client, and under full CI load their wait for a connection used up the request's 30 s.
-    let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: {
-        var configuration = HTTPClient.Configuration()
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
-        return configuration
-    }())
+    let http = HTTPClient(eventLoopGroupProvider: .singleton)
     /// The analytics service's HTTP port (admin commands, dashboard) when it runs in the stack, else 0.
     let analyticsPort: Int
     /// The analytics service's metrics registry (what its /metrics renders).
