@@ -1,6 +1,7 @@
 @testable import AnalyticsCore
 import Contracts
 import Foundation
+import GatewayCore
 import Messaging
 import OrchestratorCore
 import Schemas
@@ -75,7 +76,10 @@ struct AnalyticsTests {
             fallbackChain: [],
             retryPolicy: RetryPolicy(maxAttempts: 1, baseDelay: .milliseconds(1), maxDelay: .milliseconds(2)))
         do {
-            try await Stack.with(orchestrator: orchestrator, analytics: analytics) { stack in
+            // A request deadline of 25 s rather than the stack's 10 s: thousands of chats while every other suite
+            // starts its services (full CI load) once took one chat past 10 s, and a 504 is not what this measures.
+            try await Stack.with(orchestrator: orchestrator, gateway: GatewayConfiguration(requestTimeout: .seconds(25)),
+                                 analytics: analytics) { stack in
                 try await stack.writer.put(RolloutSettings(agent: "host", stableVersion: "v1", canaryVersion: "v2",
                                                            canaryPercent: 50, tenantID: Stack.tenant),
                                            tenant: Stack.tenant)
