@@ -65,11 +65,9 @@ public struct RollupStore: Sendable {
         -> Outcome
     {
         guard !facts.isEmpty else { return Outcome(folded: 0, duplicates: 0, unpriced: 0) }
-        // The ledger rows this batch adds: per kind and minute, its sequences (sorted) and their range.
+        // The ledger rows this batch adds: per kind and minute, its new sequences (sorted) and their range.
         struct LedgerKey: Hashable { var kind: String; var minute: Int64 }
-        var groups: [LedgerKey: [UInt64]] = [:]
-        for fact in facts { groups[LedgerKey(kind: fact.kind.ledgerName, minute: fact.minute), default: []].append(fact.sequence) }
-        let kinds = Set(groups.keys.map(\.kind))
+        let kinds = Set(facts.map(\.kind.ledgerName))
         for (index, kind) in EventFact.Kind.ledgerNames.enumerated() where kinds.contains(kind) {
             _ = try await connection.query("SELECT pg_advisory_xact_lock($1)", [.int64(Self.writeLock &+ Int64(index) &+ 1)])
         }
@@ -86,11 +84,19 @@ public struct RollupStore: Sendable {
             """, [.text(kindList.literal), .int64(Int64(clamping: low)), .int64(Int64(clamping: high))])
         var seen = Set<UInt64>()
         for row in applied { seen.insert(UInt64(try row.decode(Int64.self, at: 0))) }
+        // The facts new to the rollups, in one pass: not applied before, and a sequence twice in this batch (a
+        // replay's chunk and a redelivery cannot, but be safe) counts once and is recorded once.
+        var fresh: [EventFact] = []
+        fresh.reserveCapacity(facts.count)
+        var newSequences: [LedgerKey: [UInt64]] = [:]
+        for fact in facts where seen.insert(fact.sequence).inserted {
+            fresh.append(fact)
+            newSequences[LedgerKey(kind: fact.kind.ledgerName, minute: fact.minute), default: []].append(fact.sequence)
+        }
         var ledgerKinds = PostgresArrayLiteral(), ledgerMinutes = PostgresArrayLiteral()
         var ledgerFirst = PostgresArrayLiteral(), ledgerLast = PostgresArrayLiteral(), ledgerSeqs = PostgresArrayLiteral()
-        var ledgerRows = 0
-        for (key, sequences) in groups {
-            let new = sequences.filter { !seen.contains($0) }.sorted()
+        for (key, sequences) in newSequences {
+            let new = sequences.sorted()
             guard let first = new.first, let last = new.last else { continue }
             var seqs = PostgresArrayLiteral()
             for sequence in new { seqs.append(number: Int64(clamping: sequence)) }
@@ -99,9 +105,8 @@ public struct RollupStore: Sendable {
             ledgerFirst.append(number: Int64(clamping: first))
             ledgerLast.append(number: Int64(clamping: last))
             ledgerSeqs.append(text: seqs.literal)
-            ledgerRows += 1
         }
-        if ledgerRows > 0 {
+        if !newSequences.isEmpty {
             _ = try await connection.execute("""
                 INSERT INTO analytics_applied (kind, minute, first_seq, last_seq, seqs)
                 SELECT kind, to_timestamp(minute_s), first_seq, last_seq, seqs::bigint[]
@@ -110,9 +115,6 @@ public struct RollupStore: Sendable {
                 """, [.text(ledgerKinds.literal), .text(ledgerMinutes.literal), .text(ledgerFirst.literal),
                       .text(ledgerLast.literal), .text(ledgerSeqs.literal)])
         }
-        // A sequence twice in one batch (a replay's chunk and a redelivery cannot, but be safe) counts once.
-        var counted = Set<UInt64>()
-        let fresh = facts.filter { !seen.contains($0.sequence) && counted.insert($0.sequence).inserted }
         let delta = RollupDelta(fresh, series: ids, prices: prices)
         for (sql, parameters) in delta.statements {
             _ = try await connection.execute(sql, parameters)
