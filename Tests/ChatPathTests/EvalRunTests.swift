@@ -293,6 +293,44 @@ struct EvalRunTests {
         }
     }
 
+    @Test("a tenant has at most SWITCHYARD_EVAL_MAX_RUNS_PER_TENANT runs in progress, other replicas' included; a finished one frees its place")
+    func runsPerTenantAreLimited() async throws {
+        try await withEvalStack { stack, _, admin in
+            let limit = EvalRunner.defaultMaxRunsPerTenant
+            // Runs in progress on other eval replicas: rows of eval_runs that say so (recent, so no sweep takes them).
+            let pool = try PostgresPool(configuration: PostgresConfiguration(
+                connectionString: stack.postgres.connectionString, poolSize: 1), logger: Stack.logger)
+            defer { Task { await pool.close() } }
+            for index in 0..<limit {
+                _ = try await pool.execute("""
+                    INSERT INTO eval_runs (run_id, tenant_id, agent, agent_version, suite, status, cases_total, started_by)
+                    VALUES ($1, $2, 'host', 'v1', 'basics', 'running', 4, 'elsewhere')
+                    """, [.text("run-elsewhere0000\(index)"), .text(Stack.tenant)])
+            }
+            let refused = await Self.startFailure(admin, StartRunRequest(
+                tenantID: Stack.tenant, agent: "host", agentVersion: "v1", suite: "basics"))
+            #expect(refused?.code == .conflict)
+            #expect(refused?.message.contains("\(limit) eval runs in progress") == true, "\(refused?.message ?? "")")
+            let replayRefused: AdminFailure?
+            do {
+                _ = try await admin.call(EvalAdminCommand.replayStart, StartReplayRequest(
+                    tenantID: Stack.tenant, agent: "host", candidateVersion: "v1",
+                    sinceUnixNanos: EventClock.nowUnixNanos() - 3_600_000_000_000), as: StartReplayResponse.self)
+                replayRefused = nil
+            } catch let failure as AdminFailure {
+                replayRefused = failure
+            }
+            #expect(replayRefused?.code == .conflict)
+            #expect(try await Self.count(stack, "SELECT count(*) FROM eval_runs") == limit, "a refused start wrote a run")
+
+            // One of them finishes: the next start is taken and runs to its end.
+            _ = try await pool.execute("UPDATE eval_runs SET status = 'completed' WHERE run_id = 'run-elsewhere00000'")
+            let run = try await Self.run(admin, version: "v1")
+            #expect(run.status == "completed")
+            #expect(run.casesDone == 4)
+        }
+    }
+
     // MARK: helpers
 
     static func startFailure(_ admin: AdminClient, _ request: StartRunRequest) async -> AdminFailure? {

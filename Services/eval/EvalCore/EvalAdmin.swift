@@ -121,6 +121,13 @@ public struct EvalAdmin: Sendable {
 
     func storage(_ error: any Error) -> AdminFailure { AdminFailure.storage(error, service: "eval") }
 
+    /// A start refused by the tenant's limit of runs in progress.
+    static func refusal(_ reached: EvalRunner.RunLimitReached) -> AdminFailure {
+        AdminFailure(.conflict, "tenant \(reached.tenant) has \(reached.running) eval runs in progress, the most it may "
+                     + "have at once (SWITCHYARD_EVAL_MAX_RUNS_PER_TENANT=\(reached.limit)); start this one when one "
+                     + "of them has finished (run-list shows them)")
+    }
+
     /// The tenant and agent a command names, checked against the mirror.
     func checkTarget(tenant: String, agent: String, agentRequired: Bool) throws(AdminFailure) {
         guard TenantID.isValid(tenant) else {
@@ -258,8 +265,10 @@ extension EvalAdmin {
         do {
             let run = try await runner.start(tenant: request.tenantID, agent: request.agent,
                                              version: request.agentVersion, suite: suite, concurrency: concurrency,
-                                             actor: actor)
+                                             actor: actor, limited: true)
             return StartRunResponse(error: nil, run: run)
+        } catch let reached as EvalRunner.RunLimitReached {
+            throw Self.refusal(reached)
         } catch {
             throw storage(error)
         }
@@ -285,7 +294,9 @@ extension EvalAdmin {
         do {
             return StartReplayResponse(error: nil, run: try await runner.startReplay(
                 tenant: request.tenantID, agent: request.agent, candidate: request.candidateVersion,
-                since: request.sinceUnixNanos, limit: limit, concurrency: concurrency, actor: actor))
+                since: request.sinceUnixNanos, limit: limit, concurrency: concurrency, actor: actor, limited: true))
+        } catch let reached as EvalRunner.RunLimitReached {
+            throw Self.refusal(reached)
         } catch {
             throw storage(error)
         }

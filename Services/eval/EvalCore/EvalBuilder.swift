@@ -22,11 +22,16 @@ public struct EvalConfiguration: Sendable {
     public var rolloutTick: Duration
     /// `SWITCHYARD_EVAL_JUDGE_*`: the optional LLM judge (nil: off).
     public var judge: JudgeConfiguration?
+    /// `SWITCHYARD_EVAL_MAX_RUNS_PER_TENANT` (default 4): how many runs and replays a tenant may have in progress at
+    /// once, across every eval replica, before `run-start` and `replay-start` are refused (a rollout's own
+    /// pre-step runs are never refused, but count).
+    public var maxRunsPerTenant: Int
 
     public init(adminTokens: [(name: String, token: String)] = [], rolloutToken: String? = nil,
                 rolloutLease: Duration = .seconds(15), rolloutTick: Duration = .seconds(1),
-                judge: JudgeConfiguration? = nil) {
+                judge: JudgeConfiguration? = nil, maxRunsPerTenant: Int = EvalRunner.defaultMaxRunsPerTenant) {
         self.adminTokens = adminTokens
+        self.maxRunsPerTenant = maxRunsPerTenant
         self.judge = judge
         self.rolloutToken = rolloutToken
         self.rolloutLease = rolloutLease
@@ -36,6 +41,8 @@ public struct EvalConfiguration: Sendable {
     public init(environment: EnvironmentReader) throws(ConfigurationError) {
         adminTokens = try AdminAuthenticator.tokens(from: environment)
         judge = try JudgeConfiguration(environment: environment)
+        maxRunsPerTenant = try environment.integer("SWITCHYARD_EVAL_MAX_RUNS_PER_TENANT",
+                                                   default: EvalRunner.defaultMaxRunsPerTenant, range: 1...1_000)
         rolloutToken = environment.optional("SWITCHYARD_ROLLOUT_ADMIN_TOKEN").flatMap { $0.isEmpty ? nil : $0 }
         rolloutLease = try environment.milliseconds("SWITCHYARD_ROLLOUT_LEASE_MS", default: .seconds(15),
                                                     range: 500...600_000)
@@ -76,7 +83,7 @@ public func buildEval(configuration: ServiceConfiguration, eval: EvalConfigurati
     let inbox = try ReplyInbox(connection: builder.connection, instanceID: "eval-" + configuration.instanceID)
     builder.add(ReplyInboxService(inbox: inbox))
     let runner = EvalRunner(pool: pool, jetStream: builder.jetStream, inbox: inbox, metrics: metrics, logger: logger,
-                            judge: eval.judge.map { Judge(configuration: $0) })
+                            judge: eval.judge.map { Judge(configuration: $0) }, maxRunsPerTenant: eval.maxRunsPerTenant)
     builder.add(EvalRunnerService(runner: runner))
     let directory = builder.tenancyMirror()
     // The controller's admin calls (set-rollout, stats) go out on this process's connection as the eval user.

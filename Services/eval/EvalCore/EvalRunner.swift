@@ -25,6 +25,15 @@ public final class EvalRunner: Sendable {
     public static let maxConcurrency = 32
     /// A run whose row hasn't moved for this long belongs to an eval process that died: it is marked failed.
     public static let staleAfterSeconds = 120
+    /// Runs a tenant may have in progress at once unless configured (`SWITCHYARD_EVAL_MAX_RUNS_PER_TENANT`).
+    public static let defaultMaxRunsPerTenant = 4
+
+    /// A start refused because the tenant already has `limit` runs in progress.
+    struct RunLimitReached: Error {
+        let tenant: String
+        let running: Int
+        let limit: Int
+    }
 
     let pool: PostgresPool
     let jetStream: JetStream
@@ -33,10 +42,13 @@ public final class EvalRunner: Sendable {
     let logger: Logger
     /// The operator's LLM judge for `judge` expectations (nil: suites with them are refused).
     let judge: Judge?
+    /// Runs in progress per tenant (every replica's, counted in `eval_runs`) beyond which a limited start is refused.
+    let maxRunsPerTenant: Int
     private let tasks = Mutex<[String: Task<Void, Never>]>([:])
 
     public init(pool: PostgresPool, jetStream: JetStream, inbox: ReplyInbox, metrics: TelemetryMetrics, logger: Logger,
-                judge: Judge? = nil) {
+                judge: Judge? = nil, maxRunsPerTenant: Int = EvalRunner.defaultMaxRunsPerTenant) {
+        self.maxRunsPerTenant = maxRunsPerTenant
         self.pool = pool
         self.jetStream = jetStream
         self.inbox = inbox
@@ -54,7 +66,7 @@ public final class EvalRunner: Sendable {
     /// Records the run (status `running`) and starts its cases in the background; returns at once. A replay
     /// passes the recorded answers (by case id) its cases are compared with.
     func start(tenant: String, agent: String, version: String, suite: EvalSuite, concurrency: Int, actor: String,
-               replay: Replay? = nil) async throws -> EvalRun
+               replay: Replay? = nil, limited: Bool = false) async throws -> EvalRun
     {
         var run = EvalRun(runID: "run-" + EventID.random().prefix(16), tenantID: tenant, agent: agent,
                           agentVersion: version, suite: suite.name, status: "running",
@@ -63,6 +75,7 @@ public final class EvalRunner: Sendable {
         run.kind = replay == nil ? "suite" : "replay"
         run.replaySinceUnixNanos = replay?.sinceUnixNanos ?? 0
         try await pool.transaction { connection in
+            if limited { try await checkRunLimit(tenant: tenant, on: connection) }
             _ = try await connection.query("""
                 INSERT INTO eval_runs (run_id, tenant_id, agent, agent_version, suite, status, cases_total, started_by)
                 VALUES ($1, $2, $3, $4, $5, 'running', $6, $7)
@@ -91,7 +104,7 @@ public final class EvalRunner: Sendable {
     /// Records a replay run and, in the background, reads the recorded traffic (which may take a while on a long
     /// log) and runs it through the candidate; returns at once. A replay with nothing recorded completes empty.
     func startReplay(tenant: String, agent: String, candidate: String, since: Int64, limit: Int, concurrency: Int,
-                     actor: String) async throws -> EvalRun
+                     actor: String, limited: Bool = false) async throws -> EvalRun
     {
         var run = EvalRun(runID: "run-" + EventID.random().prefix(16), tenantID: tenant, agent: agent,
                           agentVersion: candidate, suite: "replay", status: "running",
@@ -99,6 +112,7 @@ public final class EvalRunner: Sendable {
         run.kind = "replay"
         run.replaySinceUnixNanos = since
         try await pool.transaction { connection in
+            if limited { try await checkRunLimit(tenant: tenant, on: connection) }
             _ = try await connection.query("""
                 INSERT INTO eval_runs (run_id, tenant_id, agent, agent_version, suite, status, cases_total, started_by)
                 VALUES ($1, $2, $3, $4, 'replay', 'running', 0, $5)
@@ -132,6 +146,20 @@ public final class EvalRunner: Sendable {
             "since": "\(since)", "limit": "\(limit)", "actor": "\(actor)",
         ])
         return run
+    }
+
+    /// Throws ``RunLimitReached`` when the tenant has ``maxRunsPerTenant`` runs in progress, counted across
+    /// replicas in `eval_runs`; the tenant's advisory lock, held to the end of the caller's transaction (which
+    /// inserts the new run), makes two replicas' concurrent starts count one after the other.
+    func checkRunLimit(tenant: String, on connection: PostgresConnection) async throws {
+        _ = try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended('switchyard.eval-runs:' || $1, 0))",
+                                       [.text(tenant)])
+        let rows = try await connection.query(
+            "SELECT count(*) FROM eval_runs WHERE tenant_id = $1 AND status = 'running'", [.text(tenant)])
+        let running = Int(try rows.first?.decode(Int64.self, at: 0) ?? 0)
+        guard running < maxRunsPerTenant else {
+            throw RunLimitReached(tenant: tenant, running: running, limit: maxRunsPerTenant)
+        }
     }
 
     /// Stops this process's runs (graceful shutdown): cases in flight end at once, each run is closed as failed
