@@ -8,7 +8,7 @@ struct EvalCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
         abstract: "Golden suites per tenant and agent, and runs of them on an agent version (the eval service).",
-        subcommands: [SuiteCommand.self, RunSuite.self, Replay.self, Runs.self, Result.self])
+        subcommands: [SuiteCommand.self, RunSuite.self, Replay.self, Runs.self, Result.self, Cancel.self])
 
     struct SuiteCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -277,6 +277,35 @@ struct EvalCommand: AsyncParsableCommand {
                 let response: GetRunResponse = try await session.call(EvalAdminCommand.runGet, GetRunRequest(
                     tenantID: tenant, runID: runID, includeResults: true))
                 try session.output(json: response) { EvalRunText.print(response.run ?? EvalRun()) }
+            }
+        }
+    }
+}
+
+extension EvalCommand {
+    struct Cancel: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "cancel", abstract: "Cancel a run or replay in progress.",
+            discussion: """
+                The run is marked cancelled at once (and no longer counts against the tenant's limit of runs in \
+                progress); the eval replica driving it stops within a second: no new case starts, cases in flight \
+                are neither stored nor scored. A run that has already ended is refused (conflict).
+                """)
+
+        @OptionGroup(title: "Connection and output options") var options: AdminOptions
+        @Option(help: ArgumentHelp("The tenant id.", valueName: "tenant-id")) var tenant: String
+        @Argument(help: ArgumentHelp("The run id (run-…).", valueName: "run-id")) var runID: String
+
+        func validate() throws { try validateTenantID(tenant) }
+
+        func run() async throws {
+            try await options.withSession { session in
+                let response: CancelRunResponse = try await session.call(EvalAdminCommand.runCancel, CancelRunRequest(
+                    tenantID: tenant, runID: runID))
+                let run = response.run ?? EvalRun()
+                try session.output(json: response) {
+                    print("run \(run.runID) cancelled (\(run.casesDone)/\(run.casesTotal) cases done): \(run.error)")
+                }
             }
         }
     }

@@ -72,6 +72,7 @@ public enum EvalAdminCommand: String, Sendable, CaseIterable {
     case replayStart = "replay-start"
     case runGet = "run-get"
     case runList = "run-list"
+    case runCancel = "run-cancel"
     case rolloutStart = "rollout-start"
     case rolloutGet = "rollout-get"
     case rolloutList = "rollout-list"
@@ -126,6 +127,7 @@ extension GetSuiteRequest: AdminRequest {}
 extension StartRunRequest: AdminRequest {}
 extension StartReplayRequest: AdminRequest {}
 extension GetRunRequest: AdminRequest {}
+extension CancelRunRequest: AdminRequest {}
 extension ListRunsRequest: AdminRequest {}
 extension StartRolloutRequest: AdminRequest {}
 extension GetRolloutRequest: AdminRequest {}
@@ -162,6 +164,7 @@ extension GetSuiteResponse: AdminResponse {}
 extension StartRunResponse: AdminResponse {}
 extension StartReplayResponse: AdminResponse {}
 extension GetRunResponse: AdminResponse {}
+extension CancelRunResponse: AdminResponse {}
 extension ListRunsResponse: AdminResponse {}
 extension RolloutResponse: AdminResponse {}
 extension ListRolloutsResponse: AdminResponse {}

@@ -43,13 +43,13 @@ struct EvalRunTests {
             expect: [{contains: "+49 30 1234567"}, {handoff: false}]
         """
 
-    func withEvalStack(judge: JudgeConfiguration? = nil,
+    func withEvalStack(judge: JudgeConfiguration? = nil, upstreamTimeout: Duration = .seconds(2),
                        _ body: (Stack, FakeOpenAI, AdminClient) async throws -> Void) async throws {
         let fake = FakeOpenAI()
         try await fake.start()
         let orchestrator = OrchestratorConfiguration(
             endpoints: [ProviderEndpoint(name: "openai", kind: .openAI, baseURL: fake.baseURL, apiKey: "upstream-key",
-                                         timeout: .seconds(2))])
+                                         timeout: upstreamTimeout)])
         do {
             try await Stack.with(orchestrator: orchestrator, billing: true, analytics: true, eval: true, evalJudge: judge,
                                  natsAuth: true) { stack in
@@ -328,6 +328,67 @@ struct EvalRunTests {
             let run = try await Self.run(admin, version: "v1")
             #expect(run.status == "completed")
             #expect(run.casesDone == 4)
+        }
+    }
+
+    @Test("run-cancel stops a run in progress: nothing starts or is stored after it, the run says who cancelled it; an ended run, an unknown or hostile id are refused")
+    func cancelStopsARun() async throws {
+        try await withEvalStack(upstreamTimeout: .seconds(60)) { stack, fake, admin in
+            // v2 is answered by the upstream, which holds every request until the test lets go.
+            fake.set(.hold)
+            let started = try await admin.call(EvalAdminCommand.runStart, StartRunRequest(
+                tenantID: Stack.tenant, agent: "host", agentVersion: "v2", suite: "basics", concurrency: 1),
+                as: StartRunResponse.self)
+            let runID = try #require(started.run?.runID)
+            // Its first case is in flight: the upstream holds it.
+            let deadline = ContinuousClock.now + .seconds(30)
+            while fake.requests == 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(fake.requests == 1)
+            let sent = fake.requests
+            let stored = try await Self.count(stack, "SELECT count(*) FROM eval_case_results WHERE run_id = '\(runID)'")
+
+            let cancelled = try await admin.call(EvalAdminCommand.runCancel, CancelRunRequest(
+                tenantID: Stack.tenant, runID: runID), as: CancelRunResponse.self)
+            #expect(cancelled.run?.status == "cancelled")
+            #expect(cancelled.run?.error == "cancelled by test")
+            // The replica driving it stops: its run-finish audit line is the fact to wait for.
+            let finishDeadline = ContinuousClock.now + .seconds(30)
+            var finishes = 0
+            while finishes == 0 && ContinuousClock.now < finishDeadline {
+                finishes = try await Self.count(stack, """
+                    SELECT count(*) FROM eval_audit WHERE action = 'run-finish' AND detail LIKE '\(runID) %'
+                    """)
+                if finishes == 0 { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(finishes == 1, "the run's driver did not stop")
+            #expect(fake.requests == sent, "a case started after the cancel")
+            #expect(try await Self.count(stack, "SELECT count(*) FROM eval_case_results WHERE run_id = '\(runID)'")
+                    == stored, "a case in flight was stored after the cancel")
+            let run = try #require(try await admin.call(EvalAdminCommand.runGet, GetRunRequest(
+                tenantID: Stack.tenant, runID: runID), as: GetRunResponse.self).run)
+            #expect(run.status == "cancelled")
+            #expect(run.error == "cancelled by test")
+            #expect(try await Self.count(stack, """
+                SELECT count(*) FROM eval_audit WHERE action = 'run-cancel' AND detail = '\(runID)' AND actor = 'test'
+                """) == 1)
+
+            func cancelFailure(_ id: String) async -> AdminFailure? {
+                do {
+                    _ = try await admin.call(EvalAdminCommand.runCancel, CancelRunRequest(tenantID: Stack.tenant, runID: id),
+                                             as: CancelRunResponse.self)
+                    return nil
+                } catch let failure as AdminFailure {
+                    return failure
+                } catch {
+                    return nil
+                }
+            }
+            #expect(await cancelFailure(runID)?.code == .conflict, "an ended run was cancelled again")
+            #expect(await cancelFailure("run-0123456789abcdef")?.code == .notFound)
+            for id in ["", "run-XYZ", "run-0123456789abcdef'--", "../etc"] {
+                #expect(await cancelFailure(id)?.code == .invalidArgument, "run id \(id)")
+            }
+            fake.set(.answer("Released."))
         }
     }
 

@@ -9,7 +9,8 @@ import Synchronization
 /// A fake OpenAI-compatible upstream speaking the real wire format (JSON and SSE) over HTTP, scripted per
 /// test: answer, fail with a status, hang past the client's timeout, or cut a stream before its first token.
 final class FakeOpenAI: Sendable {
-    enum Mode: Sendable { case answer(String), status(Int), hang, cutStream, garbage }
+    /// `hold`: every request waits until the mode changes, then is answered as the new mode says.
+    enum Mode: Sendable { case answer(String), status(Int), hang, cutStream, garbage, hold }
 
     private let mode = Mutex<Mode>(.answer("Hello from upstream."))
     private let counter = Atomic<Int>(0)
@@ -36,7 +37,14 @@ final class FakeOpenAI: Sendable {
             self.captured.withLock { $0.append(String(buffer: body)) }
             let json = (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] ?? [:]
             let stream = json["stream"] as? Bool ?? false
-            switch self.mode.withLock({ $0 }) {
+            var current = self.mode.withLock { $0 }
+            while case .hold = current {
+                try await Task.sleep(for: .milliseconds(20))
+                current = self.mode.withLock { $0 }
+            }
+            switch current {
+            case .hold:
+                return Response(status: .internalServerError)
             case .status(let code):
                 return Response(status: .init(code: code), body: .init(byteBuffer: ByteBuffer(string: "{\"error\":{\"message\":\"boom\"}}")))
             case .hang:

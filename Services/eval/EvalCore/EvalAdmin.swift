@@ -352,6 +352,44 @@ extension EvalAdmin {
         }
     }
 
+    /// Cancels a run or replay in progress: marked `cancelled` at once (audited), so it no longer counts against
+    /// the tenant's limit; the replica driving it notices within a second (``EvalRunner``'s watch) and stops.
+    public func cancelRun(_ request: CancelRunRequest) async throws(AdminFailure) -> CancelRunResponse {
+        let actor = try authenticator.actor(for: request)
+        try checkTarget(tenant: request.tenantID, agent: "", agentRequired: false)
+        guard EvalNames.isValidRunID(request.runID) else { throw AdminFailure(.invalidArgument, "run_id is not a run id") }
+        do {
+            let cancelled = try await pool.transaction { connection in
+                let rows = try await connection.query("""
+                    UPDATE eval_runs SET status = 'cancelled', error = $3, finished_at = now(), updated_at = now()
+                    WHERE tenant_id = $1 AND run_id = $2 AND status = 'running' RETURNING agent, suite
+                    """, [.text(request.tenantID), .text(request.runID), .text("cancelled by \(actor)")])
+                guard let row = rows.first else { return false }
+                _ = try await connection.query("""
+                    INSERT INTO eval_audit (actor, action, tenant_id, target, detail) VALUES ($1, 'run-cancel', $2, $3, $4)
+                    """, [.text(actor), .text(request.tenantID),
+                          .text("\(try row.decode(String.self, at: 0))/\(try row.decode(String.self, at: 1))"),
+                          .text(request.runID)])
+                return true
+            }
+            guard let run = try await Self.runs(pool, where: "tenant_id = $1 AND run_id = $2",
+                                                [.text(request.tenantID), .text(request.runID)], limit: 1).first else {
+                throw AdminFailure(.notFound, "no run \(request.runID) for tenant \(request.tenantID)")
+            }
+            guard cancelled else {
+                throw AdminFailure(.conflict, "run \(request.runID) is \(run.status), not running: nothing to cancel")
+            }
+            logger.info("eval run cancelled", metadata: [
+                "tenant.id": "\(request.tenantID)", "run": "\(request.runID)", "actor": "\(actor)",
+            ])
+            return CancelRunResponse(error: nil, run: run)
+        } catch let failure as AdminFailure {
+            throw failure
+        } catch {
+            throw storage(error)
+        }
+    }
+
     public func listRuns(_ request: ListRunsRequest) async throws(AdminFailure) -> ListRunsResponse {
         _ = try authenticator.actor(for: request)
         try checkTarget(tenant: request.tenantID, agent: request.agent, agentRequired: false)
@@ -439,6 +477,10 @@ public struct EvalAdminDispatcher: AdminCommandDispatcher {
         case .runList:
             return await AdminCall.run(body, wire, bearerToken, ListRunsRequest.self) { r throws(AdminFailure) in
                 try await a.listRuns(r)
+            }
+        case .runCancel:
+            return await AdminCall.run(body, wire, bearerToken, CancelRunRequest.self) { r throws(AdminFailure) in
+                try await a.cancelRun(r)
             }
         case .rolloutStart:
             return await AdminCall.run(body, wire, bearerToken, StartRolloutRequest.self) { r throws(AdminFailure) in

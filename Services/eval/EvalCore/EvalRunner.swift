@@ -25,6 +25,8 @@ public final class EvalRunner: Sendable {
     public static let maxConcurrency = 32
     /// A run whose row hasn't moved for this long belongs to an eval process that died: it is marked failed.
     public static let staleAfterSeconds = 120
+    /// How often a run's driver looks whether an admin cancelled it.
+    static let cancelWatchInterval: Duration = .seconds(1)
     /// Runs a tenant may have in progress at once unless configured (`SWITCHYARD_EVAL_MAX_RUNS_PER_TENANT`).
     public static let defaultMaxRunsPerTenant = 4
 
@@ -174,33 +176,52 @@ public final class EvalRunner: Sendable {
 
     func execute(_ run: EvalRun, suite: EvalSuite, concurrency: Int, replay: Replay? = nil) async {
         let width = max(1, min(concurrency, Self.maxConcurrency))
-        var results: [EvalCaseResult] = []
-        var failure: String?
-        await withTaskGroup(of: (Int, EvalCaseResult).self) { group in
-            var next = 0
-            func launch() {
-                let index = next
-                let evalCase = suite.cases[index]
-                next += 1
-                group.addTask { [self] in
-                    var result = await runCase(evalCase, of: run)
-                    if let recorded = replay?.recorded[evalCase.id] { Self.compare(&result, with: recorded) }
-                    return (index, result)
+        // The cases run in a task of their own, so that a run-cancel (seen by the watch below) can stop them
+        // without looking like a shutdown, which cancels this task.
+        let cases = Task { [self] () -> (results: [EvalCaseResult], failure: String?) in
+            var results: [EvalCaseResult] = []
+            var failure: String?
+            await withTaskGroup(of: (Int, EvalCaseResult).self) { group in
+                var next = 0
+                func launch() {
+                    let index = next
+                    let evalCase = suite.cases[index]
+                    next += 1
+                    group.addTask { [self] in
+                        var result = await runCase(evalCase, of: run)
+                        if let recorded = replay?.recorded[evalCase.id] { Self.compare(&result, with: recorded) }
+                        return (index, result)
+                    }
+                }
+                while next < min(width, suite.cases.count) { launch() }
+                while let (index, result) = await group.next() {
+                    // A case cut short by a shutdown or a cancel is not a result: it is neither stored nor scored.
+                    if result.errorCode == Self.interrupted { continue }
+                    results.append(result)
+                    do {
+                        try await Self.uncancelled { try await self.record(result, position: index, of: run) }
+                    } catch {
+                        failure = "storing case results failed: \(error)"
+                    }
+                    if next < suite.cases.count && !Task.isCancelled { launch() }
                 }
             }
-            while next < min(width, suite.cases.count) { launch() }
-            while let (index, result) = await group.next() {
-                // A case cut short by a shutdown is not a result: it is neither stored nor scored.
-                if result.errorCode == Self.interrupted { continue }
-                results.append(result)
-                do {
-                    try await Self.uncancelled { try await self.record(result, position: index, of: run) }
-                } catch {
-                    failure = "storing case results failed: \(error)"
+            return (results, failure)
+        }
+        // Every second: has an admin cancelled the run (through any replica)? Then the cases stop.
+        let watch = Task { [self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.cancelWatchInterval)
+                guard !Task.isCancelled else { return }
+                if (try? await status(of: run.runID)) == "cancelled" {
+                    cases.cancel()
+                    return
                 }
-                if next < suite.cases.count && !Task.isCancelled { launch() }
             }
         }
+        let (results, storing) = await withTaskCancellationHandler { await cases.value } onCancel: { cases.cancel() }
+        watch.cancel()
+        var failure = storing
         if Task.isCancelled {
             failure = "interrupted: the eval service stopped during the run; start it again"
         }
@@ -208,13 +229,14 @@ public final class EvalRunner: Sendable {
         finished.results = results
         Self.summarize(&finished, cases: suite.cases)
         if let replay { Self.summarizeRecorded(&finished, replay) }
+        // A cancelled run's row already says so (and by whom): finish() keeps that and stores the totals so far.
         finished.status = failure == nil ? "completed" : "failed"
         finished.error = failure ?? ""
         finished.finishedAtUnixNanos = EventClock.nowUnixNanos()
         do {
             // Closing writes run outside this (possibly cancelled) task, so a shutdown still records the outcome.
             let closing = finished
-            try await Self.uncancelled { try await self.finish(closing) }
+            finished = try await Self.uncancelled { try await self.finish(closing) }
             var event = finished
             event.results = []
             let completed = EvalCompleted(meta: EventMeta.make(tenantID: run.tenantID, producer: ServiceName.eval.rawValue),
@@ -478,36 +500,64 @@ public final class EvalRunner: Sendable {
 
     // MARK: storage
 
+    /// Stores a case's result and counts it, while the run is still running (not after a cancel or the sweep).
     func record(_ result: EvalCaseResult, position: Int, of run: EvalRun) async throws {
         try await pool.transaction { connection in
+            let counted = try await connection.execute("""
+                UPDATE eval_runs SET cases_done = cases_done + 1, cases_passed = cases_passed + $2, updated_at = now()
+                WHERE run_id = $1 AND status = 'running'
+                """, [.text(run.runID), .int64(result.passed ? 1 : 0)])
+            guard counted > 0 else { return }
             _ = try await connection.query("""
                 INSERT INTO eval_case_results (run_id, position, case_id, score, passed, result)
                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, position) DO NOTHING
                 """, [.text(run.runID), .int64(Int64(position)), .text(result.caseID), .double(result.score),
                       .bool(result.passed), .bytea(result.protobufBytes())])
-            _ = try await connection.query("""
-                UPDATE eval_runs SET cases_done = cases_done + 1, cases_passed = cases_passed + $2, updated_at = now()
-                WHERE run_id = $1 AND status = 'running'
-                """, [.text(run.runID), .int64(result.passed ? 1 : 0)])
         }
     }
 
-    func finish(_ run: EvalRun) async throws {
+    /// A run's status as stored (nil: no such run).
+    func status(of runID: String) async throws -> String? {
+        try await pool.query("SELECT status FROM eval_runs WHERE run_id = $1", [.text(runID)]).first?
+            .decode(String.self, at: 0)
+    }
+
+    /// Stores the run's end and audits it; returns the run as stored: one an admin cancelled meanwhile stays
+    /// cancelled (with its canceller and time) and gets the totals of the cases it ran.
+    @discardableResult
+    func finish(_ run: EvalRun) async throws -> EvalRun {
         var summary = run
         summary.results = []
-        try await pool.transaction { connection in
-            _ = try await connection.query("""
+        let cancelledBy: String? = try await pool.transaction { connection in
+            let ended = try await connection.execute("""
                 UPDATE eval_runs SET status = $2, score = $3, cases_done = $4, cases_passed = $5, error = $6,
                     finished_at = now(), updated_at = now(), summary = $7
                 WHERE run_id = $1 AND status = 'running'
                 """, [.text(run.runID), .text(run.status), .double(run.score), .int64(Int64(run.casesDone)),
                       .int64(Int64(run.casesPassed)), .text(run.error), .bytea(summary.protobufBytes())])
+            var cancelledBy: String?
+            if ended == 0 {
+                let rows = try await connection.query("""
+                    UPDATE eval_runs SET score = $2, cases_done = $3, cases_passed = $4, updated_at = now(), summary = $5
+                    WHERE run_id = $1 AND status = 'cancelled' RETURNING error
+                    """, [.text(run.runID), .double(run.score), .int64(Int64(run.casesDone)),
+                          .int64(Int64(run.casesPassed)), .bytea(summary.protobufBytes())])
+                cancelledBy = try rows.first?.decode(String.self, at: 0)
+            }
+            let status = cancelledBy == nil ? run.status : "cancelled"
             _ = try await connection.query("""
                 INSERT INTO eval_audit (actor, action, tenant_id, target, detail) VALUES ($1, 'run-finish', $2, $3, $4)
                 """, [.text(run.startedBy), .text(run.tenantID), .text("\(run.agent)/\(run.suite)"),
-                      .text("\(run.runID) \(run.status): score \(String(format: "%.3f", run.score)), "
+                      .text("\(run.runID) \(status): score \(String(format: "%.3f", run.score)), "
                             + "\(run.casesPassed)/\(run.casesTotal) passed")])
+            return cancelledBy
         }
+        var stored = run
+        if let cancelledBy {
+            stored.status = "cancelled"
+            stored.error = cancelledBy
+        }
+        return stored
     }
 
     /// Marks runs failed whose process died (their row stopped moving); returns how many.

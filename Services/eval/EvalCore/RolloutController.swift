@@ -369,6 +369,9 @@ public final class RolloutController: Sendable {
             return .pending
         case "failed" where !run.error.hasPrefix(EvalRunner.interrupted):
             return .failed("the \(check.rawValue) run \(runID) failed: \(run.error)")
+        case "cancelled":
+            // An operator stopped the check: the rollout does not go on without it, nor start it again.
+            return .failed("the \(check.rawValue) run \(runID) was \(run.error)")
         default:
             logger.info("rollout's \(check.rawValue) run is started again", metadata: [
                 "rollout": "\(stored.rollout.rolloutID)", "run": "\(runID)", "status": "\(run.status)"])

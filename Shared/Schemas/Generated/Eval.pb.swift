@@ -1364,7 +1364,7 @@ public struct EvalRun: ProtoMessage, Hashable {
     public var agentVersion: String = ""
     /// `suite = 5`
     public var suite: String = ""
-    /// `status = 6`: "running" | "completed" | "failed"
+    /// `status = 6`: "running" | "completed" | "failed" | "cancelled"
     public var status: String = ""
     /// `cases_total = 7`
     public var casesTotal: UInt32 = 0
@@ -2265,6 +2265,182 @@ extension GetRunResponse: _CMessage {
 
 /// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
 extension GetRunResponse: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case error
+        case run
+
+        var protoFieldName: String { rawValue }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.error = try json.decode(AdminError.self, .error)
+        self.run = try json.decode(EvalRun.self, .run)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(self.error, forKey: .error)
+        try c.encodeIfPresent(self.run, forKey: .run)
+    }
+}
+
+/// admin.eval.run-cancel: stop a run or replay in progress. The run is marked cancelled at once (and no longer
+/// counts against the tenant's limit of runs in progress); the replica driving it stops within a second: no new
+/// case starts, cases in flight are neither stored nor scored.
+public struct CancelRunRequest: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.CancelRunRequest"
+
+    /// `admin_token = 1`
+    public var adminToken: String = ""
+    /// `actor = 2`
+    public var actor: String = ""
+    /// `tenant_id = 3`
+    public var tenantID: String = ""
+    /// `run_id = 4`
+    public var runID: String = ""
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        adminToken: String = "",
+        actor: String = "",
+        tenantID: String = "",
+        runID: String = ""
+    ) {
+        self.adminToken = adminToken
+        self.actor = actor
+        self.tenantID = tenantID
+        self.runID = runID
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension CancelRunRequest: _CMessage {
+    typealias _CType = Switchyard__V1__CancelRunRequest
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__cancel_run_request__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__cancel_run_request__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__cancel_run_request__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__cancel_run_request__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__cancel_run_request__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if !self.adminToken.isEmpty { c.pointee.admin_token = arena.cString(self.adminToken) }
+        if !self.actor.isEmpty { c.pointee.actor = arena.cString(self.actor) }
+        if !self.tenantID.isEmpty { c.pointee.tenant_id = arena.cString(self.tenantID) }
+        if !self.runID.isEmpty { c.pointee.run_id = arena.cString(self.runID) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        self.adminToken = try _swiftString(p.pointee.admin_token, Self.protoName)
+        self.actor = try _swiftString(p.pointee.actor, Self.protoName)
+        self.tenantID = try _swiftString(p.pointee.tenant_id, Self.protoName)
+        self.runID = try _swiftString(p.pointee.run_id, Self.protoName)
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension CancelRunRequest: Codable {
+    enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
+        case adminToken
+        case actor
+        case tenantID = "tenantId"
+        case runID = "runId"
+
+        var protoFieldName: String {
+            switch self {
+            case .adminToken: "admin_token"
+            case .tenantID: "tenant_id"
+            case .runID: "run_id"
+            default: rawValue
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let json = try _ProtoJSONObject<CodingKeys>(decoder, messageName: Self.protoName)
+        self.adminToken = try json.decode(String.self, .adminToken) ?? ""
+        self.actor = try json.decode(String.self, .actor) ?? ""
+        self.tenantID = try json.decode(String.self, .tenantID) ?? ""
+        self.runID = try json.decode(String.self, .runID) ?? ""
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.adminToken, forKey: .adminToken)
+        try c.encode(self.actor, forKey: .actor)
+        try c.encode(self.tenantID, forKey: .tenantID)
+        try c.encode(self.runID, forKey: .runID)
+    }
+}
+
+public struct CancelRunResponse: ProtoMessage, Hashable {
+    public static let protoName = "switchyard.v1.CancelRunResponse"
+
+    /// `error = 1`
+    public var error: AdminError? = nil
+    /// `run = 2`
+    public var run: EvalRun? = nil
+
+    /// All fields at their proto3 defaults.
+    public init() {}
+
+    public init(
+        error: AdminError? = nil,
+        run: EvalRun? = nil
+    ) {
+        self.error = error
+        self.run = run
+    }
+
+    public init(protobuf bytes: some Collection<UInt8>) throws(SchemaError) {
+        self = try _decodeMessage(Self.self, from: bytes)
+    }
+
+    public func protobufBytes() -> [UInt8] {
+        _encodeMessage(self)
+    }
+}
+
+extension CancelRunResponse: _CMessage {
+    typealias _CType = Switchyard__V1__CancelRunResponse
+
+    static func _cInit(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__cancel_run_response__init(p) }
+    static func _cUnpack(_ n: Int, _ d: UnsafePointer<UInt8>) -> UnsafeMutablePointer<_CType>? {
+        switchyard__v1__cancel_run_response__unpack(nil, n, d)
+    }
+    static func _cFree(_ p: UnsafeMutablePointer<_CType>) { switchyard__v1__cancel_run_response__free_unpacked(p, nil) }
+    static func _cPackedSize(_ p: UnsafePointer<_CType>) -> Int { switchyard__v1__cancel_run_response__get_packed_size(p) }
+    static func _cPack(_ p: UnsafePointer<_CType>, _ out: UnsafeMutablePointer<UInt8>) -> Int {
+        switchyard__v1__cancel_run_response__pack(p, out)
+    }
+
+    func _cFill(_ c: UnsafeMutablePointer<_CType>, _ arena: inout _Arena) {
+        if let v = self.error { c.pointee.error = v._cMake(&arena) }
+        if let v = self.run { c.pointee.run = v._cMake(&arena) }
+    }
+
+    init(_c p: UnsafePointer<_CType>) throws(SchemaError) {
+        if let q = p.pointee.error { self.error = try AdminError(_c: q) } else { self.error = nil }
+        if let q = p.pointee.run { self.run = try EvalRun(_c: q) } else { self.run = nil }
+    }
+}
+
+/// proto3 JSON mapping; see `_ProtoJSONObject` for the rules.
+extension CancelRunResponse: Codable {
     enum CodingKeys: String, CodingKey, CaseIterable, _ProtoJSONField {
         case error
         case run

@@ -98,6 +98,8 @@ public enum SchemaCatalog {
         StartReplayResponse.self,
         GetRunRequest.self,
         GetRunResponse.self,
+        CancelRunRequest.self,
+        CancelRunResponse.self,
         ListRunsRequest.self,
         ListRunsResponse.self,
         EvalRequested.self,

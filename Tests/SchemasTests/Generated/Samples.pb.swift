@@ -98,6 +98,8 @@ let allSampleableTypes: [any Sampleable.Type] = [
     StartReplayResponse.self,
     GetRunRequest.self,
     GetRunResponse.self,
+    CancelRunRequest.self,
+    CancelRunResponse.self,
     ListRunsRequest.self,
     ListRunsResponse.self,
     EvalRequested.self,
@@ -1284,6 +1286,26 @@ extension GetRunRequest: Sampleable {
 extension GetRunResponse: Sampleable {
     static func sample(_ g: inout SampleGen) -> GetRunResponse {
         var m = GetRunResponse()
+        if g.present() { m.error = AdminError.sample(&g) }
+        if g.present() { m.run = EvalRun.sample(&g) }
+        return m
+    }
+}
+
+extension CancelRunRequest: Sampleable {
+    static func sample(_ g: inout SampleGen) -> CancelRunRequest {
+        var m = CancelRunRequest()
+        m.adminToken = g.string()
+        m.actor = g.string()
+        m.tenantID = g.string()
+        m.runID = g.string()
+        return m
+    }
+}
+
+extension CancelRunResponse: Sampleable {
+    static func sample(_ g: inout SampleGen) -> CancelRunResponse {
+        var m = CancelRunResponse()
         if g.present() { m.error = AdminError.sample(&g) }
         if g.present() { m.run = EvalRun.sample(&g) }
         return m

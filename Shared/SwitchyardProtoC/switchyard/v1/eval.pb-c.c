@@ -817,6 +817,96 @@ void   switchyard__v1__get_run_response__free_unpacked
   assert(message->base.descriptor == &switchyard__v1__get_run_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   switchyard__v1__cancel_run_request__init
+                     (Switchyard__V1__CancelRunRequest         *message)
+{
+  static const Switchyard__V1__CancelRunRequest init_value = SWITCHYARD__V1__CANCEL_RUN_REQUEST__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__cancel_run_request__get_packed_size
+                     (const Switchyard__V1__CancelRunRequest *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__cancel_run_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__cancel_run_request__pack
+                     (const Switchyard__V1__CancelRunRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__cancel_run_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__cancel_run_request__pack_to_buffer
+                     (const Switchyard__V1__CancelRunRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__cancel_run_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__CancelRunRequest *
+       switchyard__v1__cancel_run_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__CancelRunRequest *)
+     protobuf_c_message_unpack (&switchyard__v1__cancel_run_request__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__cancel_run_request__free_unpacked
+                     (Switchyard__V1__CancelRunRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__cancel_run_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   switchyard__v1__cancel_run_response__init
+                     (Switchyard__V1__CancelRunResponse         *message)
+{
+  static const Switchyard__V1__CancelRunResponse init_value = SWITCHYARD__V1__CANCEL_RUN_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t switchyard__v1__cancel_run_response__get_packed_size
+                     (const Switchyard__V1__CancelRunResponse *message)
+{
+  assert(message->base.descriptor == &switchyard__v1__cancel_run_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t switchyard__v1__cancel_run_response__pack
+                     (const Switchyard__V1__CancelRunResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &switchyard__v1__cancel_run_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t switchyard__v1__cancel_run_response__pack_to_buffer
+                     (const Switchyard__V1__CancelRunResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &switchyard__v1__cancel_run_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Switchyard__V1__CancelRunResponse *
+       switchyard__v1__cancel_run_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Switchyard__V1__CancelRunResponse *)
+     protobuf_c_message_unpack (&switchyard__v1__cancel_run_response__descriptor,
+                                allocator, len, data);
+}
+void   switchyard__v1__cancel_run_response__free_unpacked
+                     (Switchyard__V1__CancelRunResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &switchyard__v1__cancel_run_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   switchyard__v1__list_runs_request__init
                      (Switchyard__V1__ListRunsRequest         *message)
 {
@@ -3474,6 +3564,134 @@ const ProtobufCMessageDescriptor switchyard__v1__get_run_response__descriptor =
   switchyard__v1__get_run_response__field_indices_by_name,
   1,  switchyard__v1__get_run_response__number_ranges,
   (ProtobufCMessageInit) switchyard__v1__get_run_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__cancel_run_request__field_descriptors[4] =
+{
+  {
+    "admin_token",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__CancelRunRequest, admin_token),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "actor",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__CancelRunRequest, actor),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tenant_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__CancelRunRequest, tenant_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "run_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__CancelRunRequest, run_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__cancel_run_request__field_indices_by_name[] = {
+  1,   /* field[1] = actor */
+  0,   /* field[0] = admin_token */
+  3,   /* field[3] = run_id */
+  2,   /* field[2] = tenant_id */
+};
+static const ProtobufCIntRange switchyard__v1__cancel_run_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__cancel_run_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.CancelRunRequest",
+  "CancelRunRequest",
+  "Switchyard__V1__CancelRunRequest",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__CancelRunRequest),
+  4,
+  switchyard__v1__cancel_run_request__field_descriptors,
+  switchyard__v1__cancel_run_request__field_indices_by_name,
+  1,  switchyard__v1__cancel_run_request__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__cancel_run_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor switchyard__v1__cancel_run_response__field_descriptors[2] =
+{
+  {
+    "error",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__CancelRunResponse, error),
+    &switchyard__v1__admin_error__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "run",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Switchyard__V1__CancelRunResponse, run),
+    &switchyard__v1__eval_run__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned switchyard__v1__cancel_run_response__field_indices_by_name[] = {
+  0,   /* field[0] = error */
+  1,   /* field[1] = run */
+};
+static const ProtobufCIntRange switchyard__v1__cancel_run_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor switchyard__v1__cancel_run_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "switchyard.v1.CancelRunResponse",
+  "CancelRunResponse",
+  "Switchyard__V1__CancelRunResponse",
+  "switchyard.v1",
+  sizeof(Switchyard__V1__CancelRunResponse),
+  2,
+  switchyard__v1__cancel_run_response__field_descriptors,
+  switchyard__v1__cancel_run_response__field_indices_by_name,
+  1,  switchyard__v1__cancel_run_response__number_ranges,
+  (ProtobufCMessageInit) switchyard__v1__cancel_run_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor switchyard__v1__list_runs_request__field_descriptors[5] =

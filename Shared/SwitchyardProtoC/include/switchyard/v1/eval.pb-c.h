@@ -36,6 +36,8 @@ typedef struct Switchyard__V1__StartReplayRequest Switchyard__V1__StartReplayReq
 typedef struct Switchyard__V1__StartReplayResponse Switchyard__V1__StartReplayResponse;
 typedef struct Switchyard__V1__GetRunRequest Switchyard__V1__GetRunRequest;
 typedef struct Switchyard__V1__GetRunResponse Switchyard__V1__GetRunResponse;
+typedef struct Switchyard__V1__CancelRunRequest Switchyard__V1__CancelRunRequest;
+typedef struct Switchyard__V1__CancelRunResponse Switchyard__V1__CancelRunResponse;
 typedef struct Switchyard__V1__ListRunsRequest Switchyard__V1__ListRunsRequest;
 typedef struct Switchyard__V1__ListRunsResponse Switchyard__V1__ListRunsResponse;
 typedef struct Switchyard__V1__EvalRequested Switchyard__V1__EvalRequested;
@@ -327,7 +329,7 @@ struct  Switchyard__V1__EvalRun
   char *agent_version;
   char *suite;
   /*
-   * "running" | "completed" | "failed"
+   * "running" | "completed" | "failed" | "cancelled"
    */
   char *status;
   uint32_t cases_total;
@@ -473,6 +475,35 @@ struct  Switchyard__V1__GetRunResponse
 };
 #define SWITCHYARD__V1__GET_RUN_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__get_run_response__descriptor) \
+    , NULL, NULL }
+
+
+/*
+ * admin.eval.run-cancel: stop a run or replay in progress. The run is marked cancelled at once (and no longer
+ * counts against the tenant's limit of runs in progress); the replica driving it stops within a second: no new
+ * case starts, cases in flight are neither stored nor scored.
+ */
+struct  Switchyard__V1__CancelRunRequest
+{
+  ProtobufCMessage base;
+  char *admin_token;
+  char *actor;
+  char *tenant_id;
+  char *run_id;
+};
+#define SWITCHYARD__V1__CANCEL_RUN_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__cancel_run_request__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+struct  Switchyard__V1__CancelRunResponse
+{
+  ProtobufCMessage base;
+  Switchyard__V1__AdminError *error;
+  Switchyard__V1__EvalRun *run;
+};
+#define SWITCHYARD__V1__CANCEL_RUN_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&switchyard__v1__cancel_run_response__descriptor) \
     , NULL, NULL }
 
 
@@ -1190,6 +1221,44 @@ Switchyard__V1__GetRunResponse *
 void   switchyard__v1__get_run_response__free_unpacked
                      (Switchyard__V1__GetRunResponse *message,
                       ProtobufCAllocator *allocator);
+/* Switchyard__V1__CancelRunRequest methods */
+void   switchyard__v1__cancel_run_request__init
+                     (Switchyard__V1__CancelRunRequest         *message);
+size_t switchyard__v1__cancel_run_request__get_packed_size
+                     (const Switchyard__V1__CancelRunRequest   *message);
+size_t switchyard__v1__cancel_run_request__pack
+                     (const Switchyard__V1__CancelRunRequest   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__cancel_run_request__pack_to_buffer
+                     (const Switchyard__V1__CancelRunRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__CancelRunRequest *
+       switchyard__v1__cancel_run_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__cancel_run_request__free_unpacked
+                     (Switchyard__V1__CancelRunRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Switchyard__V1__CancelRunResponse methods */
+void   switchyard__v1__cancel_run_response__init
+                     (Switchyard__V1__CancelRunResponse         *message);
+size_t switchyard__v1__cancel_run_response__get_packed_size
+                     (const Switchyard__V1__CancelRunResponse   *message);
+size_t switchyard__v1__cancel_run_response__pack
+                     (const Switchyard__V1__CancelRunResponse   *message,
+                      uint8_t             *out);
+size_t switchyard__v1__cancel_run_response__pack_to_buffer
+                     (const Switchyard__V1__CancelRunResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Switchyard__V1__CancelRunResponse *
+       switchyard__v1__cancel_run_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   switchyard__v1__cancel_run_response__free_unpacked
+                     (Switchyard__V1__CancelRunResponse *message,
+                      ProtobufCAllocator *allocator);
 /* Switchyard__V1__ListRunsRequest methods */
 void   switchyard__v1__list_runs_request__init
                      (Switchyard__V1__ListRunsRequest         *message);
@@ -1531,6 +1600,12 @@ typedef void (*Switchyard__V1__GetRunRequest_Closure)
 typedef void (*Switchyard__V1__GetRunResponse_Closure)
                  (const Switchyard__V1__GetRunResponse *message,
                   void *closure_data);
+typedef void (*Switchyard__V1__CancelRunRequest_Closure)
+                 (const Switchyard__V1__CancelRunRequest *message,
+                  void *closure_data);
+typedef void (*Switchyard__V1__CancelRunResponse_Closure)
+                 (const Switchyard__V1__CancelRunResponse *message,
+                  void *closure_data);
 typedef void (*Switchyard__V1__ListRunsRequest_Closure)
                  (const Switchyard__V1__ListRunsRequest *message,
                   void *closure_data);
@@ -1600,6 +1675,8 @@ extern const ProtobufCMessageDescriptor switchyard__v1__start_replay_request__de
 extern const ProtobufCMessageDescriptor switchyard__v1__start_replay_response__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__get_run_request__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__get_run_response__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__cancel_run_request__descriptor;
+extern const ProtobufCMessageDescriptor switchyard__v1__cancel_run_response__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__list_runs_request__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__list_runs_response__descriptor;
 extern const ProtobufCMessageDescriptor switchyard__v1__eval_requested__descriptor;
