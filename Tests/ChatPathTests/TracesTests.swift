@@ -21,6 +21,8 @@ final class OTLPReceiver: Sendable {
         var spanID: String
         var parentSpanID: String
         var kind: Int
+        var startUnixNanos: UInt64 = 0
+        var endUnixNanos: UInt64 = 0
         var description: String { "\(service) \(name) trace \(traceID) span \(spanID) parent \(parentSpanID.isEmpty ? "-" : parentSpanID)" }
     }
 
@@ -74,7 +76,9 @@ final class OTLPReceiver: Sendable {
                     spans.append(Span(service: service, name: span["name"] as? String ?? "",
                                       traceID: hex(span["traceId"]), spanID: hex(span["spanId"]),
                                       parentSpanID: hex(span["parentSpanId"]),
-                                      kind: (span["kind"] as? Int) ?? kindNumber(span["kind"])))
+                                      kind: (span["kind"] as? Int) ?? kindNumber(span["kind"]),
+                                      startUnixNanos: nanos(span["startTimeUnixNano"]),
+                                      endUnixNanos: nanos(span["endTimeUnixNano"])))
                 }
             }
         }
@@ -86,6 +90,12 @@ final class OTLPReceiver: Sendable {
         if text.count % 2 == 0, text.allSatisfy(\.isHexDigit) { return text.lowercased() }
         guard let bytes = Data(base64Encoded: text) else { return text }
         return bytes.map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// A fixed64 in OTLP JSON: a decimal string (or a number).
+    static func nanos(_ value: Any?) -> UInt64 {
+        if let text = value as? String { return UInt64(text) ?? 0 }
+        return (value as? NSNumber)?.uint64Value ?? 0
     }
 
     static func kindNumber(_ value: Any?) -> Int {
@@ -106,7 +116,7 @@ final class OTLPReceiver: Sendable {
 /// call is the orchestrator's child.
 @Suite("Traces exported over OTLP", .serialized)
 struct TracesTests {
-    @Test("a chat's spans arrive in one trace: gateway → router → orchestrator → provider call")
+    @Test("a chat's spans arrive in one trace: gateway → router → orchestrator → provider call; a streamed chat's gateway span lasts until its stream has been written")
     func oneTracePerChat() async throws {
         let receiver = OTLPReceiver()
         try await receiver.start()
@@ -183,6 +193,39 @@ struct TracesTests {
                 #expect(provider.parentSpanID == orchestrator.spanID && provider.service == "orchestrator")
                 #expect(gateway.kind == 2 && provider.kind == 3, "server span at the gateway, client span for the provider")
                 #expect(receiver.contentTypes.allSatisfy { $0.hasPrefix("application/json") })
+
+                // A streamed chat: the gateway's span lasts until the stream has been written, so it ends after the
+                // provider call the stream waited for. The upstream holds the call until the response head (sent
+                // at once for SSE) has arrived, so the provider call ends after it.
+                let streamTrace = "5bf92f3577b34da6a3ce929d0e0e4737"
+                upstream.set(.hold)
+                let sent = upstream.requests
+                var streamed = HTTPClientRequest(url: "http://127.0.0.1:\(gatewayPort)/v1/chat/completions")
+                streamed.method = .POST
+                streamed.headers.add(name: "authorization", value: "Bearer \(apiKey)")
+                streamed.headers.add(name: "content-type", value: "application/json")
+                streamed.headers.add(name: "traceparent", value: "00-\(streamTrace)-\(callerSpan)-01")
+                streamed.body = .bytes(ByteBuffer(string: #"{"model":"gpt-agent","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#))
+                let response = try await http.execute(streamed, timeout: .seconds(30))
+                #expect(response.status == .ok)
+                let held = ContinuousClock.now + .seconds(30)
+                while upstream.requests == sent && ContinuousClock.now < held { try await Task.sleep(for: .milliseconds(20)) }
+                upstream.set(.answer("Streamed answer."))
+                let body = String(buffer: try await response.body.collect(upTo: 1 << 20))
+                #expect(body.contains("Streamed") && body.contains("[DONE]"), "\(body)")
+                let streamDeadline = ContinuousClock.now + .seconds(30)
+                var streamSpans: [String: OTLPReceiver.Span] = [:]
+                while ContinuousClock.now < streamDeadline {
+                    streamSpans = Dictionary(receiver.spans.filter { $0.traceID == streamTrace }.map { ($0.name, $0) },
+                                             uniquingKeysWith: { first, _ in first })
+                    if streamSpans["chat.completions"] != nil && streamSpans["provider openai"] != nil { break }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                let streamGateway = try #require(streamSpans["chat.completions"], "spans received: \(receiver.spans)")
+                let streamProvider = try #require(streamSpans["provider openai"], "spans received: \(receiver.spans)")
+                #expect(streamProvider.endUnixNanos > 0)
+                #expect(streamGateway.endUnixNanos >= streamProvider.endUnixNanos,
+                        "the gateway's span ended before the stream's provider call did")
             }
         }
     }

@@ -82,13 +82,17 @@ extension ChatGateway {
         return String(format: "%.3f", max(0, overhead))
     }
 
-    func streamResponse(_ replies: AsyncStream<NATSMessage>, context: Exchange) -> Response {
+    /// The SSE answer; `span` (the request's server span) ends when the body has been written.
+    func streamResponse(_ replies: AsyncStream<NATSMessage>, context: Exchange, span: any Span) -> Response {
         let encoder = ChatCompletionStreamEncoder(requestID: context.requestID, model: context.model,
                                                   createdUnixSeconds: EventClock.nowUnixNanos() / 1_000_000_000,
                                                   includeUsage: context.includeUsage)
         let inbox = self.inbox
         let body = ResponseBody { writer in
-            defer { inbox.unregister(context.requestID) }
+            defer {
+                inbox.unregister(context.requestID)
+                span.end()
+            }
             try await writer.write(ByteBuffer(bytes: encoder.roleChunk()))
             // The inbox ends the reply stream at the deadline, which ends this loop with no outcome.
             var outcome: NATSMessage?

@@ -159,7 +159,9 @@ public struct ChatGateway: Sendable {
         var parentContext = ServiceContext.topLevel
         tracer.extract(incoming, into: &parentContext, using: DictionaryExtractor())
         let span = tracer.startSpan("chat.completions", context: parentContext, ofKind: .server)
-        defer { span.end() }
+        // The span lasts as long as the answer: a stream's ends when its body has been written (streamResponse).
+        var spanEndsWithBody = false
+        defer { if !spanEndsWithBody { span.end() } }
         var headers: NATSHeaders = [:]
         tracer.inject(span.context, into: &headers, using: DictionaryInjector())
         let replySubject = inbox.subject(for: requestID)
@@ -196,7 +198,8 @@ public struct ChatGateway: Sendable {
                                charged: charged, started: clock, includeUsage: validated.includeUsage,
                                timeout: configuration.requestTimeout, budgeted: limits.isLimited)
         if validated.stream {
-            return streamResponse(replies, context: context)
+            spanEndsWithBody = true
+            return streamResponse(replies, context: context, span: span)
         }
         defer { inbox.unregister(requestID) }
         guard let message = await Self.firstFinal(replies) else {
