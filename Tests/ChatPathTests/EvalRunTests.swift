@@ -351,6 +351,9 @@ struct EvalRunTests {
                 tenantID: Stack.tenant, runID: runID), as: CancelRunResponse.self)
             #expect(cancelled.run?.status == "cancelled")
             #expect(cancelled.run?.error == "cancelled by test")
+            // The held case is answered now: its result reaches the driver after the cancel, which must neither
+            // count it nor start the next case.
+            fake.set(.answer("Released."))
             // The replica driving it stops: its run-finish audit line is the fact to wait for.
             let finishDeadline = ContinuousClock.now + .seconds(30)
             var finishes = 0
@@ -368,6 +371,7 @@ struct EvalRunTests {
                 tenantID: Stack.tenant, runID: runID), as: GetRunResponse.self).run)
             #expect(run.status == "cancelled")
             #expect(run.error == "cancelled by test")
+            #expect(Int(run.casesDone) == stored, "the run's totals count cases after the cancel")
             #expect(try await Self.count(stack, """
                 SELECT count(*) FROM eval_audit WHERE action = 'run-cancel' AND detail = '\(runID)' AND actor = 'test'
                 """) == 1)

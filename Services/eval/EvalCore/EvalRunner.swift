@@ -197,12 +197,19 @@ public final class EvalRunner: Sendable {
                 while let (index, result) = await group.next() {
                     // A case cut short by a shutdown or a cancel is not a result: it is neither stored nor scored.
                     if result.errorCode == Self.interrupted { continue }
-                    results.append(result)
+                    var running = true
                     do {
-                        try await Self.uncancelled { try await self.record(result, position: index, of: run) }
+                        running = try await Self.uncancelled { try await self.record(result, position: index, of: run) }
                     } catch {
                         failure = "storing case results failed: \(error)"
                     }
+                    guard running else {
+                        // Cancelled (or swept) meanwhile: this result doesn't count, nothing more starts, and the
+                        // cases in flight end at once — without waiting for the watch's next look.
+                        group.cancelAll()
+                        continue
+                    }
+                    results.append(result)
                     if next < suite.cases.count && !Task.isCancelled { launch() }
                 }
             }
@@ -500,19 +507,21 @@ public final class EvalRunner: Sendable {
 
     // MARK: storage
 
-    /// Stores a case's result and counts it, while the run is still running (not after a cancel or the sweep).
-    func record(_ result: EvalCaseResult, position: Int, of run: EvalRun) async throws {
+    /// Stores a case's result and counts it while the run is still running; returns false (storing nothing) once
+    /// it no longer is (cancelled, or closed by the sweep).
+    func record(_ result: EvalCaseResult, position: Int, of run: EvalRun) async throws -> Bool {
         try await pool.transaction { connection in
             let counted = try await connection.execute("""
                 UPDATE eval_runs SET cases_done = cases_done + 1, cases_passed = cases_passed + $2, updated_at = now()
                 WHERE run_id = $1 AND status = 'running'
                 """, [.text(run.runID), .int64(result.passed ? 1 : 0)])
-            guard counted > 0 else { return }
+            guard counted > 0 else { return false }
             _ = try await connection.query("""
                 INSERT INTO eval_case_results (run_id, position, case_id, score, passed, result)
                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, position) DO NOTHING
                 """, [.text(run.runID), .int64(Int64(position)), .text(result.caseID), .double(result.score),
                       .bool(result.passed), .bytea(result.protobufBytes())])
+            return true
         }
     }
 
